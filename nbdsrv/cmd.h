@@ -1,0 +1,17 @@
+/*
+ * cmd.h — the subcommands of the `nbdsrv` binary.  Each is implemented in its
+ * own file (cmd_<name>.c) and receives argv with argv[0] = the subcommand's
+ * name.  Each returns the process exit status: 0 success, 1 failure (after
+ * printing what went wrong to stderr), 2 usage error.
+ */
+#ifndef NBDSRV_CMD_H
+#define NBDSRV_CMD_H
+
+int cmd_serve(int argc, char **argv);   /* cmd_serve.c: run the daemon */
+int cmd_bench(int argc, char **argv);   /* cmd_bench.c: nbdsrv bench codec|pool */
+
+/* nbdsrv bench <what>: each prints a table (or JSON with --json). */
+int bench_codec(int argc, char **argv); /* bench_codec.c */
+int bench_pool(int argc, char **argv);  /* bench_pool.c */
+
+#endif

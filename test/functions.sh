@@ -1,0 +1,101 @@
+# test/functions.sh — shared harness for shell integration tests.
+#
+#   source "$SRC_DIR/test/functions.sh"
+#   requires nbdinfo qemu-io            # exit 77 (skipped) when a tool is missing
+#   t=$(mktempdir)                      # removed at exit
+#   cleanup_push "kill $pid"            # run at exit, last pushed first, even on failure
+#   start_nbdsrv --unix "$t/sock" --export "disk=$t/img"   # waits until it serves
+#   fail "what went wrong"              # print to stderr and exit 1
+#
+# Environment (set by ctest): NBDSRV (the binary), SRC_DIR, BUILD_DIR, TEST_BIN_DIR.
+# Every test must clean up after itself even when it fails; this file's EXIT
+# trap runs the cleanup stack.
+
+set -euo pipefail
+
+: "${SRC_DIR:=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
+: "${BUILD_DIR:=$SRC_DIR/build}"
+: "${NBDSRV:=$BUILD_DIR/nbdsrv/nbdsrv}"
+: "${TEST_BIN_DIR:=$BUILD_DIR/test}"
+export SRC_DIR BUILD_DIR NBDSRV TEST_BIN_DIR
+
+_cleanup_cmds=()
+cleanup_push() { _cleanup_cmds+=("$*"); }
+_run_cleanup() {
+  local rc=$? i
+  for ((i = ${#_cleanup_cmds[@]} - 1; i >= 0; i--)); do
+    eval "${_cleanup_cmds[$i]}" >/dev/null 2>&1 || true
+  done
+  exit $rc
+}
+trap _run_cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() { echo "FAIL: $(basename "$0"): $*" >&2; exit 1; }
+info() { echo "# $*" >&2; }
+
+# requires CMD… — skip (exit 77) unless every command is on the PATH.
+requires() {
+  local c
+  for c in "$@"; do
+    command -v "$c" >/dev/null 2>&1 || { echo "SKIP: $(basename "$0"): needs $c" >&2; exit 77; }
+  done
+}
+
+# requires_root — skip unless running as root (loop devices, mounts).
+requires_root() { [ "$(id -u)" -eq 0 ] || { echo "SKIP: $(basename "$0"): needs root" >&2; exit 77; }; }
+
+# mktempdir — a fresh directory removed at exit.
+mktempdir() {
+  local d
+  d=$(mktemp -d "${TMPDIR:-/tmp}/nbdsrv-test.XXXXXX")
+  cleanup_push "rm -rf '$d'"
+  echo "$d"
+}
+
+# wait_for COND-COMMAND [TIMEOUT-SECONDS] — poll until the command succeeds.
+wait_for() {
+  local cond=$1 timeout=${2:-30} i
+  for ((i = 0; i < timeout * 20; i++)); do
+    eval "$cond" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# free_port — a TCP port on 127.0.0.1 that nothing listens on right now.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_nbdsrv ARGS… — start `nbdsrv serve ARGS…` in the background, log to
+# $NBDSRV_LOG (default: a temp file, printed on failure), set NBDSRV_PID, and
+# wait until every --unix socket exists and every --listen port accepts.
+start_nbdsrv() {
+  local log=${NBDSRV_LOG:-$(mktemp "${TMPDIR:-/tmp}/nbdsrv-log.XXXXXX")}
+  NBDSRV_LOG=$log
+  "$NBDSRV" serve "$@" >"$log" 2>&1 &
+  NBDSRV_PID=$!
+  cleanup_push "kill -9 $NBDSRV_PID; wait $NBDSRV_PID"
+  cleanup_push "[ \$? -eq 0 ] || { echo '--- nbdsrv log:' >&2; tail -50 '$log' >&2; }"
+  local a prev=""
+  for a in "$@"; do
+    case $prev in
+      --unix) wait_for "[ -S '$a' ]" 30 || { cat "$log" >&2; fail "nbdsrv did not create $a"; } ;;
+      --listen)
+        local port=${a##*:}
+        wait_for "(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null" 30 ||
+          { cat "$log" >&2; fail "nbdsrv did not listen on $a"; } ;;
+    esac
+    prev=$a
+  done
+  kill -0 "$NBDSRV_PID" 2>/dev/null || { cat "$log" >&2; fail "nbdsrv exited at start"; }
+}
+
+# stop_nbdsrv — SIGTERM, wait, and return its exit status.
+stop_nbdsrv() {
+  kill -TERM "$NBDSRV_PID" 2>/dev/null || true
+  local rc=0
+  wait "$NBDSRV_PID" || rc=$?
+  return $rc
+}
