@@ -15,6 +15,7 @@ static const struct {
 } cmds[] = {
 	{ "serve", cmd_serve, "serve exports over NBD" },
 	{ "bench", cmd_bench, "measure a component (codec, pool)" },
+	{ "pool",  cmd_pool,  "backend pool: init, status, check" },
 };
 
 static void usage(FILE *f)
