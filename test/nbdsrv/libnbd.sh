@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# libnbd.sh — every NBD option and command through libnbd (nbd_client_test.c):
+# listing, INFO/GO, structured and simple replies, block status, errors,
+# read-only export, multi-conn, 8 connections x 64 requests against a model.
+source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
+bin=$TEST_BIN_DIR/nbdsrv/nbd_client_test
+[ -x "$bin" ] || fail "missing $bin"
+
+t=$(mktempdir)
+truncate -s 64M "$t/disk"
+truncate -s 1M "$t/other"
+python3 -c 'import sys; sys.stdout.buffer.write(b"\xa5" * (4 << 20))' >"$t/ro"
+
+start_nbdsrv --unix "$t/rw.sock" --export "disk=$t/disk,desc=test disk" \
+  --export "other=$t/other"
+rw_pid=$NBDSRV_PID
+start_nbdsrv --unix "$t/ro.sock" --export "ro=$t/ro,ro"
+
+"$bin" "$t/rw.sock" "$t/ro.sock" ${NBD_TEST_SEED:-} || fail "nbd_client_test failed"
+kill -0 "$rw_pid" || fail "server died"
+stop_nbdsrv || fail "ro server exit status $?"
