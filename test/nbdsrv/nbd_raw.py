@@ -1,0 +1,635 @@
+#!/usr/bin/env python3
+"""nbd_raw.py — a raw NBD protocol client for what libnbd 1.14 cannot send.
+
+Usage: nbd_raw.py SOCKET   (the server exports "disk", 64 MiB, the default
+export, and "big", 8 GiB, both sparse and writable)
+
+Checks, each followed by proof that the server still serves a new client:
+  * extended headers (NBD_OPT_EXTENDED_HEADERS): 64-bit requests and replies,
+    BLOCK_STATUS_EXT, WRITE_ZEROES/TRIM with lengths above 4 GiB;
+  * malformed sessions: bad magic, bad client flags, unknown and malformed
+    options (NBD_REP_ERR_UNSUP / _INVALID, negotiation continues), oversize
+    option length, unknown command, unknown flags, oversize request length,
+    bad request magic, disconnect mid-payload, EXPORT_NAME of an unknown
+    export (connection closed);
+  * INFO then GO for the same export report identical facts.
+
+Spec: NetworkBlockDevice/nbd doc/proto.md.  Set NBDSRV_STANDIN=1 when the
+server is nbdkit (no extended headers there: that part is skipped).
+"""
+import os
+import socket
+import struct
+import sys
+
+NBDMAGIC = 0x4E42444D41474943
+IHAVEOPT = 0x49484156454F5054
+REPLY_MAGIC = 0x3E889045565A9
+REQ_MAGIC = 0x25609513
+EXT_REQ_MAGIC = 0x21E41C71
+SIMPLE_MAGIC = 0x67446698
+STRUCT_MAGIC = 0x668E33EF
+EXT_MAGIC = 0x6E8A278C
+
+OPT_EXPORT_NAME, OPT_ABORT, OPT_LIST, OPT_INFO, OPT_GO = 1, 2, 3, 6, 7
+OPT_STRUCTURED_REPLY, OPT_LIST_META, OPT_SET_META, OPT_EXT_HEADERS = 8, 9, 10, 11
+REP_ACK, REP_SERVER, REP_INFO, REP_META = 1, 2, 3, 4
+ERR = 1 << 31
+REP_ERR_UNSUP, REP_ERR_INVALID, REP_ERR_UNKNOWN = ERR | 1, ERR | 3, ERR | 6
+REP_ERR_TOO_BIG = ERR | 9
+INFO_EXPORT, INFO_NAME, INFO_DESC, INFO_BLOCK = 0, 1, 2, 3
+
+CMD_READ, CMD_WRITE, CMD_DISC, CMD_FLUSH, CMD_TRIM = 0, 1, 2, 3, 4
+CMD_CACHE, CMD_ZEROES, CMD_BLOCK_STATUS = 5, 6, 7
+F_FUA, F_NO_HOLE, F_DF, F_REQ_ONE = 1, 2, 4, 8
+RT_NONE, RT_DATA, RT_HOLE, RT_BS, RT_BS_EXT = 0, 1, 2, 5, 6
+RT_ERROR, RT_ERROR_OFFSET = 32769, 32770
+EPERM, EIO, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP = 1, 5, 22, 28, 75, 95
+
+MiB = 1 << 20
+GiB = 1 << 30
+DISK_SIZE = 64 * MiB
+BIG_SIZE = 8 * GiB
+
+sock_path = None
+standin = os.environ.get("NBDSRV_STANDIN") == "1"
+failures = 0
+
+
+class Fail(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Fail(what)
+
+
+class Closed(Exception):
+    pass
+
+
+class Conn:
+    def __init__(self, timeout=10.0):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(sock_path)
+        self.ext = False
+        self.sr = False
+        self.cookie = 1
+
+    def close(self):
+        self.s.close()
+
+    def send(self, b):
+        self.s.sendall(b)
+
+    def recv(self, n):
+        out = bytearray()
+        while len(out) < n:
+            try:
+                b = self.s.recv(min(n - len(out), 1 << 20))
+            except socket.timeout:
+                raise Fail("timed out waiting for %d bytes from the server" % n)
+            except ConnectionResetError:
+                raise Closed()
+            if not b:
+                raise Closed()
+            out += b
+        return bytes(out)
+
+    def expect_closed(self, what):
+        """The server must close the connection (EOF) — reading anything
+        else or timing out is a failure."""
+        try:
+            while True:
+                b = self.s.recv(65536)
+                if not b:
+                    return
+        except socket.timeout:
+            raise Fail("%s: server did not close the connection" % what)
+        except (ConnectionResetError, BrokenPipeError):
+            return
+
+    # --- handshake -------------------------------------------------------
+    def handshake(self, cflags=3):
+        magic, opt, hflags = struct.unpack(">QQH", self.recv(18))
+        check(magic == NBDMAGIC and opt == IHAVEOPT, "bad server greeting")
+        check(hflags & 1, "server is not fixed newstyle")
+        self.no_zeroes = bool(hflags & 2) and bool(cflags & 2)
+        self.send(struct.pack(">I", cflags))
+        return hflags
+
+    def opt(self, opt, data=b""):
+        self.send(struct.pack(">QII", IHAVEOPT, opt, len(data)) + data)
+
+    def opt_reply(self, want_opt):
+        magic, opt, rtype, length = struct.unpack(">QIII", self.recv(20))
+        check(magic == REPLY_MAGIC, "bad option reply magic %#x" % magic)
+        check(opt == want_opt, "option reply for %d, sent %d" % (opt, want_opt))
+        check(length < 64 * 1024 * 1024, "option reply too long")
+        return rtype, self.recv(length)
+
+    def opt_simple(self, opt, data=b""):
+        self.opt(opt, data)
+        return self.opt_reply(opt)
+
+    def info_go(self, opt, name, infos=(INFO_NAME, INFO_DESC, INFO_BLOCK)):
+        n = name.encode()
+        data = struct.pack(">I", len(n)) + n + struct.pack(">H", len(infos))
+        data += b"".join(struct.pack(">H", i) for i in infos)
+        self.opt(opt, data)
+        got = []
+        while True:
+            rtype, d = self.opt_reply(opt)
+            if rtype == REP_INFO:
+                got.append(d)
+            elif rtype == REP_ACK:
+                return rtype, got
+            else:
+                check(rtype & ERR, "unexpected reply type %#x" % rtype)
+                return rtype, got
+
+    def go(self, name="", sr=True, ext=False, meta=False):
+        if ext:
+            rtype, _ = self.opt_simple(OPT_EXT_HEADERS)
+            if rtype != REP_ACK:
+                return rtype
+            self.ext = self.sr = True
+        elif sr:
+            rtype, _ = self.opt_simple(OPT_STRUCTURED_REPLY)
+            check(rtype == REP_ACK, "STRUCTURED_REPLY refused %#x" % rtype)
+            self.sr = True
+        if meta:
+            self.meta_id = set_meta(self, name)
+        rtype, infos = self.info_go(OPT_GO, name)
+        check(rtype == REP_ACK, "GO %r refused: %#x" % (name, rtype))
+        self.facts = parse_infos(infos)
+        return REP_ACK
+
+    # --- transmission ----------------------------------------------------
+    def request(self, cmd, off=0, length=0, flags=0, payload=b"", magic=None):
+        c = self.cookie
+        self.cookie += 1
+        if self.ext:
+            hdr = struct.pack(">IHHQQQ", magic or EXT_REQ_MAGIC, flags, cmd, c,
+                              off, length)
+        else:
+            hdr = struct.pack(">IHHQQI", magic or REQ_MAGIC, flags, cmd, c, off,
+                              length)
+        self.send(hdr + payload)
+        return c
+
+    def reply(self, cookie, read_len=0):
+        """Read one whole reply: (error, data bytes or None, chunk list).
+        Chunks are (type, flags, payload)."""
+        chunks = []
+        data = None
+        while True:
+            magic = struct.unpack(">I", self.recv(4))[0]
+            if self.ext:
+                check(magic == EXT_MAGIC,
+                      "reply magic %#x with extended headers negotiated" % magic)
+                flags, rtype, ck, off, length = struct.unpack(">HHQQQ",
+                                                              self.recv(28))
+            elif magic == SIMPLE_MAGIC:
+                err, ck = struct.unpack(">IQ", self.recv(12))
+                check(ck == cookie, "reply cookie %d, expected %d" % (ck, cookie))
+                if err == 0 and read_len:
+                    check(not self.sr, "simple reply to READ with structured "
+                          "replies negotiated")
+                    data = self.recv(read_len)
+                return err, data, chunks
+            else:
+                check(magic == STRUCT_MAGIC and self.sr,
+                      "bad reply magic %#x" % magic)
+                flags, rtype, ck, length = struct.unpack(">HHQI", self.recv(16))
+            check(ck == cookie, "reply cookie %d, expected %d" % (ck, cookie))
+            check(length < 128 * MiB, "chunk length %d" % length)
+            payload = self.recv(length)
+            chunks.append((rtype, flags, payload))
+            if flags & 1:
+                break
+        err = 0
+        for rtype, _, p in chunks:
+            if rtype & 0x8000:
+                check(len(p) >= 6, "short error chunk")
+                err = struct.unpack(">I", p[:4])[0]
+                check(err != 0, "error chunk with error 0")
+        if read_len and not err:
+            buf = bytearray(read_len)
+            covered = 0
+            for rtype, _, p in chunks:
+                if rtype == RT_DATA:
+                    off = struct.unpack(">Q", p[:8])[0]
+                    buf[off - self.last_off:off - self.last_off + len(p) - 8] = p[8:]
+                    covered += len(p) - 8
+                elif rtype == RT_HOLE:
+                    off = struct.unpack(">Q", p[:8])[0]
+                    hl = (struct.unpack(">I", p[8:12])[0] if len(p) == 12
+                          else struct.unpack(">Q", p[8:16])[0])
+                    covered += hl
+            check(covered == read_len, "read chunks cover %d of %d" %
+                  (covered, read_len))
+            data = bytes(buf)
+        return err, data, chunks
+
+    def cmd(self, cmd, off=0, length=0, flags=0, payload=b""):
+        c = self.request(cmd, off, length, flags, payload)
+        return self.reply(c)
+
+    def read(self, off, length, flags=0):
+        c = self.request(CMD_READ, off, length, flags)
+        self.last_off = off
+        return self.reply(c, read_len=length)
+
+
+def parse_infos(infos):
+    facts = {}
+    for d in infos:
+        t = struct.unpack(">H", d[:2])[0]
+        facts[t] = d[2:]
+    check(INFO_EXPORT in facts, "no NBD_INFO_EXPORT in GO/INFO reply")
+    return facts
+
+
+def set_meta(c, name, opt=OPT_SET_META, queries=("base:allocation",)):
+    n = name.encode()
+    data = struct.pack(">I", len(n)) + n + struct.pack(">I", len(queries))
+    for q in queries:
+        data += struct.pack(">I", len(q)) + q.encode()
+    c.opt(opt, data)
+    ids = {}
+    while True:
+        rtype, d = c.opt_reply(opt)
+        if rtype == REP_META:
+            ids[d[4:].decode()] = struct.unpack(">I", d[:4])[0]
+        elif rtype == REP_ACK:
+            break
+        else:
+            raise Fail("SET_META_CONTEXT reply %#x" % rtype)
+    check("base:allocation" in ids, "base:allocation not selected")
+    return ids["base:allocation"]
+
+
+def export_facts(c):
+    size, tflags = struct.unpack(">QH", c.facts[INFO_EXPORT])
+    return size, tflags
+
+
+def still_serves(what):
+    """A fresh client gets a full session after whatever @what did."""
+    c = Conn()
+    try:
+        c.handshake()
+        c.go("disk")
+        err, data, _ = c.read(0, 4096)
+        check(err == 0 and len(data) == 4096,
+              "after %s: a new client's READ failed (%d)" % (what, err))
+        c.request(CMD_DISC)
+    except Closed:
+        raise Fail("after %s: the server closed a new client's session" % what)
+    finally:
+        c.close()
+
+
+# ---- the checks -----------------------------------------------------------
+
+def t_bad_option_magic():
+    c = Conn()
+    c.handshake()
+    c.send(struct.pack(">QII", 0x1122334455667788, OPT_GO, 0))
+    c.expect_closed("option with bad magic")
+    c.close()
+
+
+def t_bad_client_flags():
+    c = Conn()
+    c.handshake(cflags=0x80000003)
+    # Spec: the server MUST close if it does not recognize the client flags.
+    c.expect_closed("unknown client flags")
+    c.close()
+
+
+def t_unknown_option():
+    c = Conn()
+    c.handshake()
+    rtype, _ = c.opt_simple(0x7A5E)
+    check(rtype == REP_ERR_UNSUP, "unknown option: reply %#x, want ERR_UNSUP" % rtype)
+    rtype, _ = c.opt_simple(0x7A5F, b"some ignored option data")
+    check(rtype == REP_ERR_UNSUP, "unknown option with data: reply %#x" % rtype)
+    # Negotiation continues.
+    c.go("disk")
+    err, _, _ = c.read(0, 512)
+    check(err == 0, "read after unknown options failed")
+    c.close()
+
+
+def t_malformed_options():
+    c = Conn()
+    c.handshake()
+    rtype, _ = c.opt_simple(OPT_STRUCTURED_REPLY, b"x")
+    check(rtype & ERR, "STRUCTURED_REPLY with data accepted (%#x)" % rtype)
+    rtype, _ = c.opt_simple(OPT_LIST, b"xy")
+    check(rtype & ERR, "LIST with data accepted (%#x)" % rtype)
+    # INFO whose name length runs past the option data.
+    rtype, _ = c.opt_simple(OPT_INFO, struct.pack(">I", 100) + b"disk")
+    check(rtype == REP_ERR_INVALID, "INFO with bad name length: %#x" % rtype)
+    # GO whose info-request count runs past the option data.
+    rtype, _ = c.opt_simple(OPT_GO, struct.pack(">I", 4) + b"disk" +
+                            struct.pack(">H", 9) + b"\0\1")
+    check(rtype == REP_ERR_INVALID, "GO with bad info count: %#x" % rtype)
+    # SET_META_CONTEXT with a truncated query.
+    rtype, _ = c.opt_simple(OPT_SET_META, struct.pack(">II", 4, 0)[:6])
+    check(rtype & ERR, "truncated SET_META_CONTEXT accepted (%#x)" % rtype)
+    rtype, _ = c.opt_simple(OPT_GO, struct.pack(">I", 4) + b"nope" +
+                            struct.pack(">H", 0))
+    check(rtype == REP_ERR_UNKNOWN, "GO unknown export: %#x, want ERR_UNKNOWN" %
+          rtype)
+    # Still negotiating: a good GO works.
+    c.go("disk")
+    err, _, _ = c.read(4096, 512)
+    check(err == 0, "read after malformed options failed")
+    c.close()
+
+
+def t_garbage_after_greeting():
+    c = Conn()
+    c.handshake()
+    c.send(os.urandom(4096))
+    try:
+        c.expect_closed("random bytes as options")
+    except Fail:
+        raise
+    c.close()
+
+
+def t_oversize_option():
+    c = Conn()
+    c.handshake()
+    c.send(struct.pack(">QII", IHAVEOPT, OPT_INFO, 0x7FFFFFF0))
+    c.send(b"\0" * 64)
+    # The server may refuse (ERR_TOO_BIG / _INVALID) or close; it must not
+    # wait for 2 GiB of option data.
+    try:
+        rtype, _ = c.opt_reply(OPT_INFO)
+        check(rtype & ERR, "2 GiB option accepted (%#x)" % rtype)
+    except Closed:
+        pass
+    c.close()
+
+
+def t_export_name_unknown():
+    c = Conn()
+    c.handshake()
+    c.opt(OPT_EXPORT_NAME, b"no-such-export")
+    c.expect_closed("EXPORT_NAME of an unknown export")
+    c.close()
+
+
+def t_export_name_ok():
+    c = Conn()
+    c.handshake(cflags=1)      # without NO_ZEROES: 124 zero bytes follow
+    c.opt(OPT_EXPORT_NAME, b"disk")
+    size, tflags = struct.unpack(">QH", c.recv(10))
+    check(size == DISK_SIZE, "EXPORT_NAME size %d" % size)
+    check(tflags & 1, "transmission flags without HAS_FLAGS")
+    check(c.recv(124) == b"\0" * 124, "reserved zeros")
+    err, data, _ = c.read(0, 4096)
+    check(err == 0 and len(data) == 4096, "read after EXPORT_NAME")
+    c.close()
+
+
+def t_info_then_go():
+    c = Conn()
+    c.handshake()
+    c.opt_simple(OPT_STRUCTURED_REPLY)
+    rtype, info = c.info_go(OPT_INFO, "disk")
+    check(rtype == REP_ACK, "INFO disk: %#x" % rtype)
+    rtype, go = c.info_go(OPT_GO, "disk")
+    check(rtype == REP_ACK, "GO disk: %#x" % rtype)
+    fi, fg = parse_infos(info), parse_infos(go)
+    check(fi == fg, "INFO and GO differ: %r vs %r" % (fi, fg))
+    size, tflags = struct.unpack(">QH", fg[INFO_EXPORT])
+    check(size == DISK_SIZE, "size %d" % size)
+    if not standin:
+        check(INFO_BLOCK in fg, "no NBD_INFO_BLOCK_SIZE")
+        mn, pref, mx = struct.unpack(">III", fg[INFO_BLOCK])
+        check(mx == 64 * MiB, "max block size %d" % mx)
+    c.close()
+    # "" is the first export: same facts (apart from the name).
+    c = Conn()
+    c.handshake()
+    c.opt_simple(OPT_STRUCTURED_REPLY)    # SEND_DF depends on it
+    rtype, info = c.info_go(OPT_INFO, "", infos=())
+    check(rtype == REP_ACK, "INFO '': %#x" % rtype)
+    check(parse_infos(info)[INFO_EXPORT] == fi[INFO_EXPORT],
+          "default export differs from the first one")
+    c.close()
+
+
+def t_unknown_command_and_flags():
+    for sr in (True, False):
+        c = Conn()
+        c.handshake()
+        c.go("disk", sr=sr)
+        err, _, _ = c.cmd(42, 0, 4096)
+        check(err == EINVAL, "unknown command: error %d, want EINVAL" % err)
+        err, _, _ = c.read(0, 4096, flags=0x4000)
+        check(err == EINVAL, "READ with unknown flag: error %d" % err)
+        err, _, _ = c.cmd(CMD_FLUSH, flags=0x400)
+        check(err == EINVAL, "FLUSH with unknown flag: error %d" % err)
+        err, _, _ = c.read(DISK_SIZE - 4096, 8192)
+        check(err == EINVAL, "READ past the end: error %d" % err)
+        err, _, _ = c.cmd(CMD_WRITE, DISK_SIZE, 512, payload=b"x" * 512)
+        check(err == ENOSPC, "WRITE past the end: error %d, want ENOSPC" % err)
+        # Offset + length overflowing 64 bits.
+        err, _, _ = c.read(0xFFFFFFFFFFFFF000, 8192)
+        check(err == EINVAL, "READ wrapping 2^64: error %d" % err)
+        err, data, _ = c.read(4096, 4096)
+        check(err == 0, "connection unusable after bad requests")
+        c.request(CMD_DISC)
+        c.close()
+
+
+def t_oversize_request():
+    c = Conn()
+    c.handshake()
+    c.go("disk")
+    # READ of 256 MiB: above the 64 MiB maximum.  An error reply (EINVAL or
+    # EOVERFLOW) is right; closing is tolerated.  Sending 256 MiB is not.
+    try:
+        err, _, _ = c.read(0, 256 * MiB)
+        check(err in (EINVAL, EOVERFLOW),
+              "oversize READ: error %d" % err)
+        err, _, _ = c.read(0, 4096)
+        check(err == 0, "READ after oversize READ")
+    except Closed:
+        pass
+    c.close()
+    # WRITE header claiming 1 GiB, payload never sent: must not hang the
+    # server (it errors and closes, or closes).
+    c = Conn()
+    c.handshake()
+    c.go("disk")
+    c.request(CMD_WRITE, 0, 1 << 30)
+    c.send(b"\0" * 65536)
+    try:
+        err, _, _ = c.reply(c.cookie - 1)
+        check(err != 0, "1 GiB WRITE succeeded with 64 KiB of payload")
+    except Closed:
+        pass
+    c.close()
+
+
+def t_bad_request_magic():
+    c = Conn()
+    c.handshake()
+    c.go("disk")
+    c.request(CMD_READ, 0, 4096, magic=0xDEADBEEF)
+    c.expect_closed("request with bad magic")
+    c.close()
+
+
+def t_disconnect_mid_payload():
+    for n in (1, 100 * 1024):
+        c = Conn()
+        c.handshake()
+        c.go("disk")
+        c.request(CMD_WRITE, 8 * MiB, 1 * MiB)
+        c.send(b"\x55" * n)
+        c.close()
+    c = Conn()                 # and mid-header
+    c.handshake()
+    c.go("disk")
+    c.send(struct.pack(">IHH", REQ_MAGIC, 0, CMD_READ))
+    c.close()
+    c = Conn()                 # and mid-option
+    c.handshake()
+    c.send(struct.pack(">QII", IHAVEOPT, OPT_GO, 100) + b"\0\0")
+    c.close()
+
+
+def t_structured_reads():
+    c = Conn()
+    c.handshake()
+    c.go("disk", sr=True, meta=True)
+    pattern = bytes(range(256)) * 16
+    err, _, _ = c.cmd(CMD_WRITE, 12 * MiB, 4096, payload=pattern)
+    check(err == 0, "write")
+    err, data, chunks = c.read(12 * MiB, 4096)
+    check(err == 0 and data == pattern, "structured READ content")
+    err, data, chunks = c.read(12 * MiB - 4096, 8192, flags=F_DF)
+    check(err == 0 and data == b"\0" * 4096 + pattern, "DF READ content")
+    check(len(chunks) == 1 or (len(chunks) == 2 and chunks[1][0] == RT_NONE),
+          "DF READ in %d chunks" % len(chunks))
+    c.close()
+
+
+def t_extended_headers():
+    c = Conn()
+    c.handshake()
+    rtype = c.go("big", ext=True, meta=True)
+    if rtype != REP_ACK:
+        check(standin, "EXTENDED_HEADERS refused: %#x" % rtype)
+        print("skip extended headers: the stand-in (nbdkit 1.32) lacks them")
+        c.close()
+        return
+    size, tflags = export_facts(c)
+    check(size == BIG_SIZE, "big size %d" % size)
+    pattern = os.urandom(65536)
+    # 64-bit lengths and offsets above 4 GiB.
+    err, _, _ = c.cmd(CMD_WRITE, 5 * GiB, len(pattern), payload=pattern)
+    check(err == 0, "extended WRITE: %d" % err)
+    err, data, chunks = c.read(5 * GiB, len(pattern))
+    check(err == 0 and data == pattern, "extended READ content")
+    err, _, _ = c.cmd(CMD_WRITE, 0, 4096, payload=pattern[:4096])
+    check(err == 0, "extended WRITE at 0")
+    # Block status over more than 4 GiB in one request.
+    c2 = c.request(CMD_BLOCK_STATUS, 0, 6 * GiB)
+    err, _, chunks = c.reply(c2)
+    check(err == 0, "BLOCK_STATUS: %d" % err)
+    bs = [p for t, _, p in chunks if t == RT_BS_EXT]
+    check(bs and not [1 for t, _, _ in chunks if t == RT_BS],
+          "extended headers but no BLOCK_STATUS_EXT chunk (types %r)" %
+          [t for t, _, _ in chunks])
+    p = bs[0]
+    ctx, count = struct.unpack(">II", p[:8])
+    check(ctx == c.meta_id, "context id %d, expected %d" % (ctx, c.meta_id))
+    check(count >= 1 and len(p) == 8 + 16 * count, "descriptor count %d/%d" %
+          (count, len(p)))
+    exts = [struct.unpack(">QQ", p[8 + 16 * i:24 + 16 * i]) for i in range(count)]
+    total = sum(e[0] for e in exts)
+    check(all(e[0] > 0 for e in exts), "zero-length descriptor")
+    check(total <= BIG_SIZE, "descriptors cover %d" % total)
+    check(exts[0][1] & 1 == 0, "written first 4 KiB reported as a hole")
+    if total <= 4 * GiB:
+        print("note: server answered 6 GiB BLOCK_STATUS with %d bytes only" % total)
+    else:
+        check(any(e[0] > 0xFFFFFFFF for e in exts) or len(exts) > 1,
+              "64-bit extent lengths")
+    # WRITE_ZEROES and TRIM with lengths above 4 GiB.
+    err, _, _ = c.cmd(CMD_ZEROES, 1 * GiB, 5 * GiB)
+    check(err == 0, "5 GiB WRITE_ZEROES: %d" % err)
+    err, data, _ = c.read(5 * GiB, 4096)
+    check(err == 0 and data == b"\0" * 4096, "5 GiB WRITE_ZEROES did not zero")
+    err, _, _ = c.cmd(CMD_TRIM, 0, BIG_SIZE)
+    check(err == 0, "8 GiB TRIM: %d" % err)
+    err, data, _ = c.read(0, 4096)
+    check(err == 0 and data == b"\0" * 4096, "TRIM did not zero")
+    # READ of a 64-bit length above the advertised 64 MiB maximum payload.
+    # (The spec lets a server serve it as holes or many chunks; nbdsrv's
+    # contract is to refuse it.)
+    err, _, _ = c.read(0, 4 * GiB + 4096)
+    check(err in (EINVAL, EOVERFLOW), "4 GiB + 4 KiB READ: error %d" % err)
+    err, _, _ = c.cmd(CMD_ZEROES, BIG_SIZE - 4096, 8192)
+    check(err == ENOSPC, "WRITE_ZEROES past the end: %d" % err)
+    err, _, _ = c.cmd(42)
+    check(err == EINVAL, "unknown command with extended headers: %d" % err)
+    # A compact (32-bit) request on an extended session is a protocol error.
+    c.send(struct.pack(">IHHQQI", REQ_MAGIC, 0, CMD_READ, 99, 0, 512))
+    c.expect_closed("compact request after extended headers")
+    c.close()
+
+
+CHECKS = [
+    t_unknown_option, t_malformed_options, t_info_then_go, t_export_name_ok,
+    t_structured_reads, t_unknown_command_and_flags, t_extended_headers,
+    t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
+    t_oversize_option, t_export_name_unknown, t_oversize_request,
+    t_bad_request_magic, t_disconnect_mid_payload,
+]
+
+
+def main():
+    global sock_path
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    sock_path = sys.argv[1]
+    failed = 0
+    only = os.environ.get("NBD_TEST_ONLY")
+    for t in CHECKS:
+        if only and only not in t.__name__:
+            continue
+        try:
+            t()
+            still_serves(t.__name__)
+            print("ok %s" % t.__name__)
+        except Fail as e:
+            print("FAIL %s: %s" % (t.__name__, e))
+            failed += 1
+        except Closed:
+            print("FAIL %s: the server closed the connection unexpectedly" %
+                  t.__name__)
+            failed += 1
+        except OSError as e:
+            print("FAIL %s: %s" % (t.__name__, e))
+            failed += 1
+        sys.stdout.flush()
+    print("%d checks failed" % failed)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
