@@ -9,6 +9,7 @@ t=$(mktempdir)
 truncate -s 64M "$t/disk"
 start_nbdsrv --unix "$t/sock" --export "disk=$t/disk"
 uri="nbd+unix:///disk?socket=$t/sock"
+cd "$t"     # fio writes its verify state files to the current directory
 common=(--ioengine=nbd "--uri=$uri" --bs=4k --iodepth=16 --numjobs=4
         --size=16M --offset_increment=16M --verify=crc32c --randrepeat=1
         --group_reporting --output-format=terse)
