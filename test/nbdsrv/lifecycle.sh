@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# lifecycle.sh — how the server starts and stops: systemd socket activation
+# (LISTEN_PID/LISTEN_FDS, as libnbd's [ CMD ] syntax uses it), --pidfile,
+# several listeners, SIGTERM with requests in flight (exit 0, data on disk),
+# and startup/usage errors (exit 1 / exit 2 with a message, never a crash).
+source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
+requires nbdinfo nbdcopy python3 cmp
+standin=${NBDSRV_STANDIN:-0}
+t=$(mktempdir)
+truncate -s 16M "$t/disk"
+head -c $((4 << 20)) /dev/urandom >"$t/src"
+truncate -s 16M "$t/src"
+
+# --- socket activation ----------------------------------------------------
+nbdinfo --list -- [ "$NBDSRV" serve --export "disk=$t/disk" --export "two=$t/src" ] \
+  >"$t/list" 2>&1 || { cat "$t/list" >&2; fail "nbdinfo --list via socket activation"; }
+grep -q '^export="disk":' "$t/list" && grep -q '^export="two":' "$t/list" ||
+  { cat "$t/list" >&2; fail "socket-activated server did not list both exports"; }
+# Data written through a socket-activated server is in the file when the
+# client is done (libnbd stops the server with SIGTERM).
+nbdcopy --flush -- "$t/src" [ "$NBDSRV" serve --export "disk=$t/disk" ] ||
+  fail "nbdcopy via socket activation"
+cmp "$t/src" "$t/disk" || fail "socket-activated write not in the backing file"
+[ "$(nbdinfo --size -- [ "$NBDSRV" serve --export "disk=$t/disk,ro" ])" = $((16 << 20)) ] ||
+  fail "nbdinfo --size via socket activation"
+
+# --- pidfile, two listeners -----------------------------------------------
+port=$(free_port)
+listen=(--listen "127.0.0.1:$port")
+[ "$standin" = 1 ] && listen=()
+start_nbdsrv --unix "$t/sock" "${listen[@]}" --pidfile "$t/pid" \
+  --export "disk=$t/disk" --threads 2 --log-level debug
+wait_for "[ -s '$t/pid' ]" 10 || fail "no pidfile"
+[ "$(cat "$t/pid")" = "$NBDSRV_PID" ] || fail "pidfile has $(cat "$t/pid"), pid is $NBDSRV_PID"
+nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null || fail "unix listener"
+[ "$standin" = 1 ] || nbdinfo --size "nbd://127.0.0.1:$port/disk" >/dev/null || fail "TCP listener"
+
+# --- SIGTERM with writes in flight ----------------------------------------
+# A client keeps 16 writes in flight; SIGTERM arrives mid-stream.  The server
+# must finish what it started, exit 0, and every write it acknowledged must be
+# in the file.  The client records what was acknowledged.
+python3 - "$t/sock" "$t/acked" <<'PY' &
+import socket, struct, sys, os
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+def rd(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise EOFError
+        b += c
+    return b
+rd(18); s.sendall(struct.pack(">I", 3))
+name = b"disk"
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 4 + len(name) + 2) +
+          struct.pack(">I", len(name)) + name + struct.pack(">H", 0))
+while True:
+    _, _, rtype, ln = struct.unpack(">QIII", rd(20)); rd(ln)
+    if rtype == 1: break
+    if rtype & 0x80000000: sys.exit("GO failed")
+acked = open(sys.argv[2], "w")
+pending = {}
+h = 0
+try:
+    for round in range(100000):
+        while len(pending) < 16:
+            h += 1
+            off = (h % 4096) * 4096
+            data = struct.pack(">Q", h) * 512
+            s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, h, off, 4096) + data)
+            pending[h] = off
+        magic, err, hh = struct.unpack(">IIQ", rd(16))
+        off = pending.pop(hh)
+        if err == 0:
+            acked.write("%d %d\n" % (off, hh)); acked.flush()
+except (EOFError, ConnectionResetError, BrokenPipeError):
+    pass
+PY
+client=$!
+cleanup_push "kill $client"
+wait_for "[ \$(wc -l <'$t/acked' 2>/dev/null || echo 0) -gt 2000 ]" 30 || fail "writer made no progress"
+rc=0; stop_nbdsrv || rc=$?
+[ $rc -eq 0 ] || fail "SIGTERM: exit status $rc, want 0"
+wait $client || true
+python3 - "$t/acked" "$t/disk" <<'PY' || fail "an acknowledged write is missing after SIGTERM"
+import struct, sys
+last = {}
+for line in open(sys.argv[1]):
+    off, h = map(int, line.split())
+    last[off] = max(h, last.get(off, 0))
+with open(sys.argv[2], "rb") as f:
+    bad = 0
+    for off, h in last.items():
+        f.seek(off)
+        got = struct.unpack(">Q", f.read(8))[0]
+        # A later write may have been written but not acknowledged.
+        if got < h: bad += 1
+print("# %d acknowledged writes, %d offsets checked, %d missing" %
+      (sum(1 for _ in open(sys.argv[1])), len(last), bad), file=sys.stderr)
+sys.exit(1 if bad else 0)
+PY
+# It stopped accepting: nothing listens on the socket any more.
+if nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null 2>&1; then
+  fail "server still accepts after exit"
+fi
+
+# --- startup and usage errors ---------------------------------------------
+[ "$standin" = 1 ] && exit 0     # nbdkit's messages and codes differ
+expect_exit() {   # expect_exit CODE WHAT ARGS… — serve must exit CODE with a message
+  local want=$1 what=$2 rc=0; shift 2
+  timeout 20 "$NBDSRV" serve "$@" >"$t/err" 2>&1 </dev/null || rc=$?
+  [ $rc -eq "$want" ] || { cat "$t/err" >&2; fail "$what: exit $rc, want $want"; }
+  [ -s "$t/err" ] || fail "$what: no message"
+  ! grep -qiE 'sanitizer|segmentation|core dumped' "$t/err" || { cat "$t/err" >&2; fail "$what: crashed"; }
+}
+expect_exit 2 "unknown option" --bogus --export "d=$t/disk" --unix "$t/s1"
+expect_exit 2 "export without =" --export "$t/disk" --unix "$t/s1"
+expect_exit 2 "bad --threads" --threads abc --export "d=$t/disk" --unix "$t/s1"
+expect_exit 2 "bad --log-level" --log-level loud --export "d=$t/disk" --unix "$t/s1"
+expect_exit 2 "bad --listen" --listen "127.0.0.1:99999" --export "d=$t/disk"
+expect_exit 2 "unknown export flag" --export "d=$t/disk,bogus" --unix "$t/s1"
+expect_exit 1 "missing export file" --export "d=$t/nonexistent" --unix "$t/s1"
+expect_exit 1 "unix socket in a missing directory" --export "d=$t/disk" --unix "$t/no/dir/s"
+python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)' >"$t/busy" &
+busy=$!
+cleanup_push "kill $busy"
+wait_for "[ -s '$t/busy' ]" 10
+expect_exit 1 "port in use" --listen "127.0.0.1:$(cat "$t/busy")" --export "d=$t/disk"
