@@ -1,0 +1,26 @@
+/*
+ * codec_int.h — what codec.c and key.c share; not for other layers.
+ */
+#ifndef NBDSRV_CODEC_INT_H
+#define NBDSRV_CODEC_INT_H
+
+#include "codec/codec.h"
+
+/* Lives in sodium_malloc() memory: guard pages, mlock()ed, wiped on free. */
+struct codec_key {
+	uint8_t raw[CODEC_KEY_SIZE];
+};
+
+/* libsodium initialised (idempotent, thread-safe); 0 or -EIO. */
+int codec_sodium_init(void);
+
+/* Volume subkey = BLAKE2b-256 keyed by the pool master key over
+ * "FLECC1/volume" || pool id || volume id (LE). */
+void codec_kdf_volume(const struct codec_key *master, const uint8_t pool[16],
+		      uint64_t volume, uint8_t out[CODEC_KEY_SIZE]);
+/* Chunk key = BLAKE2b-256 keyed by the volume subkey over
+ * "FLECC1/chunk" || salt || chunk index || version (LE). */
+void codec_kdf_chunk(const uint8_t volkey[CODEC_KEY_SIZE], const struct codec_id *id,
+		     const uint8_t salt[CODEC_SALT_SIZE], uint8_t out[CODEC_KEY_SIZE]);
+
+#endif
