@@ -1,0 +1,252 @@
+/*
+ * cache.h — the layer below vol/: the metadata store (meta_*) and the object
+ * store interface (objstore_*) with its in-memory implementation (memstore).
+ *
+ * 1. meta — one LMDB environment per pool, named tables (enum meta_table),
+ *    a format record (version + pool id) checked at open, a persistent id
+ *    counter reserved in blocks, and GROUP COMMIT:
+ *
+ *        reactor threads                       committer thread
+ *        meta_wbegin ─ put/del (staged) ─┐
+ *                                        ├─► open batch ──swap──► committing
+ *        meta_rbegin ─ get/seek ◄────────┘   (skiplists)   one mdb txn, fsync
+ *             (open batch, then committing batch, then LMDB)       │
+ *        meta_flush(f) ──────────────────────────────────────► f->cb on f->loop
+ *
+ *    Changes are staged in memory and become durable together, in one write
+ *    transaction, at the next commit (a flush request, or the size/time
+ *    thresholds).  A change is visible to every reader as soon as it is
+ *    staged (read-your-writes).  All changes staged inside one
+ *    meta_wbegin/meta_wend section land in the same transaction, so a
+ *    multi-record change is never half applied after a crash.
+ *
+ * 2. objstore — where chunk objects' bytes live (the SSD cache + pool of
+ *    issue 6, or memstore).  An ops table; every data op is asynchronous and
+ *    completes on the submitter's loop.
+ *
+ * Functions return >= 0 or -errno; the meta_* ones that fail leave a
+ * human-readable reason in meta_last_error() (per thread).
+ */
+#ifndef NBDSRV_CACHE_H
+#define NBDSRV_CACHE_H
+
+#include "common/common.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ===================================================== metadata store === */
+
+#define META_FORMAT_VERSION 1u
+#define META_POOL_ID_LEN    16
+
+/* The named tables of the environment; keys compare as bytes (memcmp, then
+ * the shorter first), so integers in keys are stored big-endian. */
+enum meta_table {
+	META_T_META = 0,        /* format record, id counter */
+	META_T_VOLS,            /* vol/: volume id → record */
+	META_T_NAMES,           /* vol/: volume name → id */
+	META_T_SNAPS,           /* vol/: (volume, epoch) → snapshot record */
+	META_T_MAP,             /* vol/: (volume, chunk, epoch) → object */
+	META_T_OBJS,            /* vol/: object → refcount, base */
+	META_T_GC,              /* vol/: dropped objects awaiting shard deletion */
+	META_T_INTENTS,         /* issue 6: flush intents */
+	META_T_CACHE_INDEX,     /* issue 6: cache slots */
+	META_T_COUNT
+};
+
+struct meta;
+
+/* Called on the committer thread after each successful commit, with the
+ * generation of the newest batch it contained (see meta_wgen()); may stage
+ * new changes (they go to a later commit).  Must not block for long. */
+typedef void meta_commit_hook(void *arg, uint64_t gen);
+
+struct meta_opts {
+	uint8_t pool_id[META_POOL_ID_LEN]; /* must match the store's */
+	bool create;              /* initialise an empty store (else -ENOENT) */
+	uint64_t map_size;        /* LMDB map size; 0 = 64 GiB */
+	uint64_t commit_bytes;    /* commit when this much is staged; 0 = 16 MiB */
+	uint64_t commit_delay_ns; /* commit staged changes this old; 0 = 1 s,
+	                           * UINT64_MAX = only on flush */
+	uint64_t id_block;        /* ids reserved per counter bump; 0 = 1024 */
+	meta_commit_hook *hook;   /* optional */
+	void *hook_arg;
+};
+
+/* Open (or with opts->create, create) the store in directory `path`.  Takes
+ * an exclusive lock on it: -EBUSY if another process holds it.  Refuses a
+ * newer or unknown format (-EPROTONOSUPPORT) and another pool's store
+ * (-EINVAL).  On success *out is owned by the caller (meta_close). */
+int meta_open(const char *path, const struct meta_opts *opts, struct meta **out);
+/* Commit what is staged (blocking), stop the committer, close.  Returns the
+ * final commit's result; the store is closed either way. */
+int meta_close(struct meta *m);
+
+/* The reason for the last failure of a meta_* call on this thread. */
+const char *meta_last_error(void);
+
+/* A read (meta_rbegin) or write (meta_wbegin) section.  Sections are short
+ * and never span an I/O wait.  A write section excludes every other section
+ * and the committer's batch swap; read sections run in parallel.  Never
+ * nest sections on one thread. */
+struct meta_txn;
+struct meta_txn *meta_rbegin(struct meta *m);
+struct meta_txn *meta_wbegin(struct meta *m);
+/* End a section; after a write section, may wake the committer when the
+ * staged size passed commit_bytes. */
+void meta_end(struct meta_txn *t);
+
+/* Look key up; copies at most vcap bytes of the value to val.  Returns the
+ * value's length, or -ENOENT. */
+int meta_get(struct meta_txn *t, enum meta_table tb, const void *key,
+	     size_t klen, void *val, size_t vcap);
+
+enum meta_seek { META_GE, META_GT, META_LE, META_LT };
+/* Find the first (GE/GT) or last (LE/LT) key relative to key; copies the
+ * found key (kcap bytes at most; *klen_out its length) and value.  Returns
+ * the value's length or -ENOENT. */
+int meta_seek(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
+	      const void *key, size_t klen, void *kout, size_t kcap,
+	      size_t *klen_out, void *val, size_t vcap);
+
+/* Stage a put / delete (write sections only).  Copies key and value.
+ * -ENOMEM when out of memory (nothing staged). */
+int meta_put(struct meta_txn *t, enum meta_table tb, const void *key,
+	     size_t klen, const void *val, size_t vlen);
+int meta_del(struct meta_txn *t, enum meta_table tb, const void *key,
+	     size_t klen);
+/* A fresh id from the persistent counter (never 0, never handed out twice,
+ * even across crashes: the counter's new high-water mark is staged in the
+ * same batch as anything that uses an id of the block, and must be
+ * committed before the id is used outside the store). */
+uint64_t meta_alloc_id(struct meta_txn *t);
+/* The generation of the batch this section stages into. */
+uint64_t meta_wgen(struct meta_txn *t);
+
+/* A flush request: completes after everything staged before the call is
+ * committed (or the commit failed). */
+struct meta_flush {
+	struct loop *loop;                       /* cb runs on this loop */
+	void (*cb)(struct meta_flush *f, int res);
+	/* private */
+	struct loop_msg msg;
+	struct meta_flush *next;
+	uint64_t gen;
+	int res;
+	bool done;                               /* meta_sync() only */
+};
+/* Queue f (any thread; f must live until its cb ran). */
+void meta_flush(struct meta *m, struct meta_flush *f);
+/* Blocking flush for threads that are not reactors (control, tests). */
+int meta_sync(struct meta *m);
+
+struct meta_stats {
+	uint64_t commits;         /* successful write transactions */
+	uint64_t commit_errors;
+	uint64_t staged_ops;      /* puts + deletes staged, ever */
+	uint64_t staged_bytes;    /* currently staged, approx. */
+	uint64_t lmdb_seeks;      /* cursor positionings in LMDB, ever */
+	uint64_t lmdb_gets;       /* point lookups in LMDB, ever */
+	uint64_t entries[META_T_COUNT]; /* committed entries per table */
+	uint64_t db_bytes;        /* pages in use × page size */
+};
+int meta_get_stats(struct meta *m, struct meta_stats *st);
+
+/* ======================================================= object store === */
+
+/*
+ * An object is the content of one chunk of one or more views; objects are
+ * identified by u64 ids (never 0) that are never reused.  Byte ranges of an
+ * object never written read as the base object's bytes (base 0 = zeros).
+ *
+ * Thread and ownership rules, for every data op:
+ *   - Submit on the loop io->loop; the op never completes inside the submit
+ *     call: io->cb(io, res) runs later on io->loop, res = 0 or -errno.
+ *   - Submitting never blocks.  The store takes, AT SUBMISSION, whatever it
+ *     needs so that the op's view of the object is fixed: a write creates
+ *     the object (from its base) before the submit call returns, a read sees
+ *     the object as of the submit, and a drop() after the submit returned
+ *     does not affect an op already submitted.
+ *   - io and io->buf belong to the caller and must stay valid until cb ran.
+ */
+struct objstore;
+struct objstore_io;
+typedef void objstore_cb(struct objstore_io *io, int res);
+
+struct objstore_io {
+	struct loop *loop;        /* caller's loop: submit and cb run here */
+	objstore_cb *cb;
+	uint64_t obj;             /* object operated on (not for flush) */
+	uint64_t base;            /* content obj starts from if the store has
+	                           * never seen obj: 0 = zeros */
+	uint64_t off, len;        /* byte range within the object */
+	void *buf;                /* read: filled; write: source */
+	void *priv;               /* caller's */
+	/* private to the store */
+	struct loop_op op;
+	int res;
+};
+
+struct objstore_ops {
+	const char *name;
+	/* Required. Fill buf with [off, off+len) of obj. */
+	void (*read)(struct objstore *s, struct objstore_io *io);
+	/* Required. Write buf to [off, off+len) of obj, creating obj from
+	 * base if it does not exist yet. */
+	void (*write)(struct objstore *s, struct objstore_io *io);
+	/* Required. Zero [off, off+len) of obj (also what a partial TRIM
+	 * does), creating obj from base if it does not exist yet. */
+	void (*zero)(struct objstore *s, struct objstore_io *io);
+	/* Required. Make every op completed before this submit durable per
+	 * the store's mode (memstore: nothing to do). */
+	void (*flush)(struct objstore *s, struct objstore_io *io);
+	/* Required. obj's last reference is gone and committed; it will never
+	 * be read or written again, except that its content must still be
+	 * served as the base of objects created from it.  Any thread;
+	 * synchronous; never blocks for long; unknown obj: no-op. */
+	void (*drop)(struct objstore *s, uint64_t obj);
+	/* Optional. Free the store; no op in flight. */
+	void (*close)(struct objstore *s);
+};
+
+struct objstore {
+	const struct objstore_ops *ops;   /* first member */
+};
+
+static inline void objstore_read(struct objstore *s, struct objstore_io *io)
+{ s->ops->read(s, io); }
+static inline void objstore_write(struct objstore *s, struct objstore_io *io)
+{ s->ops->write(s, io); }
+static inline void objstore_zero(struct objstore *s, struct objstore_io *io)
+{ s->ops->zero(s, io); }
+static inline void objstore_flush(struct objstore *s, struct objstore_io *io)
+{ s->ops->flush(s, io); }
+static inline void objstore_drop(struct objstore *s, uint64_t obj)
+{ s->ops->drop(s, obj); }
+static inline void objstore_close(struct objstore *s)
+{ if (s && s->ops->close) s->ops->close(s); }
+
+/* Complete io with res on io->loop (a NOP through the ring), for stores
+ * that do their work at submission.  Loop thread only. */
+void objstore_complete(struct objstore_io *io, int res);
+
+/* memstore: objects in RAM, eager copy of the base at creation.  For tests
+ * and the ephemeral mode.  Thread-safe.  With track_drops it remembers every
+ * dropped id (16 bytes each, for tests' leak / double-drop checks). */
+int memstore_create(bool track_drops, struct objstore **out);
+
+struct memstore_stats {
+	uint64_t objects;         /* live objects */
+	uint64_t bytes;           /* their allocated bytes */
+	uint64_t drops;           /* drop() calls */
+	uint64_t drops_unknown;   /* drop() of an object it did not hold */
+	uint64_t double_drops;    /* drop() of an id already dropped */
+	uint64_t writes_after_drop; /* data ops on an id already dropped */
+};
+void memstore_get_stats(struct objstore *s, struct memstore_stats *st);
+/* Whether obj was dropped (exactly once or more). */
+bool memstore_was_dropped(struct objstore *s, uint64_t obj);
+
+#endif /* NBDSRV_CACHE_H */
