@@ -1,11 +1,578 @@
-/* cmd_serve.c — `nbdsrv serve`: being written (issue 2). */
+/*
+ * cmd_serve.c — `nbdsrv serve`: parse the command line, open the exports,
+ * create the listening sockets (or take them from systemd socket
+ * activation), start the reactors, write the pid file, and wait for SIGTERM
+ * or SIGINT on a signalfd read through the main thread's own ring.
+ *
+ * Exit status: 0 after a signal (in-flight requests finished, exports
+ * flushed), 1 on a startup error (a message names the option and value at
+ * fault) or a failed final flush, 2 on a usage error.
+ */
 #include "nbdsrv/cmd.h"
+#include "nbdsrv/export.h"
+#include "nbdsrv/server.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define SERVE_MAX_THREADS 256
+
+static void serve_usage(FILE *f)
+{
+	fprintf(f,
+"usage: nbdsrv serve [options]\n"
+"\n"
+"Serve files and block devices over NBD (fixed newstyle; structured replies,\n"
+"extended headers, base:allocation).\n"
+"\n"
+"  --listen HOST:PORT      TCP listener (repeatable; IPv6 as [::1]:10809)\n"
+"  --unix PATH             unix socket listener (repeatable), removed at exit\n"
+"  --export NAME=PATH[,ro][,desc=TEXT]\n"
+"                          file or block device export (repeatable); the\n"
+"                          first one is also the default export (\"\")\n"
+"  --threads N             reactor threads (default: number of cores)\n"
+"  --pidfile FILE          written once listening\n"
+"  --log-level LEVEL       error|warn|info|debug (default: info)\n"
+"  --help                  this text\n"
+"\n"
+"Without --listen/--unix (and without systemd socket activation through\n"
+"LISTEN_PID/LISTEN_FDS) the server listens on 0.0.0.0:10809.\n"
+"SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush, exit 0.\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "nbdsrv serve: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\nTry 'nbdsrv serve --help'.\n");
+	return 2;
+}
+
+struct serve_opts {
+	const char **listen;
+	size_t n_listen;
+	const char **unix_paths;
+	size_t n_unix;
+	const char **exports;
+	size_t n_exports;
+	unsigned threads;
+	const char *pidfile;
+};
+
+static int push(const char ***v, size_t *n, const char *s)
+{
+	const char **nv = realloc(*v, (*n + 1) * sizeof(**v));
+
+	if (!nv)
+		return -ENOMEM;
+	nv[(*n)++] = s;
+	*v = nv;
+	return 0;
+}
+
+static void listener_close_all(struct server *srv)
+{
+	size_t i;
+
+	for (i = 0; i < srv->n_listeners; i++) {
+		struct listener *l = &srv->listeners[i];
+
+		if (l->fd >= 0)
+			close(l->fd);
+		if (l->unix_path)
+			unlink(l->unix_path);
+		free(l->unix_path);
+		free(l->what);
+	}
+	free(srv->listeners);
+	srv->listeners = NULL;
+	srv->n_listeners = 0;
+}
+
+static struct listener *listener_new(struct server *srv)
+{
+	struct listener *v = realloc(srv->listeners,
+				     (srv->n_listeners + 1) * sizeof(*v));
+
+	if (!v)
+		return NULL;
+	srv->listeners = v;
+	v = &v[srv->n_listeners++];
+	memset(v, 0, sizeof(*v));
+	v->fd = -1;
+	return v;
+}
+
+/* "HOST:PORT", "[V6]:PORT" or ":PORT" (all addresses). */
+static int listen_tcp(struct server *srv, const char *spec)
+{
+	char host[256], port[32];
+	const char *colon;
+	struct addrinfo hints, *res = NULL, *ai;
+	struct listener *l;
+	int fd = -1, r, one = 1, err = 0;
+
+	if (spec[0] == '[') {
+		const char *close_br = strchr(spec, ']');
+
+		if (!close_br || close_br[1] != ':')
+			goto bad;
+		if ((size_t)(close_br - spec - 1) >= sizeof(host))
+			goto bad;
+		memcpy(host, spec + 1, (size_t)(close_br - spec - 1));
+		host[close_br - spec - 1] = '\0';
+		colon = close_br + 1;
+	} else {
+		colon = strrchr(spec, ':');
+		if (!colon || (size_t)(colon - spec) >= sizeof(host))
+			goto bad;
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = '\0';
+	}
+	if (!colon[1] || strlen(colon + 1) >= sizeof(port))
+		goto bad;
+	strcpy(port, colon + 1);
+	{
+		uint64_t p;
+
+		if (parse_u64(port, &p) < 0 || p == 0 || p > 65535)
+			goto bad;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	r = getaddrinfo(host[0] && strcmp(host, "*") ? host : NULL, port, &hints, &res);
+	if (r) {
+		fprintf(stderr, "nbdsrv serve: --listen: '%s': %s\n", spec,
+			gai_strerror(r));
+		return -EINVAL;
+	}
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+			    ai->ai_protocol);
+		if (fd < 0) {
+			err = errno;
+			continue;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
+		    listen(fd, SOMAXCONN) == 0)
+			break;
+		err = errno;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	if (fd < 0) {
+		fprintf(stderr, "nbdsrv serve: --listen: '%s': %s\n", spec,
+			strerror(err ? err : EADDRNOTAVAIL));
+		return -(err ? err : EADDRNOTAVAIL);
+	}
+	l = listener_new(srv);
+	if (!l || !(l->what = strdup(spec))) {
+		close(fd);
+		return -ENOMEM;
+	}
+	l->fd = fd;
+	l->tcp = true;
+	return 0;
+bad:
+	fprintf(stderr, "nbdsrv serve: --listen: '%s': expected HOST:PORT or [IPV6]:PORT\n",
+		spec);
+	return -EINVAL;
+}
+
+static int listen_unix(struct server *srv, const char *path)
+{
+	struct sockaddr_un sa;
+	struct listener *l;
+	int fd, err;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
+		fprintf(stderr, "nbdsrv serve: --unix: '%s': path empty or too long\n",
+			path);
+		return -EINVAL;
+	}
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		/* A stale socket from a dead server may be replaced; a live
+		 * one may not. */
+		struct stat st;
+		int probe;
+		bool stale = false;
+
+		if (errno != EADDRINUSE)
+			goto fail;
+		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (probe >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
+		    errno == ECONNREFUSED)
+			stale = true;
+		if (probe >= 0)
+			close(probe);
+		if (!stale) {
+			errno = EADDRINUSE;
+			goto fail;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+	}
+	if (listen(fd, SOMAXCONN) < 0)
+		goto fail;
+	l = listener_new(srv);
+	if (!l || !(l->what = strdup(path)) || !(l->unix_path = strdup(path))) {
+		close(fd);
+		unlink(path);
+		return -ENOMEM;
+	}
+	l->fd = fd;
+	return 0;
+fail:
+	err = errno;
+	fprintf(stderr, "nbdsrv serve: --unix: '%s': %s\n", path, strerror(err));
+	if (fd >= 0)
+		close(fd);
+	return -err;
+}
+
+/* systemd socket activation: fds 3 .. 3+LISTEN_FDS-1.  Returns how many were
+ * taken (0 when not activated) or -errno. */
+static int listen_activated(struct server *srv)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	uint64_t p, n, i;
+
+	if (!pid || !fds || parse_u64(pid, &p) < 0 || p != (uint64_t)getpid())
+		return 0;
+	if (parse_u64(fds, &n) < 0 || n == 0 || n > 64) {
+		fprintf(stderr, "nbdsrv serve: LISTEN_FDS: '%s': invalid\n", fds);
+		return -EINVAL;
+	}
+	for (i = 0; i < n; i++) {
+		int fd = 3 + (int)i;
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		struct listener *l;
+		int type = 0;
+		socklen_t tl = sizeof(type);
+		char what[32];
+
+		if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0 ||
+		    getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tl) < 0 ||
+		    type != SOCK_STREAM) {
+			fprintf(stderr, "nbdsrv serve: LISTEN_FDS: fd %d is not a stream socket\n",
+				fd);
+			return -EINVAL;
+		}
+		fcntl(fd, F_SETFD, FD_CLOEXEC);
+		l = listener_new(srv);
+		snprintf(what, sizeof(what), "fd %d", fd);
+		if (!l || !(l->what = strdup(what)))
+			return -ENOMEM;
+		l->fd = fd;
+		l->tcp = ss.ss_family == AF_INET || ss.ss_family == AF_INET6;
+	}
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return (int)n;
+}
+
+static int write_pidfile(const char *path)
+{
+	char tmp[4096], buf[32];
+	int fd, n;
+
+	if (snprintf(tmp, sizeof(tmp), "%s.tmp%d", path, (int)getpid()) >= (int)sizeof(tmp))
+		return -ENAMETOOLONG;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return -errno;
+	n = snprintf(buf, sizeof(buf), "%d\n", (int)getpid());
+	if (write(fd, buf, (size_t)n) != n || close(fd) < 0) {
+		int err = errno ? errno : EIO;
+
+		unlink(tmp);
+		return -err;
+	}
+	if (rename(tmp, path) < 0) {
+		int err = errno;
+
+		unlink(tmp);
+		return -err;
+	}
+	return 0;
+}
+
+/* The main thread's wait for a signal, through its own ring. */
+struct sigwait {
+	struct loop loop;
+	struct loop_op op;
+	int fd;
+	struct signalfd_siginfo si;
+	int signo;
+};
+
+static void sig_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct sigwait *w = container_of(op, struct sigwait, op);
+
+	if (res == (int)sizeof(w->si)) {
+		w->signo = (int)w->si.ssi_signo;
+		loop_stop(&w->loop);
+		return;
+	}
+	if (res < 0 && res != -EINTR && res != -EAGAIN) {
+		log_error("signalfd read: %s", strerror(-res));
+		w->signo = SIGTERM;
+		loop_stop(&w->loop);
+		return;
+	}
+	io_uring_prep_read(loop_sqe(&w->loop, &w->op), w->fd, &w->si,
+			   sizeof(w->si), 0);
+}
+
+static int wait_for_signal(int sfd)
+{
+	struct sigwait w;
+	int r;
+
+	memset(&w, 0, sizeof(w));
+	r = loop_init(&w.loop, 8);
+	if (r < 0)
+		return r;
+	w.fd = sfd;
+	w.op.cb = sig_cb;
+	io_uring_prep_read(loop_sqe(&w.loop, &w.op), sfd, &w.si, sizeof(w.si), 0);
+	r = loop_run(&w.loop);
+	loop_fini(&w.loop);
+	if (r < 0)
+		return r;
+	return w.signo;
+}
 
 int cmd_serve(int argc, char **argv)
 {
-	(void)argc; (void)argv;
-	fprintf(stderr, "nbdsrv serve: not implemented yet\n");
-	return 1;
+	static const struct option longopts[] = {
+		{ "listen",    required_argument, NULL, 'l' },
+		{ "unix",      required_argument, NULL, 'u' },
+		{ "export",    required_argument, NULL, 'e' },
+		{ "threads",   required_argument, NULL, 't' },
+		{ "pidfile",   required_argument, NULL, 'p' },
+		{ "log-level", required_argument, NULL, 'L' },
+		{ "help",      no_argument,       NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct serve_opts o;
+	struct server srv;
+	struct workq wq;
+	bool wq_up = false;
+	sigset_t sigs;
+	int sfd = -1, c, rc = 1, r, activated;
+	size_t i;
+	long ncpu;
+
+	memset(&o, 0, sizeof(o));
+	memset(&srv, 0, sizeof(srv));
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'l':
+			if (push(&o.listen, &o.n_listen, optarg) < 0)
+				goto oom;
+			break;
+		case 'u':
+			if (push(&o.unix_paths, &o.n_unix, optarg) < 0)
+				goto oom;
+			break;
+		case 'e':
+			if (push(&o.exports, &o.n_exports, optarg) < 0)
+				goto oom;
+			break;
+		case 't': {
+			uint64_t n;
+
+			if (parse_u64(optarg, &n) < 0 || n == 0 || n > SERVE_MAX_THREADS) {
+				rc = usage_error("--threads: '%s': expected 1..256", optarg);
+				goto out;
+			}
+			o.threads = (unsigned)n;
+			break;
+		}
+		case 'p':
+			o.pidfile = optarg;
+			break;
+		case 'L':
+			if (!strcmp(optarg, "error"))
+				log_set_level(LOG_LEVEL_ERROR);
+			else if (!strcmp(optarg, "warn"))
+				log_set_level(LOG_LEVEL_WARN);
+			else if (!strcmp(optarg, "info"))
+				log_set_level(LOG_LEVEL_INFO);
+			else if (!strcmp(optarg, "debug"))
+				log_set_level(LOG_LEVEL_DEBUG);
+			else {
+				rc = usage_error("--log-level: '%s': expected error|warn|info|debug",
+						 optarg);
+				goto out;
+			}
+			break;
+		case 'h':
+			serve_usage(stdout);
+			rc = 0;
+			goto out;
+		case ':':
+			rc = usage_error("%s: missing argument", argv[optind - 1]);
+			goto out;
+		default:
+			rc = usage_error("unknown option '%s'", argv[optind - 1]);
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		rc = usage_error("unexpected argument '%s'", argv[optind]);
+		goto out;
+	}
+	if (o.n_exports == 0) {
+		rc = usage_error("%s", "at least one --export NAME=PATH is required");
+		goto out;
+	}
+	if (o.threads == 0) {
+		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+		o.threads = ncpu > 0 ? (unsigned)MIN(ncpu, SERVE_MAX_THREADS) : 1;
+	}
+
+	/* Signals are taken through a signalfd; block them before any thread
+	 * exists so every thread inherits the mask. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	sfd = signalfd(-1, &sigs, SFD_CLOEXEC);
+	if (sfd < 0) {
+		fprintf(stderr, "nbdsrv serve: signalfd: %s\n", strerror(errno));
+		goto out;
+	}
+
+	r = workq_init(&wq, 0);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: worker threads: %s\n", strerror(-r));
+		goto out;
+	}
+	wq_up = true;
+	srv.wq = &wq;
+
+	srv.exports = calloc(o.n_exports, sizeof(*srv.exports));
+	if (!srv.exports)
+		goto oom;
+	for (i = 0; i < o.n_exports; i++) {
+		char err[512];
+		size_t j;
+
+		r = export_file_open(o.exports[i], &wq, &srv.exports[i], err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "nbdsrv serve: --export: %s\n", err);
+			goto out;
+		}
+		srv.n_exports++;
+		for (j = 0; j < i; j++)
+			if (!strcmp(srv.exports[j]->name, srv.exports[i]->name)) {
+				fprintf(stderr, "nbdsrv serve: --export: '%s': duplicate export name\n",
+					srv.exports[i]->name);
+				goto out;
+			}
+	}
+
+	activated = listen_activated(&srv);
+	if (activated < 0)
+		goto out;
+	for (i = 0; i < o.n_listen; i++)
+		if (listen_tcp(&srv, o.listen[i]) < 0)
+			goto out;
+	for (i = 0; i < o.n_unix; i++)
+		if (listen_unix(&srv, o.unix_paths[i]) < 0)
+			goto out;
+	if (srv.n_listeners == 0 && listen_tcp(&srv, "0.0.0.0:10809") < 0)
+		goto out;
+
+	srv.n_reactors = o.threads;
+	r = server_start(&srv);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: cannot start: %s\n", strerror(-r));
+		goto out;
+	}
+	for (i = 0; i < srv.n_listeners; i++)
+		log_info("listening on %s", srv.listeners[i].what);
+	for (i = 0; i < srv.n_exports; i++)
+		log_info("export '%s': %llu bytes%s", srv.exports[i]->name,
+			 (unsigned long long)srv.exports[i]->size,
+			 (srv.exports[i]->flags & EXPORT_READ_ONLY) ? ", read-only" : "");
+	if (o.pidfile) {
+		r = write_pidfile(o.pidfile);
+		if (r < 0) {
+			fprintf(stderr, "nbdsrv serve: --pidfile: '%s': %s\n", o.pidfile,
+				strerror(-r));
+			server_stop(&srv);
+			goto out;
+		}
+	}
+
+	r = wait_for_signal(sfd);
+	if (r > 0)
+		log_info("signal %d: finishing in-flight requests", r);
+	else
+		log_error("waiting for signals: %s", strerror(-r));
+	server_stop(&srv);
+	rc = 0;
+	goto out;
+oom:
+	fprintf(stderr, "nbdsrv serve: out of memory\n");
+	rc = 1;
+out:
+	for (i = 0; i < srv.n_exports; i++) {
+		const char *name = srv.exports[i]->name;
+		char namebuf[256];
+
+		snprintf(namebuf, sizeof(namebuf), "%s", name);
+		r = export_close(srv.exports[i]);
+		if (r < 0) {
+			log_error("export '%s': final flush: %s", namebuf, strerror(-r));
+			rc = 1;
+		}
+	}
+	free(srv.exports);
+	listener_close_all(&srv);
+	if (wq_up)
+		workq_fini(&wq);
+	if (sfd >= 0)
+		close(sfd);
+	free(o.listen);
+	free(o.unix_paths);
+	free(o.exports);
+	return rc;
 }

@@ -1,0 +1,846 @@
+/*
+ * conn.c — one NBD client connection on a reactor: io_uring receive and
+ * send, the request table, backpressure, and teardown.
+ *
+ * Contents: 1. request slots  2. replies  3. sending  4. receiving and
+ * parsing  5. teardown.
+ *
+ * Data flow
+ *
+ *   recv ─► rbuf ─► nbd_hs_input() (handshake) ─► s.out ─► send
+ *                └► nbd_req_decode/check ─► req ─► export op ─► req_done()
+ *                                                           │
+ *   sendmsg ◄── siov[] (header+data of many replies) ◄── ready list
+ *
+ *   One recv and at most one sendmsg are in flight per connection.  A recv
+ *   fills the 256 KiB receive buffer; every complete request in it is parsed
+ *   at once.  A WRITE payload is copied out of the buffer when it is there
+ *   already; otherwise the rest is received straight into the request's
+ *   buffer (MSG_WAITALL).  Replies become ready in completion order; the
+ *   reactor calls conn_flush() once per loop iteration, so every reply that
+ *   completed in one batch of CQEs leaves in one sendmsg (reply headers and
+ *   read data side by side in the iovec, no copy).
+ *
+ * Backpressure
+ *   At most CONN_MAX_REQS requests and CONN_MAX_BYTES of request/reply data
+ *   are held per connection (a request counts from parse until its reply is
+ *   sent).  When full, parsing stops and no recv is armed: the client's
+ *   further requests wait in the socket, then in the client.  A single
+ *   request may exceed the byte budget when nothing else is in flight.
+ *
+ * Teardown
+ *   input_done: no more requests will be parsed (EOF, DISC, shutdown) —
+ *   requests in flight still complete and their replies are sent.
+ *   broken: nothing more is sent (send error, protocol violation) —
+ *   requests in flight still complete, their replies are dropped.
+ *   Either way the socket is closed only when no export op, recv or send is
+ *   in flight: a request parsed from a dead connection is never started
+ *   afterwards, and none is still running when the client sees the close.
+ *   The conn is freed in the close completion (or by the reactor when it is
+ *   still on the dirty list).
+ */
+#include "nbdsrv/server.h"
+#include "nbdsrv/proto.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CONN_RBUF        (256u * 1024)
+#define CONN_MAX_REQS    128u
+#define CONN_MAX_BYTES   (64ull * 1024 * 1024)
+#define CONN_MAX_IOV     512u
+#define CONN_KEEP_BUF    (1u * 1024 * 1024)  /* reuse buffers up to this */
+#define CONN_CACHE_BYTES (16ull * 1024 * 1024) /* idle buffers kept, total */
+#define REQ_MAX_CHUNKS   16u
+#define REQ_MAX_EXTENTS  1024u
+#define REQ_HDR_BYTES    (REQ_MAX_CHUNKS * (NBD_HDR_MAX + 12))
+
+struct conn;
+
+struct req {
+	struct conn *c;
+	struct req *next;       /* free list, ready list or sending list */
+	struct nbd_req nr;
+	uint32_t err;           /* NBD error to reply with */
+	uint64_t charge;        /* bytes counted in c->bytes */
+	struct export_io io;
+	uint8_t *buf;           /* data / extents, owned, reused */
+	size_t cap;
+	unsigned niov;
+	struct iovec iov[2 * REQ_MAX_CHUNKS + 1];
+	uint8_t hdr[REQ_HDR_BYTES];
+};
+
+struct conn {
+	struct reactor *r;
+	int fd;
+	struct conn *prev, *next;       /* reactor's list */
+	struct conn *dirty_next;
+	bool dirty;
+
+	struct nbd_session s;
+	bool transmission;
+
+	uint8_t *rbuf;                  /* CONN_RBUF bytes */
+	size_t rstart, rend;            /* unparsed bytes: rbuf[rstart..rend) */
+	struct loop_op recv_op;
+	bool recv_armed;
+	bool recv_cancelling;           /* a cancel for recv_op is queued */
+	struct req *rx;                 /* WRITE whose payload is arriving */
+	uint64_t rx_have;               /* payload bytes already in rx->buf */
+	bool rx_direct;                 /* the armed recv targets rx->buf */
+
+	struct loop_op send_op;
+	bool send_armed;
+	bool send_hs;                   /* the send carries handshake output */
+	struct msghdr msg;
+	struct iovec siov[CONN_MAX_IOV];
+	unsigned siov_n, siov_pos;
+	struct req *sending;            /* replies in the armed send */
+	struct req *ready, *ready_tail; /* replies waiting for a send */
+
+	struct req reqs[CONN_MAX_REQS];
+	struct req *free_reqs;
+	unsigned n_reqs;                /* allocated slots */
+	uint64_t bytes;                 /* data held by allocated slots */
+	unsigned n_io;                  /* export ops in flight */
+	uint64_t cached;                /* bytes of idle buffers in free slots */
+
+	bool input_done;
+	bool broken;
+	bool closing;                   /* close submitted */
+	bool closed;                    /* close completed: free when clean */
+	struct loop_op close_op;
+};
+
+static void conn_process(struct conn *c);
+static void conn_check_done(struct conn *c);
+static void conn_mark_dirty(struct conn *c);
+
+/* ------------------------------------------------------------- 1 ---- */
+
+static struct req *req_alloc(struct conn *c)
+{
+	struct req *q = c->free_reqs;
+
+	c->free_reqs = q->next;
+	q->next = NULL;
+	q->err = 0;
+	q->charge = 0;
+	q->niov = 0;
+	c->n_reqs++;
+	if (q->buf)
+		c->cached -= q->cap;
+	return q;
+}
+
+static void req_free(struct req *q)
+{
+	struct conn *c = q->c;
+
+	c->n_reqs--;
+	c->bytes -= q->charge;
+	if (q->buf && (q->cap > CONN_KEEP_BUF ||
+		       c->cached + q->cap > CONN_CACHE_BYTES)) {
+		free(q->buf);
+		q->buf = NULL;
+		q->cap = 0;
+	}
+	if (q->buf)
+		c->cached += q->cap;
+	q->next = c->free_reqs;
+	c->free_reqs = q;
+}
+
+static int req_reserve(struct req *q, size_t n)
+{
+	uint8_t *p;
+
+	if (q->cap >= n)
+		return 0;
+	p = malloc(n ? n : 1);
+	if (!p)
+		return -ENOMEM;
+	free(q->buf);
+	q->buf = p;
+	q->cap = n;
+	return 0;
+}
+
+/* ------------------------------------------------------------- 2 ---- */
+
+static void iov_add(struct req *q, void *base, size_t len)
+{
+	q->iov[q->niov].iov_base = base;
+	q->iov[q->niov].iov_len = len;
+	q->niov++;
+}
+
+static void build_read_reply(struct conn *c, struct req *q)
+{
+	struct nbd_read_chunk ch[REQ_MAX_CHUNKS];
+	unsigned n, i;
+	size_t h = 0;
+
+	if (!c->s.structured) {
+		h = nbd_reply_simple_hdr(q->hdr, q->nr.cookie);
+		iov_add(q, q->hdr, h);
+		if (q->nr.length)
+			iov_add(q, q->buf, q->nr.length);
+		return;
+	}
+	n = nbd_read_chunks(q->buf, q->nr.offset, q->nr.length,
+			    q->nr.flags & NBD_CMD_FLAG_DF, ch, REQ_MAX_CHUNKS);
+	if (n == 0) {
+		h = nbd_reply_final(&c->s, q->hdr, &q->nr, 0);
+		iov_add(q, q->hdr, h);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		size_t k = nbd_reply_read_chunk(&c->s, q->hdr + h, &q->nr, &ch[i],
+						i == n - 1);
+
+		iov_add(q, q->hdr + h, k);
+		h += k;
+		if (!ch[i].hole)
+			iov_add(q, q->buf + ch[i].offset, ch[i].length);
+	}
+}
+
+static void build_block_status_reply(struct conn *c, struct req *q)
+{
+	struct export_extent *ext = (struct export_extent *)q->buf;
+	uint8_t *out = q->buf + REQ_MAX_EXTENTS * sizeof(*ext);
+	uint64_t left = q->nr.length;
+	unsigned n = q->io.n_extents, i, k = 0;
+
+	/* Trust nothing from the export: clamp to the request, drop empty
+	 * extents, keep 32-bit lengths in compact replies. */
+	for (i = 0; i < n && left; i++) {
+		uint64_t len = MIN(ext[i].length, left);
+
+		if (!c->s.extended && len > 0xfffff000u)
+			len = 0xfffff000u;
+		if (!len)
+			continue;
+		ext[k].length = len;
+		ext[k].flags = ext[i].flags & (EXPORT_EXTENT_HOLE | EXPORT_EXTENT_ZERO);
+		k++;
+		left -= len;
+		if ((q->nr.flags & NBD_CMD_FLAG_REQ_ONE) ||
+		    (!c->s.extended && len == 0xfffff000u))
+			break;
+	}
+	if (k == 0) {
+		ext[0].length = MIN(q->nr.length, (uint64_t)0xfffff000u);
+		ext[0].flags = 0;
+		k = 1;
+	}
+	iov_add(q, out, nbd_reply_block_status(&c->s, out, &q->nr, ext, k));
+}
+
+/* The reply for q is complete: queue it for the next flush. */
+static void req_ready(struct req *q)
+{
+	struct conn *c = q->c;
+
+	if (c->broken) {
+		req_free(q);
+		conn_check_done(c);
+		return;
+	}
+	q->niov = 0;
+	if (q->err == 0 && q->nr.type == NBD_CMD_READ)
+		build_read_reply(c, q);
+	else if (q->err == 0 && q->nr.type == NBD_CMD_BLOCK_STATUS)
+		build_block_status_reply(c, q);
+	else
+		iov_add(q, q->hdr, nbd_reply_final(&c->s, q->hdr, &q->nr, q->err));
+	q->next = NULL;
+	if (c->ready_tail)
+		c->ready_tail->next = q;
+	else
+		c->ready = q;
+	c->ready_tail = q;
+	conn_mark_dirty(c);
+}
+
+static void req_io_done(struct export_io *io, int res)
+{
+	struct req *q = container_of(io, struct req, io);
+	struct conn *c = q->c;
+
+	c->n_io--;
+	if (res < 0) {
+		q->err = nbd_errno_to_nbd(res);
+		log_debug("conn %d: cmd %u at %llu+%llu: %s", c->fd, q->nr.type,
+			  (unsigned long long)q->nr.offset,
+			  (unsigned long long)q->nr.length, strerror(-res));
+	}
+	req_ready(q);
+}
+
+/* Start the export op for a validated request. */
+static void req_submit(struct conn *c, struct req *q)
+{
+	struct export *e = c->s.export;
+	struct export_io *io = &q->io;
+
+	if (q->err) {
+		req_ready(q);
+		return;
+	}
+	memset(io, 0, offsetof(struct export_io, op));
+	io->loop = &c->r->loop;
+	io->done = req_io_done;
+	io->offset = q->nr.offset;
+	io->length = q->nr.length;
+	if (q->nr.flags & NBD_CMD_FLAG_FUA)
+		io->flags |= EXPORT_IO_FUA;
+
+	switch (q->nr.type) {
+	case NBD_CMD_READ:
+		if (req_reserve(q, q->nr.length) < 0) {
+			q->err = NBD_ENOMEM;
+			req_ready(q);
+			return;
+		}
+		io->buf = q->buf;
+		c->n_io++;
+		e->ops->read(e, io);
+		return;
+	case NBD_CMD_WRITE:
+		io->buf = q->buf;
+		c->n_io++;
+		e->ops->write(e, io);
+		return;
+	case NBD_CMD_FLUSH:
+		io->offset = io->length = 0;
+		c->n_io++;
+		e->ops->flush(e, io);
+		return;
+	case NBD_CMD_TRIM:
+		c->n_io++;
+		e->ops->trim(e, io);
+		return;
+	case NBD_CMD_WRITE_ZEROES:
+		if (q->nr.flags & NBD_CMD_FLAG_NO_HOLE)
+			io->flags |= EXPORT_IO_NO_HOLE;
+		if (q->nr.flags & NBD_CMD_FLAG_FAST_ZERO)
+			io->flags |= EXPORT_IO_FAST_ZERO;
+		c->n_io++;
+		e->ops->zero(e, io);
+		return;
+	case NBD_CMD_CACHE:
+		c->n_io++;
+		e->ops->cache(e, io);
+		return;
+	case NBD_CMD_BLOCK_STATUS:
+		if (req_reserve(q, REQ_MAX_EXTENTS * sizeof(struct export_extent) +
+				nbd_reply_block_status_size(REQ_MAX_EXTENTS)) < 0) {
+			q->err = NBD_ENOMEM;
+			req_ready(q);
+			return;
+		}
+		io->extents = (struct export_extent *)q->buf;
+		io->max_extents = (q->nr.flags & NBD_CMD_FLAG_REQ_ONE) ? 1
+								       : REQ_MAX_EXTENTS;
+		io->n_extents = 0;
+		if (q->nr.flags & NBD_CMD_FLAG_REQ_ONE)
+			io->flags |= EXPORT_IO_REQ_ONE;
+		if (!(e->flags & EXPORT_CAN_EXTENTS) || !e->ops->block_status) {
+			io->extents[0] = (struct export_extent){ io->length, 0 };
+			io->n_extents = 1;
+			req_ready(q);
+			return;
+		}
+		c->n_io++;
+		e->ops->block_status(e, io);
+		return;
+	default:
+		q->err = NBD_EINVAL;
+		req_ready(q);
+		return;
+	}
+}
+
+/* ------------------------------------------------------------- 3 ---- */
+
+static void conn_mark_dirty(struct conn *c)
+{
+	if (c->dirty)
+		return;
+	c->dirty = true;
+	c->dirty_next = c->r->dirty;
+	c->r->dirty = c;
+}
+
+struct conn *conn_take_dirty(struct reactor *r)
+{
+	struct conn *c = r->dirty;
+
+	if (c) {
+		r->dirty = c->dirty_next;
+		c->dirty_next = NULL;
+		c->dirty = false;
+	}
+	return c;
+}
+
+static void send_submit(struct conn *c)
+{
+	struct io_uring_sqe *sqe = loop_sqe(&c->r->loop, &c->send_op);
+
+	memset(&c->msg, 0, sizeof(c->msg));
+	c->msg.msg_iov = c->siov + c->siov_pos;
+	c->msg.msg_iovlen = c->siov_n - c->siov_pos;
+	io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+	c->send_armed = true;
+}
+
+static void release_list(struct req *q)
+{
+	while (q) {
+		struct req *next = q->next;
+
+		req_free(q);
+		q = next;
+	}
+}
+
+static void conn_break(struct conn *c)
+{
+	if (!c->broken) {
+		c->broken = true;
+		release_list(c->ready);
+		c->ready = c->ready_tail = NULL;
+	}
+	c->input_done = true;
+	conn_check_done(c);
+}
+
+void conn_flush(struct conn *c)
+{
+	struct req *tail = NULL;
+
+	if (c->closed) {
+		/* The close completed while c was on the dirty list. */
+		free(c->rbuf);
+		free(c);
+		return;
+	}
+	if (c->send_armed || c->broken || c->closing)
+		return;
+	c->siov_n = c->siov_pos = 0;
+	if (c->s.out_len) {
+		c->siov[0].iov_base = c->s.out;
+		c->siov[0].iov_len = c->s.out_len;
+		c->siov_n = 1;
+		c->send_hs = true;
+		send_submit(c);
+		return;
+	}
+	while (c->ready && c->siov_n + c->ready->niov <= CONN_MAX_IOV) {
+		struct req *q = c->ready;
+
+		memcpy(c->siov + c->siov_n, q->iov, q->niov * sizeof(struct iovec));
+		c->siov_n += q->niov;
+		c->ready = q->next;
+		q->next = NULL;
+		if (tail)
+			tail->next = q;
+		else
+			c->sending = q;
+		tail = q;
+	}
+	if (!c->ready)
+		c->ready_tail = NULL;
+	if (c->siov_n) {
+		c->send_hs = false;
+		send_submit(c);
+	} else {
+		conn_check_done(c);
+	}
+}
+
+static void send_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct conn *c = container_of(op, struct conn, send_op);
+	size_t n;
+
+	c->send_armed = false;
+	if (res == -EINTR || res == -EAGAIN) {
+		send_submit(c);
+		return;
+	}
+	if (res <= 0) {
+		if (res < 0 && res != -EPIPE && res != -ECONNRESET)
+			log_debug("conn %d: send: %s", c->fd, strerror(-res));
+		release_list(c->sending);
+		c->sending = NULL;
+		if (c->send_hs)
+			c->s.out_len = 0;
+		conn_break(c);
+		return;
+	}
+	n = (size_t)res;
+	while (n && c->siov_pos < c->siov_n) {
+		struct iovec *v = &c->siov[c->siov_pos];
+
+		if (n >= v->iov_len) {
+			n -= v->iov_len;
+			c->siov_pos++;
+		} else {
+			v->iov_base = (uint8_t *)v->iov_base + n;
+			v->iov_len -= n;
+			n = 0;
+		}
+	}
+	while (c->siov_pos < c->siov_n && c->siov[c->siov_pos].iov_len == 0)
+		c->siov_pos++;
+	if (c->siov_pos < c->siov_n) {
+		send_submit(c);
+		return;
+	}
+	if (c->send_hs) {
+		c->s.out_len = 0;
+		c->send_hs = false;
+	} else {
+		release_list(c->sending);
+		c->sending = NULL;
+	}
+	conn_process(c);
+	conn_flush(c);
+}
+
+/* ------------------------------------------------------------- 4 ---- */
+
+static void recv_arm(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed || c->input_done)
+		return;
+	if (c->rx) {
+		sqe = loop_sqe(&c->r->loop, &c->recv_op);
+		io_uring_prep_recv(sqe, c->fd, c->rx->buf + c->rx_have,
+				   c->rx->nr.payload - c->rx_have, MSG_WAITALL);
+		c->rx_direct = true;
+	} else {
+		if (c->rstart == c->rend) {
+			c->rstart = c->rend = 0;
+		} else if (c->rstart && (c->rend == CONN_RBUF ||
+					 c->rstart > CONN_RBUF / 2)) {
+			memmove(c->rbuf, c->rbuf + c->rstart, c->rend - c->rstart);
+			c->rend -= c->rstart;
+			c->rstart = 0;
+		}
+		if (c->rend == CONN_RBUF) {
+			/* Cannot happen: a full buffer always holds a complete
+			 * header or option.  Refuse to spin. */
+			conn_break(c);
+			return;
+		}
+		sqe = loop_sqe(&c->r->loop, &c->recv_op);
+		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend,
+				   CONN_RBUF - c->rend, 0);
+		c->rx_direct = false;
+	}
+	c->recv_armed = true;
+}
+
+static void recv_cancel(struct conn *c)
+{
+	if (c->recv_armed && !c->recv_cancelling) {
+		c->recv_cancelling = true;
+		struct io_uring_sqe *sqe = loop_sqe(&c->r->loop, NULL);
+
+		io_uring_prep_cancel(sqe, &c->recv_op, 0);
+	}
+}
+
+/* The payload of c->rx is complete: start it. */
+static void rx_complete(struct conn *c)
+{
+	struct req *q = c->rx;
+
+	c->rx = NULL;
+	c->rx_have = 0;
+	req_submit(c, q);
+}
+
+static void recv_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct conn *c = container_of(op, struct conn, recv_op);
+
+	c->recv_armed = false;
+	c->recv_cancelling = false;
+	if (c->input_done) {
+		conn_check_done(c);
+		return;
+	}
+	if (res == -EINTR || res == -EAGAIN) {
+		recv_arm(c);
+		return;
+	}
+	if (res <= 0) {
+		if (res < 0 && res != -ECONNRESET)
+			log_debug("conn %d: recv: %s", c->fd, strerror(-res));
+		c->input_done = true;
+		if (!c->transmission)
+			c->broken = true;
+		conn_check_done(c);
+		return;
+	}
+	if (c->rx_direct) {
+		c->rx_have += (unsigned)res;
+		if (c->rx_have == c->rx->nr.payload)
+			rx_complete(c);
+	} else {
+		c->rend += (unsigned)res;
+	}
+	conn_process(c);
+}
+
+static void protocol_violation(struct conn *c, const char *why)
+{
+	log_warn("conn %d: protocol violation: %s; disconnecting", c->fd, why);
+	recv_cancel(c);
+	conn_break(c);
+}
+
+static void process_handshake(struct conn *c)
+{
+	size_t used = 0;
+	enum nbd_hs_result r;
+
+	r = nbd_hs_input(&c->s, c->rbuf + c->rstart, c->rend - c->rstart, &used);
+	c->rstart += used;
+	switch (r) {
+	case NBD_HS_MORE:
+		break;
+	case NBD_HS_READY:
+		c->transmission = true;
+		log_debug("conn %d: serving export '%s'%s%s", c->fd,
+			  c->s.export->name, c->s.structured ? " structured" : "",
+			  c->s.extended ? " extended" : "");
+		break;
+	case NBD_HS_CLOSE:
+		c->input_done = true;
+		break;
+	case NBD_HS_FAIL:
+		protocol_violation(c, "bad handshake");
+		return;
+	}
+	if (c->s.out_len)
+		conn_mark_dirty(c);
+}
+
+/* Parse every complete request in rbuf that fits the budget. */
+static void process_requests(struct conn *c)
+{
+	size_t hsz = nbd_req_hdr_size(&c->s);
+
+	while (!c->rx && !c->input_done) {
+		struct nbd_req nr;
+		struct req *q;
+		uint64_t charge, have;
+		int err;
+
+		if (c->rend - c->rstart < hsz)
+			break;
+		if (c->n_reqs >= CONN_MAX_REQS)
+			return;                 /* backpressure: no recv */
+		if (nbd_req_decode(&c->s, c->rbuf + c->rstart, &nr) < 0) {
+			protocol_violation(c, "bad request magic");
+			return;
+		}
+		err = nbd_req_check(&c->s, &nr);
+		if (err < 0) {
+			protocol_violation(c, "request payload too large");
+			return;
+		}
+		if (nr.type == NBD_CMD_DISC) {
+			c->rstart += hsz;
+			c->input_done = true;
+			recv_cancel(c);
+			conn_check_done(c);
+			return;
+		}
+		charge = nr.payload;
+		if (!err && nr.type == NBD_CMD_READ)
+			charge = nr.length;
+		if (c->n_reqs && c->bytes + charge > CONN_MAX_BYTES)
+			return;                 /* backpressure: no recv */
+		c->rstart += hsz;
+		q = req_alloc(c);
+		q->nr = nr;
+		q->err = (uint32_t)err;
+		q->charge = charge;
+		c->bytes += charge;
+		if (!nr.payload) {
+			req_submit(c, q);
+			continue;
+		}
+		if (req_reserve(q, nr.payload) < 0) {
+			/* We cannot even skip the payload without memory. */
+			req_free(q);
+			log_error("conn %d: out of memory for a %llu-byte write",
+				  c->fd, (unsigned long long)nr.payload);
+			conn_break(c);
+			return;
+		}
+		have = MIN(nr.payload, (uint64_t)(c->rend - c->rstart));
+		memcpy(q->buf, c->rbuf + c->rstart, have);
+		c->rstart += have;
+		c->rx = q;
+		c->rx_have = have;
+		if (have == nr.payload)
+			rx_complete(c);
+	}
+	recv_arm(c);
+}
+
+static void conn_process(struct conn *c)
+{
+	if (c->input_done || c->broken || c->closing) {
+		conn_check_done(c);
+		return;
+	}
+	if (!c->transmission) {
+		/* Replies go out before the next option is read. */
+		if (c->send_armed || c->s.out_len)
+			return;
+		process_handshake(c);
+		if (c->broken || c->input_done || c->s.out_len)
+			return;
+		if (!c->transmission) {
+			recv_arm(c);
+			return;
+		}
+	}
+	process_requests(c);
+}
+
+/* ------------------------------------------------------------- 5 ---- */
+
+static void close_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct conn *c = container_of(op, struct conn, close_op);
+	struct reactor *r = c->r;
+	unsigned i;
+
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		r->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	r->n_conns--;
+	for (i = 0; i < CONN_MAX_REQS; i++)
+		free(c->reqs[i].buf);
+	nbd_session_fini(&c->s);
+	log_debug("conn %d: closed", c->fd);
+	c->closed = true;
+	if (!c->dirty) {
+		free(c->rbuf);
+		free(c);
+	}
+}
+
+static void conn_check_done(struct conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->closing || !(c->input_done || c->broken))
+		return;
+	if (c->recv_armed) {
+		recv_cancel(c);
+		return;
+	}
+	if (c->n_io || c->send_armed)
+		return;
+	if (!c->broken && (c->ready || c->s.out_len)) {
+		conn_mark_dirty(c);
+		return;
+	}
+	if (c->rx) {
+		req_free(c->rx);
+		c->rx = NULL;
+	}
+	release_list(c->ready);
+	c->ready = c->ready_tail = NULL;
+	c->closing = true;
+	c->close_op.cb = close_cb;
+	sqe = loop_sqe(&c->r->loop, &c->close_op);
+	io_uring_prep_close(sqe, c->fd);
+}
+
+static void conn_shutdown(struct conn *c)
+{
+	if (c->closing)
+		return;
+	if (!c->transmission)
+		c->broken = true;
+	c->input_done = true;
+	/* A half-received write (c->rx) is not in flight yet: it is dropped
+	 * once the cancelled recv has completed. */
+	recv_cancel(c);
+	conn_check_done(c);
+}
+
+void conn_shutdown_all(struct reactor *r)
+{
+	struct conn *c;
+
+	/* conn_shutdown() never frees c (the close goes through the ring). */
+	for (c = r->conns; c; c = c->next)
+		conn_shutdown(c);
+}
+
+void conn_accept(struct reactor *r, int fd, bool tcp)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+	unsigned i;
+
+	if (c)
+		c->rbuf = malloc(CONN_RBUF);
+	if (!c || !c->rbuf ||
+	    nbd_session_init(&c->s, r->srv->exports, r->srv->n_exports) < 0) {
+		log_error("conn: out of memory; dropping a connection");
+		if (c)
+			free(c->rbuf);
+		free(c);
+		close(fd);
+		return;
+	}
+	if (tcp) {
+		int one = 1;
+
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	c->r = r;
+	c->fd = fd;
+	c->recv_op.cb = recv_cb;
+	c->send_op.cb = send_cb;
+	for (i = 0; i < CONN_MAX_REQS; i++) {
+		c->reqs[i].c = c;
+		c->reqs[i].next = i + 1 < CONN_MAX_REQS ? &c->reqs[i + 1] : NULL;
+	}
+	c->free_reqs = &c->reqs[0];
+	c->next = r->conns;
+	if (r->conns)
+		r->conns->prev = c;
+	r->conns = c;
+	r->n_conns++;
+	log_debug("conn %d: accepted on reactor %u", fd, r->id);
+	conn_mark_dirty(c);             /* the greeting */
+	recv_arm(c);
+	if (r->stopping)
+		conn_shutdown(c);
+}

@@ -1,0 +1,209 @@
+/*
+ * server.c — reactor threads: one io_uring loop each, multishot accept on
+ * every listening socket, and the per-iteration flush of connections with
+ * ready replies.
+ *
+ * Each reactor creates its loop on its own thread (the ring is
+ * SINGLE_ISSUER) and arms one multishot accept per listener; the kernel
+ * hands each new connection to one of the reactors waiting on that socket,
+ * and the connection stays there.  The reactor's loop is
+ *
+ *     for (;;) { loop_run_once(wait);   ← submit everything queued, reap CQEs
+ *                conn_flush(dirty…); }  ← one sendmsg per conn for all the
+ *                                         replies those CQEs completed
+ *
+ * so replies are coalesced per batch of completions without any timer.
+ *
+ * Stopping: server_stop() posts stop_msg to each reactor; the reactor
+ * cancels its accepts and calls conn_shutdown() on every connection, then
+ * runs until the last connection has closed and the last accept CQE has
+ * arrived.  Only then does its thread return and its ring go away.
+ */
+#include "nbdsrv/server.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define REACTOR_RING    1024
+#define ACCEPT_RETRY_NS (100ull * 1000 * 1000)
+
+static void accept_arm(struct accept_op *a);
+
+static void accept_retry_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct loop_timer *t = container_of(op, struct loop_timer, op);
+	struct accept_op *a = container_of(t, struct accept_op, retry);
+
+	if (!a->r->stopping)
+		accept_arm(a);
+}
+
+static void accept_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct accept_op *a = container_of(op, struct accept_op, op);
+	struct reactor *r = a->r;
+
+	if (!(flags & IORING_CQE_F_MORE))
+		a->armed = false;
+	if (res >= 0) {
+		if (r->stopping)
+			close(res);
+		else
+			conn_accept(r, res, a->l->tcp);
+	} else if (res != -ECANCELED && !r->stopping) {
+		log_warn("accept on %s: %s", a->l->what, strerror(-res));
+		if (!a->armed && !a->retry.armed) {
+			loop_timer_arm(&r->loop, &a->retry, ACCEPT_RETRY_NS,
+				       accept_retry_cb);
+			return;
+		}
+	}
+	if (!a->armed && !r->stopping && !a->retry.armed)
+		accept_arm(a);
+}
+
+static void accept_arm(struct accept_op *a)
+{
+	struct io_uring_sqe *sqe = loop_sqe(&a->r->loop, &a->op);
+
+	io_uring_prep_multishot_accept(sqe, a->l->fd, NULL, NULL, SOCK_CLOEXEC);
+	a->armed = true;
+}
+
+static void reactor_stop_msg(struct loop_msg *m)
+{
+	struct reactor *r = container_of(m, struct reactor, stop_msg);
+	size_t i;
+
+	if (r->stopping)
+		return;
+	r->stopping = true;
+	for (i = 0; i < r->srv->n_listeners; i++) {
+		struct accept_op *a = &r->accepts[i];
+
+		if (a->armed)
+			io_uring_prep_cancel(loop_sqe(&r->loop, NULL), &a->op, 0);
+		loop_timer_cancel(&r->loop, &a->retry);
+	}
+	conn_shutdown_all(r);
+}
+
+static bool reactor_idle(struct reactor *r)
+{
+	size_t i;
+
+	if (!r->stopping || r->n_conns)
+		return false;
+	for (i = 0; i < r->srv->n_listeners; i++)
+		if (r->accepts[i].armed || r->accepts[i].retry.armed)
+			return false;
+	return true;
+}
+
+static void *reactor_main(void *arg)
+{
+	struct reactor *r = arg;
+	size_t i;
+	int err;
+
+	err = loop_init(&r->loop, REACTOR_RING);
+	r->init_err = err;
+	if (!err) {
+		r->stop_msg.fn = reactor_stop_msg;
+		for (i = 0; i < r->srv->n_listeners; i++) {
+			r->accepts[i].op.cb = accept_cb;
+			r->accepts[i].r = r;
+			r->accepts[i].l = &r->srv->listeners[i];
+			accept_arm(&r->accepts[i]);
+		}
+		err = io_uring_submit(&r->loop.ring);
+		if (err < 0)
+			r->init_err = err;
+	}
+	pthread_barrier_wait(&r->srv->started);
+	if (r->init_err < 0)
+		return NULL;
+
+	while (!reactor_idle(r)) {
+		struct conn *c;
+
+		err = loop_run_once(&r->loop, 1000ull * 1000 * 1000);
+		if (err < 0) {
+			log_error("reactor %u: %s", r->id, strerror(-err));
+			break;
+		}
+		while ((c = conn_take_dirty(r)))
+			conn_flush(c);
+	}
+	loop_fini(&r->loop);
+	return NULL;
+}
+
+int server_start(struct server *srv)
+{
+	unsigned i, started = 0;
+	int r = 0;
+
+	srv->reactors = calloc(srv->n_reactors, sizeof(*srv->reactors));
+	if (!srv->reactors)
+		return -ENOMEM;
+	r = pthread_barrier_init(&srv->started, NULL, srv->n_reactors + 1);
+	if (r) {
+		free(srv->reactors);
+		return -r;
+	}
+	for (i = 0; i < srv->n_reactors; i++) {
+		struct reactor *re = &srv->reactors[i];
+
+		re->srv = srv;
+		re->id = i;
+		re->accepts = calloc(srv->n_listeners ? srv->n_listeners : 1,
+				     sizeof(*re->accepts));
+		if (!re->accepts) {
+			r = -ENOMEM;
+			break;
+		}
+	}
+	for (i = 0; !r && i < srv->n_reactors; i++) {
+		r = -pthread_create(&srv->reactors[i].thread, NULL, reactor_main,
+				    &srv->reactors[i]);
+		if (!r)
+			started++;
+	}
+	if (r) {
+		/* Threads that started wait on the barrier: release them by
+		 * failing each one's init. */
+		log_error("cannot start reactor threads: %s", strerror(-r));
+		return r;       /* startup failure: the process exits */
+	}
+	pthread_barrier_wait(&srv->started);
+	for (i = 0; i < srv->n_reactors; i++)
+		if (srv->reactors[i].init_err < 0) {
+			r = srv->reactors[i].init_err;
+			log_error("reactor %u: io_uring setup: %s", i, strerror(-r));
+		}
+	if (r) {
+		server_stop(srv);
+		return r;
+	}
+	return 0;
+}
+
+void server_stop(struct server *srv)
+{
+	unsigned i;
+
+	for (i = 0; i < srv->n_reactors; i++)
+		if (srv->reactors[i].init_err == 0)
+			loop_post(&srv->reactors[i].loop, &srv->reactors[i].stop_msg);
+	for (i = 0; i < srv->n_reactors; i++)
+		pthread_join(srv->reactors[i].thread, NULL);
+	for (i = 0; i < srv->n_reactors; i++)
+		free(srv->reactors[i].accepts);
+	free(srv->reactors);
+	srv->reactors = NULL;
+	pthread_barrier_destroy(&srv->started);
+}

@@ -1,0 +1,92 @@
+/*
+ * server.h — the NBD server's runtime: reactor threads (server.c) and the
+ * connections they own (conn.c).  Internal to nbdsrv/; cmd_serve.c builds a
+ * struct server from the command line and runs it.
+ *
+ *   main thread ── signalfd ──► server_run() posts "stop" to every reactor
+ *        │
+ *        ├─ reactor 0: loop, multishot accept on every listener, conns…
+ *        ├─ reactor 1: …
+ *        └─ workq: blocking helpers (lseek for block status)
+ *
+ * A connection lives and dies on the reactor that accepted it; nothing in it
+ * is touched by another thread.  Exports are shared by all reactors (their
+ * ops are thread-safe by contract, see export.h).
+ */
+#ifndef NBDSRV_SERVER_H
+#define NBDSRV_SERVER_H
+
+#include "common/common.h"
+#include "nbdsrv/export.h"
+
+#include <stdbool.h>
+
+struct conn;
+struct reactor;
+
+struct listener {
+	int fd;
+	bool tcp;               /* set TCP_NODELAY on accepted sockets */
+	char *unix_path;        /* unlinked at exit when we created it, owned */
+	char *what;             /* for messages: "127.0.0.1:10809", owned */
+};
+
+/* One multishot accept per listener per reactor. */
+struct accept_op {
+	struct loop_op op;
+	struct reactor *r;
+	struct listener *l;
+	bool armed;             /* a CQE without F_MORE is still to come */
+	struct loop_timer retry;/* re-arm after an accept error */
+};
+
+struct reactor {
+	struct server *srv;
+	unsigned id;
+	pthread_t thread;
+	struct loop loop;
+	struct accept_op *accepts;      /* srv->n_listeners of them */
+	struct conn *conns;             /* doubly linked, all live conns */
+	unsigned n_conns;
+	struct conn *dirty;             /* conns with replies to send */
+	bool stopping;                  /* stop accepting, drain conns */
+	bool done;                      /* thread may exit */
+	int init_err;                   /* loop_init result, for the starter */
+	struct loop_msg stop_msg;
+};
+
+struct server {
+	struct export **exports;        /* exports[0] is the default */
+	size_t n_exports;
+	struct listener *listeners;
+	size_t n_listeners;
+	unsigned n_reactors;
+	struct reactor *reactors;
+	struct workq *wq;
+	pthread_barrier_t started;
+};
+
+/* Start the reactor threads; returns 0 once all of them are accepting, or
+ * -errno (no thread left running). */
+int server_start(struct server *srv);
+/* Ask every reactor to stop accepting, finish in-flight requests and close
+ * its connections, then join them.  Main thread only. */
+void server_stop(struct server *srv);
+
+/* conn.c — called on the owning reactor's thread only. */
+
+/* Take ownership of an accepted socket and start the handshake.  On
+ * allocation failure the socket is closed. */
+void conn_accept(struct reactor *r, int fd, bool tcp);
+/* For every connection of r: stop reading requests; finish those in
+ * flight, send their replies, close.  Connections still in the handshake
+ * are closed at once.  Nothing is freed synchronously. */
+void conn_shutdown_all(struct reactor *r);
+/* Send what is ready (called by the reactor once per loop iteration for
+ * each dirty conn); may free c if it was waiting for that. */
+void conn_flush(struct conn *c);
+/* The next conn in the reactor's dirty list (NULL at the end), and clear c's
+ * membership.  Used by the reactor to walk the list. */
+struct conn *conn_take_dirty(struct reactor *r);
+
+#endif /* NBDSRV_SERVER_H */
