@@ -8,6 +8,8 @@
  *   4. loop_*     — one io_uring per thread, completions dispatched to callbacks
  *   5. workq_*    — worker threads for CPU-heavy jobs; a finished job is handed
  *                   back to the loop that submitted it (never polled for)
+ *   6. config_*   — a strict INI-like line/section parser (config.c); each
+ *                   layer interprets its own keys
  *
  * The loop
  *   Every asynchronous operation is a `struct loop_op` embedded in the caller's
@@ -185,5 +187,42 @@ void workq_fini(struct workq *wq);
 /* Queue job; never blocks on a full queue — the caller bounds how many jobs
  * it has outstanding. */
 void workq_submit(struct workq *wq, struct workq_job *job);
+
+/* ---------------------------------------------------------------- 6 ---- */
+
+/*
+ * Syntax: one item per line; leading/trailing blanks ignored; a line whose
+ * first non-blank character is '#' or ';' is a comment; `[section]` or
+ * `[section argument]` opens a section; `key = value` sets a key (key:
+ * letters, digits, '_', '-', '.'; value: the rest of the line, trimmed, or
+ * a "double-quoted" string with \" and \\ escapes).  No trailing comments
+ * (values such as passwords may contain '#').  Lines are at most
+ * CONFIG_LINE_MAX bytes; NUL bytes are refused.
+ */
+#define CONFIG_LINE_MAX 4096
+
+struct config_item {
+	const char *file;       /* label used in messages */
+	unsigned line;          /* 1-based */
+	const char *section;    /* "" before the first header */
+	const char *arg;        /* section argument, "" if none */
+	const char *key;        /* NULL: this item is a section header */
+	const char *value;      /* NULL for a header */
+};
+
+/* Called for every header and key.  Return 0, or -errno after writing the
+ * reason (without FILE:LINE, the parser adds it) to err. */
+typedef int config_fn(void *ctx, const struct config_item *it, char *err, size_t errlen);
+
+/* Parse text[0..len) labelled `file`.  Returns 0, or -EINVAL (syntax or a
+ * callback error) with "FILE:LINE: reason" in err. */
+int config_parse(const char *file, const char *text, size_t len, config_fn *fn,
+		 void *ctx, char *err, size_t errlen);
+/* Read and parse path (at most 1 MiB); -errno with "FILE: reason" when it
+ * cannot be read. */
+int config_parse_file(const char *path, config_fn *fn, void *ctx, char *err, size_t errlen);
+/* Read a whole small file (≤ max bytes) into a NUL-terminated malloc'd
+ * buffer (*out, length *len).  -EFBIG when larger. */
+int config_read_file(const char *path, size_t max, char **out, size_t *len);
 
 #endif /* NBDSRV_COMMON_H */
