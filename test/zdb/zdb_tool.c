@@ -232,12 +232,12 @@ static int tool_get(struct tool *t)
 			ok++;
 		else
 			failed++;
-		if (t->all)
-			for (i = 0; i < n; i++)
-				if (sh[i].status == -ENOENT && sh[i].backend >= 0)
-					missing[sh[i].backend]++;
-				else if (sh[i].status < 0 && sh[i].backend >= 0)
-					unreach[sh[i].backend]++;
+		for (i = 0; t->all && i < n; i++) {
+			if (sh[i].status == -ENOENT && sh[i].backend >= 0)
+				missing[sh[i].backend]++;
+			else if (sh[i].status < 0 && sh[i].backend >= 0)
+				unreach[sh[i].backend]++;
+		}
 		/* the op's memory (and data) is reused: wait until released */
 		if (zdb_pool_run_until(t->pool, &x.done, 120ull * 1000000000) < 0) {
 			fprintf(stderr, "zdb_tool: chunk %u requests never finished\n", c);
