@@ -6,6 +6,7 @@
  * truncated shards; wrong keys; ranges; rebuilds; key files; threads.
  */
 #include "codec/codec.h"
+#include "codec/codec_int.h"
 #include "common/common.h"
 
 #include <check.h>
@@ -287,6 +288,78 @@ START_TEST(test_random_erasures_32_8)
 }
 END_TEST
 
+/* The GFNI kernel and ISA-L compute the same bytes (shards written on one
+ * machine decode on another), and shards cross between the two. */
+START_TEST(test_rs_kernels_agree)
+{
+	uint8_t coef[CODEC_MAX_M * CODEC_MAX_K];
+	uint8_t *tbl = malloc(RS_TBL_BYTES * CODEC_MAX_M * CODEC_MAX_K);
+	uint8_t *src[CODEC_MAX_K], *d1[CODEC_MAX_M], *d2[CODEC_MAX_M];
+	const size_t maxlen = 5000;
+
+	seed_rng("rs_kernels_agree");
+	printf("rs kernel: %s\n", rs_kernel_name());
+	for (unsigned i = 0; i < CODEC_MAX_K; i++) {
+		src[i] = malloc(maxlen);
+		for (size_t b = 0; b < maxlen; b++)
+			src[i][b] = rnd();
+	}
+	for (unsigned i = 0; i < CODEC_MAX_M; i++) {
+		d1[i] = malloc(maxlen);
+		d2[i] = malloc(maxlen);
+	}
+	for (int t = 0; t < 200; t++) {
+		unsigned k = 1 + rnd() % CODEC_MAX_K, rows = 1 + rnd() % CODEC_MAX_M;
+		size_t len = 1 + rnd() % maxlen;
+
+		for (unsigned i = 0; i < k * rows; i++)
+			coef[i] = rnd();
+		rs_force_isal(true);
+		rs_init_tables(k, rows, coef, tbl);
+		rs_run(len, k, rows, tbl, src, d1);
+		rs_force_isal(false);
+		rs_init_tables(k, rows, coef, tbl);
+		for (unsigned r = 0; r < rows; r++)
+			memset(d2[r], 0x5a, maxlen);
+		rs_run(len, k, rows, tbl, src, d2);
+		for (unsigned r = 0; r < rows; r++) {
+			ck_assert_msg(!memcmp(d1[r], d2[r], len), "k=%u rows=%u len=%zu row %u",
+				      k, rows, len, r);
+			if (len < maxlen)
+				ck_assert_uint_eq(d2[r][len], 0x5a);   /* no overrun */
+		}
+	}
+	/* Encode with the native kernel, rebuild with ISA-L. */
+	{
+		struct fix f, g;
+		uint8_t plain[20000], out[20000];
+		const uint8_t *sh[20];
+		int r;
+
+		fix_init(&f, 16, 4, 64 << 10, CODEC_COMPRESS_NONE);
+		fill(plain, sizeof(plain), 0);
+		fix_encode(&f, plain, sizeof(plain));
+		rs_force_isal(true);
+		fix_init(&g, 16, 4, 64 << 10, CODEC_COMPRESS_NONE);
+		for (unsigned i = 0; i < 20; i++)
+			sh[i] = i < 4 ? NULL : f.buf[i];
+		r = codec_decode(g.x, &f.id, &f.meta, sh, f.lens, out, sizeof(out), NULL);
+		rs_force_isal(false);
+		ck_assert_int_eq(r, (int)sizeof(plain));
+		ck_assert(!memcmp(out, plain, sizeof(out)));
+		fix_fini(&g);
+		fix_fini(&f);
+	}
+	for (unsigned i = 0; i < CODEC_MAX_K; i++)
+		free(src[i]);
+	for (unsigned i = 0; i < CODEC_MAX_M; i++) {
+		free(d1[i]);
+		free(d2[i]);
+	}
+	free(tbl);
+}
+END_TEST
+
 START_TEST(test_hole)
 {
 	struct fix f;
@@ -361,6 +434,7 @@ START_TEST(test_every_byte_corruption)
 			checked++;
 		}
 	ck_assert_uint_gt(checked, 6 * 96);
+	fix_fini(&f);
 }
 END_TEST
 
@@ -867,6 +941,7 @@ int main(void)
 	tcase_add_test(tc, test_all_erasures_small);
 	tcase_add_test(tc, test_random_erasures_16_4);
 	tcase_add_test(tc, test_random_erasures_32_8);
+	tcase_add_test(tc, test_rs_kernels_agree);
 	tcase_add_test(tc, test_hole);
 	tcase_add_test(tc, test_every_byte_corruption);
 	tcase_add_test(tc, test_too_many_corruptions);
