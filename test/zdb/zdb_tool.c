@@ -2,7 +2,7 @@
  * zdb_tool.c — drives a pool from shell tests (the zdb shell tests).
  *
  *   zdb_tool put  --config F --state S [--chunks N] [--size BYTES] [--seed N]
- *   zdb_tool get  --config F --state S [--all]
+ *   zdb_tool get  --config F --state S [--all] [--stop-pid P --stop-after N]
  *
  * put writes N chunks of k+m shards with deterministic contents (a header
  * naming chunk and shard, then a xorshift stream) and records where each
@@ -11,7 +11,9 @@
  * callback that checks the contents, and prints one summary line:
  *   ok=N failed=N degraded=N max_ms=X hedge_ms=X hedged=N
  * plus, with --all (fetch every shard, k = n), one "missing BACKEND N" line
- * per backend that lost shards ("unreadable BACKEND N" for other errors).
+ * per backend that lost shards.  --stop-pid sends SIGSTOP to a backend's
+ * server after N chunks, so that it hangs while connected and busy (the
+ * case hedging exists for) ("unreadable BACKEND N" for other errors).
  * Exit 0 only when every chunk was read (--all: always, it is a scan) or,
  * for put, written (degraded counts as written).
  */
@@ -19,6 +21,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +35,8 @@ struct tool {
 	unsigned chunks;
 	bool all;
 	const char *state;
+	int stop_pid;                   /* SIGSTOP it after stop_after chunks */
+	unsigned stop_after;
 };
 
 static uint64_t xs(uint64_t *s)
@@ -197,6 +202,10 @@ static int tool_get(struct tool *t)
 		unsigned have = 0;
 		double ms;
 
+		if (t->stop_pid > 0 && c == t->stop_after) {
+			kill(t->stop_pid, SIGSTOP);
+			printf("# stopped pid %d before chunk %u\n", t->stop_pid, c);
+		}
 		memset(op, 0, sizeof(*op));
 		memset(data, 0, (size_t)n * t->size);
 		for (i = 0; i < n; i++) {
@@ -232,16 +241,16 @@ static int tool_get(struct tool *t)
 			ok++;
 		else
 			failed++;
+		/* the op's memory (and data) is reused: wait until released */
+		if (zdb_pool_run_until(t->pool, &x.done, 120ull * 1000000000) < 0) {
+			fprintf(stderr, "zdb_tool: chunk %u requests never finished\n", c);
+			goto exit;
+		}
 		for (i = 0; t->all && i < n; i++) {
 			if (sh[i].status == -ENOENT && sh[i].backend >= 0)
 				missing[sh[i].backend]++;
 			else if (sh[i].status < 0 && sh[i].backend >= 0)
 				unreach[sh[i].backend]++;
-		}
-		/* the op's memory (and data) is reused: wait until released */
-		if (zdb_pool_run_until(t->pool, &x.done, 120ull * 1000000000) < 0) {
-			fprintf(stderr, "zdb_tool: chunk %u requests never finished\n", c);
-			goto exit;
 		}
 	}
 	printf("get ok=%u failed=%u degraded=%u max_ms=%.1f hedge_ms=%.1f hedged=%u\n", ok,
@@ -272,6 +281,8 @@ int main(int argc, char **argv)
 		{ "size", required_argument, NULL, 'z' },
 		{ "seed", required_argument, NULL, 'S' },
 		{ "all", no_argument, NULL, 'a' },
+		{ "stop-pid", required_argument, NULL, 'P' },
+		{ "stop-after", required_argument, NULL, 'A' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct tool t = { .chunks = 20, .size = 4096 };
@@ -295,6 +306,8 @@ int main(int argc, char **argv)
 		case 'z': if (parse_size(optarg, &v) < 0 || v < 8) return 2; t.size = v; break;
 		case 'S': if (parse_u64(optarg, &t.seed) < 0) return 2; break;
 		case 'a': t.all = true; break;
+		case 'P': if (parse_u64(optarg, &v) < 0) return 2; t.stop_pid = (int)v; break;
+		case 'A': if (parse_u64(optarg, &v) < 0) return 2; t.stop_after = (unsigned)v; break;
 		default: return 2;
 		}
 	}
