@@ -105,12 +105,13 @@ fi
 
 # --- startup and usage errors ---------------------------------------------
 [ "$standin" = 1 ] && exit 0     # nbdkit's messages and codes differ
+bad=0
 expect_exit() {   # expect_exit CODE WHAT ARGS… — serve must exit CODE with a message
   local want=$1 what=$2 rc=0; shift 2
   timeout 20 "$NBDSRV" serve "$@" >"$t/err" 2>&1 </dev/null || rc=$?
-  [ $rc -eq "$want" ] || { cat "$t/err" >&2; fail "$what: exit $rc, want $want"; }
-  [ -s "$t/err" ] || fail "$what: no message"
   ! grep -qiE 'sanitizer|segmentation|core dumped' "$t/err" || { cat "$t/err" >&2; fail "$what: crashed"; }
+  [ -s "$t/err" ] || fail "$what: no message"
+  [ $rc -eq "$want" ] || { echo "FAIL: $what: exit $rc, want $want: $(head -1 "$t/err")" >&2; bad=1; }
 }
 expect_exit 2 "unknown option" --bogus --export "d=$t/disk" --unix "$t/s1"
 expect_exit 2 "export without =" --export "$t/disk" --unix "$t/s1"
@@ -125,3 +126,4 @@ busy=$!
 cleanup_push "kill $busy"
 wait_for "[ -s '$t/busy' ]" 10
 expect_exit 1 "port in use" --listen "127.0.0.1:$(cat "$t/busy")" --export "d=$t/disk"
+[ $bad -eq 0 ] || fail "wrong exit status for a startup or usage error"
