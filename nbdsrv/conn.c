@@ -54,6 +54,7 @@
 #define CONN_MAX_REQS    128u
 #define CONN_MAX_BYTES   (64ull * 1024 * 1024)
 #define CONN_MAX_IOV     512u
+#define CONN_SOCKBUF     (4 * 1024 * 1024)
 #define CONN_KEEP_BUF    (1u * 1024 * 1024)  /* reuse buffers up to this */
 #define CONN_CACHE_BYTES (16ull * 1024 * 1024) /* idle buffers kept, total */
 #define REQ_MAX_CHUNKS   16u
@@ -819,10 +820,14 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 		close(fd);
 		return;
 	}
-	if (tcp) {
-		int one = 1;
+	{
+		int one = 1, sz = CONN_SOCKBUF;
 
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		if (tcp)
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		/* Room for a few 1 MiB replies per send, fewer partial sends. */
+		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 	}
 	c->r = r;
 	c->fd = fd;

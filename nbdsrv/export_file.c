@@ -41,6 +41,7 @@
 
 #define FILE_ZERO_BUF   (1024 * 1024)
 #define FILE_CACHE_STEP (1ull << 30)
+#define FILE_ASYNC_MIN  (128u * 1024)
 
 struct file_export {
 	struct export base;     /* first: e->ops */
@@ -115,6 +116,11 @@ static void rw_submit(struct export_io *io, bool write)
 		io_uring_prep_read(sqe, f->fd, (uint8_t *)io->buf + done, n,
 				   io->offset + done);
 	}
+	/* A large copy to or from the page cache goes to an io-wq worker so
+	 * that the reactor keeps receiving and sending meanwhile (the other
+	 * cores do the memcpy); small ones complete inline, cheaper. */
+	if (n >= FILE_ASYNC_MIN)
+		sqe->flags |= IOSQE_ASYNC;
 }
 
 static void read_cb(struct loop_op *op, int res, uint32_t flags)
