@@ -7,15 +7,21 @@ requires fio
 fio --enghelp=nbd >/dev/null 2>&1 || { echo "SKIP: fio lacks the nbd engine" >&2; exit 77; }
 t=$(mktempdir)
 truncate -s 64M "$t/disk"
-start_nbdsrv --unix "$t/sock" --export "disk=$t/disk"
+port=$(free_port)
+listen=(--listen "127.0.0.1:$port")
+[ "${NBDSRV_STANDIN:-0}" = 1 ] && listen=()   # nbdkit: -U and -p exclude each other
+start_nbdsrv --unix "$t/sock" "${listen[@]}" --export "disk=$t/disk"
 uri="nbd+unix:///disk?socket=$t/sock"
+tcp="nbd://127.0.0.1:$port/disk"
+[ "${NBDSRV_STANDIN:-0}" = 1 ] && tcp=$uri
 cd "$t"     # fio writes its verify state files to the current directory
 common=(--ioengine=nbd "--uri=$uri" --bs=4k --iodepth=16 --numjobs=4
         --size=16M --offset_increment=16M --verify=crc32c --randrepeat=1
         --group_reporting --output-format=terse)
 fio --name=write --rw=randwrite --do_verify=0 "${common[@]}" >"$t/w.out" ||
   { cat "$t/w.out" >&2; fail "fio randwrite"; }
-fio --name=write --rw=randwrite --verify_only "${common[@]}" >"$t/v.out" ||
+# Verify over TCP what was written over the unix socket.
+fio --name=write --rw=randwrite --verify_only "${common[@]}" "--uri=$tcp" >"$t/v.out" ||
   { cat "$t/v.out" >&2; fail "fio verify pass"; }
 # The verify pass must be able to fail: change the data under fio's feet.
 if command -v qemu-io >/dev/null; then

@@ -17,5 +17,6 @@ rw_pid=$NBDSRV_PID
 start_nbdsrv --unix "$t/ro.sock" --export "ro=$t/ro,ro"
 
 "$bin" "$t/rw.sock" "$t/ro.sock" ${NBD_TEST_SEED:-} || fail "nbd_client_test failed"
-kill -0 "$rw_pid" || fail "server died"
-stop_nbdsrv || fail "ro server exit status $?"
+stop_nbdsrv || fail "ro server: exit status $? after SIGTERM"
+NBDSRV_PID=$rw_pid
+stop_nbdsrv || fail "rw server: exit status $? after SIGTERM"

@@ -570,7 +570,7 @@ static void test_multi_conn(void)
 
 #define ST_CONNS 8
 #define ST_DEPTH 64
-#define ST_OPS 1500
+#define ST_OPS 3000
 #define ST_BASE (24 * MiB)
 #define ST_SIZE (40 * MiB)
 #define ST_BLK 4096u
