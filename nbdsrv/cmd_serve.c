@@ -159,7 +159,7 @@ static int listen_tcp(struct server *srv, const char *spec)
 	if (r) {
 		fprintf(stderr, "nbdsrv serve: --listen: '%s': %s\n", spec,
 			gai_strerror(r));
-		return -EINVAL;
+		return -EADDRNOTAVAIL;
 	}
 	for (ai = res; ai; ai = ai->ai_next) {
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
@@ -269,7 +269,7 @@ static int listen_activated(struct server *srv)
 		return 0;
 	if (parse_u64(fds, &n) < 0 || n == 0 || n > 64) {
 		fprintf(stderr, "nbdsrv serve: LISTEN_FDS: '%s': invalid\n", fds);
-		return -EINVAL;
+		return -EBADF;
 	}
 	for (i = 0; i < n; i++) {
 		int fd = 3 + (int)i;
@@ -285,7 +285,7 @@ static int listen_activated(struct server *srv)
 		    type != SOCK_STREAM) {
 			fprintf(stderr, "nbdsrv serve: LISTEN_FDS: fd %d is not a stream socket\n",
 				fd);
-			return -EINVAL;
+			return -EBADF;
 		}
 		fcntl(fd, F_SETFD, FD_CLOEXEC);
 		l = listener_new(srv);
@@ -497,6 +497,8 @@ int cmd_serve(int argc, char **argv)
 		r = export_file_open(o.exports[i], &wq, &srv.exports[i], err, sizeof(err));
 		if (r < 0) {
 			fprintf(stderr, "nbdsrv serve: --export: %s\n", err);
+			if (r == -EINVAL)
+				rc = 2;
 			goto out;
 		}
 		srv.n_exports++;
@@ -504,6 +506,7 @@ int cmd_serve(int argc, char **argv)
 			if (!strcmp(srv.exports[j]->name, srv.exports[i]->name)) {
 				fprintf(stderr, "nbdsrv serve: --export: '%s': duplicate export name\n",
 					srv.exports[i]->name);
+				rc = 2;
 				goto out;
 			}
 	}
@@ -511,12 +514,17 @@ int cmd_serve(int argc, char **argv)
 	activated = listen_activated(&srv);
 	if (activated < 0)
 		goto out;
+	/* -EINVAL from these: the value does not parse (usage error). */
 	for (i = 0; i < o.n_listen; i++)
-		if (listen_tcp(&srv, o.listen[i]) < 0)
+		if ((r = listen_tcp(&srv, o.listen[i])) < 0) {
+			rc = r == -EINVAL ? 2 : 1;
 			goto out;
+		}
 	for (i = 0; i < o.n_unix; i++)
-		if (listen_unix(&srv, o.unix_paths[i]) < 0)
+		if ((r = listen_unix(&srv, o.unix_paths[i])) < 0) {
+			rc = r == -EINVAL ? 2 : 1;
 			goto out;
+		}
 	if (srv.n_listeners == 0 && listen_tcp(&srv, "0.0.0.0:10809") < 0)
 		goto out;
 

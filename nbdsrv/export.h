@@ -121,7 +121,9 @@ struct export {
 
 /* Open a file or block device export from a CLI spec "NAME=PATH[,ro]
  * [,desc=TEXT]".  wq (borrowed, outlives the export) runs blocking
- * lookups.  Returns 0 and *out, or -errno with a message in err[errlen]. */
+ * lookups.  Returns 0 and *out, or -errno with a message in err[errlen]:
+ * -EINVAL means the spec itself is malformed (a usage error), anything
+ * else that the export could not be opened. */
 int export_file_open(const char *spec, struct workq *wq, struct export **out,
 		     char *err, size_t errlen);
 

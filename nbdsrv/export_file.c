@@ -566,7 +566,7 @@ int export_file_open(const char *spec, struct workq *wq, struct export **out,
 		f->bdev = true;
 	} else {
 		snprintf(err, errlen, "'%s': not a regular file or block device", path);
-		r = -EINVAL;
+		r = -ENODEV;
 		goto fail;
 	}
 	f->wq = wq;

@@ -24,7 +24,8 @@
  * Requests
  *   Validation follows the spec's error choices: unknown command or flag,
  *   a flag on a command it does not apply to, a zero-length BLOCK_STATUS →
- *   EINVAL; range past the end → ENOSPC for writes, EINVAL otherwise; READ
+ *   EINVAL; range past the end → ENOSPC for WRITE and WRITE_ZEROES, EINVAL
+ *   otherwise (READ, TRIM, CACHE, BLOCK_STATUS: the spec's wording); READ
  *   longer than the maximum payload → EOVERFLOW (EINVAL without structured
  *   replies); writes to a read-only export → EPERM.  A payload longer than
  *   NBD_MAX_PAYLOAD cannot be received: -EPROTO (disconnect).
@@ -632,7 +633,8 @@ int nbd_req_check(const struct nbd_session *s, const struct nbd_req *r)
 	if (r->type == NBD_CMD_BLOCK_STATUS && r->length == 0)
 		return NBD_EINVAL;
 	if (__builtin_add_overflow(r->offset, r->length, &end) || end > e->size)
-		return writes ? NBD_ENOSPC : NBD_EINVAL;
+		return r->type == NBD_CMD_WRITE || r->type == NBD_CMD_WRITE_ZEROES
+			? NBD_ENOSPC : NBD_EINVAL;
 	return 0;
 }
 
