@@ -863,6 +863,60 @@ START_TEST(test_key_files)
 }
 END_TEST
 
+/* Chunks encoded by an earlier build (the fuzz seeds) still decode: the
+ * v1 format and key derivation have not drifted. */
+START_TEST(test_golden_vectors)
+{
+	static const struct { const char *name; size_t len; bool text; } files[] = {
+		{ "valid-none-700", 700, false }, { "valid-lz4-3000", 3000, true },
+		{ "valid-zstd-2000", 2000, true }, { "valid-none-65", 65, false },
+	};
+	static const uint8_t key[CODEC_KEY_SIZE] = "fuzz key: not a secret at all!!";
+	const struct codec_id id = { .pool = "fuzz-pool-uuid!", .volume = 1, .chunk = 2,
+				     .version = 3 };
+
+	for (unsigned fi = 0; fi < ARRAY_SIZE(files); fi++) {
+		char path[512];
+		uint8_t data[8192], out[4096];
+		const uint8_t *sh[6];
+		size_t lens[6], pos, n;
+		struct codec_meta meta;
+		enum codec_status st[6];
+		struct fix f;
+		FILE *fp;
+
+		snprintf(path, sizeof(path), "%s/%s", CODEC_GOLDEN_DIR, files[fi].name);
+		fp = fopen(path, "rb");
+		ck_assert_msg(fp != NULL, "%s missing", path);
+		n = fread(data, 1, sizeof(data), fp);
+		fclose(fp);
+		ck_assert_uint_gt(n, 2);
+		ck_assert_int_eq(codec_meta_unpack(data + 2, data[1], &meta), 0);
+		pos = 2 + data[1];
+		for (int i = 0; i < 6; i++) {
+			lens[i] = data[pos] | (size_t)data[pos + 1] << 8;
+			sh[i] = data + pos + 2;
+			pos += 2 + lens[i];
+			ck_assert_uint_le(pos, n);
+		}
+		fix_init_key(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE, key);
+		for (int wm = 0; wm < 2; wm++) {
+			ck_assert_int_eq(codec_decode(f.x, &id, wm ? &meta : NULL, sh, lens, out,
+						      sizeof(out), st), (int)files[fi].len);
+			for (int i = 0; i < 4; i++)
+				ck_assert(st[i] == CODEC_SHARD_OK || st[i] == CODEC_SHARD_UNUSED);
+			if (files[fi].text)
+				for (size_t b = 0; b < files[fi].len; b++)
+					ck_assert(out[b] == (uint8_t)"abcabcabd"[b % 9]);
+		}
+		for (int i = 0; i < 6; i++)
+			ck_assert_int_eq(codec_verify_shard(f.x, &id, &meta, i, sh[i], lens[i], true),
+					 CODEC_SHARD_OK);
+		fix_fini(&f);
+	}
+}
+END_TEST
+
 struct thr {
 	struct codec *c;
 	int rounds;
@@ -952,6 +1006,7 @@ int main(void)
 	tcase_add_test(tc, test_rebuild_and_info);
 	tcase_add_test(tc, test_fresh_salt);
 	tcase_add_test(tc, test_key_files);
+	tcase_add_test(tc, test_golden_vectors);
 	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
