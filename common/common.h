@@ -208,11 +208,13 @@ struct config_item {
 	const char *arg;        /* section argument, "" if none */
 	const char *key;        /* NULL: this item is a section header */
 	const char *value;      /* NULL for a header */
+	unsigned err_line;      /* a callback may set it: the line to blame
+	                         * in its error (default: this item's) */
 };
 
 /* Called for every header and key.  Return 0, or -errno after writing the
  * reason (without FILE:LINE, the parser adds it) to err. */
-typedef int config_fn(void *ctx, const struct config_item *it, char *err, size_t errlen);
+typedef int config_fn(void *ctx, struct config_item *it, char *err, size_t errlen);
 
 /* Parse text[0..len) labelled `file`.  Returns 0, or -EINVAL (syntax or a
  * callback error) with "FILE:LINE: reason" in err. */

@@ -167,8 +167,11 @@ int config_parse(const char *file, const char *text, size_t len, config_fn *fn,
 			it.value = v;
 		}
 		r = fn(ctx, &it, reason, sizeof(reason));
-		if (r < 0)
+		if (r < 0) {
+			if (it.err_line)
+				lineno = it.err_line;
 			goto fail;
+		}
 	}
 	return 0;
 fail:

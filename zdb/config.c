@@ -404,7 +404,7 @@ static int cfg_backend_end(struct cfg_ctx *x, char *err, size_t errlen, unsigned
 	return 0;
 }
 
-static int cfg_item(void *ctx, const struct config_item *it, char *err, size_t errlen)
+static int cfg_item(void *ctx, struct config_item *it, char *err, size_t errlen)
 {
 	struct cfg_ctx *x = ctx;
 	struct zdb_pool_cfg *c = x->cfg;
@@ -419,8 +419,10 @@ static int cfg_item(void *ctx, const struct config_item *it, char *err, size_t e
 			 it->key);
 		return -EINVAL;
 	}
-	if (cfg_backend_end(x, err, errlen, &line) < 0)
+	if (cfg_backend_end(x, err, errlen, &line) < 0) {
+		it->err_line = line;
 		return -EINVAL;
+	}
 	x->in_pool = x->in_backend = false;
 	if (!strcmp(it->section, "pool")) {
 		if (it->arg[0]) {

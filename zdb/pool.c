@@ -59,6 +59,8 @@ struct pool_be {
 	uint32_t hist[POOL_HBUCKETS];
 	uint32_t hist_n;
 	uint64_t ok, errors, timeouts;
+	unsigned consec_fail;           /* errors since the last success */
+	uint64_t last_fail_ns;
 	bool stopped;
 	bool have_info, info_busy;
 	struct zdb_info info;
@@ -157,7 +159,10 @@ enum zdb_health zdb_pool_health(const struct zdb_pool *p, unsigned idx)
 	if (b->state != ZDB_CONN_READY)
 		return ZDB_HEALTH_DOWN;
 	now = now_ns();
-	if (pb->ewma_ns > p->cfg.slow_ns ||
+	/* failing every request (e.g. a full disk) counts as slow: used only
+	 * when nothing better is left, and tried again after 5 s */
+	if ((pb->consec_fail >= 3 && now - pb->last_fail_ns < 5000ull * 1000000) ||
+	    pb->ewma_ns > p->cfg.slow_ns ||
 	    (b->oldest_inflight_ns && now - b->oldest_inflight_ns > p->cfg.slow_ns))
 		return ZDB_HEALTH_SLOW;
 	return ZDB_HEALTH_UP;
@@ -181,14 +186,20 @@ static void pool_req_done(struct zdb_req *r)
 
 	if (r->result >= 0 || r->result == -ENOENT) {
 		pb->ok++;
+		pb->consec_fail = 0;
 		pb->ewma_ns = pb->ewma_ns ? pb->ewma_ns - pb->ewma_ns / 8 + lat / 8 : lat;
 		hist_add(pb->hist, &pb->hist_n, lat);
 		if (r->op == ZDB_OP_GET)
 			hist_add(p->hist, &p->hist_n, lat);
 	} else if (r->result == -ETIMEDOUT) {
 		pb->timeouts++;
-	} else if (r->result != -ECANCELED && r->result != -ENOTCONN) {
+		pb->consec_fail++;
+		pb->last_fail_ns = now_ns();
+	} else if (r->result != -ECANCELED && r->result != -ENOTCONN &&
+		   r->result != -E2BIG && r->result != -EINVAL) {
 		pb->errors++;
+		pb->consec_fail++;
+		pb->last_fail_ns = now_ns();
 	}
 	r->done = r->user_done;
 	r->done(r);
