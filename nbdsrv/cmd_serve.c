@@ -327,14 +327,21 @@ static int write_pidfile(const char *path)
 	return 0;
 }
 
-/* The main thread's wait for a signal, through its own ring. */
+/* The main thread's wait for signals, through its own ring. */
 struct sigwait {
 	struct loop loop;
 	struct loop_op op;
 	int fd;
 	struct signalfd_siginfo si;
-	int signo;
+	int signo;              /* the last signal */
+	unsigned count;         /* signals received */
 };
+
+static void sig_arm(struct sigwait *w)
+{
+	io_uring_prep_read(loop_sqe(&w->loop, &w->op), w->fd, &w->si,
+			   sizeof(w->si), 0);
+}
 
 static void sig_cb(struct loop_op *op, int res, uint32_t flags)
 {
@@ -342,20 +349,20 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
 
 	if (res == (int)sizeof(w->si)) {
 		w->signo = (int)w->si.ssi_signo;
-		loop_stop(&w->loop);
-		return;
-	}
-	if (res < 0 && res != -EINTR && res != -EAGAIN) {
+		w->count++;
+	} else if (res < 0 && res != -EINTR && res != -EAGAIN) {
 		log_error("signalfd read: %s", strerror(-res));
 		w->signo = SIGTERM;
-		loop_stop(&w->loop);
+		w->count++;
 		return;
 	}
-	io_uring_prep_read(loop_sqe(&w->loop, &w->op), w->fd, &w->si,
-			   sizeof(w->si), 0);
+	sig_arm(w);
 }
 
-static int wait_for_signal(int sfd)
+/* Serve until SIGTERM/SIGINT, then drain; a second signal drops the
+ * connections that are still draining (a client that stopped reading its
+ * replies cannot hold the exit up forever). */
+static int serve_until_signal(struct server *srv, int sfd)
 {
 	struct sigwait w;
 	int r;
@@ -366,12 +373,30 @@ static int wait_for_signal(int sfd)
 		return r;
 	w.fd = sfd;
 	w.op.cb = sig_cb;
-	io_uring_prep_read(loop_sqe(&w.loop, &w.op), sfd, &w.si, sizeof(w.si), 0);
-	r = loop_run(&w.loop);
+	sig_arm(&w);
+	while (w.count == 0) {
+		r = loop_run_once(&w.loop, 1000ull * 1000 * 1000);
+		if (r < 0)
+			goto out;
+	}
+	log_info("signal %d: finishing in-flight requests (again to drop them)",
+		 w.signo);
+	server_stop_begin(srv);
+	while (!server_stopped(srv)) {
+		r = loop_run_once(&w.loop, 50ull * 1000 * 1000);
+		if (r < 0)
+			goto out;
+		if (w.count > 1 && !srv->stop_forced) {
+			log_warn("signal %d: dropping connections", w.signo);
+			server_stop_force(srv);
+		}
+	}
+	r = 0;
+out:
+	server_stop(srv);
+	/* Cancel the pending signalfd read before the ring goes away. */
 	loop_fini(&w.loop);
-	if (r < 0)
-		return r;
-	return w.signo;
+	return r;
 }
 
 int cmd_serve(int argc, char **argv)
@@ -550,12 +575,9 @@ int cmd_serve(int argc, char **argv)
 		}
 	}
 
-	r = wait_for_signal(sfd);
-	if (r > 0)
-		log_info("signal %d: finishing in-flight requests", r);
-	else
+	r = serve_until_signal(&srv, sfd);
+	if (r < 0)
 		log_error("waiting for signals: %s", strerror(-r));
-	server_stop(&srv);
 	rc = 0;
 	goto out;
 oom:

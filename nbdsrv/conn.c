@@ -804,6 +804,20 @@ void conn_shutdown_all(struct reactor *r)
 		conn_shutdown(c);
 }
 
+void conn_abort_all(struct reactor *r)
+{
+	struct conn *c;
+
+	for (c = r->conns; c; c = c->next) {
+		if (c->closing)
+			continue;
+		/* Fail a send stuck on a client that stopped reading. */
+		io_uring_prep_shutdown(loop_sqe(&r->loop, NULL), c->fd, SHUT_RDWR);
+		recv_cancel(c);
+		conn_break(c);
+	}
+}
+
 void conn_accept(struct reactor *r, int fd, bool tcp)
 {
 	struct conn *c = calloc(1, sizeof(*c));

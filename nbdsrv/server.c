@@ -91,6 +91,13 @@ static void reactor_stop_msg(struct loop_msg *m)
 	conn_shutdown_all(r);
 }
 
+static void reactor_force_msg(struct loop_msg *m)
+{
+	struct reactor *r = container_of(m, struct reactor, force_msg);
+
+	conn_abort_all(r);
+}
+
 static bool reactor_idle(struct reactor *r)
 {
 	size_t i;
@@ -113,6 +120,7 @@ static void *reactor_main(void *arg)
 	r->init_err = err;
 	if (!err) {
 		r->stop_msg.fn = reactor_stop_msg;
+		r->force_msg.fn = reactor_force_msg;
 		for (i = 0; i < r->srv->n_listeners; i++) {
 			r->accepts[i].op.cb = accept_cb;
 			r->accepts[i].r = r;
@@ -138,7 +146,9 @@ static void *reactor_main(void *arg)
 		while ((c = conn_take_dirty(r)))
 			conn_flush(c);
 	}
-	loop_fini(&r->loop);
+	/* The ring stays until server_stop() has joined us: the main thread
+	 * may still post to it. */
+	__atomic_store_n(&r->exited, true, __ATOMIC_RELEASE);
 	return NULL;
 }
 
@@ -192,15 +202,52 @@ int server_start(struct server *srv)
 	return 0;
 }
 
-void server_stop(struct server *srv)
+void server_stop_begin(struct server *srv)
+{
+	unsigned i;
+
+	if (srv->stop_begun)
+		return;
+	srv->stop_begun = true;
+	for (i = 0; i < srv->n_reactors; i++)
+		if (srv->reactors[i].init_err == 0)
+			loop_post(&srv->reactors[i].loop, &srv->reactors[i].stop_msg);
+}
+
+void server_stop_force(struct server *srv)
+{
+	unsigned i;
+
+	/* Rings live until server_stop() joins, so posting is always safe; a
+	 * reactor that already left its loop just never runs the message. */
+	if (srv->stop_forced)
+		return;
+	srv->stop_forced = true;
+	for (i = 0; i < srv->n_reactors; i++)
+		if (srv->reactors[i].init_err == 0)
+			loop_post(&srv->reactors[i].loop, &srv->reactors[i].force_msg);
+}
+
+bool server_stopped(struct server *srv)
 {
 	unsigned i;
 
 	for (i = 0; i < srv->n_reactors; i++)
-		if (srv->reactors[i].init_err == 0)
-			loop_post(&srv->reactors[i].loop, &srv->reactors[i].stop_msg);
-	for (i = 0; i < srv->n_reactors; i++)
+		if (srv->reactors[i].init_err == 0 &&
+		    !__atomic_load_n(&srv->reactors[i].exited, __ATOMIC_ACQUIRE))
+			return false;
+	return true;
+}
+
+void server_stop(struct server *srv)
+{
+	unsigned i;
+
+	server_stop_begin(srv);
+	for (i = 0; i < srv->n_reactors; i++) {
 		pthread_join(srv->reactors[i].thread, NULL);
+		loop_fini(&srv->reactors[i].loop);
+	}
 	for (i = 0; i < srv->n_reactors; i++)
 		free(srv->reactors[i].accepts);
 	free(srv->reactors);

@@ -52,7 +52,9 @@ struct reactor {
 	bool stopping;                  /* stop accepting, drain conns */
 	bool done;                      /* thread may exit */
 	int init_err;                   /* loop_init result, for the starter */
+	bool exited;                    /* thread is done (atomic access) */
 	struct loop_msg stop_msg;
+	struct loop_msg force_msg;
 };
 
 struct server {
@@ -64,13 +66,22 @@ struct server {
 	struct reactor *reactors;
 	struct workq *wq;
 	pthread_barrier_t started;
+	bool stop_begun;                /* main thread only */
+	bool stop_forced;
 };
 
 /* Start the reactor threads; returns 0 once all of them are accepting, or
  * -errno (no thread left running). */
 int server_start(struct server *srv);
 /* Ask every reactor to stop accepting, finish in-flight requests and close
- * its connections, then join them.  Main thread only. */
+ * its connections.  Main thread only; returns at once. */
+void server_stop_begin(struct server *srv);
+/* Make stopping reactors drop their connections now: nothing more is sent
+ * or received; export ops in flight still complete. */
+void server_stop_force(struct server *srv);
+/* True once every reactor thread has finished. */
+bool server_stopped(struct server *srv);
+/* server_stop_begin(), then wait for the reactors and free them. */
 void server_stop(struct server *srv);
 
 /* conn.c — called on the owning reactor's thread only. */
@@ -82,6 +93,9 @@ void conn_accept(struct reactor *r, int fd, bool tcp);
  * flight, send their replies, close.  Connections still in the handshake
  * are closed at once.  Nothing is freed synchronously. */
 void conn_shutdown_all(struct reactor *r);
+/* For every connection of r: stop sending and receiving at once (the
+ * socket is shut down); the conn closes when its export ops are done. */
+void conn_abort_all(struct reactor *r);
 /* Send what is ready (called by the reactor once per loop iteration for
  * each dirty conn); may free c if it was waiting for that. */
 void conn_flush(struct conn *c);
