@@ -647,15 +647,17 @@ static enum codec_status header_verdict(const uint8_t *rec, size_t len,
 	return CODEC_SHARD_BAD_HEADER;
 }
 
-/* Cheap check of shard idx: length, header, CRC (against the metadata when
- * have_meta, else the header's own). */
+/* Cheap check of shard idx: length, header, CRC.  With metadata, the
+ * header's CRC field must equal the metadata's, and the CRC of the bytes is
+ * computed only when with_crc (a data shard about to be opened skips it:
+ * its tag covers the same bytes, and the CRC is computed only to classify
+ * a failure).  Without metadata the CRC is always checked. */
 static enum codec_status shard_quick(const struct codec_id *id, const struct codec_meta *mt,
 				     bool have_meta, unsigned idx,
-				     const uint8_t *rec, size_t len)
+				     const uint8_t *rec, size_t len, bool with_crc)
 {
 	uint8_t want[CODEC_HEADER_SIZE];
 	size_t expect = record_len(mt->body_len, mt->k, idx);
-	uint32_t crc;
 
 	if (!rec)
 		return CODEC_SHARD_MISSING;
@@ -664,14 +666,15 @@ static enum codec_status shard_quick(const struct codec_id *id, const struct cod
 
 		return st == CODEC_SHARD_BAD_HEADER ? CODEC_SHARD_BAD_LENGTH : st;
 	}
-	crc = record_crc(rec, len);
 	header_build(want, id, mt, idx);
 	if (memcmp(want, rec, 4) || memcmp(want + 8, rec + 8, CODEC_AAD_LEN)) {
-		if (crc != get32(rec + 4))
+		if (record_crc(rec, len) != get32(rec + 4))
 			return CODEC_SHARD_BAD_CRC;
 		return header_verdict(rec, len, id, mt, idx);
 	}
-	if (crc != get32(rec + 4) || (have_meta && crc != mt->crc[idx]))
+	if (have_meta && get32(rec + 4) != mt->crc[idx])
+		return CODEC_SHARD_BAD_CRC;
+	if ((with_crc || !have_meta) && record_crc(rec, len) != get32(rec + 4))
 		return CODEC_SHARD_BAD_CRC;
 	return CODEC_SHARD_OK;
 }
@@ -837,10 +840,11 @@ static int decode_core(struct codec_ctx *x, const struct codec_id *id,
 		if (!(need >> i & 1))
 			continue;
 		if (shards[i]) {
-			st[i] = shard_quick(id, mt, have_meta, i, shards[i], lens[i]);
+			st[i] = shard_quick(id, mt, have_meta, i, shards[i], lens[i], false);
 			if (st[i] == CODEC_SHARD_OK &&
 			    data_open(x, mt, i, shards[i], shards[i] + CODEC_HEADER_SIZE, sk) < 0)
-				st[i] = CODEC_SHARD_BAD_AUTH;
+				st[i] = record_crc(shards[i], lens[i]) != get32(shards[i] + 4)
+					? CODEC_SHARD_BAD_CRC : CODEC_SHARD_BAD_AUTH;
 		}
 		if (st[i] == CODEC_SHARD_OK) {
 			authed |= 1ull << i;
@@ -864,7 +868,8 @@ static int decode_core(struct codec_ctx *x, const struct codec_id *id,
 			if (todo >> i & 1 || !shards[i])
 				continue;
 			if (st[i] == CODEC_SHARD_UNUSED)
-				st[i] = shard_quick(id, mt, have_meta, i, shards[i], lens[i]);
+				st[i] = shard_quick(id, mt, have_meta, i, shards[i], lens[i],
+						    true);
 			if (st[i] == CODEC_SHARD_OK)
 				srcs[ns++] = i;
 		}
@@ -1083,7 +1088,7 @@ enum codec_status codec_verify_shard(struct codec_ctx *x, const struct codec_id 
 	}
 	if (idx >= (unsigned)mt.k + mt.m)
 		return CODEC_SHARD_WRONG_ID;
-	st = shard_quick(id, &mt, meta != NULL, idx, shard, len);
+	st = shard_quick(id, &mt, meta != NULL, idx, shard, len, true);
 	if (st != CODEC_SHARD_OK || (meta && !full))
 		return st;
 	ctx_chunk_key(x, id, mt.salt);
