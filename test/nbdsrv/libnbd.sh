@@ -11,12 +11,17 @@ truncate -s 64M "$t/disk"
 truncate -s 1M "$t/other"
 python3 -c 'import sys; sys.stdout.buffer.write(b"\xa5" * (4 << 20))' >"$t/ro"
 
-start_nbdsrv --unix "$t/rw.sock" --export "disk=$t/disk,desc=test disk" \
-  --export "other=$t/other"
+port=$(free_port)
+listen=(--listen "127.0.0.1:$port")
+tcp="tcp:127.0.0.1:$port"
+# nbdkit: -U and -p exclude each other
+[ "${NBDSRV_STANDIN:-0}" = 1 ] && { listen=(); tcp=""; }
+start_nbdsrv --unix "$t/rw.sock" "${listen[@]}" \
+  --export "disk=$t/disk,desc=test disk" --export "other=$t/other"
 rw_pid=$NBDSRV_PID
 start_nbdsrv --unix "$t/ro.sock" --export "ro=$t/ro,ro"
 
-"$bin" "$t/rw.sock" "$t/ro.sock" ${NBD_TEST_SEED:-} || fail "nbd_client_test failed"
+"$bin" "$t/rw.sock" "$t/ro.sock" "${NBD_TEST_SEED:-}" $tcp || fail "nbd_client_test failed"
 stop_nbdsrv || fail "ro server: exit status $? after SIGTERM"
 NBDSRV_PID=$rw_pid
 stop_nbdsrv || fail "rw server: exit status $? after SIGTERM"

@@ -7,6 +7,8 @@
  *   SOCK_RW  exports "disk" (64 MiB, sparse, desc "test disk", the default
  *            export) and "other" (1 MiB)
  *   SOCK_RO  exports "ro" (4 MiB, every byte 0xa5, ",ro")
+ *   tcp:HOST:PORT (optional) the SOCK_RW server over TCP: half of the
+ *            concurrent connections use it
  *
  * Regions of "disk" used, so the parts do not disturb each other:
  *
@@ -39,7 +41,7 @@
 #define RO_SIZE (4 * MiB)
 
 static bool standin;
-static const char *sock_rw, *sock_ro;
+static const char *sock_rw, *sock_ro, *tcp_rw;
 
 #define CHECK(cond, ...)                                                       \
 	do {                                                                   \
@@ -82,7 +84,17 @@ static struct nbd_handle *open_export(const char *sock, const char *name,
 	OK(nbd_set_request_structured_replies(h, sr));
 	if (sr)
 		OK(nbd_add_meta_context(h, LIBNBD_CONTEXT_BASE_ALLOCATION));
-	OK(nbd_connect_unix(h, sock));
+	if (!strncmp(sock, "tcp:", 4)) {
+		char host[256], *port;
+
+		snprintf(host, sizeof host, "%s", sock + 4);
+		port = strrchr(host, ':');
+		CHECK(port, "bad tcp address %s", sock);
+		*port++ = '\0';
+		OK(nbd_connect_tcp(h, host, port));
+	} else {
+		OK(nbd_connect_unix(h, sock));
+	}
 	CHECK(nbd_get_structured_replies_negotiated(h) == sr,
 	      "structured replies negotiated != requested %d", sr);
 	return h;
@@ -686,7 +698,8 @@ static void test_stress(uint64_t seed)
 	buf = malloc(4 * MiB);
 	CHECK(model && busy && buf, "calloc");
 	for (i = 0; i < ST_CONNS; i++) {
-		h[i] = open_export(sock_rw, "disk", i % 2 == 0);
+		h[i] = open_export(tcp_rw && i % 4 >= 2 ? tcp_rw : sock_rw, "disk",
+				   i % 2 == 0);
 		left[i] = ST_OPS;
 	}
 	/* Start from a known state: the region is zero. */
@@ -746,17 +759,19 @@ int main(int argc, char **argv)
 	const char *only;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: %s SOCK_RW SOCK_RO [SEED]\n", argv[0]);
+		fprintf(stderr, "usage: %s SOCK_RW SOCK_RO [SEED [tcp:HOST:PORT]]\n",
+			argv[0]);
 		return 2;
 	}
 	sock_rw = argv[1];
 	sock_ro = argv[2];
-	seed = argc > 3 ? strtoull(argv[3], NULL, 0)
+	tcp_rw = argc > 4 ? argv[4] : NULL;
+	seed = argc > 3 && *argv[3] ? strtoull(argv[3], NULL, 0)
 			: (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
 	standin = getenv("NBDSRV_STANDIN") && !strcmp(getenv("NBDSRV_STANDIN"), "1");
 	only = getenv("NBD_TEST_ONLY");
-	printf("seed=%" PRIu64 " (rerun: %s %s %s %" PRIu64 ")\n", seed, argv[0],
-	       sock_rw, sock_ro, seed);
+	printf("seed=%" PRIu64 " (rerun: %s %s %s %" PRIu64 " %s)\n", seed,
+	       argv[0], sock_rw, sock_ro, seed, tcp_rw ? tcp_rw : "");
 	fflush(stdout);
 
 	if (!only || strstr(only, "options"))
