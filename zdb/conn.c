@@ -1003,7 +1003,8 @@ static void conn_fail(struct conn *c, int err, const char *why)
 		c->failing = true;
 		c->fail_err = err;
 		if (why) {
-			conn_set_error(c, "%s", why);
+			snprintf(c->b.last_error, sizeof(c->b.last_error), "%s: %s", why,
+				 strerror(-err));
 			if (err != -ECANCELED)
 				log_warn("backend %s (%s): %s (%s); reconnecting", c->b.cfg.name,
 					 c->b.cfg.address, why, strerror(-err));
@@ -1289,10 +1290,26 @@ static int conn_resolve(struct conn *c, const char *addr)
 int zdb_address_check(const char *addr);
 int zdb_address_check(const char *addr)
 {
-	struct conn tmp;
+	struct sockaddr_storage sa;
+	socklen_t len;
 
-	memset(&tmp, 0, sizeof(tmp));
-	return conn_resolve(&tmp, addr);
+	return zdb_address_resolve(addr, &sa, &len);
+}
+
+int zdb_address_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *len)
+{
+	struct conn *tmp = calloc(1, sizeof(*tmp));
+	int r;
+
+	if (!tmp)
+		return -ENOMEM;
+	r = conn_resolve(tmp, addr);
+	if (r == 0) {
+		*sa = tmp->sa;
+		*len = tmp->salen;
+	}
+	free(tmp);
+	return r;
 }
 
 struct zdb_backend *zdb_conn_create(struct loop *l, const struct zdb_backend_cfg *cfg)

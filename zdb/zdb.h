@@ -31,6 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h>
 
 #define ZDB_KEY_MAX    255u
 #define ZDB_VALUE_MAX  (8u << 20)          /* 8,388,608: 0-db's limit */
@@ -222,6 +223,10 @@ enum zdb_event {
 	ZDB_EV_EMPTIED,         /* canary missing after it had been seen */
 	ZDB_EV_FATAL,           /* auth/namespace error */
 };
+
+/* Resolve "host:port", "[v6]:port", "unix:/path" or "/path" (may block on
+ * DNS: call at startup, not on the loop).  0, -EINVAL or -EHOSTUNREACH. */
+int zdb_address_resolve(const char *addr, struct sockaddr_storage *sa, socklen_t *len);
 
 /* Create a zdb/redis client backend (not yet started).  NULL on ENOMEM. */
 struct zdb_backend *zdb_conn_create(struct loop *l, const struct zdb_backend_cfg *cfg);
