@@ -481,10 +481,11 @@ static void ctx_dec_key(struct codec_ctx *x)
 	}
 }
 
-static void nonce_for(uint8_t iv[12], unsigned k, unsigned idx)
+/* The GCM nonce of data shard idx: 'D', idx, then zeros. */
+static void nonce_for(uint8_t iv[12], unsigned idx)
 {
 	memset(iv, 0, 12);
-	iv[0] = idx < k ? 'D' : 'P';
+	iv[0] = 'D';
 	iv[1] = idx;
 }
 
@@ -492,13 +493,12 @@ static void nonce_for(uint8_t iv[12], unsigned k, unsigned idx)
  * into tag, under the one-time key BLAKE2b(chunk key; "FLECC1/parity", idx):
  * distinct per parity shard and, through the salt, per encoding. */
 static int parity_mac(struct codec_ctx *x, const uint8_t *rec, uint32_t S,
-		      unsigned k, unsigned idx, uint8_t tag[CODEC_TAG_SIZE])
+		      unsigned idx, uint8_t tag[CODEC_TAG_SIZE])
 {
 	uint8_t msg[14];
 	size_t outl;
 	int r = 0;
 
-	(void)k;
 	memcpy(msg, "FLECC1/parity", 13);
 	msg[13] = idx;
 	crypto_generichash(x->keys->mac, sizeof(x->keys->mac), msg, sizeof(msg),
@@ -572,7 +572,7 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 		size_t have = off < meta->stored_len ? MIN(S, meta->stored_len - off) : 0;
 
 		header_build(h, id, meta, i);
-		nonce_for(iv, k, i);
+		nonce_for(iv, i);
 		if (EVP_EncryptInit_ex(x->enc, NULL, NULL, NULL, iv) != 1 ||
 		    EVP_EncryptUpdate(x->enc, NULL, &outl, h + CODEC_AAD_OFF, CODEC_AAD_LEN) != 1)
 			return -EIO;
@@ -602,7 +602,7 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 		uint8_t *h = shards[i];
 
 		header_build(h, id, meta, i);
-		if (parity_mac(x, h, S, k, i, h + CODEC_HEADER_SIZE + S + CODEC_TAG_SIZE) < 0)
+		if (parity_mac(x, h, S, i, h + CODEC_HEADER_SIZE + S + CODEC_TAG_SIZE) < 0)
 			return -EIO;
 		lens[i] = record_len(S, k, i);
 		meta->crc[i] = record_crc(h, lens[i]);
@@ -702,7 +702,7 @@ static int data_open(struct codec_ctx *x, const struct codec_meta *mt, unsigned 
 		b = MIN((uint64_t)S, sk->off + sk->len - s0);
 	}
 	ctx_dec_key(x);
-	nonce_for(iv, mt->k, idx);
+	nonce_for(iv, idx);
 	if (EVP_DecryptInit_ex(x->dec, NULL, NULL, NULL, iv) != 1 ||
 	    EVP_CIPHER_CTX_ctrl(x->dec, EVP_CTRL_AEAD_SET_TAG, CODEC_TAG_SIZE,
 				(void *)(ct + S)) != 1 ||
@@ -728,7 +728,7 @@ static enum codec_status shard_auth(struct codec_ctx *x, const struct codec_meta
 	if (idx < mt->k)
 		return data_open(x, mt, idx, rec, rec + CODEC_HEADER_SIZE, NULL) == 0
 		       ? CODEC_SHARD_OK : CODEC_SHARD_BAD_AUTH;
-	if (parity_mac(x, rec, mt->body_len, mt->k, idx, tag) < 0)
+	if (parity_mac(x, rec, mt->body_len, idx, tag) < 0)
 		return CODEC_SHARD_BAD_AUTH;
 	return CRYPTO_memcmp(tag, rec + CODEC_HEADER_SIZE + mt->body_len + CODEC_TAG_SIZE,
 			     CODEC_TAG_SIZE) == 0 ? CODEC_SHARD_OK : CODEC_SHARD_BAD_AUTH;
@@ -1135,7 +1135,7 @@ int codec_rebuild_shard(struct codec_ctx *x, const struct codec_id *id,
 		rs_run(S + CODEC_TAG_SIZE, k, 1,
 		       c->enc_tables + (size_t)RS_TBL_BYTES * k * (idx - k),
 		       (uint8_t *const *)pay, &dst);
-		if (parity_mac(x, out, S, k, idx, out + CODEC_HEADER_SIZE + S + CODEC_TAG_SIZE) < 0)
+		if (parity_mac(x, out, S, idx, out + CODEC_HEADER_SIZE + S + CODEC_TAG_SIZE) < 0)
 			return -EIO;
 	}
 	rl = record_len(S, k, idx);
@@ -1146,6 +1146,17 @@ int codec_rebuild_shard(struct codec_ctx *x, const struct codec_id *id,
 }
 
 /* ---------------------------------------------------------------- 5 ---- */
+
+const char *codec_rs_kernel(void)
+{
+	return rs_kernel_name();
+}
+
+void codec_rs_encode(const struct codec *c, size_t len, uint8_t *const *data,
+		     uint8_t *const *parity)
+{
+	rs_run(len, c->p.k, c->p.m, c->enc_tables, data, parity);
+}
 
 int codec_shard_info(const uint8_t *shard, size_t len, struct codec_shard_info *info)
 {

@@ -209,6 +209,15 @@ struct codec_shard_info {
  * codec_verify_shard(full) using info->id to trust it.  0 or -EBADMSG. */
 int codec_shard_info(const uint8_t *shard, size_t len, struct codec_shard_info *info);
 
+/* ---- diagnostics -------------------------------------------------------- */
+
+/* The Reed-Solomon kernel in use: "gfni-avx512" or "isa-l". */
+const char *codec_rs_kernel(void);
+/* The codec's m parity rows over k caller buffers of len bytes, with the
+ * codec's kernel and no crypto (benchmarks, tests).  Thread-safe. */
+void codec_rs_encode(const struct codec *c, size_t len, uint8_t *const *data,
+		     uint8_t *const *parity);
+
 /* ---- the metadata record ---------------------------------------------- */
 
 /* Serialize meta into buf (>= CODEC_META_MAX bytes); returns its length. */
