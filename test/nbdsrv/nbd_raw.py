@@ -696,13 +696,122 @@ def t_many_connections():
             c.close()
 
 
+def t_random_session():
+    """Seeded random mix of valid and invalid requests on simple, structured
+    and extended sessions, checked against a byte model of a 2 MiB window:
+    valid reads match the model, invalid requests fail and leave the session
+    usable, block status never calls known non-zero bytes zero or a hole."""
+    import random
+    seed = int(os.environ.get("NBD_TEST_SEED") or int.from_bytes(os.urandom(4), "little"))
+    print("t_random_session seed=%d (rerun with NBD_TEST_SEED=%d "
+          "NBD_TEST_ONLY=t_random_session)" % (seed, seed))
+    r = random.Random(seed)
+    base, win = 40 * MiB, 2 * MiB
+    model = bytearray(win)
+    known = bytearray(b"\1" * win)      # 0 after TRIM: content unspecified
+    c0 = Conn()
+    c0.handshake()
+    c0.go("disk", sr=False)
+    err, _, _ = c0.cmd(CMD_ZEROES, base, win)
+    check(err == 0, "zeroing the window: %d" % err)
+    c0.close()
+    modes = [("simple", False, False), ("structured", True, False)]
+    probe = Conn()
+    probe.handshake()
+    if probe.opt_simple(OPT_EXT_HEADERS)[0] == REP_ACK:
+        modes.append(("extended", True, True))
+    probe.close()
+    for name, sr, ext in modes:
+        c = Conn()
+        c.handshake()
+        c.go("disk", sr=sr, ext=ext, meta=sr)
+        for i in range(400):
+            op = r.randrange(100)
+            off = r.randrange(win)
+            ln = r.randrange(1, min(win - off, 256 * 1024) + 1)
+            what = "%s op %d (%d): " % (name, i, op)
+            if op < 30:
+                err, data, _ = c.read(base + off, ln,
+                                      flags=F_DF if sr and r.random() < .2 else 0)
+                check(err == 0, what + "READ %d+%d: %d" % (off, ln, err))
+                if data == model[off:off + ln]:
+                    continue
+                for j in range(ln):
+                    if known[off + j] and data[j] != model[off + j]:
+                        raise Fail(what + "READ %d+%d differs at %d" %
+                                   (off, ln, off + j))
+            elif op < 55:
+                b = r.randbytes(ln)
+                err, _, _ = c.cmd(CMD_WRITE, base + off, ln,
+                                  flags=F_FUA if r.random() < .3 else 0, payload=b)
+                check(err == 0, what + "WRITE: %d" % err)
+                model[off:off + ln] = b
+                known[off:off + ln] = b"\1" * ln
+            elif op < 63:
+                err, _, _ = c.cmd(CMD_ZEROES, base + off, ln,
+                                  flags=r.choice([0, F_NO_HOLE, F_FUA]))
+                check(err == 0, what + "WRITE_ZEROES: %d" % err)
+                model[off:off + ln] = bytes(ln)
+                known[off:off + ln] = b"\1" * ln
+            elif op < 68:
+                err, _, _ = c.cmd(CMD_TRIM, base + off, ln)
+                check(err == 0, what + "TRIM: %d" % err)
+                known[off:off + ln] = bytes(ln)
+            elif op < 71:
+                check(c.cmd(CMD_FLUSH)[0] == 0, what + "FLUSH")
+            elif op < 74:
+                check(c.cmd(CMD_CACHE, base + off, ln)[0] == 0, what + "CACHE")
+            elif op < 84 and sr:
+                ck = c.request(CMD_BLOCK_STATUS, base + off, ln,
+                               flags=F_REQ_ONE if r.random() < .3 else 0)
+                err, _, chunks = c.reply(ck)
+                check(err == 0, what + "BLOCK_STATUS: %d" % err)
+                pos = off
+                for t, _, p in chunks:
+                    if t == RT_BS:
+                        ds = [struct.unpack(">II", p[4 + 8 * k:12 + 8 * k])
+                              for k in range((len(p) - 4) // 8)]
+                    elif t == RT_BS_EXT:
+                        ds = [struct.unpack(">QQ", p[8 + 16 * k:24 + 16 * k])
+                              for k in range((len(p) - 8) // 16)]
+                    else:
+                        continue
+                    check(not ext or t == RT_BS_EXT, what + "32-bit status on EH")
+                    for dl, fl in ds:
+                        check(dl > 0, what + "zero-length extent")
+                        e = min(pos + dl, win)
+                        if fl & 2 and pos < e and model.count(0, pos, e) != e - pos:
+                            # claims zeros: no known non-zero byte
+                            for j in range(pos, e):
+                                if known[j] and model[j]:
+                                    raise Fail(what + "extent at %d+%d flagged "
+                                               "zero over non-zero byte %d" %
+                                               (pos, dl, j))
+                        pos += dl
+                check(pos > off, what + "BLOCK_STATUS made no progress")
+            else:
+                kind = r.randrange(4)
+                if kind == 0:
+                    err, _, _ = c.cmd(r.choice([9, 42, 255, 0xFFFF]), base, 512)
+                elif kind == 1:
+                    err, _, _ = c.read(base + off, ln, flags=r.choice([0x40, 0x100, 0x8000]))
+                elif kind == 2:
+                    err, _, _ = c.read(DISK_SIZE - r.randrange(0, 4096), 8192)
+                else:
+                    err, _, _ = c.cmd(CMD_TRIM, DISK_SIZE + r.randrange(1, 1 << 40), 4096)
+                check(err != 0, what + "invalid request (kind %d) succeeded" % kind)
+        c.request(CMD_DISC)
+        c.close()
+
+
 CHECKS = [
     t_unknown_option, t_malformed_options, t_info_then_go, t_export_name_ok,
     t_structured_reads, t_unknown_command_and_flags, t_extended_headers,
     t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
     t_oversize_option, t_export_name_unknown, t_oversize_request,
     t_bad_request_magic, t_disconnect_mid_payload, t_sr_then_extended,
-    t_stuck_reader, t_many_connections, t_abrupt_close_in_flight,
+    t_stuck_reader, t_many_connections, t_random_session,
+    t_abrupt_close_in_flight,
 ]
 
 
