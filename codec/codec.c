@@ -90,6 +90,7 @@
 #include "codec/codec_int.h"
 #include "common/common.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <isa-l/crc.h>
 #include <isa-l/erasure_code.h>
@@ -117,11 +118,11 @@
 /* ---------------------------------------------------------------- 1 ---- */
 
 static inline void put16(uint8_t *p, uint16_t v) { p[0] = v; p[1] = v >> 8; }
-static inline void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static inline void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static inline void put32(uint8_t *p, uint32_t v) { v = htole32(v); memcpy(p, &v, 4); }
+static inline void put64(uint8_t *p, uint64_t v) { v = htole64(v); memcpy(p, &v, 8); }
 static inline uint16_t get16(const uint8_t *p) { return p[0] | (p[1] << 8); }
-static inline uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
-static inline uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
+static inline uint32_t get32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return le32toh(v); }
+static inline uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return le64toh(v); }
 
 static uint32_t body_len_for(uint32_t stored, unsigned k)
 {
