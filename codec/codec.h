@@ -156,15 +156,20 @@ size_t codec_shard_len(const struct codec_meta *meta, unsigned idx);
 uint64_t codec_range_shards(const struct codec_meta *meta, uint64_t off, uint64_t len);
 
 /* Decode bytes [off, off+len) of the chunk into out (len bytes).  shards[i]
- * / lens[i] for i < k+m: the records the caller has (NULL when missing).
- * meta: the chunk's stored record (fast path: CRCs compared to it; salt and
- * lengths pinned), or NULL to trust only what authenticates (full crypto
- * check of every shard used; parameters taken from the shards).  Uses the
- * data shards covering the range when they verify, otherwise rebuilds from
- * any k that verify.  status (may be NULL) gets a verdict per shard index.
- * Returns 0, or -EBADMSG when too few shards verify (status says which
- * failed; fetch more and call again), -EINVAL/-ERANGE on bad arguments.
- * Never writes unauthenticated bytes to out. */
+ * / lens[i] for i < k+m (arrays of k+m entries): the records the caller has
+ * (NULL when missing).  meta: the chunk's stored record — fast path: lengths,
+ * headers and CRC fields compared to it, salt pinned — or NULL when there is
+ * none (parameters are then taken from the salt most shards agree on, and
+ * every record's CRC is checked against its header).  Either way every byte
+ * returned is authenticated by a data shard's GCM tag; a source that passed
+ * its CRC but breaks a rebuild is found by its tag/MAC, marked BAD_AUTH and
+ * dropped.  Uses the data shards covering the range when they verify,
+ * otherwise rebuilds from any k that do.  status (may be NULL, else k+m
+ * entries) gets a verdict per shard index.  Returns 0, or -EBADMSG when too
+ * few shards verify (status says which failed; fetch more and call again),
+ * -EINVAL (meta not of this codec) / -ERANGE (range outside the chunk).
+ * On error out's contents are unspecified.  A codec decodes only chunks of
+ * its own k+m.  Not thread-safe per x; any number of contexts in parallel. */
 int codec_decode_range(struct codec_ctx *x, const struct codec_id *id,
 		       const struct codec_meta *meta,
 		       const uint8_t *const *shards, const size_t *lens,

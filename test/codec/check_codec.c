@@ -360,6 +360,33 @@ START_TEST(test_rs_kernels_agree)
 }
 END_TEST
 
+/* The largest chunks: 8 MiB at 2+1 (4 MiB shards, near zdb's limit) and
+ * 16+4, with shards lost. */
+START_TEST(test_big_chunks)
+{
+	static const unsigned km[][2] = { {2, 1}, {16, 4} };
+	const size_t ch = 8u << 20;
+	uint8_t *plain = malloc(ch), *out = malloc(ch);
+
+	seed_rng("big_chunks");
+	fill(plain, ch, 0);
+	for (unsigned g = 0; g < ARRAY_SIZE(km); g++) {
+		struct fix f;
+		uint64_t all = (1ull << (km[g][0] + km[g][1])) - 1;
+
+		fix_init(&f, km[g][0], km[g][1], ch, CODEC_COMPRESS_NONE);
+		fix_encode(&f, plain, ch);
+		ck_assert_uint_le(f.lens[f.k], CODEC_MAX_RECORD);
+		expect_decode(&f, all, true, plain, ch, out);
+		expect_decode(&f, all & ~((1ull << f.m) - 1), true, plain, ch, out);
+		expect_decode(&f, all & ~(((1ull << f.m) - 1) << 1), false, plain, ch, out);
+		fix_fini(&f);
+	}
+	free(plain);
+	free(out);
+}
+END_TEST
+
 START_TEST(test_hole)
 {
 	struct fix f;
@@ -996,6 +1023,7 @@ int main(void)
 	tcase_add_test(tc, test_random_erasures_16_4);
 	tcase_add_test(tc, test_random_erasures_32_8);
 	tcase_add_test(tc, test_rs_kernels_agree);
+	tcase_add_test(tc, test_big_chunks);
 	tcase_add_test(tc, test_hole);
 	tcase_add_test(tc, test_every_byte_corruption);
 	tcase_add_test(tc, test_too_many_corruptions);
