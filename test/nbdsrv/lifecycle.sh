@@ -24,6 +24,32 @@ cmp "$t/src" "$t/disk" || fail "socket-activated write not in the backing file"
 [ "$(nbdinfo --size -- [ "$NBDSRV" serve --export "disk=$t/disk,ro" ])" = $((16 << 20)) ] ||
   fail "nbdinfo --size via socket activation"
 
+# Two inherited sockets (fds 3 and 4: unix and TCP), as systemd passes them.
+python3 - "$NBDSRV" "$t/disk" "$t/act.sock" <<'PY' || fail "socket activation with LISTEN_FDS=2"
+import os, socket, subprocess, sys, time
+nbdsrv, disk, path = sys.argv[1:]
+u = socket.socket(socket.AF_UNIX); u.bind(path); u.listen(16)
+tcp = socket.socket(); tcp.bind(("127.0.0.1", 0)); tcp.listen(16)
+port = tcp.getsockname()[1]
+def child():
+    os.dup2(u.fileno(), 3); os.dup2(tcp.fileno(), 4)
+    os.environ["LISTEN_PID"] = str(os.getpid())
+    os.environ["LISTEN_FDS"] = "2"
+p = subprocess.Popen([nbdsrv, "serve", "--export", "disk=" + disk],
+                     preexec_fn=child, pass_fds=(u.fileno(), tcp.fileno()))
+u.close(); tcp.close()
+try:
+    for uri in ("nbd+unix:///disk?socket=" + path, "nbd://127.0.0.1:%d/disk" % port):
+        out = subprocess.run(["nbdinfo", "--size", uri], capture_output=True,
+                             text=True, timeout=30)
+        assert out.returncode == 0 and out.stdout.strip() == str(16 << 20), \
+            (uri, out.returncode, out.stdout, out.stderr)
+finally:
+    p.terminate()
+    rc = p.wait(timeout=30)
+assert rc == 0, "exit status %d after SIGTERM" % rc
+PY
+
 # --- pidfile, two listeners -----------------------------------------------
 port=$(free_port)
 listen=(--listen "127.0.0.1:$port")
