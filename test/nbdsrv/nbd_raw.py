@@ -696,6 +696,60 @@ def t_many_connections():
             c.close()
 
 
+def t_meta_contexts():
+    c = Conn()
+    c.handshake()
+    # Without structured replies, SET_META_CONTEXT must not select anything.
+    n = b"disk"
+    q = b"base:allocation"
+    data = struct.pack(">I", len(n)) + n + struct.pack(">II", 1, len(q)) + q
+    rtype, _ = c.opt_simple(OPT_SET_META, data)
+    check(rtype & ERR, "SET_META_CONTEXT before STRUCTURED_REPLY: %#x" % rtype)
+    c.opt_simple(OPT_STRUCTURED_REPLY)
+    # LIST with the namespace query "base:" lists base:allocation.
+    c.opt(OPT_LIST_META, struct.pack(">I", 4) + b"disk" + struct.pack(">II", 1, 5) + b"base:")
+    names = []
+    while True:
+        rtype, d = c.opt_reply(OPT_LIST_META)
+        if rtype == REP_META:
+            names.append(d[4:].decode())
+        else:
+            check(rtype == REP_ACK, "LIST_META_CONTEXT base: -> %#x" % rtype)
+            break
+    check("base:allocation" in names, "LIST base: gave %r" % names)
+    # An unknown namespace selects nothing (ACK only).
+    rtype, d = c.opt_simple(OPT_SET_META, struct.pack(">I", 4) + b"disk" +
+                            struct.pack(">II", 1, 7) + b"foo:bar")
+    check(rtype == REP_ACK, "SET_META_CONTEXT foo:bar -> %#x (want a bare ACK)" % rtype)
+    # Select for "disk", then GO to "big": the selection does not carry over,
+    # so BLOCK_STATUS is an error (and the session goes on).
+    set_meta(c, "disk")
+    rtype, infos = c.info_go(OPT_GO, "big")
+    check(rtype == REP_ACK, "GO big")
+    c.sr = True
+    err, _, _ = c.cmd(CMD_BLOCK_STATUS, 0, 4096)
+    check(err == EINVAL, "BLOCK_STATUS with the context selected for another "
+          "export: error %d, want EINVAL" % err)
+    err, _, _ = c.read(0, 4096)
+    check(err == 0, "READ after the refused BLOCK_STATUS")
+    c.close()
+    # LIST: every export once, with names.
+    c = Conn()
+    c.handshake()
+    c.opt(OPT_LIST)
+    got = []
+    while True:
+        rtype, d = c.opt_reply(OPT_LIST)
+        if rtype == REP_SERVER:
+            ln = struct.unpack(">I", d[:4])[0]
+            got.append(d[4:4 + ln].decode())
+        else:
+            check(rtype == REP_ACK, "LIST -> %#x" % rtype)
+            break
+    check(sorted(got) == ["big", "disk"], "LIST gave %r" % got)
+    c.close()
+
+
 def t_random_session():
     """Seeded random mix of valid and invalid requests on simple, structured
     and extended sessions, checked against a byte model of a 2 MiB window:
@@ -810,7 +864,7 @@ CHECKS = [
     t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
     t_oversize_option, t_export_name_unknown, t_oversize_request,
     t_bad_request_magic, t_disconnect_mid_payload, t_sr_then_extended,
-    t_stuck_reader, t_many_connections, t_random_session,
+    t_stuck_reader, t_many_connections, t_meta_contexts, t_random_session,
     t_abrupt_close_in_flight,
 ]
 
