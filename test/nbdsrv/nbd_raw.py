@@ -750,6 +750,30 @@ def t_meta_contexts():
     c.close()
 
 
+def t_max_payload():
+    """A request of exactly the advertised maximum payload (64 MiB) works in
+    both directions; one byte more is refused without killing the session
+    (READ) or is refused/closed (WRITE: the payload cannot be skipped)."""
+    if standin:
+        print("skip max payload: nbdkit's limit differs (32 MiB)")
+        return
+    c = Conn(timeout=60)
+    c.handshake()
+    c.go("disk")
+    mx = struct.unpack(">III", c.facts[INFO_BLOCK])[2]
+    check(mx == 64 * MiB, "max payload %d" % mx)
+    blob = os.urandom(MiB) * 64
+    err, _, _ = c.cmd(CMD_WRITE, 0, mx, payload=blob)
+    check(err == 0, "64 MiB WRITE: %d" % err)
+    err, data, _ = c.read(0, mx)
+    check(err == 0 and data == blob, "64 MiB READ")
+    err, _, _ = c.read(0, mx + 1)
+    check(err in (EINVAL, EOVERFLOW), "64 MiB + 1 READ: %d" % err)
+    err, _, _ = c.read(4096, 4096)
+    check(err == 0, "READ after the refused one")
+    c.close()
+
+
 def t_random_session():
     """Seeded random mix of valid and invalid requests on simple, structured
     and extended sessions, checked against a byte model of a 2 MiB window:
@@ -864,7 +888,8 @@ CHECKS = [
     t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
     t_oversize_option, t_export_name_unknown, t_oversize_request,
     t_bad_request_magic, t_disconnect_mid_payload, t_sr_then_extended,
-    t_stuck_reader, t_many_connections, t_meta_contexts, t_random_session,
+    t_stuck_reader, t_many_connections, t_meta_contexts, t_max_payload,
+    t_random_session,
     t_abrupt_close_in_flight,
 ]
 
