@@ -54,14 +54,17 @@
  *   8,388,608 (zdb's limit), which codec_params_check() enforces.
  *
  * Keys and nonces
- *   chunk key = KDF(volume key, salt, chunk, version) (key.c); the salt is 24
- *   random bytes drawn at every encode, so a chunk key is never used for two
- *   encodings even when a version number repeats after a crash or rollback
- *   (collision chance ~2^-96 after 2^48 encodings).  Under one chunk key the
- *   GCM nonces are fixed and distinct: 'D', index, 0… per data shard.
- *   Deterministic nonces under a fresh key avoid the limits of random
- *   96-bit nonces and need no per-shard storage.  Each parity shard's
- *   Poly1305 key is BLAKE2b(chunk key; "FLECC1/parity", index): used once.
+ *   chunk key = KDF(volume key, salt, chunk, version) (key.c).  The 24-byte
+ *   salt is new at every encode: 16 random bytes drawn when the context is
+ *   created (and every 2^40 chunks) followed by a 64-bit per-context
+ *   counter, so a chunk key is never used for two encodings, even when a
+ *   version number repeats after a crash or rollback or two threads encode
+ *   the same chunk (a prefix collision between contexts: 2^-128 per pair).
+ *   Under one chunk key the GCM nonces are fixed and distinct: 'D', index,
+ *   0… per data shard.  Deterministic nonces under a fresh key avoid the
+ *   limits of random 96-bit nonces and need no per-shard storage.  Parity
+ *   shard k+j's Poly1305 one-time key is keystream block j (32 bytes) of
+ *   ChaCha20(chunk key, nonce "FLECC1/pmac\0").
  *
  * What each check is for
  *   AAD (bytes [8, 96)) binds each shard to pool, volume, chunk, version,
@@ -97,8 +100,9 @@
 #include <isa-l/mem_routines.h>
 #include <lz4.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -228,7 +232,8 @@ struct codec {
 struct codec_keys {                     /* in sodium_malloc() memory */
 	uint8_t vol[CODEC_KEY_SIZE];
 	uint8_t chunk[CODEC_KEY_SIZE];
-	uint8_t mac[CODEC_KEY_SIZE];    /* one parity MAC key, wiped after use */
+	uint8_t mac[CODEC_MAX_M][CODEC_KEY_SIZE]; /* parity MAC keys of the chunk */
+	uint8_t salt_prefix[16];        /* random per context, see ctx_salt() */
 };
 
 struct codec_dt {                       /* one cached decode table */
@@ -250,6 +255,8 @@ struct codec_ctx {
 	struct codec_id chunk_id;
 	uint8_t chunk_salt[CODEC_SALT_SIZE];
 	bool enc_keyed, dec_keyed;      /* EVP contexts hold keys->chunk */
+	bool mac_ok;                    /* keys->mac derived from keys->chunk */
+	uint64_t salt_count;            /* salts drawn from salt_prefix */
 	uint8_t *stream;                /* k*smax: compressed stream / payloads */
 	uint8_t *junk;                  /* smax: decrypted bytes nobody asked for */
 	uint8_t *comp;                  /* max_chunk: compression output */
@@ -463,7 +470,21 @@ static void ctx_chunk_key(struct codec_ctx *x, const struct codec_id *id,
 	x->chunk_id = *id;
 	memcpy(x->chunk_salt, salt, CODEC_SALT_SIZE);
 	x->chunk_ok = true;
-	x->enc_keyed = x->dec_keyed = false;
+	x->enc_keyed = x->dec_keyed = x->mac_ok = false;
+}
+
+/* A fresh salt: the context's random 128-bit prefix and a 64-bit counter.
+ * Unique under the key as long as no two contexts draw the same prefix
+ * (2^-128 per pair), with no syscall per chunk; the prefix is redrawn
+ * long before the counter could wrap. */
+static void ctx_salt(struct codec_ctx *x, uint8_t salt[CODEC_SALT_SIZE])
+{
+	if (x->salt_count == 0 || x->salt_count >= (1ull << 40)) {
+		randombytes_buf(x->keys->salt_prefix, sizeof(x->keys->salt_prefix));
+		x->salt_count = 1;
+	}
+	memcpy(salt, x->keys->salt_prefix, 16);
+	put64(salt + 16, x->salt_count++);
 }
 
 static void ctx_enc_key(struct codec_ctx *x)
@@ -490,27 +511,51 @@ static void nonce_for(uint8_t iv[12], unsigned idx)
 	iv[1] = idx;
 }
 
-/* Poly1305 of a parity record (header bytes [8, 96) then the payload)
- * into tag, under the one-time key BLAKE2b(chunk key; "FLECC1/parity", idx):
- * distinct per parity shard and, through the salt, per encoding. */
+/* Poly1305 of a parity record (header bytes [8, 96) then the payload) into
+ * tag.  The one-time keys of a chunk's parity shards are consecutive 32-byte
+ * blocks of ChaCha20(key = chunk key, nonce = "FLECC1/pmac\0") keystream,
+ * block j for parity shard k+j: distinct per shard and, through the salt,
+ * per encoding, so no Poly1305 key is ever used twice. */
 static int parity_mac(struct codec_ctx *x, const uint8_t *rec, uint32_t S,
 		      unsigned idx, uint8_t tag[CODEC_TAG_SIZE])
 {
-	uint8_t msg[14];
+	static const uint8_t nonce[12] = "FLECC1/pmac";
+	unsigned j = idx - x->c->p.k;
 	size_t outl;
-	int r = 0;
 
-	memcpy(msg, "FLECC1/parity", 13);
-	msg[13] = idx;
-	crypto_generichash(x->keys->mac, sizeof(x->keys->mac), msg, sizeof(msg),
-			   x->keys->chunk, CODEC_KEY_SIZE);
-	if (EVP_MAC_init(x->mac, x->keys->mac, sizeof(x->keys->mac), NULL) != 1 ||
+	if (!x->mac_ok) {
+		crypto_stream_chacha20_ietf(&x->keys->mac[0][0], sizeof(x->keys->mac), nonce,
+					    x->keys->chunk);
+		x->mac_ok = true;
+	}
+	if (EVP_MAC_init(x->mac, x->keys->mac[j], CODEC_KEY_SIZE, NULL) != 1 ||
 	    EVP_MAC_update(x->mac, rec + CODEC_AAD_OFF,
 			   CODEC_HEADER_SIZE - CODEC_AAD_OFF + S + CODEC_TAG_SIZE) != 1 ||
 	    EVP_MAC_final(x->mac, tag, &outl, CODEC_TAG_SIZE) != 1 || outl != CODEC_TAG_SIZE)
-		r = -EIO;
-	sodium_memzero(x->keys->mac, sizeof(x->keys->mac));
-	return r;
+		return -EIO;
+	return 0;
+}
+
+/* GCM tag get/set through the parameter API directly (the ctrl wrapper
+ * costs more than sealing a small shard). */
+static int gcm_get_tag(EVP_CIPHER_CTX *ctx, uint8_t *tag)
+{
+	OSSL_PARAM p[2] = {
+		OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, tag, CODEC_TAG_SIZE),
+		OSSL_PARAM_END,
+	};
+
+	return EVP_CIPHER_CTX_get_params(ctx, p) == 1 ? 0 : -EIO;
+}
+
+static int gcm_set_tag(EVP_CIPHER_CTX *ctx, const uint8_t *tag)
+{
+	OSSL_PARAM p[2] = {
+		OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, (void *)tag, CODEC_TAG_SIZE),
+		OSSL_PARAM_END,
+	};
+
+	return EVP_CIPHER_CTX_set_params(ctx, p) == 1 ? 0 : -EIO;
 }
 
 /* ---------------------------------------------------------------- 3 ---- */
@@ -563,7 +608,7 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 		}
 	}
 	S = meta->body_len = body_len_for(meta->stored_len, k);
-	randombytes_buf(meta->salt, CODEC_SALT_SIZE);
+	ctx_salt(x, meta->salt);
 	ctx_chunk_key(x, id, meta->salt);
 	ctx_enc_key(x);
 
@@ -586,8 +631,7 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 				return -EIO;
 		}
 		if (EVP_EncryptFinal_ex(x->enc, body + S, &outl) != 1 ||
-		    EVP_CIPHER_CTX_ctrl(x->enc, EVP_CTRL_AEAD_GET_TAG, CODEC_TAG_SIZE,
-					body + S) != 1)
+		    gcm_get_tag(x->enc, body + S) < 0)
 			return -EIO;
 		lens[i] = record_len(S, k, i);
 		meta->crc[i] = record_crc(h, lens[i]);
@@ -705,8 +749,7 @@ static int data_open(struct codec_ctx *x, const struct codec_meta *mt, unsigned 
 	ctx_dec_key(x);
 	nonce_for(iv, idx);
 	if (EVP_DecryptInit_ex(x->dec, NULL, NULL, NULL, iv) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(x->dec, EVP_CTRL_AEAD_SET_TAG, CODEC_TAG_SIZE,
-				(void *)(ct + S)) != 1 ||
+	    gcm_set_tag(x->dec, ct + S) < 0 ||
 	    EVP_DecryptUpdate(x->dec, NULL, &outl, hdr + CODEC_AAD_OFF, CODEC_AAD_LEN) != 1)
 		return -EIO;
 	if (a && EVP_DecryptUpdate(x->dec, x->junk, &outl, ct, (int)a) != 1)
