@@ -54,6 +54,7 @@
 #define CONN_MAX_REQS    128u
 #define CONN_MAX_BYTES   (64ull * 1024 * 1024)
 #define CONN_MAX_IOV     512u
+#define CONN_BIG_WRITE   (64u * 1024)
 #define CONN_SOCKBUF     (4 * 1024 * 1024)
 #define CONN_KEEP_BUF    (1u * 1024 * 1024)  /* reuse buffers up to this */
 #define CONN_CACHE_BYTES (16ull * 1024 * 1024) /* idle buffers kept, total */
@@ -95,6 +96,7 @@ struct conn {
 	struct req *rx;                 /* WRITE whose payload is arriving */
 	uint64_t rx_have;               /* payload bytes already in rx->buf */
 	bool rx_direct;                 /* the armed recv targets rx->buf */
+	bool big_write;                 /* last request: a large WRITE */
 
 	struct loop_op send_op;
 	bool send_armed;
@@ -548,8 +550,12 @@ static void recv_arm(struct conn *c)
 			return;
 		}
 		sqe = loop_sqe(&c->r->loop, &c->recv_op);
+		/* After a large write, expect another: take little more than
+		 * its header so that its payload lands in its own buffer
+		 * instead of being copied out of rbuf. */
 		io_uring_prep_recv(sqe, c->fd, c->rbuf + c->rend,
-				   CONN_RBUF - c->rend, 0);
+				   c->big_write ? MIN(CONN_RBUF - c->rend, 4096u)
+						: CONN_RBUF - c->rend, 0);
 		c->rx_direct = false;
 	}
 	c->recv_armed = true;
@@ -685,6 +691,7 @@ static void process_requests(struct conn *c)
 		q->charge = charge;
 		c->bytes += charge;
 		if (!nr.payload) {
+			c->big_write = false;
 			req_submit(c, q);
 			continue;
 		}
@@ -697,6 +704,7 @@ static void process_requests(struct conn *c)
 			return;
 		}
 		have = MIN(nr.payload, (uint64_t)(c->rend - c->rstart));
+		c->big_write = nr.payload >= CONN_BIG_WRITE && have < nr.payload;
 		memcpy(q->buf, c->rbuf + c->rstart, have);
 		c->rstart += have;
 		c->rx = q;
