@@ -107,7 +107,8 @@ struct conn {
 	struct req *sending;            /* replies in the armed send */
 	struct req *ready, *ready_tail; /* replies waiting for a send */
 
-	struct req reqs[CONN_MAX_REQS];
+	struct req *reqs[CONN_MAX_REQS];/* slots allocated so far, owned */
+	unsigned n_slots;
 	struct req *free_reqs;
 	unsigned n_reqs;                /* allocated slots */
 	uint64_t bytes;                 /* data held by allocated slots */
@@ -127,11 +128,22 @@ static void conn_mark_dirty(struct conn *c);
 
 /* ------------------------------------------------------------- 1 ---- */
 
+/* A free request slot; slots are allocated on first use (memory follows the
+ * client's queue depth) and kept until the connection closes.  The caller
+ * has checked n_reqs < CONN_MAX_REQS; NULL only when out of memory. */
 static struct req *req_alloc(struct conn *c)
 {
 	struct req *q = c->free_reqs;
 
-	c->free_reqs = q->next;
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return NULL;
+		q->c = c;
+		c->reqs[c->n_slots++] = q;
+	} else {
+		c->free_reqs = q->next;
+	}
 	q->next = NULL;
 	q->err = 0;
 	q->charge = 0;
@@ -684,8 +696,13 @@ static void process_requests(struct conn *c)
 			charge = nr.length;
 		if (c->n_reqs && c->bytes + charge > CONN_MAX_BYTES)
 			return;                 /* backpressure: no recv */
-		c->rstart += hsz;
 		q = req_alloc(c);
+		if (!q) {
+			log_error("conn %d: out of memory for a request", c->fd);
+			conn_break(c);
+			return;
+		}
+		c->rstart += hsz;
 		q->nr = nr;
 		q->err = (uint32_t)err;
 		q->charge = charge;
@@ -751,8 +768,10 @@ static void close_cb(struct loop_op *op, int res, uint32_t flags)
 	if (c->next)
 		c->next->prev = c->prev;
 	r->n_conns--;
-	for (i = 0; i < CONN_MAX_REQS; i++)
-		free(c->reqs[i].buf);
+	for (i = 0; i < c->n_slots; i++) {
+		free(c->reqs[i]->buf);
+		free(c->reqs[i]);
+	}
 	nbd_session_fini(&c->s);
 	log_debug("conn %d: closed", c->fd);
 	c->closed = true;
@@ -829,7 +848,6 @@ void conn_abort_all(struct reactor *r)
 void conn_accept(struct reactor *r, int fd, bool tcp)
 {
 	struct conn *c = calloc(1, sizeof(*c));
-	unsigned i;
 
 	if (c)
 		c->rbuf = malloc(CONN_RBUF);
@@ -855,11 +873,6 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 	c->fd = fd;
 	c->recv_op.cb = recv_cb;
 	c->send_op.cb = send_cb;
-	for (i = 0; i < CONN_MAX_REQS; i++) {
-		c->reqs[i].c = c;
-		c->reqs[i].next = i + 1 < CONN_MAX_REQS ? &c->reqs[i + 1] : NULL;
-	}
-	c->free_reqs = &c->reqs[0];
 	c->next = r->conns;
 	if (r->conns)
 		r->conns->prev = c;
