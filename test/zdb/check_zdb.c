@@ -534,6 +534,7 @@ struct fake {
 	unsigned nkeys;
 	char nonce[16];
 	unsigned conns;
+	int cur_fd;                 /* the connection being served */
 };
 
 static void wr(int fd, const char *s, size_t n)
@@ -724,6 +725,7 @@ static void *fake_main(void *arg)
 		if (fd < 0)
 			return NULL;
 		__atomic_add_fetch(&f->conns, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&f->cur_fd, fd, __ATOMIC_SEQ_CST);
 		for (;;) {
 			char argv[8][256];
 			size_t lens[8], used;
@@ -743,13 +745,26 @@ static void *fake_main(void *arg)
 			}
 		}
 close_it:
+		__atomic_store_n(&f->cur_fd, -1, __ATOMIC_SEQ_CST);
 		close(fd);
 	}
+}
+
+/* "Restart the server blank": forget every key, drop the connection. */
+static void fake_wipe(struct fake *f)
+{
+	int fd = __atomic_load_n(&f->cur_fd, __ATOMIC_SEQ_CST);
+
+	__atomic_store_n(&f->nkeys, 0, __ATOMIC_SEQ_CST);
+	if (fd >= 0)
+		shutdown(fd, SHUT_RDWR);
 }
 
 static struct fake *fake_start(enum fake_mode mode, unsigned n)
 {
 	struct fake *f = calloc(1, sizeof(*f));
+
+	f->cur_fd = -1;
 	struct sockaddr_un un = { .sun_family = AF_UNIX };
 
 	f->mode = mode;
@@ -926,6 +941,16 @@ START_TEST(test_bad_servers)
 }
 END_TEST
 
+static int last_event;
+static unsigned saw_emptied;
+
+static void on_event_cb(struct zdb_backend *b, int ev)
+{
+	(void)b;
+	last_event = ev;
+	saw_emptied += ev == ZDB_EV_EMPTIED;
+}
+
 START_TEST(test_zdb_dialect_fake)
 {
 	struct loop l;
@@ -982,6 +1007,36 @@ START_TEST(test_zdb_dialect_fake)
 		free(big);
 	}
 	ck_assert_int_eq(b->state, ZDB_CONN_READY);
+
+	/* the server comes back empty: noticed through the canary */
+	{
+		uint64_t end = now_ns() + 5000000000ull;
+		uint64_t connects = b->connects;
+
+		ck_assert_uint_eq(b->emptied, 0);
+		b->on_event = on_event_cb;
+		last_event = 0;
+		fake_wipe(f);
+		while ((b->connects == connects || b->state != ZDB_CONN_READY) && now_ns() < end) {
+			loop_run_once(&l, 10ull * 1000000);
+			b->ops->tick(b, now_ns());
+		}
+		ck_assert_int_eq(b->state, ZDB_CONN_READY);
+		ck_assert_uint_eq(b->emptied, 1);
+		ck_assert(b->canary_missing);
+		ck_assert_int_eq(last_event, ZDB_EV_UP);
+		ck_assert_uint_eq(saw_emptied, 1);
+		/* and a plain reconnect (same data) is not "emptied" */
+		connects = b->connects;
+		shutdown(__atomic_load_n(&f->cur_fd, __ATOMIC_SEQ_CST), SHUT_RDWR);
+		while ((b->connects == connects || b->state != ZDB_CONN_READY) && now_ns() < end) {
+			loop_run_once(&l, 10ull * 1000000);
+			b->ops->tick(b, now_ns());
+		}
+		ck_assert_int_eq(b->state, ZDB_CONN_READY);
+		ck_assert_uint_eq(b->emptied, 1);
+		ck_assert(!b->canary_missing);
+	}
 	conn_close(&l, b);
 	fake_stop(f);
 	loop_fini(&l);
