@@ -139,8 +139,9 @@ void codec_ctx_free(struct codec_ctx *x);
 /* Encode len (1..max_chunk) bytes of plain as identity id into k+m shard
  * records shards[0..k+m) (each >= codec_shard_max bytes, caller-owned),
  * their lengths in lens[], and fill *meta.  Returns 0, CODEC_HOLE when the
- * chunk is all zeros (nothing written), or -errno.  Each call draws a fresh
- * random salt, so re-encoding the same (id, data) gives different shards. */
+ * chunk is all zeros (nothing written), or -errno.  Each call uses a fresh
+ * salt (never repeated), so re-encoding the same (id, data) gives
+ * different shards under a different chunk key. */
 int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 		 const void *plain, size_t len,
 		 uint8_t *const *shards, size_t *lens, struct codec_meta *meta);

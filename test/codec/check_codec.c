@@ -722,7 +722,7 @@ START_TEST(test_ranges)
 	uint8_t *plain = malloc(chunk), *out = malloc(chunk);
 
 	seed_rng("ranges");
-	for (int comp = 0; comp <= 2; comp += 2) {
+	for (int comp = 0; comp <= 2; comp++) {
 		fix_init(&f, 16, 4, chunk, comp);
 		fill(plain, chunk, comp ? 1 : 0);
 		fix_encode(&f, plain, chunk - 1000);
