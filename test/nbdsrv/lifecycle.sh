@@ -31,12 +31,16 @@ nbdsrv, disk, path = sys.argv[1:]
 u = socket.socket(socket.AF_UNIX); u.bind(path); u.listen(16)
 tcp = socket.socket(); tcp.bind(("127.0.0.1", 0)); tcp.listen(16)
 port = tcp.getsockname()[1]
+import fcntl
 def child():
-    os.dup2(u.fileno(), 3); os.dup2(tcp.fileno(), 4)
+    a = fcntl.fcntl(u.fileno(), fcntl.F_DUPFD, 10)     # out of the way first:
+    b = fcntl.fcntl(tcp.fileno(), fcntl.F_DUPFD, 10)   # either may be 3 or 4
+    os.dup2(a, 3); os.dup2(b, 4)
+    os.close(a); os.close(b)
     os.environ["LISTEN_PID"] = str(os.getpid())
     os.environ["LISTEN_FDS"] = "2"
 p = subprocess.Popen([nbdsrv, "serve", "--export", "disk=" + disk],
-                     preexec_fn=child, pass_fds=(u.fileno(), tcp.fileno()))
+                     preexec_fn=child, pass_fds=(3, 4, u.fileno(), tcp.fileno()))
 u.close(); tcp.close()
 try:
     for uri in ("nbd+unix:///disk?socket=" + path, "nbd://127.0.0.1:%d/disk" % port):
