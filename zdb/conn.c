@@ -52,6 +52,7 @@
 
 #define CONN_RX_SIZE     (64u << 10)
 #define CONN_DIRECT_MIN  (8u << 10)    /* payload left ≥ this → direct recv */
+#define CONN_HEAD_PEEK   512           /* recv size before a large GET */
 #define CONN_IOV_MAX     64
 #define CONN_BACKOFF_MIN (50ull * 1000000)
 #define CONN_BACKOFF_MAX (5000ull * 1000000)
@@ -974,8 +975,20 @@ static void conn_arm_recv(struct conn *c)
 	if (c->direct)
 		io_uring_prep_recv(sqe, c->fd, (char *)c->direct->buf + c->direct_got,
 				   c->direct_len - c->direct_got, 0);
-	else
-		io_uring_prep_recv(sqe, c->fd, c->rx + c->rx_len, CONN_RX_SIZE - c->rx_len, 0);
+	else {
+		/* When the next reply is a large GET payload, read only its head
+		 * here: the payload then goes straight into the caller's buffer
+		 * (at most CONN_HEAD_PEEK bytes of it are copied). */
+		struct zdb_req *next = c->fly_head;
+		size_t len = CONN_RX_SIZE - c->rx_len;
+
+		if (next && c->expect_crlf)
+			next = next->next;
+		if (next && next->op == ZDB_OP_GET && next->buf_len >= CONN_DIRECT_MIN &&
+		    c->rx_len - c->rx_off < CONN_HEAD_PEEK)
+			len = MIN(len, CONN_HEAD_PEEK);
+		io_uring_prep_recv(sqe, c->fd, c->rx + c->rx_len, len, 0);
+	}
 	c->recv_busy = true;
 	c->kops++;
 }

@@ -22,6 +22,12 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 out=$(tool put --state "$t/s1" --chunks 40 --size 16K --seed "$seed") || fail "put: $out"
 grep -q 'put chunks=40 failed=0 degraded=0' <<<"$out" || fail "put: $out"
 
+# large shards (1 MiB: payloads received straight into the caller's buffer)
+out=$(tool put --state "$t/s0" --chunks 2 --size 1M --seed "$seed") || fail "put 1M: $out"
+grep -q 'failed=0 degraded=0' <<<"$out" || fail "put 1M: $out"
+out=$(tool get --state "$t/s0") || fail "get 1M: $out"
+grep -q 'ok=2 failed=0' <<<"$out" || fail "get 1M: $out"
+
 # 2. zone spreading: every chunk covers all 6 zones, per-zone counts differ by <= 1
 python3 - "$t/s1" <<'PY' || fail "zone spreading"
 import sys, collections
