@@ -9,6 +9,7 @@
  * fault) or a failed final flush, 2 on a usage error.
  */
 #include "nbdsrv/cmd.h"
+#include "nbdsrv/control.h"
 #include "nbdsrv/export.h"
 #include "nbdsrv/server.h"
 
@@ -46,6 +47,7 @@ static void serve_usage(FILE *f)
 "  --threads N             reactor threads (default: number of cores)\n"
 "  --pidfile FILE          written once listening\n"
 "  --log-level LEVEL       error|warn|info|debug (default: info)\n"
+"  --control PATH          unix control socket, JSON lines: {\"cmd\":\"status\"}\n"
 "  --help                  this text\n"
 "\n"
 "Without --listen/--unix (and without systemd socket activation through\n"
@@ -70,6 +72,7 @@ struct serve_opts {
 	size_t n_exports;
 	unsigned threads;
 	const char *pidfile;
+	const char *control;
 };
 
 static int push(const char ***v, size_t *n, const char *s)
@@ -361,19 +364,38 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
 
 /* Serve until SIGTERM/SIGINT, then drain; a second signal drops the
  * connections that are still draining (a client that stopped reading its
- * replies cannot hold the exit up forever). */
-static int serve_until_signal(struct server *srv, int sfd)
+ * replies cannot hold the exit up forever).  The control socket, if any,
+ * runs on the same (main thread) ring. */
+static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
+			      const char *pidfile)
 {
 	struct sigwait w;
+	struct control *ctl = NULL;
 	int r;
 
 	memset(&w, 0, sizeof(w));
-	r = loop_init(&w.loop, 8);
-	if (r < 0)
+	r = loop_init(&w.loop, 64);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: io_uring: %s\n", strerror(-r));
+		server_stop(srv);
 		return r;
+	}
 	w.fd = sfd;
 	w.op.cb = sig_cb;
 	sig_arm(&w);
+	if (ctl_path) {
+		r = control_open(&ctl, ctl_path, srv, &w.loop);
+		if (r < 0)
+			goto out;
+	}
+	if (pidfile) {
+		r = write_pidfile(pidfile);
+		if (r < 0) {
+			fprintf(stderr, "nbdsrv serve: --pidfile: '%s': %s\n", pidfile,
+				strerror(-r));
+			goto out;
+		}
+	}
 	while (w.count == 0) {
 		r = loop_run_once(&w.loop, 1000ull * 1000 * 1000);
 		if (r < 0)
@@ -381,8 +403,9 @@ static int serve_until_signal(struct server *srv, int sfd)
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
 		 w.signo);
+	control_stop(ctl);
 	server_stop_begin(srv);
-	while (!server_stopped(srv)) {
+	while (!server_stopped(srv) || !control_idle(ctl)) {
 		r = loop_run_once(&w.loop, 50ull * 1000 * 1000);
 		if (r < 0)
 			goto out;
@@ -394,8 +417,8 @@ static int serve_until_signal(struct server *srv, int sfd)
 	r = 0;
 out:
 	server_stop(srv);
-	/* Cancel the pending signalfd read before the ring goes away. */
 	loop_fini(&w.loop);
+	control_free(ctl);
 	return r;
 }
 
@@ -408,6 +431,7 @@ int cmd_serve(int argc, char **argv)
 		{ "threads",   required_argument, NULL, 't' },
 		{ "pidfile",   required_argument, NULL, 'p' },
 		{ "log-level", required_argument, NULL, 'L' },
+		{ "control",   required_argument, NULL, 'c' },
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -450,6 +474,9 @@ int cmd_serve(int argc, char **argv)
 		}
 		case 'p':
 			o.pidfile = optarg;
+			break;
+		case 'c':
+			o.control = optarg;
 			break;
 		case 'L':
 			if (!strcmp(optarg, "error"))
@@ -513,7 +540,8 @@ int cmd_serve(int argc, char **argv)
 	srv.wq = &wq;
 
 	srv.exports = calloc(o.n_exports, sizeof(*srv.exports));
-	if (!srv.exports)
+	srv.stats = calloc(o.n_exports, sizeof(*srv.stats));
+	if (!srv.exports || !srv.stats)
 		goto oom;
 	for (i = 0; i < o.n_exports; i++) {
 		char err[512];
@@ -565,20 +593,12 @@ int cmd_serve(int argc, char **argv)
 		log_info("export '%s': %llu bytes%s", srv.exports[i]->name,
 			 (unsigned long long)srv.exports[i]->size,
 			 (srv.exports[i]->flags & EXPORT_READ_ONLY) ? ", read-only" : "");
-	if (o.pidfile) {
-		r = write_pidfile(o.pidfile);
-		if (r < 0) {
-			fprintf(stderr, "nbdsrv serve: --pidfile: '%s': %s\n", o.pidfile,
-				strerror(-r));
-			server_stop(&srv);
-			goto out;
-		}
-	}
 
-	r = serve_until_signal(&srv, sfd);
-	if (r < 0)
-		log_error("waiting for signals: %s", strerror(-r));
-	rc = 0;
+	r = serve_until_signal(&srv, sfd, o.control, o.pidfile);
+	if (r == -EINVAL)
+		rc = 2;                 /* --control value does not parse */
+	else
+		rc = r < 0 ? 1 : 0;
 	goto out;
 oom:
 	fprintf(stderr, "nbdsrv serve: out of memory\n");
@@ -596,6 +616,7 @@ out:
 		}
 	}
 	free(srv.exports);
+	free(srv.stats);
 	listener_close_all(&srv);
 	if (wq_up)
 		workq_fini(&wq);

@@ -87,6 +87,7 @@ struct conn {
 
 	struct nbd_session s;
 	bool transmission;
+	struct server_stats *stats;     /* of the chosen export */
 
 	uint8_t *rbuf;                  /* CONN_RBUF bytes */
 	size_t rstart, rend;            /* unparsed bytes: rbuf[rstart..rend) */
@@ -291,6 +292,16 @@ static void req_io_done(struct export_io *io, int res)
 	struct conn *c = q->c;
 
 	c->n_io--;
+	if (c->stats && res >= 0) {
+		if (q->nr.type == NBD_CMD_READ)
+			__atomic_fetch_add(&c->stats->bytes_read, q->nr.length,
+					   __ATOMIC_RELAXED);
+		else if (q->nr.type == NBD_CMD_WRITE)
+			__atomic_fetch_add(&c->stats->bytes_written, q->nr.length,
+					   __ATOMIC_RELAXED);
+	}
+	if (c->stats)
+		__atomic_fetch_add(&c->stats->requests, 1, __ATOMIC_RELAXED);
 	if (res < 0) {
 		q->err = nbd_errno_to_nbd(res);
 		log_debug("conn %d: cmd %u at %llu+%llu: %s", c->fd, q->nr.type,
@@ -643,12 +654,20 @@ static void process_handshake(struct conn *c)
 	switch (r) {
 	case NBD_HS_MORE:
 		break;
-	case NBD_HS_READY:
+	case NBD_HS_READY: {
+		size_t i;
+
 		c->transmission = true;
+		for (i = 0; i < c->r->srv->n_exports; i++)
+			if (c->r->srv->exports[i] == c->s.export)
+				c->stats = &c->r->srv->stats[i];
+		if (c->stats)
+			__atomic_fetch_add(&c->stats->conns, 1, __ATOMIC_RELAXED);
 		log_debug("conn %d: serving export '%s'%s%s", c->fd,
 			  c->s.export->name, c->s.structured ? " structured" : "",
 			  c->s.extended ? " extended" : "");
 		break;
+	}
 	case NBD_HS_CLOSE:
 		c->input_done = true;
 		break;
@@ -767,7 +786,9 @@ static void close_cb(struct loop_op *op, int res, uint32_t flags)
 		r->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
-	r->n_conns--;
+	__atomic_fetch_sub(&r->n_conns, 1, __ATOMIC_RELAXED);
+	if (c->stats)
+		__atomic_fetch_sub(&c->stats->conns, 1, __ATOMIC_RELAXED);
 	for (i = 0; i < c->n_slots; i++) {
 		free(c->reqs[i]->buf);
 		free(c->reqs[i]);
@@ -877,7 +898,7 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 	if (r->conns)
 		r->conns->prev = c;
 	r->conns = c;
-	r->n_conns++;
+	__atomic_fetch_add(&r->n_conns, 1, __ATOMIC_RELAXED);
 	log_debug("conn %d: accepted on reactor %u", fd, r->id);
 	conn_mark_dirty(c);             /* the greeting */
 	recv_arm(c);

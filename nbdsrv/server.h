@@ -47,7 +47,7 @@ struct reactor {
 	struct loop loop;
 	struct accept_op *accepts;      /* srv->n_listeners of them */
 	struct conn *conns;             /* doubly linked, all live conns */
-	unsigned n_conns;
+	unsigned n_conns;               /* written atomically (status reads) */
 	struct conn *dirty;             /* conns with replies to send */
 	bool stopping;                  /* stop accepting, drain conns */
 	bool done;                      /* thread may exit */
@@ -57,9 +57,19 @@ struct reactor {
 	struct loop_msg force_msg;
 };
 
+/* Counters of one export, updated by reactors with relaxed atomics and
+ * read by the control socket. */
+struct server_stats {
+	uint64_t conns;                 /* connections using it now */
+	uint64_t requests;              /* requests completed */
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+};
+
 struct server {
 	struct export **exports;        /* exports[0] is the default */
 	size_t n_exports;
+	struct server_stats *stats;     /* one per export */
 	struct listener *listeners;
 	size_t n_listeners;
 	unsigned n_reactors;

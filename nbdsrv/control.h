@@ -1,0 +1,41 @@
+/*
+ * control.h — the daemon's unix control socket (JSON lines; see control.c
+ * for the protocol and the command table).  Main thread only: it runs on the
+ * ring of the thread that waits for signals.
+ */
+#ifndef NBDSRV_CONTROL_H
+#define NBDSRV_CONTROL_H
+
+#include "common/common.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct server;
+struct control;
+
+/* A growable string; buf is owned (free it), NUL-terminated when non-NULL. */
+struct strbuf {
+	char *buf;
+	size_t len, cap;
+};
+
+/* Append printf-style text.  0 or -ENOMEM (b keeps what it had). */
+int strbuf_printf(struct strbuf *b, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Append s as a JSON string literal (quoted, escaped). */
+int strbuf_json_str(struct strbuf *b, const char *s);
+
+/* Listen on path (mode 0600; a stale socket is replaced, a live one is an
+ * error) and serve requests on loop.  srv is borrowed for the control
+ * socket's lifetime.  Prints a message and returns -errno on failure. */
+int control_open(struct control **out, const char *path, struct server *srv,
+		 struct loop *loop);
+/* Stop accepting and reading; replies already produced are still sent. */
+void control_stop(struct control *ctl);
+/* True once nothing of ctl is in flight on the loop (after control_stop). */
+bool control_idle(const struct control *ctl);
+/* Close everything, unlink the socket, free ctl.  NULL is a no-op. */
+void control_free(struct control *ctl);
+
+#endif /* NBDSRV_CONTROL_H */
