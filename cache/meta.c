@@ -226,13 +226,14 @@ static struct skl_node *skl_find(struct skl *s, const void *key, size_t klen)
 	return NULL;
 }
 
-/* Put (or tombstone when del) key; returns the byte delta or -ENOMEM. */
-static long skl_put(struct batch *b, struct skl *s, const void *key,
-		    size_t klen, const void *val, size_t vlen, bool del)
+/* Put (or tombstone when del) key; *grown = bytes added (0 when it
+ * replaced an entry).  0 or -ENOMEM. */
+static int skl_put(struct batch *b, struct skl *s, const void *key,
+		   size_t klen, const void *val, size_t vlen, bool del,
+		   uint64_t *grown)
 {
 	struct skl_node *update[SKL_MAX_LEVEL];
 	struct skl_node *x, *n;
-	long delta;
 	int lvl, i;
 
 	x = skl_pred(s, key, klen, false, update)->next[0];
@@ -245,13 +246,13 @@ static long skl_put(struct batch *b, struct skl *s, const void *key,
 				return -ENOMEM;
 			memcpy(nv, val, vlen);
 		}
-		delta = (long)vlen - (long)x->vlen;
+		*grown = 0;
 		if (x->val != (char *)x->key + x->klen)
 			free(x->val);
 		x->val = nv;
 		x->vlen = del ? 0 : (uint32_t)vlen;
 		x->del = del;
-		return delta;
+		return 0;
 	}
 	for (lvl = 1; lvl < SKL_MAX_LEVEL; lvl++) {
 		b->rnd ^= b->rnd << 13;
@@ -282,7 +283,8 @@ static long skl_put(struct batch *b, struct skl *s, const void *key,
 		n->next[i] = update[i]->next[i];
 		update[i]->next[i] = n;
 	}
-	return (long)(sizeof(*n) + (size_t)lvl * sizeof(void *) + klen + vlen);
+	*grown = sizeof(*n) + (size_t)lvl * sizeof(void *) + klen + vlen;
+	return 0;
 }
 
 static struct batch *batch_new(uint64_t gen)
@@ -326,11 +328,12 @@ static int batch_merge(struct batch *dst, struct batch *src)
 		struct skl_node *n;
 
 		for (n = src->tab[i].head->next[0]; n; n = n->next[0]) {
-			long d = skl_put(dst, &dst->tab[i], n->key, n->klen,
-					 n->val, n->vlen, n->del);
-			if (d < 0)
-				return (int)d;
-			dst->bytes += (uint64_t)MAX(d, 0);
+			uint64_t g;
+			int r = skl_put(dst, &dst->tab[i], n->key, n->klen,
+					n->val, n->vlen, n->del, &g);
+			if (r < 0)
+				return r;
+			dst->bytes += g;
 		}
 	}
 	dst->nops += src->nops;
@@ -473,9 +476,14 @@ static int lmdb_seek(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
 	if (!cur)
 		return err;
 	atomic_fetch_add_explicit(&t->m->seeks, 1, memory_order_relaxed);
-	if (klen == 0 && (how == META_LE || how == META_LT))
-		return 0;
-	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	if (klen == 0) {                /* LMDB refuses empty keys */
+		if (how == META_LE || how == META_LT)
+			return 0;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		how = META_GE;
+	} else {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	}
 	switch (how) {
 	case META_GE:
 		break;
@@ -612,17 +620,18 @@ static int meta_stage(struct meta_txn *t, enum meta_table tb, const void *key,
 		      size_t klen, const void *val, size_t vlen, bool del)
 {
 	struct meta *m = t->m;
-	long d;
+	uint64_t g;
+	int r;
 
 	if (!t->write)
 		return meta_err(-EINVAL, "staging outside a write section");
 	if (klen == 0 || klen > 511)
 		return meta_err(-EINVAL, "bad metadata key length %zu", klen);
-	d = skl_put(m->open, &m->open->tab[tb], key, klen, val, vlen, del);
-	if (d < 0)
-		return meta_err((int)d, "out of memory staging metadata");
+	r = skl_put(m->open, &m->open->tab[tb], key, klen, val, vlen, del, &g);
+	if (r < 0)
+		return meta_err(r, "out of memory staging metadata");
 	m->open->nops++;
-	m->open->bytes += (uint64_t)MAX(d, 0);
+	m->open->bytes += g;
 	atomic_fetch_add_explicit(&m->staged_ops, 1, memory_order_relaxed);
 	atomic_store(&m->staged_bytes, m->open->bytes);
 	return 0;

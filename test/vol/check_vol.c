@@ -1,0 +1,1141 @@
+/*
+ * check_vol.c — vol/ against a plain model, crash recovery, O(1) costs and
+ * bad input.
+ *
+ *   model    random writes/zeroes/trims/snapshots/clones/rollbacks/flattens/
+ *            deletes/resizes/flushes/GC/reopens on vol+memstore and on byte
+ *            arrays; every read and block status must match; at the end,
+ *            with everything deleted, no object may be left and each dropped
+ *            object must be dropped exactly once and be in the gc table.
+ *   crash    a child does random metadata work with periodic commits,
+ *            recording (fsynced) the dump of the state each commit makes
+ *            durable; it is SIGKILLed at a random time; the store must reopen
+ *            cleanly, pass vol_check, and equal the last recorded dump (or
+ *            the one of the commit that was in progress).
+ *   costs    snapshot/clone creation writes the same entries for 1 GiB and
+ *            1 TiB volumes; a lookup is one LMDB seek with 1 or 200
+ *            snapshots.
+ *   input    names, sizes, chunk sizes, unknown names, clones blocking a
+ *            snapshot delete, format version, pool id, a second opener.
+ *
+ * Seeds: NBDSRV_SEED=<n> replays; every randomized test prints its seed.
+ */
+#include "vol/vol.h"
+
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CS (64u << 10)
+
+static uint64_t rng_state;
+
+static uint64_t rnd(void)
+{
+	uint64_t x = rng_state;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return rng_state = x;
+}
+
+static uint64_t rndn(uint64_t n)
+{
+	return n ? rnd() % n : 0;
+}
+
+static uint64_t seed_init(const char *test)
+{
+	const char *s = getenv("NBDSRV_SEED");
+	uint64_t seed = s ? strtoull(s, NULL, 0) :
+			(uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+
+	if (!seed)
+		seed = 1;
+	rng_state = seed;
+	printf("%s: seed %llu (NBDSRV_SEED=%llu to replay)\n", test,
+	       (unsigned long long)seed, (unsigned long long)seed);
+	fflush(stdout);
+	return seed;
+}
+
+static char tmpdir[64];
+
+static void rm_rf(const char *d)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", d);
+}
+
+static void dir_setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_vol.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void dir_teardown(void)
+{
+	if (tmpdir[0])
+		rm_rf(tmpdir);
+	tmpdir[0] = 0;
+}
+
+static const uint8_t POOL_ID[16] = "test-pool-id-16b";
+
+static int pool_open(const char *path, struct objstore *s, bool create,
+		     uint64_t delay, struct vol_pool **p)
+{
+	struct vol_pool_opts o = {
+		.path = path, .create = create, .store = s, .k = 4, .m = 2,
+		.commit_delay_ns = delay,
+	};
+
+	memcpy(o.pool_id, POOL_ID, 16);
+	return vol_pool_open(&o, p);
+}
+
+/* ------------------------------------------------------ sync I/O shim -- */
+
+static struct loop test_loop;
+
+struct sync_io {
+	struct vol_io io;
+	bool done;
+	int res;
+};
+
+static void sync_cb(struct vol_io *io, int res)
+{
+	struct sync_io *s = container_of(io, struct sync_io, io);
+
+	s->done = true;
+	s->res = res;
+}
+
+typedef void vol_op_fn(struct vol_view *v, struct vol_io *io);
+
+static int run_io(vol_op_fn *fn, struct vol_view *v, uint64_t off, uint64_t len,
+		  void *buf, uint32_t flags)
+{
+	struct sync_io s;
+
+	memset(&s, 0, sizeof(s));
+	s.io.loop = &test_loop;
+	s.io.cb = sync_cb;
+	s.io.off = off;
+	s.io.len = len;
+	s.io.buf = buf;
+	s.io.flags = flags;
+	fn(v, &s.io);
+	ck_assert_msg(!s.done, "vol I/O completed inside the submit call");
+	while (!s.done)
+		ck_assert_int_ge(loop_run_once(&test_loop, 1000000000ull), 0);
+	return s.res;
+}
+
+/* -------------------------------------------------------------- model -- */
+
+#define MAXV 6
+#define MAXS 5
+
+struct msnap {
+	bool live;
+	char name[16];
+	uint64_t size;
+	uint8_t *data, *alloc;
+};
+
+struct mvol {
+	bool live;
+	char name[16];
+	uint64_t size;
+	uint8_t *data, *alloc;          /* alloc: per chunk, 1 = data */
+	int pv, ps;                     /* clone origin (model indices) or -1 */
+	struct msnap s[MAXS];
+};
+
+struct model {
+	struct mvol v[MAXV];
+	unsigned names;
+};
+
+static uint8_t *dup_bytes(const uint8_t *src, uint64_t n)
+{
+	uint8_t *d = malloc(n ? n : 1);
+
+	ck_assert_ptr_nonnull(d);
+	memcpy(d, src, n);
+	return d;
+}
+
+static int clones_of_snap(struct model *m, int vi, int si)
+{
+	int n = 0;
+
+	for (int i = 0; i < MAXV; i++)
+		if (m->v[i].live && m->v[i].pv == vi && m->v[i].ps == si)
+			n++;
+	return n;
+}
+
+static void view_spec(struct model *m, int vi, int si, char *buf, size_t cap)
+{
+	if (si < 0)
+		snprintf(buf, cap, "%s", m->v[vi].name);
+	else
+		snprintf(buf, cap, "%s@%s", m->v[vi].name, m->v[vi].s[si].name);
+}
+
+static int pick_vol(struct model *m)
+{
+	int live[MAXV], n = 0;
+
+	for (int i = 0; i < MAXV; i++)
+		if (m->v[i].live)
+			live[n++] = i;
+	return n ? live[rndn(n)] : -1;
+}
+
+static int pick_snap(struct mvol *v)
+{
+	int live[MAXS], n = 0;
+
+	for (int i = 0; i < MAXS; i++)
+		if (v->s[i].live)
+			live[n++] = i;
+	return n ? live[rndn(n)] : -1;
+}
+
+static int free_vol_slot(struct model *m)
+{
+	for (int i = 0; i < MAXV; i++)
+		if (!m->v[i].live)
+			return i;
+	return -1;
+}
+
+static void check_view(struct vol_pool *p, struct model *m, int vi, int si,
+		       uint64_t op)
+{
+	struct mvol *mv = &m->v[vi];
+	uint64_t size = si < 0 ? mv->size : mv->s[si].size;
+	const uint8_t *data = si < 0 ? mv->data : mv->s[si].data;
+	const uint8_t *alloc = si < 0 ? mv->alloc : mv->s[si].alloc;
+	struct vol_extent ext[64];
+	struct vol_view *v;
+	char spec[40];
+	uint64_t off, len, c = 0;
+	uint8_t *buf;
+	int n, i;
+
+	view_spec(m, vi, si, spec, sizeof(spec));
+	ck_assert_msg(vol_view_open(p, spec, &v) == 0, "op %llu: open %s: %s",
+		      (unsigned long long)op, spec, vol_last_error());
+	ck_assert_uint_eq(vol_view_size(v), size);
+	off = rndn(size);
+	len = 1 + rndn(MIN(size - off, 3 * CS));
+	if (rndn(4) == 0) {
+		off = 0;
+		len = size;
+	}
+	buf = malloc(len);
+	ck_assert_int_eq(run_io(vol_read, v, off, len, buf, 0), 0);
+	for (uint64_t j = 0; j < len; j++)
+		if (buf[j] != data[off + j])
+			ck_abort_msg(
+			      "op %llu: %s byte %llu: read %u, model %u",
+			      (unsigned long long)op, spec,
+			      (unsigned long long)(off + j), buf[j], data[off + j]);
+	free(buf);
+	n = vol_block_status(v, 0, size, ext, 64);
+	ck_assert_int_gt(n, 0);
+	for (i = 0; i < n; i++) {
+		ck_assert_uint_eq(ext[i].len % CS, 0);
+		for (uint64_t k = 0; k < ext[i].len / CS; k++, c++)
+			if (!!(ext[i].flags & VOL_EXT_HOLE) != !alloc[c])
+				ck_abort_msg(
+				      "op %llu: %s chunk %llu: block status %s, model %s",
+				      (unsigned long long)op, spec, (unsigned long long)c,
+				      ext[i].flags & VOL_EXT_HOLE ? "hole" : "data",
+				      alloc[c] ? "data" : "hole");
+	}
+	ck_assert_uint_eq(c, size / CS);
+	vol_view_close(v);
+}
+
+static void model_free(struct model *m)
+{
+	for (int i = 0; i < MAXV; i++) {
+		free(m->v[i].data);
+		free(m->v[i].alloc);
+		for (int j = 0; j < MAXS; j++) {
+			free(m->v[i].s[j].data);
+			free(m->v[i].s[j].alloc);
+		}
+	}
+}
+
+static void reset_snaps(struct mvol *v)
+{
+	for (int j = 0; j < MAXS; j++) {
+		free(v->s[j].data);
+		free(v->s[j].alloc);
+	}
+	memset(v->s, 0, sizeof(v->s));
+}
+
+static void set_vol(struct mvol *v, uint64_t size, const uint8_t *data,
+		    const uint8_t *alloc)
+{
+	free(v->data);
+	free(v->alloc);
+	v->size = size;
+	v->data = data ? dup_bytes(data, size) : calloc(1, size);
+	v->alloc = alloc ? dup_bytes(alloc, size / CS) : calloc(1, size / CS + 1);
+}
+
+/* Count gc entries and check each was dropped by the store exactly once. */
+static uint64_t gc_entries_checked(struct vol_pool *p, struct objstore *s)
+{
+	struct meta_txn *t = meta_rbegin(vol_pool_meta(p));
+	uint8_t k[8] = { 0 }, kout[8];
+	uint64_t n = 0;
+	size_t kl;
+
+	ck_assert_ptr_nonnull(t);
+	for (enum meta_seek how = META_GE;; how = META_GT) {
+		uint64_t id = 0;
+
+		if (meta_seek(t, META_T_GC, how, k, 8, kout, 8, &kl, NULL, 0) < 0)
+			break;
+		memcpy(k, kout, 8);
+		for (int i = 0; i < 8; i++)
+			id = id << 8 | kout[i];
+		ck_assert_msg(memstore_was_dropped(s, id),
+			      "object %llu is in gc but was never dropped",
+			      (unsigned long long)id);
+		n++;
+	}
+	meta_end(t);
+	return n;
+}
+
+START_TEST(test_model)
+{
+	struct model m;
+	struct objstore *store;
+	struct vol_pool *p;
+	struct memstore_stats ms;
+	struct meta_stats st;
+	uint64_t nops = getenv("NBDSRV_VOL_OPS") ? strtoull(getenv("NBDSRV_VOL_OPS"),
+			NULL, 0) : 2500;
+	uint64_t op;
+	char spec[40];
+	int r;
+
+	seed_init("test_model");
+	memset(&m, 0, sizeof(m));
+	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
+	ck_assert_int_eq(memstore_create(true, &store), 0);
+	ck_assert_msg(pool_open(tmpdir, store, true, 0, &p) == 0, "%s",
+		      vol_last_error());
+
+	for (op = 0; op < nops; op++) {
+		int vi = pick_vol(&m), si, k = (int)rndn(100);
+		struct mvol *mv = vi >= 0 ? &m.v[vi] : NULL;
+		struct vol_view *v;
+
+		if (!mv || k < 3) {                     /* create */
+			int ni = free_vol_slot(&m);
+			uint64_t size = (1 + rndn(8)) * CS;
+
+			if (ni < 0)
+				continue;
+			mv = &m.v[ni];
+			reset_snaps(mv);
+			snprintf(mv->name, sizeof(mv->name), "v%u", m.names++);
+			ck_assert_msg(vol_create(p, mv->name, size, CS) == 0, "%s",
+				      vol_last_error());
+			set_vol(mv, size, NULL, NULL);
+			mv->live = true;
+			mv->pv = mv->ps = -1;
+		} else if (k < 33) {                    /* write */
+			uint64_t off = rndn(mv->size);
+			uint64_t len = 1 + rndn(MIN(mv->size - off, 3 * CS));
+			uint8_t *buf;
+
+			if (rndn(3) == 0) {             /* chunk aligned */
+				uint64_t want = CS * (1 + rndn(2));
+
+				off = ROUND_DOWN(off, CS);
+				len = MIN(mv->size - off, want);
+			}
+			buf = malloc(len);
+			for (uint64_t j = 0; j < len; j++)
+				buf[j] = (uint8_t)rnd();
+			if (rndn(8) == 0)
+				memset(buf, 0, len);
+			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
+			r = run_io(vol_write, v, off, len, buf,
+				   rndn(10) == 0 ? VOL_IO_FUA : 0);
+			ck_assert_msg(r == 0, "op %llu write %llu+%llu (size %llu): %d %s", (unsigned long long)op, (unsigned long long)off, (unsigned long long)len, (unsigned long long)mv->size, r, vol_last_error());
+			vol_view_close(v);
+			memcpy(mv->data + off, buf, len);
+			for (uint64_t c = off / CS; c <= (off + len - 1) / CS; c++)
+				mv->alloc[c] = 1;
+			free(buf);
+		} else if (k < 43) {                    /* zero / trim */
+			uint64_t off = rndn(mv->size);
+			uint64_t len = 1 + rndn(MIN(mv->size - off, 3 * CS));
+
+			if (rndn(2) == 0) {
+				uint64_t want = CS * (1 + rndn(2));
+
+				off = ROUND_DOWN(off, CS);
+				len = MIN(mv->size - off, want);
+			}
+			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
+			r = run_io(rndn(2) ? vol_zero : vol_trim, v, off, len, NULL,
+				   rndn(10) == 0 ? VOL_IO_FUA : 0);
+			ck_assert_int_eq(r, 0);
+			vol_view_close(v);
+			memset(mv->data + off, 0, len);
+			for (uint64_t c = off / CS; c <= (off + len - 1) / CS; c++)
+				if (off <= c * CS && off + len >= (c + 1) * CS)
+					mv->alloc[c] = 0;
+		} else if (k < 63) {                    /* read + block status */
+			si = rndn(3) ? -1 : pick_snap(mv);
+			check_view(p, &m, vi, si, op);
+		} else if (k < 70) {                    /* snapshot */
+			struct msnap *s = NULL;
+
+			for (int j = 0; j < MAXS; j++)
+				if (!mv->s[j].live) {
+					s = &mv->s[j];
+					break;
+				}
+			if (!s)
+				continue;
+			snprintf(s->name, sizeof(s->name), "s%u", m.names++);
+			ck_assert_msg(vol_snap_create(p, mv->name, s->name) == 0, "%s",
+				      vol_last_error());
+			ck_assert_int_eq(vol_snap_create(p, mv->name, s->name), -EEXIST);
+			s->live = true;
+			s->size = mv->size;
+			free(s->data);
+			free(s->alloc);
+			s->data = dup_bytes(mv->data, mv->size);
+			s->alloc = dup_bytes(mv->alloc, mv->size / CS);
+		} else if (k < 74) {                    /* snapshot delete */
+			int nc;
+
+			si = pick_snap(mv);
+			if (si < 0)
+				continue;
+			nc = clones_of_snap(&m, vi, si);
+			r = vol_snap_delete(p, mv->name, mv->s[si].name);
+			if (nc) {
+				ck_assert_int_eq(r, -EBUSY);
+				for (int j = 0; j < MAXV; j++)
+					if (m.v[j].live && m.v[j].pv == vi && m.v[j].ps == si)
+						ck_assert_msg(strstr(vol_last_error(), m.v[j].name),
+							      "clone %s not named in '%s'",
+							      m.v[j].name, vol_last_error());
+			} else {
+				ck_assert_msg(r == 0, "%s", vol_last_error());
+				mv->s[si].live = false;
+			}
+		} else if (k < 77) {                    /* clone */
+			int ni = free_vol_slot(&m);
+			struct mvol *c;
+
+			si = pick_snap(mv);
+			if (ni < 0 || si < 0)
+				continue;
+			c = &m.v[ni];
+			reset_snaps(c);
+			snprintf(c->name, sizeof(c->name), "c%u", m.names++);
+			ck_assert_msg(vol_clone(p, mv->name, mv->s[si].name, c->name) == 0,
+				      "%s", vol_last_error());
+			set_vol(c, mv->s[si].size, mv->s[si].data, mv->s[si].alloc);
+			c->live = true;
+			c->pv = vi;
+			c->ps = si;
+		} else if (k < 79) {                    /* flatten */
+			ck_assert_msg(vol_flatten(p, mv->name) == 0, "%s", vol_last_error());
+			mv->pv = mv->ps = -1;
+		} else if (k < 82) {                    /* rollback */
+			si = pick_snap(mv);
+			if (si < 0)
+				continue;
+			ck_assert_msg(vol_rollback(p, mv->name, mv->s[si].name) == 0, "%s",
+				      vol_last_error());
+			set_vol(mv, mv->s[si].size, mv->s[si].data, mv->s[si].alloc);
+		} else if (k < 85) {                    /* resize */
+			uint64_t ns = (1 + rndn(10)) * CS;
+			uint8_t *nd = calloc(1, ns), *na = calloc(1, ns / CS);
+
+			ck_assert_msg(vol_resize(p, mv->name, ns) == 0, "%s",
+				      vol_last_error());
+			memcpy(nd, mv->data, MIN(ns, mv->size));
+			memcpy(na, mv->alloc, MIN(ns, mv->size) / CS);
+			free(mv->data);
+			free(mv->alloc);
+			mv->data = nd;
+			mv->alloc = na;
+			mv->size = ns;
+		} else if (k < 87) {                    /* volume delete */
+			int nc = 0;
+
+			for (int j = 0; j < MAXS; j++)
+				if (mv->s[j].live)
+					nc += clones_of_snap(&m, vi, j);
+			r = vol_delete(p, mv->name);
+			if (nc) {
+				ck_assert_int_eq(r, -EBUSY);
+				continue;
+			}
+			ck_assert_msg(r == 0, "%s", vol_last_error());
+			mv->live = false;
+			for (int j = 0; j < MAXS; j++)
+				mv->s[j].live = false;
+		} else if (k < 90) {                    /* flush */
+			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
+			ck_assert_int_eq(run_io(vol_flush, v, 0, 0, NULL, 0), 0);
+			vol_view_close(v);
+		} else if (k < 95) {                    /* gc */
+			ck_assert_int_ge(vol_gc(p, 1 + rndn(20)), 0);
+		} else if (k < 96) {                    /* reopen */
+			ck_assert_int_eq(vol_pool_close(p), 0);
+			ck_assert_msg(pool_open(tmpdir, store, false, 0, &p) == 0, "%s",
+				      vol_last_error());
+		} else if (k < 97) {                    /* rename */
+			char nn[16];
+
+			snprintf(nn, sizeof(nn), "r%u", m.names++);
+			ck_assert_int_eq(vol_rename(p, mv->name, nn), 0);
+			ck_assert_int_eq(vol_get_info(p, mv->name, &(struct vol_info){ 0 }),
+					 -ENOENT);
+			strcpy(mv->name, nn);
+		} else {                                /* consistency */
+			r = vol_check(p);
+			ck_assert_msg(r == 0, "op %llu: %s", (unsigned long long)op,
+				      vol_last_error());
+		}
+	}
+
+	/* every view one last time */
+	for (int i = 0; i < MAXV; i++) {
+		if (!m.v[i].live)
+			continue;
+		check_view(p, &m, i, -1, op);
+		for (int j = 0; j < MAXS; j++)
+			if (m.v[i].s[j].live)
+				check_view(p, &m, i, j, op);
+	}
+	ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
+
+	/* delete everything: flatten clones, then snapshots, then volumes */
+	for (int i = 0; i < MAXV; i++)
+		if (m.v[i].live)
+			ck_assert_int_eq(vol_flatten(p, m.v[i].name), 0);
+	for (int i = 0; i < MAXV; i++) {
+		if (!m.v[i].live)
+			continue;
+		for (int j = 0; j < MAXS; j++)
+			if (m.v[i].s[j].live)
+				ck_assert_msg(vol_snap_delete(p, m.v[i].name,
+					      m.v[i].s[j].name) == 0, "%s", vol_last_error());
+		ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
+		while ((r = vol_gc(p, 7)) == 1)
+			;
+		ck_assert_int_eq(r, 0);
+		snprintf(spec, sizeof(spec), "%s", m.v[i].name);
+		ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
+		check_view(p, &m, i, -1, op);
+		ck_assert_int_eq(vol_delete(p, m.v[i].name), 0);
+	}
+	ck_assert_int_eq(vol_gc(p, 100), 0);
+	ck_assert_int_eq(vol_sync(p), 0);       /* commits; drops follow */
+	ck_assert_int_eq(vol_sync(p), 0);       /* commits the DROPPED marks */
+	ck_assert_int_eq(meta_get_stats(vol_pool_meta(p), &st), 0);
+	ck_assert_uint_eq(st.entries[META_T_MAP], 0);
+	ck_assert_uint_eq(st.entries[META_T_OBJS], 0);
+	ck_assert_uint_eq(st.entries[META_T_VOLS], 0);
+	ck_assert_uint_eq(st.entries[META_T_SNAPS], 0);
+	ck_assert_uint_eq(st.entries[META_T_NAMES], 0);
+	memstore_get_stats(store, &ms);
+	printf("test_model: %llu ops, %llu objects dropped, %llu commits\n",
+	       (unsigned long long)nops, (unsigned long long)ms.drops,
+	       (unsigned long long)st.commits);
+	ck_assert_uint_eq(ms.objects, 0);
+	ck_assert_uint_eq(ms.double_drops, 0);
+	ck_assert_uint_eq(ms.writes_after_drop, 0);
+	ck_assert_uint_eq(ms.drops_unknown, 0);
+	ck_assert_uint_eq(gc_entries_checked(p, store), ms.drops);
+	ck_assert_uint_eq(st.entries[META_T_GC], ms.drops);
+	ck_assert_int_eq(vol_pool_close(p), 0);
+	objstore_close(store);
+	loop_fini(&test_loop);
+	model_free(&m);
+}
+END_TEST
+
+/* -------------------------------------------------------------- crash -- */
+
+static void write_file(const char *dir, const char *name, const char *text)
+{
+	char path[256], tmp[272];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text) ||
+	    fsync(fd) < 0 || close(fd) < 0 || rename(tmp, path) < 0)
+		_exit(3);
+	fd = open(dir, O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+}
+
+static char *read_file(const char *dir, const char *name)
+{
+	char path[256];
+	FILE *f;
+	char *buf;
+	long n;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	if (!f)
+		return NULL;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = calloc(1, (size_t)n + 1);
+	if (fread(buf, 1, (size_t)n, f) != (size_t)n)
+		n = 0;
+	fclose(f);
+	return buf;
+}
+
+static char *dump_str(struct vol_pool *p)
+{
+	char *buf = NULL;
+	size_t n = 0;
+	FILE *f = open_memstream(&buf, &n);
+
+	if (!f || vol_dump(p, f) < 0)
+		return NULL;
+	fclose(f);
+	return buf;
+}
+
+/* The child: random metadata work forever, recording each commit. */
+static void crash_child(const char *meta, const char *rec, uint64_t seed, long first)
+{
+	struct objstore *store;
+	struct vol_pool *p;
+	struct vol_view *v;
+	long n = first;
+	uint8_t buf[8192];
+	char name[32], nn[32];
+
+	rng_state = seed;
+	if (loop_init(&test_loop, 256) < 0 || memstore_create(false, &store) < 0 ||
+	    pool_open(meta, store, false, UINT64_MAX, &p) < 0)
+		_exit(2);
+	for (uint64_t op = 0;; op++) {
+		struct vol_info *vi;
+		struct vol_snap_info *si;
+		size_t nv = 0, ns = 0;
+		int k = (int)rndn(100);
+
+		if (vol_list(p, &vi, &nv) < 0)
+			_exit(4);
+		if (nv == 0 || k < 5) {
+			snprintf(name, sizeof(name), "v%llu", (unsigned long long)rnd() % 1000);
+			vol_create(p, name, (1 + rndn(16)) * CS, CS);
+		} else {
+			struct vol_info *x = &vi[rndn(nv)];
+			uint64_t off = rndn(x->size);
+			uint64_t len = 1 + rndn(MIN(sizeof(buf), x->size - off));
+
+			if (vol_snap_list(p, x->name, &si, &ns) < 0)
+				_exit(5);
+			if (k < 50) {
+				memset(buf, (int)rnd(), sizeof(buf));
+				if (vol_view_open(p, x->name, &v) == 0) {
+					if (rndn(3) == 0) {
+						off = ROUND_DOWN(off, CS);
+						len = CS;
+						run_io(vol_zero, v, off, len, NULL, 0);
+					} else {
+						run_io(vol_write, v, off, len, buf, 0);
+					}
+					vol_view_close(v);
+				}
+			} else if (k < 60) {
+				snprintf(nn, sizeof(nn), "s%llu", (unsigned long long)rnd() % 1000);
+				vol_snap_create(p, x->name, nn);
+			} else if (k < 66 && ns) {
+				vol_snap_delete(p, x->name, si[rndn(ns)].name);
+			} else if (k < 70 && ns) {
+				snprintf(nn, sizeof(nn), "c%llu", (unsigned long long)rnd() % 1000);
+				vol_clone(p, x->name, si[rndn(ns)].name, nn);
+			} else if (k < 73) {
+				vol_flatten(p, x->name);
+			} else if (k < 77 && ns) {
+				vol_rollback(p, x->name, si[rndn(ns)].name);
+			} else if (k < 81) {
+				vol_resize(p, x->name, (1 + rndn(16)) * CS);
+			} else if (k < 85) {
+				vol_delete(p, x->name);
+			} else if (k < 92) {
+				vol_gc(p, 1 + rndn(10));
+			} else {
+				char *d = dump_str(p);
+				char fn[32], num[32];
+
+				if (!d)
+					_exit(6);
+				snprintf(fn, sizeof(fn), "dump.%ld", n + 1);
+				write_file(rec, fn, d);
+				snprintf(num, sizeof(num), "%ld", n + 1);
+				write_file(rec, "pending", num);
+				free(d);
+				if (vol_sync(p) < 0)
+					_exit(7);
+				n++;
+				write_file(rec, "done", num);
+			}
+			free(si);
+		}
+		free(vi);
+	}
+}
+
+START_TEST(test_crash)
+{
+	char meta[128], rec[128];
+	struct objstore *store;
+	struct vol_pool *p;
+	int iters = getenv("NBDSRV_CRASH_ITERS") ? atoi(getenv("NBDSRV_CRASH_ITERS")) : 12;
+	uint64_t seed = seed_init("test_crash");
+	long done = 0;
+
+	snprintf(meta, sizeof(meta), "%s/meta", tmpdir);
+	snprintf(rec, sizeof(rec), "%s/rec", tmpdir);
+	ck_assert_int_eq(mkdir(rec, 0700), 0);
+	ck_assert_int_eq(memstore_create(false, &store), 0);
+	ck_assert_int_eq(pool_open(meta, store, true, 0, &p), 0);
+	ck_assert_int_eq(vol_pool_close(p), 0);
+	objstore_close(store);
+	write_file(rec, "dump.0", "");
+	write_file(rec, "done", "0");
+
+	for (int it = 0; it < iters; it++) {
+		char *d, *dd, *dp, *s, fn[32];
+		long pend = -1;
+		pid_t pid;
+		int status;
+
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			crash_child(meta, rec, seed + (uint64_t)it * 7919, done);
+		usleep((useconds_t)(20000 + rndn(150000)));
+		kill(pid, SIGKILL);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFSIGNALED(status),
+			      "iteration %d: child exited early (status %d)", it,
+			      WEXITSTATUS(status));
+
+		s = read_file(rec, "done");
+		ck_assert_ptr_nonnull(s);
+		done = atol(s);
+		free(s);
+		s = read_file(rec, "pending");
+		if (s) {
+			pend = atol(s);
+			free(s);
+		}
+		ck_assert_int_eq(memstore_create(false, &store), 0);
+		ck_assert_msg(pool_open(meta, store, false, 0, &p) == 0,
+			      "iteration %d: reopen: %s", it, vol_last_error());
+		ck_assert_msg(vol_check(p) == 0, "iteration %d: %s", it, vol_last_error());
+		d = dump_str(p);
+		ck_assert_ptr_nonnull(d);
+		snprintf(fn, sizeof(fn), "dump.%ld", done);
+		dd = read_file(rec, fn);
+		ck_assert_ptr_nonnull(dd);
+		dp = NULL;
+		if (pend > done) {
+			snprintf(fn, sizeof(fn), "dump.%ld", pend);
+			dp = read_file(rec, fn);
+		}
+		ck_assert_msg(!strcmp(d, dd) || (dp && !strcmp(d, dp)),
+			      "iteration %d: the store after the crash is neither the "
+			      "state of commit %ld nor of the commit in progress:\n"
+			      "--- store\n%s--- commit %ld\n%s", it, done, d, done, dd);
+		printf("test_crash: iteration %d ok (commit %ld%s, %zu bytes of dump)\n",
+		       it, done, dp && !strcmp(d, dp) && strcmp(d, dd) ?
+		       " + the one in flight" : "", strlen(d));
+		/* this state is the base of the next iteration */
+		done = done + 1 > pend ? done + 1 : pend + 1;
+		snprintf(fn, sizeof(fn), "dump.%ld", done);
+		write_file(rec, fn, d);
+		snprintf(fn, sizeof(fn), "%ld", done);
+		write_file(rec, "done", fn);
+		free(d);
+		free(dd);
+		free(dp);
+		ck_assert_int_eq(vol_pool_close(p), 0);
+		objstore_close(store);
+	}
+}
+END_TEST
+
+/* -------------------------------------------------------------- costs -- */
+
+static uint64_t total_entries(struct meta_stats *st)
+{
+	uint64_t n = 0;
+
+	for (int i = META_T_VOLS; i < META_T_COUNT; i++)
+		n += st->entries[i];
+	return n;
+}
+
+START_TEST(test_o1)
+{
+	struct objstore *store;
+	struct vol_pool *p;
+	struct meta *m;
+	struct meta_stats a, b;
+	struct vol_view *v, *sv;
+	struct vol_extent ext[4];
+	uint64_t snap_delta[2], snap_ops[2], clone_delta[2], clone_ops[2];
+	const uint64_t sizes[2] = { 1ull << 30, 1ull << 40 };
+	uint8_t buf[4096];
+	char name[32];
+
+	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
+	ck_assert_int_eq(memstore_create(false, &store), 0);
+	ck_assert_int_eq(pool_open(tmpdir, store, true, UINT64_MAX, &p), 0);
+	m = vol_pool_meta(p);
+	memset(buf, 0xab, sizeof(buf));
+	for (int i = 0; i < 2; i++) {
+		snprintf(name, sizeof(name), "big%d", i);
+		ck_assert_int_eq(vol_create(p, name, sizes[i], CS), 0);
+		ck_assert_int_eq(vol_view_open(p, name, &v), 0);
+		for (int j = 0; j < (i ? 400 : 40); j++)
+			ck_assert_int_eq(run_io(vol_write, v,
+				(uint64_t)j * (sizes[i] / 400 / CS) * CS, sizeof(buf), buf, 0), 0);
+		vol_view_close(v);
+		ck_assert_int_eq(vol_sync(p), 0);
+		ck_assert_int_eq(vol_snap_create(p, name, "warm"), 0);
+		ck_assert_int_eq(vol_sync(p), 0);
+
+		meta_get_stats(m, &a);
+		ck_assert_int_eq(vol_snap_create(p, name, "s"), 0);
+		meta_get_stats(m, &b);
+		snap_ops[i] = b.staged_ops - a.staged_ops;
+		ck_assert_int_eq(vol_sync(p), 0);
+		meta_get_stats(m, &b);
+		snap_delta[i] = total_entries(&b) - total_entries(&a);
+
+		meta_get_stats(m, &a);
+		{
+			char cname[40];
+
+			snprintf(cname, sizeof(cname), "%sc", name);
+			ck_assert_int_eq(vol_clone(p, name, "s", cname), 0);
+		}
+		meta_get_stats(m, &b);
+		clone_ops[i] = b.staged_ops - a.staged_ops;
+		ck_assert_int_eq(vol_sync(p), 0);
+		meta_get_stats(m, &b);
+		clone_delta[i] = total_entries(&b) - total_entries(&a);
+		printf("test_o1: %s volume: snapshot %llu staged ops / %llu new entries,"
+		       " clone %llu / %llu\n", i ? "1 TiB" : "1 GiB",
+		       (unsigned long long)snap_ops[i], (unsigned long long)snap_delta[i],
+		       (unsigned long long)clone_ops[i], (unsigned long long)clone_delta[i]);
+	}
+	ck_assert_uint_eq(snap_delta[0], 1);
+	ck_assert_uint_eq(snap_delta[1], 1);
+	ck_assert_uint_le(snap_ops[0], 3);
+	ck_assert_uint_eq(snap_ops[0], snap_ops[1]);
+	ck_assert_uint_eq(clone_delta[0], 2);
+	ck_assert_uint_eq(clone_delta[1], 2);
+	ck_assert_uint_le(clone_ops[1], 3);
+
+	/* 200 snapshots, chunk 0 rewritten between each: 200 entries */
+	ck_assert_int_eq(vol_create(p, "chain", 16 * CS, CS), 0);
+	ck_assert_int_eq(vol_create(p, "single", 16 * CS, CS), 0);
+	ck_assert_int_eq(vol_view_open(p, "single", &v), 0);
+	ck_assert_int_eq(run_io(vol_write, v, 0, sizeof(buf), buf, 0), 0);
+	vol_view_close(v);
+	ck_assert_int_eq(vol_snap_create(p, "single", "s"), 0);
+	ck_assert_int_eq(vol_view_open(p, "chain", &v), 0);
+	for (int j = 0; j < 200; j++) {
+		buf[0] = (uint8_t)j;
+		ck_assert_int_eq(run_io(vol_write, v, 0, sizeof(buf), buf, 0), 0);
+		snprintf(name, sizeof(name), "s%d", j);
+		ck_assert_int_eq(vol_snap_create(p, "chain", name), 0);
+	}
+	ck_assert_int_eq(vol_sync(p), 0);
+	ck_assert_int_eq(vol_view_open(p, "chain@s17", &sv), 0);
+	for (int which = 0; which < 3; which++) {
+		struct vol_view *x = which == 0 ? v : which == 1 ? sv : NULL;
+
+		if (!x)
+			ck_assert_int_eq(vol_view_open(p, "single", &x), 0);
+		meta_get_stats(m, &a);
+		ck_assert_int_eq(vol_block_status(x, 0, CS, ext, 4), 1);
+		meta_get_stats(m, &b);
+		ck_assert_uint_eq(b.lmdb_seeks - a.lmdb_seeks, 1);
+		meta_get_stats(m, &a);
+		ck_assert_int_eq(run_io(vol_read, x, 0, sizeof(buf), buf, 0), 0);
+		meta_get_stats(m, &b);
+		ck_assert_uint_eq(b.lmdb_seeks - a.lmdb_seeks, 1);
+		ck_assert_uint_eq(b.lmdb_gets - a.lmdb_gets, 0);
+		if (which == 1)
+			ck_assert_uint_eq(buf[0], 17);
+		if (which == 2)
+			vol_view_close(x);
+	}
+	vol_view_close(sv);
+	vol_view_close(v);
+	ck_assert_int_eq(vol_pool_close(p), 0);
+	objstore_close(store);
+	loop_fini(&test_loop);
+}
+END_TEST
+
+/* -------------------------------------------------------------- input -- */
+
+START_TEST(test_bad_input)
+{
+	struct objstore *store;
+	struct vol_pool *p, *p2;
+	struct vol_view *v;
+	struct vol_range *rg;
+	size_t n;
+	uint8_t buf[16];
+	char longname[80];
+
+	ck_assert_int_eq(loop_init(&test_loop, 64), 0);
+	ck_assert_int_eq(memstore_create(false, &store), 0);
+	ck_assert_int_eq(pool_open(tmpdir, store, false, 0, &p), -ENOENT);
+	ck_assert_int_eq(pool_open(tmpdir, store, true, 0, &p), 0);
+	memset(longname, 'a', 65);
+	longname[65] = 0;
+
+	ck_assert_int_eq(vol_create(p, "", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "a@b", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "a b", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "-a", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, ".a", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "a/b", CS, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, longname, CS, CS), -EINVAL);
+	longname[64] = 0;
+	ck_assert_int_eq(vol_create(p, longname, CS, CS), 0);
+	ck_assert_int_eq(vol_create(p, "x", 0, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "x", CS + 512, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "x", 1ull << 61, CS), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "x", 1 << 20, 32 << 10), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "x", 16 << 20, 16 << 20), -EINVAL);
+	ck_assert_int_eq(vol_create(p, "x", 100000 * 4, 100000), -EINVAL);
+	ck_assert_ptr_nonnull(strstr(vol_last_error(), "power of two"));
+	ck_assert_int_eq(vol_create(p, "x", 8 << 20, 8 << 20), 0);
+	ck_assert_int_eq(vol_create(p, "x", 4 * CS, CS), -EEXIST);
+	ck_assert_int_eq(vol_resize(p, "x", 12345), -EINVAL);
+	ck_assert_int_eq(vol_resize(p, "nope", CS), -ENOENT);
+	ck_assert_ptr_nonnull(strstr(vol_last_error(), "nope"));
+	ck_assert_int_eq(vol_delete(p, "nope"), -ENOENT);
+	ck_assert_int_eq(vol_rename(p, "nope", "y"), -ENOENT);
+	ck_assert_int_eq(vol_rename(p, "x", longname), -EEXIST);
+	ck_assert_int_eq(vol_rename(p, "x", "y@z"), -EINVAL);
+	ck_assert_int_eq(vol_snap_create(p, "nope", "s"), -ENOENT);
+	ck_assert_int_eq(vol_snap_create(p, "x", "s@"), -EINVAL);
+	ck_assert_int_eq(vol_snap_delete(p, "x", "nope"), -ENOENT);
+	ck_assert_int_eq(vol_rollback(p, "x", "nope"), -ENOENT);
+	ck_assert_int_eq(vol_clone(p, "x", "nope", "c"), -ENOENT);
+	ck_assert_int_eq(vol_view_open(p, "x@nope", &v), -ENOENT);
+	ck_assert_int_eq(vol_view_open(p, "x@", &v), -EINVAL);
+	ck_assert_int_eq(vol_view_open(p, "@s", &v), -EINVAL);
+	ck_assert_int_eq(vol_diff(p, "x@nope", "x", &rg, &n), -ENOENT);
+
+	/* clones block a snapshot delete and are named */
+	ck_assert_int_eq(vol_snap_create(p, "x", "s"), 0);
+	ck_assert_int_eq(vol_clone(p, "x", "s", "clone-one"), 0);
+	ck_assert_int_eq(vol_clone(p, "x", "s", "clone-two"), 0);
+	ck_assert_int_eq(vol_clone(p, "x", "s", "clone-two"), -EEXIST);
+	ck_assert_int_eq(vol_snap_delete(p, "x", "s"), -EBUSY);
+	ck_assert_ptr_nonnull(strstr(vol_last_error(), "clone-one"));
+	ck_assert_ptr_nonnull(strstr(vol_last_error(), "clone-two"));
+	ck_assert_int_eq(vol_delete(p, "x"), -EBUSY);
+	ck_assert_int_eq(vol_diff(p, "x@s", "clone-one", &rg, &n), -EINVAL);
+	ck_assert_int_eq(vol_flatten(p, "clone-one"), 0);
+	ck_assert_int_eq(vol_delete(p, "clone-two"), 0);
+	ck_assert_int_eq(vol_view_open(p, "x@s", &v), 0);
+	ck_assert_int_eq(vol_snap_delete(p, "x", "s"), -EBUSY);      /* open view */
+	ck_assert_int_eq(run_io(vol_write, v, 0, 16, buf, 0), -EROFS);
+	ck_assert_int_eq(run_io(vol_read, v, 8 << 20, 1, buf, 0), -EINVAL);
+	ck_assert_int_eq(run_io(vol_read, v, UINT64_MAX - 2, 16, buf, 0), -EINVAL);
+	vol_view_close(v);
+	ck_assert_int_eq(vol_snap_delete(p, "x", "s"), 0);
+
+	/* a second opener is refused while the first holds the store */
+	ck_assert_int_eq(pool_open(tmpdir, store, false, 0, &p2), -EBUSY);
+	ck_assert_int_eq(vol_pool_close(p), 0);
+
+	/* another pool's store */
+	{
+		struct vol_pool_opts o = { .path = tmpdir, .store = store, .k = 4, .m = 2 };
+
+		memcpy(o.pool_id, "another-pool-id!", 16);
+		ck_assert_int_eq(vol_pool_open(&o, &p2), -EINVAL);
+		ck_assert_ptr_nonnull(strstr(vol_last_error(), "another pool"));
+	}
+	/* a newer format */
+	{
+		MDB_env *env;
+		MDB_txn *t;
+		MDB_dbi dbi;
+		MDB_val k = { 6, "format" }, val;
+		uint8_t rec[64];
+
+		ck_assert_int_eq(mdb_env_create(&env), 0);
+		mdb_env_set_maxdbs(env, 16);
+		ck_assert_int_eq(mdb_env_open(env, tmpdir, 0, 0600), 0);
+		ck_assert_int_eq(mdb_txn_begin(env, NULL, 0, &t), 0);
+		ck_assert_int_eq(mdb_dbi_open(t, "meta", 0, &dbi), 0);
+		ck_assert_int_eq(mdb_get(t, dbi, &k, &val), 0);
+		memcpy(rec, val.mv_data, val.mv_size);
+		rec[0] = 99;
+		val.mv_data = rec;
+		ck_assert_int_eq(mdb_put(t, dbi, &k, &val, 0), 0);
+		ck_assert_int_eq(mdb_txn_commit(t), 0);
+		mdb_env_close(env);
+		ck_assert_int_eq(pool_open(tmpdir, store, false, 0, &p2), -EPROTONOSUPPORT);
+		ck_assert_ptr_nonnull(strstr(vol_last_error(), "newer"));
+	}
+	objstore_close(store);
+	loop_fini(&test_loop);
+}
+END_TEST
+
+/* diff, du and rollback on a small known history */
+START_TEST(test_diff_du)
+{
+	struct objstore *store;
+	struct vol_pool *p;
+	struct vol_view *v;
+	struct vol_range *rg;
+	struct vol_du du;
+	size_t n;
+	uint8_t buf[CS];
+
+	ck_assert_int_eq(loop_init(&test_loop, 64), 0);
+	ck_assert_int_eq(memstore_create(false, &store), 0);
+	ck_assert_int_eq(pool_open(tmpdir, store, true, 0, &p), 0);
+	ck_assert_int_eq(vol_create(p, "d", 8 * CS, CS), 0);
+	ck_assert_int_eq(vol_view_open(p, "d", &v), 0);
+	memset(buf, 1, sizeof(buf));
+	ck_assert_int_eq(run_io(vol_write, v, 0, CS, buf, 0), 0);
+	ck_assert_int_eq(run_io(vol_write, v, 1 * CS, 10, buf, 0), 0);
+	ck_assert_int_eq(vol_snap_create(p, "d", "a"), 0);
+	ck_assert_int_eq(run_io(vol_write, v, 3 * CS, 10, buf, 0), 0);
+	ck_assert_int_eq(run_io(vol_write, v, 4 * CS, 10, buf, 0), 0);
+	ck_assert_int_eq(run_io(vol_trim, v, 0, CS, NULL, 0), 0);
+	ck_assert_int_eq(vol_snap_create(p, "d", "b"), 0);
+	ck_assert_int_eq(run_io(vol_write, v, 7 * CS, 10, buf, 0), 0);
+
+	ck_assert_int_eq(vol_diff(p, "d@a", "d@b", &rg, &n), 0);
+	ck_assert_uint_eq(n, 2);              /* chunk 0, chunks 3-4 */
+	ck_assert_uint_eq(rg[0].off, 0);
+	ck_assert_uint_eq(rg[0].len, CS);
+	ck_assert_uint_eq(rg[1].off, 3 * CS);
+	ck_assert_uint_eq(rg[1].len, 2 * CS);
+	free(rg);
+	ck_assert_int_eq(vol_diff(p, "d@b", "d", &rg, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(rg[0].off, 7 * CS);
+	free(rg);
+	ck_assert_int_eq(vol_diff(p, NULL, "d@a", &rg, &n), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(rg[0].len, 2 * CS);
+	free(rg);
+
+	ck_assert_int_eq(vol_du(p, "d", &du), 0);
+	ck_assert_uint_eq(du.logical, 8 * CS);
+	ck_assert_uint_eq(du.provisioned, 4 * CS);     /* 1, 3, 4, 7 */
+	ck_assert_uint_eq(du.used, 5 * CS);            /* + chunk 0 in a */
+	ck_assert_uint_eq(du.exclusive, 5 * CS);
+	ck_assert_uint_eq(du.stored, du.used / 4 * 6);
+	ck_assert_int_eq(vol_du(p, "d@a", &du), 0);
+	ck_assert_uint_eq(du.provisioned, 2 * CS);
+	ck_assert_uint_eq(du.exclusive, 1 * CS);       /* chunk 0 only in a */
+	ck_assert_int_eq(vol_du(p, "d@b", &du), 0);
+	ck_assert_uint_eq(du.exclusive, 0);            /* all shared with head */
+
+	/* rollback to a: head = a; b still as it was */
+	ck_assert_int_eq(vol_rollback(p, "d", "a"), 0);
+	ck_assert_int_eq(vol_diff(p, "d@a", "d", &rg, &n), 0);
+	ck_assert_uint_eq(n, 0);
+	free(rg);
+	ck_assert_int_eq(run_io(vol_read, v, 0, 16, buf, 0), 0);
+	ck_assert_uint_eq(buf[0], 1);
+	ck_assert_int_eq(vol_check(p), 0);
+	vol_view_close(v);
+	ck_assert_int_eq(vol_pool_close(p), 0);
+	objstore_close(store);
+	loop_fini(&test_loop);
+}
+END_TEST
+
+static Suite *vol_suite(void)
+{
+	Suite *s = suite_create("vol");
+	TCase *tc;
+
+	tc = tcase_create("model");
+	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_model);
+	tcase_add_test(tc, test_diff_du);
+	tcase_add_test(tc, test_o1);
+	tcase_add_test(tc, test_bad_input);
+	tcase_add_test(tc, test_crash);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(vol_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
