@@ -1200,7 +1200,7 @@ static void conn_tick(struct zdb_backend *b, uint64_t now)
 		return;
 	}
 	if (b->state == ZDB_CONN_READY && !c->hs_busy && !c->fly_head &&
-	    now - c->last_rx_ns > CONN_PING_NS)
+	    now - c->last_rx_ns > (b->ping_ns ? b->ping_ns : CONN_PING_NS))
 		conn_hs_simple(c, HS_PING, "PING", NULL, NULL);
 }
 

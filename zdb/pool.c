@@ -311,6 +311,7 @@ int zdb_pool_open(struct loop *l, const struct zdb_pool_cfg *cfg,
 			b->timeout_ns = cfg->timeout_ns;
 		if (cfg->connect_timeout_ns)
 			b->connect_timeout_ns = cfg->connect_timeout_ns;
+		b->ping_ns = cfg->ping_ns;
 		if (p->opts.fault_wrap) {
 			b = zdb_fault_wrap(b);
 			if (!b) {

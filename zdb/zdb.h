@@ -208,6 +208,7 @@ struct zdb_backend {
 	unsigned depth;         /* max requests in flight */
 	uint64_t timeout_ns;    /* default request deadline */
 	uint64_t connect_timeout_ns;
+	uint64_t ping_ns;       /* PING after this long without traffic */
 	char last_error[160];   /* human-readable, secret-free */
 	uint64_t oldest_inflight_ns;   /* start time of the oldest in-flight
 	                                * request, 0 if none */
