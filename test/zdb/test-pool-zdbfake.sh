@@ -1,0 +1,66 @@
+# test/zdb/test-pool-zdbfake.sh — the zdb dialect end to end in CI, against
+# fake_zdb.py (a DIALECT FAKE, not 0-db): `nbdsrv pool init` creates and
+# protects the namespaces as admin (AUTH SECURE), the pool then logs in with
+# SELECT ns SECURE, writes/reads/deletes (SET echoing the key, $-1 for an
+# identical value, -Key not found on DEL), reports NSINFO capacity; a wrong
+# namespace password is a clear error naming the backend.
+source "$SRC_DIR/test/functions.sh"
+requires python3
+T=$TEST_BIN_DIR/zdb/zdb_tool
+t=$(mktempdir)
+ports=()
+for i in 0 1 2 3; do
+  p=$(free_port)
+  python3 "$SRC_DIR/test/zdb/fake_zdb.py" "$p" --admin Adm1n >"$t/fake$i.log" 2>&1 &
+  cleanup_push "kill $!"
+  ports+=("$p")
+done
+for p in "${ports[@]}"; do
+  wait_for "(exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null" 30 || fail "fake on $p did not start"
+done
+printf 'Adm1n\n' >"$t/admin.pw"
+printf 'ns-Secret\n' >"$t/ns.pw"
+{
+  printf '[pool]\nk = 2\nm = 1\n'
+  for i in 0 1 2 3; do
+    printf '[backend z%d]\nkind = zdb\naddress = 127.0.0.1:%s\nnamespace = nbd\npassword_file = ns.pw\n' \
+      "$i" "${ports[$i]}"
+  done
+} >"$t/pool.conf"
+
+# before init: the namespace does not exist → a clear error
+"$NBDSRV" pool status --config "$t/pool.conf" >"$t/out" 2>"$t/err" && fail "status before init succeeded"
+grep -q 'backend z0 .*namespace does not exist' "$t/err" || { cat "$t/err"; fail "missing-namespace error"; }
+
+# init without admin credentials is refused by the server; with them it works, twice
+"$NBDSRV" pool init --config "$t/pool.conf" >"$t/out" 2>"$t/err" && fail "init without admin password succeeded"
+"$NBDSRV" pool init --config "$t/pool.conf" --admin-password-file "$t/admin.pw" >"$t/out" 2>&1 ||
+  { cat "$t/out"; fail "init"; }
+grep -q 'z0 .*namespace nbd created' "$t/out" || { cat "$t/out"; fail "init output"; }
+"$NBDSRV" pool init --config "$t/pool.conf" --admin-password-file "$t/admin.pw" >"$t/out" 2>&1 ||
+  { cat "$t/out"; fail "second init"; }
+grep -q 'z0 .*namespace nbd exists' "$t/out" || { cat "$t/out"; fail "second init output"; }
+
+# the pool logs in (SELECT nbd SECURE …) and works
+"$NBDSRV" pool check --config "$t/pool.conf" >"$t/out" 2>&1 || { cat "$t/out"; fail "check"; }
+grep -q '4 of 4 backends passed' "$t/out" || { cat "$t/out"; fail "check output"; }
+grep -q 'z1 .*ok .*zdb' "$t/out" || { cat "$t/out"; fail "dialect not detected as zdb"; }
+out=$("$T" put --config "$t/pool.conf" --state "$t/s" --chunks 10 --size 20K 2>>"$t/tool.log") || fail "put: $out"
+grep -q 'failed=0 degraded=0' <<<"$out" || fail "put: $out"
+out=$("$T" get --config "$t/pool.conf" --state "$t/s" 2>>"$t/tool.log") || fail "get: $out"
+grep -q 'ok=10 failed=0' <<<"$out" || fail "get: $out"
+"$NBDSRV" pool status --config "$t/pool.conf" --json >"$t/json" || fail "status"
+python3 - "$t/json" <<'PY' || fail "status JSON: $(cat "$t/json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert all(b["dialect"] == "zdb" and b["health"] == "up" for b in d["backends"])
+assert sum(b["entries"] for b in d["backends"]) >= 30   # shards + canaries
+assert all(b["used_bytes"] > 0 for b in d["backends"])
+PY
+grep -q 'ns-Secret\|Adm1n' "$t/json" "$t/out" && fail "a password appears in the output"
+
+# a wrong namespace password
+sed 's/password_file = ns.pw/password = nope/' "$t/pool.conf" >"$t/bad.conf"
+"$NBDSRV" pool status --config "$t/bad.conf" >"$t/out" 2>"$t/err" && fail "wrong password accepted"
+grep -q 'backend z0 (127.0.0.1:[0-9]*): namespace password rejected' "$t/err" || { cat "$t/err"; fail "wrong-password error"; }
+info ok
