@@ -1465,10 +1465,10 @@ int vol_flatten(struct vol_pool *p, const char *name)
 		goto exit;
 	r = chain_build(t, id, &rec, rec.cur_epoch, chain, &nc);
 	if (r == 0)
-		r = chain_chunks(t, chain + 1, nc - 1, 0, rec.size / rec.chunk_size,
-				 &c, &n);
+		r = chain_chunks(t, chain + 1, nc - 1, 0, UINT64_MAX, &c, &n);
 	/* Each origin-visible chunk gets an epoch-0 entry: visible wherever
-	 * the clone had no entry of its own, exactly as the origin was. */
+	 * the clone had no entry of its own, exactly as the origin was — in
+	 * every view, including snapshots larger than the head now is. */
 	for (i = 0; r == 0 && i < n; i++) {
 		struct hit h;
 

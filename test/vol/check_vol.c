@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <lmdb.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1112,6 +1113,136 @@ START_TEST(test_diff_du)
 }
 END_TEST
 
+/* ------------------------------------------------------------ threads -- */
+
+struct worker {
+	struct vol_pool *p;
+	int idx;
+	uint64_t seed;
+	int fails;
+	char msg[200];
+};
+
+struct wio {
+	struct vol_io io;
+	bool done;
+	int res;
+};
+
+static void wio_cb(struct vol_io *io, int res)
+{
+	struct wio *w = container_of(io, struct wio, io);
+
+	w->done = true;
+	w->res = res;
+}
+
+static int wrun(struct loop *l, vol_op_fn *fn, struct vol_view *v, uint64_t off,
+		uint64_t len, void *buf, uint32_t flags)
+{
+	struct wio w = { .io = { .loop = l, .cb = wio_cb, .off = off, .len = len,
+				 .buf = buf, .flags = flags } };
+
+	fn(v, &w.io);
+	while (!w.done)
+		if (loop_run_once(l, 1000000000ull) < 0)
+			return -EIO;
+	return w.res;
+}
+
+/* Each worker owns 8 chunks of the shared volume "t" and checks them. */
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct loop l;
+	struct vol_view *v;
+	uint64_t st = w->seed, base = (uint64_t)w->idx * 8 * CS;
+	uint8_t *model = calloc(1, 8 * CS), *buf = malloc(2 * CS);
+
+	if (loop_init(&l, 64) < 0 || vol_view_open(w->p, "t", &v) < 0) {
+		snprintf(w->msg, sizeof(w->msg), "setup failed");
+		w->fails++;
+		return NULL;
+	}
+	for (int op = 0; op < 600 && !w->fails; op++) {
+		uint64_t off, len;
+		int r;
+
+		st ^= st << 13; st ^= st >> 7; st ^= st << 17;
+		off = st % (8 * CS);
+		len = 1 + (st >> 20) % MIN(8 * CS - off, 2 * CS);
+		switch (st % 3) {
+		case 0:
+			memset(buf, (int)(st >> 40), len);
+			r = wrun(&l, vol_write, v, base + off, len, buf,
+				 st % 17 ? 0 : VOL_IO_FUA);
+			memcpy(model + off, buf, len);
+			break;
+		case 1:
+			r = wrun(&l, vol_zero, v, base + off, len, NULL, 0);
+			memset(model + off, 0, len);
+			break;
+		default:
+			r = wrun(&l, vol_read, v, base + off, len, buf, 0);
+			if (r == 0 && memcmp(buf, model + off, len)) {
+				snprintf(w->msg, sizeof(w->msg), "worker %d op %d: read "
+					 "differs from what it wrote", w->idx, op);
+				w->fails++;
+			}
+		}
+		if (r < 0) {
+			snprintf(w->msg, sizeof(w->msg), "worker %d op %d: %d", w->idx, op, r);
+			w->fails++;
+		}
+	}
+	vol_view_close(v);
+	loop_fini(&l);
+	free(model);
+	free(buf);
+	return NULL;
+}
+
+START_TEST(test_threads)
+{
+	struct objstore *store;
+	struct vol_pool *p;
+	struct worker w[2];
+	pthread_t th[2];
+	uint64_t seed = seed_init("test_threads");
+	char name[16];
+
+	ck_assert_int_eq(memstore_create(true, &store), 0);
+	ck_assert_int_eq(pool_open(tmpdir, store, true, 2000000, &p), 0);
+	ck_assert_int_eq(vol_create(p, "t", 16 * CS, CS), 0);
+	for (int i = 0; i < 2; i++) {
+		w[i] = (struct worker){ .p = p, .idx = i, .seed = seed + (uint64_t)i * 77 };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, worker_main, &w[i]), 0);
+	}
+	/* control traffic on the same volume meanwhile */
+	for (int i = 0; i < 60; i++) {
+		snprintf(name, sizeof(name), "s%d", i);
+		ck_assert_int_eq(vol_snap_create(p, "t", name), 0);
+		if (i >= 3) {
+			snprintf(name, sizeof(name), "s%d", i - 3);
+			ck_assert_int_eq(vol_snap_delete(p, "t", name), 0);
+		}
+		ck_assert_int_ge(vol_gc(p, 50), 0);
+		if (i % 10 == 0)
+			ck_assert_int_eq(vol_sync(p), 0);
+		usleep(2000);
+	}
+	for (int i = 0; i < 2; i++) {
+		pthread_join(th[i], NULL);
+		ck_assert_msg(w[i].fails == 0, "%s", w[i].msg);
+	}
+	while (vol_gc(p, 1000) == 1)
+		;
+	ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
+	ck_assert_int_eq(vol_pool_close(p), 0);
+	objstore_close(store);
+}
+END_TEST
+
 static Suite *vol_suite(void)
 {
 	Suite *s = suite_create("vol");
@@ -1125,6 +1256,7 @@ static Suite *vol_suite(void)
 	tcase_add_test(tc, test_o1);
 	tcase_add_test(tc, test_bad_input);
 	tcase_add_test(tc, test_crash);
+	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
 	return s;
 }
