@@ -1848,7 +1848,8 @@ int vol_check(struct vol_pool *p)
 		}
 		refs[nref++] = v;
 	}
-	qsort(refs, nref, 8, cmp_u64);
+	if (nref)
+		qsort(refs, nref, 8, cmp_u64);
 	/* walk objs and refs together */
 	memset(k, 0, 8);
 	for (enum meta_seek how = META_GE;; how = META_GT) {
