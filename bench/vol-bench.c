@@ -264,6 +264,20 @@ int main(int argc, char **argv)
 	printf("| snapshot 100 of 200 | 200 | %.0f | %.0f | %.2f | %.2f |\n", lk[2],
 	       rd[2], lk[2] / lk[0], rd[2] / rd[0]);
 
+	{
+		struct meta_stats ms;
+		uint64_t all = 0;
+
+		if (meta_get_stats(vol_pool_meta(p), &ms) == 0) {
+			for (int i = 0; i < META_T_COUNT; i++)
+				all += ms.entries[i];
+			printf("\nmetadata: %llu map entries, %llu entries in all tables, "
+			       "%llu bytes of LMDB pages: %.1f bytes per entry\n",
+			       (unsigned long long)ms.entries[META_T_MAP],
+			       (unsigned long long)all, (unsigned long long)ms.db_bytes,
+			       all ? (double)ms.db_bytes / (double)all : 0.0);
+		}
+	}
 	for (int s = 0; s < 2; s++)
 		for (int i = 0; i < 100; i++) {
 			char name[64];
