@@ -27,9 +27,12 @@
  *
  * Chunk put.  Shards go to the placed backends; a failed shard is retried
  * (up to 3 times) on a spare chosen by the same hashing among backends this
- * chunk has not used yet.  With fewer than k+m healthy backends but at least
- * min_shards, the trailing parity shards are dropped and the result says
- * "degraded".
+ * chunk has not used yet.  A shard still unwritten after slow_ns gets a
+ * second copy on a spare (write hedging: a hung backend costs slow_ns, not
+ * the request timeout); the first copy to land is recorded, the other one
+ * is deleted if it lands too.  With fewer than k+m healthy backends but at
+ * least min_shards, the trailing parity shards are dropped and the result
+ * says "degraded".
  *
  * Chunk get.  The first k shards in preference order (healthy backends
  * first, then shard index) are asked for; each failure, verify rejection or
@@ -519,7 +522,9 @@ unsigned zdb_pool_place(const struct zdb_pool *p, const void *id, size_t id_len,
 
 /* ---- chunk put ---- */
 
-static void put_shard_done(struct zdb_req *r);
+enum { PUT_PENDING = 0, PUT_STORED, PUT_FAILED, PUT_SKIPPED };
+
+static void put_req_done(struct zdb_req *r);
 
 static unsigned put_healthy(const struct zdb_pool *p)
 {
@@ -530,75 +535,148 @@ static unsigned put_healthy(const struct zdb_pool *p)
 	return h;
 }
 
-static void put_send(struct zdb_chunk_put *op, unsigned i, unsigned backend)
+/* Shard index of r, and whether it is the hedge copy. */
+static unsigned put_shard_of(const struct zdb_chunk_put *op, const struct zdb_req *r,
+			     bool *hedge)
 {
-	struct zdb_req *r = &op->reqs[i];
+	*hedge = r >= op->hreqs && r < op->hreqs + ZDB_MAX_SHARDS;
+	return (unsigned)(*hedge ? r - op->hreqs : r - op->reqs);
+}
 
+static void put_send(struct zdb_chunk_put *op, struct zdb_req *r, unsigned i,
+		     unsigned backend)
+{
 	memset(r, 0, sizeof(*r));
 	r->op = ZDB_OP_PUT;
 	r->key = op->shards[i].key;
 	r->key_len = op->shards[i].key_len;
 	r->val = op->shards[i].data;
 	r->val_len = op->shards[i].len;
-	r->done = put_shard_done;
+	r->done = put_req_done;
 	r->priv = op;
 	bm_set(op->used, backend);
-	op->shards[i].backend = (int)backend;
+	op->sinfl[i]++;
 	op->pending++;
 	zdb_pool_submit(op->pool, backend, r);
 }
 
-static void put_finish(struct zdb_chunk_put *op)
+/* A spare backend for shard i (try t), or -1. */
+static int put_spare(struct zdb_chunk_put *op, unsigned i, unsigned t)
 {
-	if (op->stored == op->n)
-		op->result = 0;
-	else if (op->stored >= op->pool->cfg.min_shards)
-		op->result = 1;
-	else
-		op->result = -EIO;
-	op->done(op);
+	const struct zdb_shard *s = &op->shards[i];
+	char sid[ZDB_KEY_MAX + 8];
+	size_t sl = MIN(s->key_len, (size_t)ZDB_KEY_MAX);
+	uint16_t spare;
+
+	if (op->pool->closing)
+		return -1;
+	memcpy(sid, s->key, sl);
+	sid[sl] = (char)t;
+	if (zdb_pool_place(op->pool, sid, sl + 1, 1, op->used, &spare) != 1)
+		return -1;
+	return spare;
 }
 
-static void put_shard_done(struct zdb_req *r)
+/* Report resolution once (ready), release once idle (done). */
+static void put_check(struct zdb_chunk_put *op)
+{
+	if (!op->resolved && op->unresolved == 0) {
+		op->resolved = true;
+		if (op->stored == op->n)
+			op->result = 0;
+		else if (op->stored >= MIN(op->pool->cfg.min_shards, op->n))
+			op->result = 1;
+		else
+			op->result = -EIO;
+		loop_timer_cancel(op->pool->loop, &op->hedge);
+		if (op->ready)
+			op->ready(op);
+	}
+	if (op->resolved && op->pending == 0 && !op->hedge.armed)
+		op->done(op);
+}
+
+static void put_del_done(struct zdb_req *r)
 {
 	struct zdb_chunk_put *op = r->priv;
-	unsigned i = (unsigned)(r - op->reqs);
-	struct zdb_shard *s = &op->shards[i];
 
 	op->pending--;
-	if (r->result >= 0) {
-		s->status = 0;
-		op->stored++;
-	} else {
-		uint16_t spare;
-		char sid[ZDB_KEY_MAX + 8];
-		size_t sl = MIN(s->key_len, (size_t)ZDB_KEY_MAX);
-
-		s->status = r->result;
-		s->backend = -1;
-		memcpy(sid, s->key, sl);
-		sid[sl] = (char)op->tries[i];
-		if (r->result != -E2BIG && r->result != -EINVAL && r->result != -ECANCELED &&
-		    ++op->tries[i] < POOL_PUT_TRIES && !op->pool->closing &&
-		    zdb_pool_place(op->pool, sid, sl + 1, 1, op->used, &spare) == 1) {
-			log_debug("pool: shard %u failed on %s (%s); retrying on %s", i,
-				  op->pool->be[r->pool_idx].b->cfg.name, strerror(-r->result),
-				  op->pool->be[spare].b->cfg.name);
-			put_send(op, i, spare);
-			return;
-		}
-	}
-	if (op->pending == 0)
-		put_finish(op);
+	put_check(op);
 }
 
-static void put_fail_later(struct loop_op *lop, int res, uint32_t flags)
+static void put_req_done(struct zdb_req *r)
 {
-	struct zdb_chunk_put *op = container_of(lop, struct zdb_chunk_put, reqs[0].defer_op);
+	struct zdb_chunk_put *op = r->priv;
+	bool hedge;
+	unsigned i = put_shard_of(op, r, &hedge);
+	struct zdb_shard *s = &op->shards[i];
+	unsigned be = r->pool_idx;
+	int spare;
 
-	(void)res; (void)flags;
-	op->result = -EIO;
-	op->done(op);
+	op->pending--;
+	op->sinfl[i]--;
+	if (op->sstate[i] == PUT_STORED) {
+		/* the slower copy of a hedged shard: remove it if it landed */
+		if (r->result >= 0 && (int)be != s->backend) {
+			memset(r, 0, sizeof(*r));
+			r->op = ZDB_OP_DEL;
+			r->key = s->key;
+			r->key_len = s->key_len;
+			r->done = put_del_done;
+			r->priv = op;
+			op->pending++;
+			zdb_pool_submit(op->pool, be, r);
+			return;
+		}
+	} else if (r->result >= 0) {
+		op->sstate[i] = PUT_STORED;
+		s->status = 0;
+		s->backend = (int)be;
+		op->stored++;
+		op->unresolved--;
+	} else {
+		s->status = r->result;
+		if (op->sinfl[i] == 0) {
+			if (r->result != -E2BIG && r->result != -EINVAL && r->result != -ECANCELED &&
+			    ++op->tries[i] < POOL_PUT_TRIES &&
+			    (spare = put_spare(op, i, op->tries[i])) >= 0) {
+				log_debug("pool: shard %u failed on %s (%s); retrying on %s", i,
+					  op->pool->be[be].b->cfg.name, strerror(-r->result),
+					  op->pool->be[spare].b->cfg.name);
+				put_send(op, r, i, (unsigned)spare);
+				return;
+			}
+			op->sstate[i] = PUT_FAILED;
+			s->backend = -1;
+			op->unresolved--;
+		}
+	}
+	put_check(op);
+}
+
+/* Shards still unwritten after the write-hedge delay get a second copy on a
+ * spare; the first to land wins, the other is deleted if it lands too. */
+static void put_hedge_fired(struct loop_op *lop, int res, uint32_t flags)
+{
+	struct zdb_chunk_put *op = container_of(lop, struct zdb_chunk_put, hedge.op);
+	unsigned i;
+
+	(void)flags;
+	if (res != -ECANCELED && !op->resolved) {
+		for (i = 0; i < op->n; i++) {
+			int spare;
+
+			if (op->sstate[i] != PUT_PENDING || op->sinfl[i] != 1 || op->hedged[i])
+				continue;
+			spare = put_spare(op, i, 100 + i);
+			if (spare < 0)
+				continue;
+			op->hedged[i] = 1;
+			op->nhedged++;
+			put_send(op, &op->hreqs[i], i, (unsigned)spare);
+		}
+	}
+	put_check(op);
 }
 
 int zdb_pool_put_chunk(struct zdb_pool *p, struct zdb_chunk_put *op)
@@ -606,7 +684,7 @@ int zdb_pool_put_chunk(struct zdb_pool *p, struct zdb_chunk_put *op)
 	uint16_t where[ZDB_MAX_SHARDS];
 	unsigned i, h, target, got;
 
-	if (op->n == 0 || op->n > ZDB_MAX_SHARDS || op->n > p->n)
+	if (op->n == 0 || op->n > ZDB_MAX_SHARDS || op->n > p->n || !op->done)
 		return -EINVAL;
 	for (i = 0; i < op->n; i++)
 		if (op->shards[i].len > ZDB_VALUE_MAX) {
@@ -617,29 +695,35 @@ int zdb_pool_put_chunk(struct zdb_pool *p, struct zdb_chunk_put *op)
 	op->pool = p;
 	op->pending = 0;
 	op->stored = 0;
+	op->nhedged = 0;
+	op->resolved = false;
 	memset(op->used, 0, sizeof(op->used));
 	memset(op->tries, 0, sizeof(op->tries));
+	memset(op->sinfl, 0, sizeof(op->sinfl));
+	memset(op->hedged, 0, sizeof(op->hedged));
+	memset(&op->hedge, 0, sizeof(op->hedge));
 	h = put_healthy(p);
 	target = MIN(op->n, h);
 	got = target ? zdb_pool_place(p, op->id, op->id_len, target, NULL, where) : 0;
 	for (i = 0; i < op->n; i++) {
 		op->shards[i].backend = -1;
 		op->shards[i].status = -EAGAIN;  /* not attempted (degraded) */
+		op->sstate[i] = i < got ? PUT_PENDING : PUT_SKIPPED;
 	}
 	if (got < MIN(p->cfg.min_shards, op->n)) {
-		struct io_uring_sqe *sqe;
-
 		log_warn("pool: only %u healthy backends, %u needed to write a chunk", got,
 			 p->cfg.min_shards);
-		op->reqs[0].defer_op.cb = put_fail_later;
-		sqe = loop_sqe(p->loop, &op->reqs[0].defer_op);
-		io_uring_prep_nop(sqe);
-		return 0;
+		for (i = 0; i < op->n; i++)
+			op->sstate[i] = PUT_SKIPPED;
+		got = 0;
 	}
 	op->target = got;
-	/* sending may not complete anything inline, so pending is exact */
+	op->unresolved = got;
+	/* submitting never completes inline: counters are exact */
 	for (i = 0; i < got; i++)
-		put_send(op, i, where[i]);
+		put_send(op, &op->reqs[i], i, where[i]);
+	/* the timer also reports an op with nothing to send, from the loop */
+	loop_timer_arm(p->loop, &op->hedge, got ? p->cfg.slow_ns : 1, put_hedge_fired);
 	return 0;
 }
 

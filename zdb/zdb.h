@@ -368,27 +368,41 @@ struct zdb_shard {
 struct zdb_chunk_put;
 typedef void zdb_chunk_put_fn(struct zdb_chunk_put *op);
 
-/* Write shards[0..n) (data shards first, then parity).  Completes with
- * result 0 (all n stored), 1 (degraded: only `stored` >= min_shards stored,
- * the trailing parity shards dropped — queue repair) or -errno (fewer than
- * min_shards could be stored; shards that were stored are listed so the
- * caller can delete them). */
+/* Write shards[0..n) (data shards first, then parity).  ready() (optional)
+ * runs once every shard is stored or given up, with result 0 (all n
+ * stored), 1 (degraded: only `stored` >= min_shards stored, the trailing
+ * parity shards dropped — queue repair) or -errno (fewer than min_shards
+ * stored; the shards that were stored are listed so the caller can delete
+ * them); shards[i].backend is then final (-1: not stored).  done()
+ * (required) runs after that, when no request refers to op or the shard
+ * buffers any more — later than ready() only when a hedge copy or a hung
+ * backend is still outstanding.  A shard unwritten after slow_ns gets a
+ * copy on a spare; the first to land wins. */
 struct zdb_chunk_put {
 	const void *id;         /* chunk id for placement */
 	size_t id_len;
 	unsigned n;             /* k + m */
 	struct zdb_shard *shards;
-	zdb_chunk_put_fn *done;
+	zdb_chunk_put_fn *ready;    /* optional: outcome known */
+	zdb_chunk_put_fn *done;     /* required: op and buffers released */
 	void *priv;
 	int result;
 	unsigned stored;
+	unsigned nhedged;       /* hedge copies sent */
 	/* internal */
 	struct zdb_pool *pool;
-	unsigned pending;
+	unsigned pending;       /* requests in flight */
+	unsigned unresolved;    /* shards neither stored nor given up */
 	unsigned target;        /* shards we try to store */
+	bool resolved;
+	struct loop_timer hedge;
 	uint64_t used[ZDB_MAX_BACKENDS / 64];
 	uint8_t tries[ZDB_MAX_SHARDS];
+	uint8_t sstate[ZDB_MAX_SHARDS];
+	uint8_t sinfl[ZDB_MAX_SHARDS];
+	uint8_t hedged[ZDB_MAX_SHARDS];
 	struct zdb_req reqs[ZDB_MAX_SHARDS];
+	struct zdb_req hreqs[ZDB_MAX_SHARDS];
 };
 int zdb_pool_put_chunk(struct zdb_pool *p, struct zdb_chunk_put *op);
 

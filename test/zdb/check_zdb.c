@@ -355,6 +355,16 @@ static void put_done_cb(struct zdb_chunk_put *op)
 	((struct chunk_io *)op->priv)->done = true;
 }
 
+static void ex_done_cb(struct zdb_req *r)
+{
+	*(bool *)r->priv = true;
+}
+
+static void put_ready_cb(struct zdb_chunk_put *op)
+{
+	((struct chunk_io *)op->priv)->ready = true;
+}
+
 static bool verify_cb(struct zdb_chunk_get *op, unsigned i)
 {
 	const unsigned char *d = op->shards[i].data;
@@ -466,6 +476,73 @@ START_TEST(test_chunk_faults)
 	memset(&f, 0, sizeof(f));
 	zdb_pool_set_fault(fx.pool, b0, &f);
 	wait_done(&fx, x);
+
+	/* a hung backend on put: its shard is hedged to a spare after slow_ns,
+	 * the outcome is known long before the 2 s request deadline */
+	{
+		unsigned tag = 7;
+		uint16_t where[6];
+		uint64_t t0;
+
+		ck_assert_uint_eq(zdb_pool_place(fx.pool, &tag, sizeof(tag), 6, NULL, where), 6);
+		memset(&f, 0, sizeof(f));
+		f.blackhole = true;
+		zdb_pool_set_fault(fx.pool, where[0], &f);
+		cio_fill(x, 6, tag);
+		memset(pop, 0, sizeof(*pop));
+		pop->id = &tag;
+		pop->id_len = sizeof(tag);
+		pop->n = 6;
+		pop->shards = x->sh;
+		pop->ready = put_ready_cb;
+		pop->done = put_done_cb;
+		pop->priv = x;
+		x->ready = false;
+		t0 = now_ns();
+		ck_assert_int_eq(zdb_pool_put_chunk(fx.pool, pop), 0);
+		ck_assert_int_eq(zdb_pool_run_until(fx.pool, &x->ready, 30ull * 1000000000), 0);
+		ck_assert_msg(now_ns() - t0 < 1500ull * 1000000, "hedged put took %llu ms",
+			      (unsigned long long)((now_ns() - t0) / 1000000));
+		ck_assert_int_eq(pop->result, 0);
+		ck_assert_uint_ge(pop->nhedged, 1);
+		for (i = 0; i < 6; i++)
+			ck_assert_int_ne(x->sh[i].backend, where[0]);
+		ck_assert(!x->done);    /* the hung request still holds the op */
+		wait_done(&fx, x);
+		memset(&f, 0, sizeof(f));
+		zdb_pool_set_fault(fx.pool, where[0], &f);
+		ck_assert_int_eq(do_get(&fx, x, 6, 6, gop), 0);  /* every shard readable */
+		wait_done(&fx, x);
+	}
+
+	/* a slow (not hung) backend: both copies land, the loser is deleted */
+	{
+		unsigned tag = 8;
+		uint16_t where[6];
+		struct one_req {
+			struct zdb_req r;
+			bool done;
+		} ex;
+
+		ck_assert_uint_eq(zdb_pool_place(fx.pool, &tag, sizeof(tag), 6, NULL, where), 6);
+		memset(&f, 0, sizeof(f));
+		f.delay_ns = 500ull * 1000000;
+		zdb_pool_set_fault(fx.pool, where[0], &f);
+		ck_assert_int_eq(do_put(&fx, x, 6, tag, pop), 0);
+		ck_assert_uint_ge(pop->nhedged, 1);
+		ck_assert_int_ne(x->sh[0].backend, where[0]);
+		memset(&f, 0, sizeof(f));
+		zdb_pool_set_fault(fx.pool, where[0], &f);
+		memset(&ex, 0, sizeof(ex));
+		ex.r.op = ZDB_OP_EXISTS;
+		ex.r.key = x->sh[0].key;
+		ex.r.key_len = x->sh[0].key_len;
+		ex.r.done = ex_done_cb;
+		ex.r.priv = &ex.done;
+		zdb_pool_submit(fx.pool, where[0], &ex.r);
+		ck_assert_int_eq(zdb_pool_run_until(fx.pool, &ex.done, 10ull * 1000000000), 0);
+		ck_assert_int_eq(ex.r.result, 0);   /* the late copy was removed */
+	}
 
 	/* failing backend on put: shard retried on a spare, all stored */
 	f.fail_permille = 1000;
