@@ -341,7 +341,12 @@ uint64_t zdb_pool_hedge_ns(const struct zdb_pool *p);
 /* Change faults of backend idx (pool opened with fault_wrap). */
 int zdb_pool_set_fault(struct zdb_pool *p, unsigned idx, const struct zdb_fault *f);
 
-/* One operation on backend idx; latency and outcome feed its health. */
+/* One operation on backend idx; latency and outcome feed its health.  The
+ * backend sends at most `depth` requests at a time and queues the rest
+ * (unbounded: the caller bounds how many it has outstanding); a request
+ * to a backend that is down fails at once (-ENOTCONN), one that cannot be
+ * answered by its deadline fails with -ETIMEDOUT (deadlines are checked
+ * every 10 ms by the pool's tick, one timer for all requests). */
 void zdb_pool_submit(struct zdb_pool *p, unsigned idx, struct zdb_req *req);
 
 /* Choose n distinct healthy backends for chunk `id`: as many zones as
