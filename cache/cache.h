@@ -111,6 +111,13 @@ int meta_seek(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
 	      const void *key, size_t klen, void *kout, size_t kcap,
 	      size_t *klen_out, void *val, size_t vcap);
 
+/* meta_seek limited to keys sharing the first plen bytes of key: -ENOENT
+ * as soon as the nearest key has another prefix (so staged deletes of
+ * other ranges are never walked). */
+int meta_seek_prefix(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
+		     const void *key, size_t klen, size_t plen, void *kout,
+		     size_t kcap, size_t *klen_out, void *val, size_t vcap);
+
 /* Stage a put / delete (write sections only).  Copies key and value.
  * -ENOMEM when out of memory (nothing staged). */
 int meta_put(struct meta_txn *t, enum meta_table tb, const void *key,

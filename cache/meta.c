@@ -540,13 +540,22 @@ int meta_seek(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
 	      const void *key, size_t klen, void *kout, size_t kcap,
 	      size_t *klen_out, void *val, size_t vcap)
 {
+	return meta_seek_prefix(t, tb, how, key, klen, 0, kout, kcap, klen_out,
+				val, vcap);
+}
+
+int meta_seek_prefix(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
+		     const void *key, size_t klen, size_t plen, void *kout,
+		     size_t kcap, size_t *klen_out, void *val, size_t vcap)
+{
 	struct meta *m = t->m;
-	uint8_t kbuf[512];
+	uint8_t kbuf[512], prefix[512];
 	bool fwd = how == META_GE || how == META_GT;
 	int r;
 
-	if (klen > sizeof(kbuf))
+	if (klen > sizeof(kbuf) || plen > klen)
 		return meta_err(-EINVAL, "metadata key too long");
+	memcpy(prefix, key, plen);
 	for (;;) {
 		struct cand c[3], *best = NULL;
 		int i;
@@ -573,6 +582,9 @@ int meta_seek(struct meta_txn *t, enum meta_table tb, enum meta_seek how,
 				best = &c[i];
 		}
 		if (!best)
+			return -ENOENT;
+		/* keys are ordered: once past the prefix, nothing further has it */
+		if (plen && (best->klen < plen || memcmp(best->key, prefix, plen)))
 			return -ENOENT;
 		if (!best->del) {
 			if (klen_out)

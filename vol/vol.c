@@ -298,8 +298,8 @@ static int snap_find(struct meta_txn *t, uint64_t vol, const char *vname,
 	be64put(k, vol);
 	be64put(k + 8, 0);
 	for (enum meta_seek how = META_GE;; how = META_GT) {
-		r = meta_seek(t, META_T_SNAPS, how, k, 16, kout, 16, &kl, rec,
-			      sizeof(*rec));
+		r = meta_seek_prefix(t, META_T_SNAPS, how, k, 16, 8, kout, 16, &kl,
+				     rec, sizeof(*rec));
 		if (r == -ENOENT || (r >= 0 && (kl != 16 || be64get(kout) != vol)))
 			break;
 		if (r < 0)
@@ -325,7 +325,8 @@ static int snap_epochs(struct meta_txn *t, uint64_t vol, uint64_t **out, size_t 
 	be64put(k, vol);
 	be64put(k + 8, 0);
 	for (enum meta_seek how = META_GE;; how = META_GT) {
-		r = meta_seek(t, META_T_SNAPS, how, k, 16, kout, 16, &kl, NULL, 0);
+		r = meta_seek_prefix(t, META_T_SNAPS, how, k, 16, 8, kout, 16, &kl,
+				     NULL, 0);
 		if (r == -ENOENT || (r >= 0 && (kl != 16 || be64get(kout) != vol)))
 			break;
 		if (r < 0) {
@@ -574,7 +575,8 @@ static int chain_lookup(struct meta_txn *t, const struct lvl *chain, int n,
 
 	for (j = 0; j < n; j++) {
 		mapkey(k, chain[j].vol, chunk, chain[j].epoch);
-		r = meta_seek(t, META_T_MAP, META_LE, k, 24, kout, 24, &kl, &obj, 8);
+		r = meta_seek_prefix(t, META_T_MAP, META_LE, k, 24, 16, kout, 24,
+				     &kl, &obj, 8);
 		if (r == -ENOENT)
 			continue;
 		if (r < 0)
@@ -762,7 +764,8 @@ static int map_collect(struct meta_txn *t, uint64_t vol, uint64_t lo,
 	for (enum meta_seek how = META_GE;; how = META_GT) {
 		uint64_t chunk, epoch;
 
-		r = meta_seek(t, META_T_MAP, how, k, 24, kout, 24, &kl, &obj, 8);
+		r = meta_seek_prefix(t, META_T_MAP, how, k, 24, 8, kout, 24, &kl,
+				     &obj, 8);
 		if (r == -ENOENT)
 			return 0;
 		if (r < 0)
@@ -1717,7 +1720,8 @@ static int gc_volume(struct vol_pool *p, struct meta_txn *t, uint64_t id,
 
 		/* next chunk with entries */
 		mapkey(k, id, chunk, 0);
-		r = meta_seek(t, META_T_MAP, META_GE, k, 24, kout, 24, &kl, &obj, 8);
+		r = meta_seek_prefix(t, META_T_MAP, META_GE, k, 24, 8, kout, 24, &kl,
+				     &obj, 8);
 		if (r == -ENOENT || (r >= 0 && be64get(kout) != id)) {
 			r = 0;
 			chunk = UINT64_MAX;

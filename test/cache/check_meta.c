@@ -118,6 +118,14 @@ START_TEST(test_overlay_model)
 				ck_assert_int_eq(r, sizeof(v));
 				ck_assert_int_eq(v, model[i]);
 			}
+			r = meta_seek_prefix(t, META_T_MAP, how, key, 2, 1, kout, 2, &kl,
+					     &v, sizeof(v));
+			if (want >= 0 && (want >> 8) == (i >> 8))
+				ck_assert_msg(r == sizeof(v) && (kout[0] << 8 | kout[1]) == want,
+					      "op %d prefix seek %d from %d", op, how, i);
+			else
+				ck_assert_msg(r == -ENOENT, "op %d prefix seek %d from %d: %d",
+					      op, how, i, r);
 			r = meta_seek(t, META_T_MAP, how, key, 2, kout, 2, &kl, &v, sizeof(v));
 			meta_end(t);
 			if (want < 0) {
