@@ -26,6 +26,7 @@
  * against a bit-by-bit reference on random keys and lengths.
  */
 #include "codec/codec_int.h"
+#include "common/common.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -36,15 +37,20 @@
 
 static int pmac_level = -1;             /* 0 portable, 1 pclmul, 2 vpclmulqdq */
 
+static int pmac_probe(void)
+{
+	__builtin_cpu_init();
+	return !__builtin_cpu_supports("pclmul") || !__builtin_cpu_supports("sse4.1") ? 0 :
+	       __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f") &&
+	       __builtin_cpu_supports("avx512bw") ? 2 : 1;
+}
+
 static int pmac_cpu(void)
 {
 	int v = __atomic_load_n(&pmac_level, __ATOMIC_RELAXED);
 
 	if (v < 0) {
-		__builtin_cpu_init();
-		v = !__builtin_cpu_supports("pclmul") || !__builtin_cpu_supports("sse4.1") ? 0 :
-		    __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f") &&
-		    __builtin_cpu_supports("avx512bw") ? 2 : 1;
+		v = pmac_probe();
 		__atomic_store_n(&pmac_level, v, __ATOMIC_RELAXED);
 	}
 	return v;
@@ -52,7 +58,9 @@ static int pmac_cpu(void)
 
 void pmac_force_level(int level)
 {
-	__atomic_store_n(&pmac_level, level, __ATOMIC_RELAXED);
+	int max = pmac_probe();
+
+	__atomic_store_n(&pmac_level, level < 0 ? -1 : MIN(level, max), __ATOMIC_RELAXED);
 }
 
 /* ---- portable: bit by bit (machines without PCLMULQDQ) ---- */
