@@ -129,8 +129,11 @@ void codec_free(struct codec *c);
 size_t codec_shard_max(const struct codec *c);
 const struct codec_params *codec_get_params(const struct codec *c);
 
-/* A per-thread context; scratch sized for c's geometry is allocated here.
- * c must outlive it. */
+/* A per-thread context; scratch sized for c's geometry is allocated here
+ * (about 2 x max_chunk + (m + 1) x one shard, plus zstd's contexts), so
+ * encode/decode allocate nothing.  The last chunk's derived keys stay in
+ * its locked memory until the next chunk or codec_ctx_free(), which wipes
+ * them.  c must outlive it. */
 int codec_ctx_new(struct codec *c, struct codec_ctx **out);
 void codec_ctx_free(struct codec_ctx *x);
 
