@@ -55,6 +55,9 @@
 #define CONN_MAX_BYTES   (64ull * 1024 * 1024)
 #define CONN_MAX_IOV     512u
 #define CONN_BIG_WRITE   (64u * 1024)
+#ifndef CONN_TCP_SOCKBUF
+#define CONN_TCP_SOCKBUF 0
+#endif
 #define CONN_SOCKBUF     (4 * 1024 * 1024)
 #define CONN_KEEP_BUF    (1u * 1024 * 1024)  /* reuse buffers up to this */
 #define CONN_CACHE_BYTES (16ull * 1024 * 1024) /* idle buffers kept, total */
@@ -886,9 +889,12 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 
 		if (tcp)
 			(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-		/* Room for a few 1 MiB replies per send, fewer partial sends. */
-		(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-		(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		/* Room for a few 1 MiB replies per send, fewer partial sends.
+		 * TCP sizes its buffers itself (setting them disables that). */
+		if (!tcp || CONN_TCP_SOCKBUF) {
+			(void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+			(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+		}
 	}
 	c->r = r;
 	c->fd = fd;

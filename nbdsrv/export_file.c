@@ -41,7 +41,9 @@
 
 #define FILE_ZERO_BUF   (1024 * 1024)
 #define FILE_CACHE_STEP (1ull << 30)
+#ifndef FILE_ASYNC_MIN
 #define FILE_ASYNC_MIN  (128u * 1024)
+#endif
 
 struct file_export {
 	struct export base;     /* first: e->ops */
