@@ -133,7 +133,8 @@ uint64_t meta_alloc_id(struct meta_txn *t);
 uint64_t meta_wgen(struct meta_txn *t);
 
 /* A flush request: completes after everything staged before the call is
- * committed (or the commit failed). */
+ * committed (or the commit failed: then meta_last_error() in cb says why;
+ * the changes stay staged and the next commit retries them). */
 struct meta_flush {
 	struct loop *loop;                       /* cb runs on this loop */
 	void (*cb)(struct meta_flush *f, int res);
@@ -143,6 +144,7 @@ struct meta_flush {
 	uint64_t gen;
 	int res;
 	bool done;                               /* meta_sync() only */
+	char err[160];                           /* failure message */
 };
 /* Queue f (any thread; f must live until its cb ran). */
 void meta_flush(struct meta *m, struct meta_flush *f);

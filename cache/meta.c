@@ -722,6 +722,8 @@ static void meta_flush_done(struct loop_msg *msg)
 {
 	struct meta_flush *f = container_of(msg, struct meta_flush, msg);
 
+	if (f->res < 0)
+		meta_err(f->res, "%s", f->err);
 	f->cb(f, f->res);
 }
 
@@ -732,6 +734,8 @@ static void meta_complete(struct meta *m, struct meta_flush *list, int res)
 
 		list = f->next;
 		f->res = res;
+		if (res < 0)
+			snprintf(f->err, sizeof(f->err), "%.150s", meta_errbuf);
 		if (f->loop) {
 			f->msg.fn = meta_flush_done;
 			loop_post(f->loop, &f->msg);
@@ -859,6 +863,8 @@ int meta_sync(struct meta *m)
 	while (!f.done)
 		pthread_cond_wait(&m->sync_cond, &m->mu);
 	pthread_mutex_unlock(&m->mu);
+	if (f.res < 0)
+		meta_err(f.res, "%s", f.err);
 	return f.res;
 }
 

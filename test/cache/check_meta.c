@@ -364,6 +364,64 @@ START_TEST(test_memstore)
 }
 END_TEST
 
+/* A commit that fails (map full) keeps every staged change visible and
+ * reports the error to the flush; nothing is half applied. */
+START_TEST(test_commit_failure)
+{
+	struct meta_opts o = base_opts;
+	struct meta_stats st;
+	struct meta *m;
+	uint8_t val[2048];
+	int r, n = 0;
+
+	o.map_size = 512 << 10;
+	ck_assert_int_eq(meta_open(dir, &o, &m), 0);
+	for (int i = 0; i < 400; i++) {
+		struct meta_txn *t = meta_wbegin(m);
+		uint8_t k[2];
+
+		key_of(i, k);
+		memset(val, i & 0xff, sizeof(val));
+		ck_assert_int_eq(meta_put(t, META_T_MAP, k, 2, val, sizeof(val)), 0);
+		meta_end(t);
+	}
+	r = meta_sync(m);
+	ck_assert_int_eq(r, -ENOSPC);
+	ck_assert_ptr_nonnull(strstr(meta_last_error(), "MDB_MAP_FULL") ?
+			      "" : NULL);
+	meta_get_stats(m, &st);
+	ck_assert_uint_eq(st.commit_errors, 1);
+	ck_assert_uint_eq(st.entries[META_T_MAP], 0);       /* nothing applied */
+	{
+		struct meta_txn *t = meta_rbegin(m);
+
+		for (int i = 0; i < 400; i++) {
+			uint8_t k[2];
+
+			key_of(i, k);
+			if (meta_get(t, META_T_MAP, k, 2, val, sizeof(val)) ==
+			    sizeof(val) && val[100] == (i & 0xff))
+				n++;
+		}
+		meta_end(t);
+	}
+	ck_assert_int_eq(n, 400);
+	/* delete most: the retry fits and applies the net result */
+	for (int i = 20; i < 400; i++) {
+		struct meta_txn *t = meta_wbegin(m);
+		uint8_t k[2];
+
+		key_of(i, k);
+		ck_assert_int_eq(meta_del(t, META_T_MAP, k, 2), 0);
+		meta_end(t);
+	}
+	ck_assert_int_eq(meta_sync(m), 0);
+	meta_get_stats(m, &st);
+	ck_assert_uint_eq(st.entries[META_T_MAP], 20);
+	ck_assert_int_eq(meta_close(m), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("meta");
@@ -378,6 +436,7 @@ int main(void)
 	tcase_add_test(tc, test_size_threshold);
 	tcase_add_test(tc, test_ids_after_crash);
 	tcase_add_test(tc, test_memstore);
+	tcase_add_test(tc, test_commit_failure);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
