@@ -494,11 +494,14 @@ START_TEST(test_every_byte_corruption)
 	struct fix f;
 	uint8_t plain[700], out[700];
 	size_t checked = 0;
+	/* _i: 0 = plain random bytes, 1 = an lz4-compressed chunk */
+	enum codec_compress comp = _i ? CODEC_COMPRESS_LZ4 : CODEC_COMPRESS_NONE;
 
 	seed_rng("every_byte_corruption");
-	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
-	fill(plain, sizeof(plain), 0);
+	fix_init(&f, 4, 2, 64 << 10, comp);
+	fill(plain, sizeof(plain), _i ? 1 : 0);
 	fix_encode(&f, plain, sizeof(plain));
+	ck_assert_int_eq(f.meta.compress, comp);
 	for (unsigned s = 0; s < 6; s++)
 		for (size_t b = 0; b < f.lens[s]; b++) {
 			const uint8_t *sh[6];
@@ -1109,7 +1112,7 @@ int main(void)
 	tcase_add_test(tc, test_big_chunks);
 	tcase_add_test(tc, test_pmac_reference);
 	tcase_add_test(tc, test_hole);
-	tcase_add_test(tc, test_every_byte_corruption);
+	tcase_add_loop_test(tc, test_every_byte_corruption, 0, 2);
 	tcase_add_test(tc, test_too_many_corruptions);
 	tcase_add_test(tc, test_forged_parity);
 	tcase_add_test(tc, test_misplaced_shards);
