@@ -54,6 +54,9 @@
 #define CONN_MAX_REQS    128u
 #define CONN_MAX_BYTES   (64ull * 1024 * 1024)
 #define CONN_MAX_IOV     512u
+#ifndef CONN_HS_TIMEOUT_NS
+#define CONN_HS_TIMEOUT_NS (30ull * 1000 * 1000 * 1000)
+#endif
 #define CONN_BIG_WRITE   (64u * 1024)
 #ifndef CONN_TCP_SOCKBUF
 #define CONN_TCP_SOCKBUF 0
@@ -119,6 +122,7 @@ struct conn {
 	unsigned n_io;                  /* export ops in flight */
 	uint64_t cached;                /* bytes of idle buffers in free slots */
 
+	struct loop_timer hs_timer;     /* handshake deadline */
 	bool input_done;
 	bool broken;
 	bool closing;                   /* close submitted */
@@ -661,6 +665,7 @@ static void process_handshake(struct conn *c)
 		size_t i;
 
 		c->transmission = true;
+		loop_timer_cancel(&c->r->loop, &c->hs_timer);
 		for (i = 0; i < c->r->srv->n_exports; i++)
 			if (c->r->srv->exports[i] == c->s.export)
 				c->stats = &c->r->srv->stats[i];
@@ -815,6 +820,10 @@ static void conn_check_done(struct conn *c)
 		recv_cancel(c);
 		return;
 	}
+	if (c->hs_timer.armed) {
+		loop_timer_cancel(&c->r->loop, &c->hs_timer);
+		return;
+	}
 	if (c->n_io || c->send_armed)
 		return;
 	if (!c->broken && (c->ready || c->s.out_len)) {
@@ -831,6 +840,21 @@ static void conn_check_done(struct conn *c)
 	c->close_op.cb = close_cb;
 	sqe = loop_sqe(&c->r->loop, &c->close_op);
 	io_uring_prep_close(sqe, c->fd);
+}
+
+static void hs_timeout_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct loop_timer *t = container_of(op, struct loop_timer, op);
+	struct conn *c = container_of(t, struct conn, hs_timer);
+
+	if (res == -ETIME && !c->transmission && !c->closing) {
+		log_warn("conn %d: no export chosen within %llu s; disconnecting",
+			 c->fd, CONN_HS_TIMEOUT_NS / 1000000000ull);
+		recv_cancel(c);
+		conn_break(c);
+		return;
+	}
+	conn_check_done(c);
 }
 
 static void conn_shutdown(struct conn *c)
@@ -907,6 +931,7 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 	__atomic_fetch_add(&r->n_conns, 1, __ATOMIC_RELAXED);
 	log_debug("conn %d: accepted on reactor %u", fd, r->id);
 	conn_mark_dirty(c);             /* the greeting */
+	loop_timer_arm(&r->loop, &c->hs_timer, CONN_HS_TIMEOUT_NS, hs_timeout_cb);
 	recv_arm(c);
 	if (r->stopping)
 		conn_shutdown(c);
