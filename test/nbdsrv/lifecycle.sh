@@ -133,6 +133,41 @@ if nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null 2>&1; then
   fail "server still accepts after exit"
 fi
 
+# --- SIGTERM while a client never reads its replies --------------------------
+# A client that stopped reading must not make the shutdown impossible.
+# (nbdkit 1.32 never exits here, even on a second SIGTERM: skipped for it.)
+if [ "$standin" != 1 ]; then
+start_nbdsrv --unix "$t/stuck.sock" --export "disk=$t/disk"
+python3 - "$SRC_DIR/test/nbdsrv" "$t/stuck.sock" <<'PY' &
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import nbd_raw as n
+n.sock_path = sys.argv[2]
+c = n.Conn(); c.handshake(); c.go("disk"); c.s.settimeout(2)
+try:
+    for j in range(512):
+        c.request(n.CMD_READ, (j % 16) * n.MiB, n.MiB)
+except Exception:
+    pass
+open(sys.argv[2] + ".ready", "w").close()
+time.sleep(120)
+PY
+stuck=$!
+cleanup_push "kill $stuck"
+wait_for "[ -e '$t/stuck.sock.ready' ]" 30 || fail "stuck client did not start"
+kill -TERM "$NBDSRV_PID"
+# The first SIGTERM may wait for the stuck client; a second one drops it.
+# (A hang check, not a timing assertion: 60 s is far beyond any drain.)
+if ! wait_for "! kill -0 $NBDSRV_PID" 3; then
+  kill -TERM "$NBDSRV_PID"
+  wait_for "! kill -0 $NBDSRV_PID" 60 ||
+    fail "a second SIGTERM did not stop the server with a stuck client in 60 s"
+fi
+rc=0; wait "$NBDSRV_PID" || rc=$?
+[ $rc -eq 0 ] || fail "SIGTERM with a stuck client: exit status $rc, want 0"
+kill "$stuck" 2>/dev/null || true
+fi
+
 # --- startup and usage errors ---------------------------------------------
 [ "$standin" = 1 ] && exit 0     # nbdkit's messages and codes differ
 bad=0
