@@ -71,6 +71,8 @@ struct meta_opts {
 	uint64_t commit_delay_ns; /* commit staged changes this old; 0 = 1 s,
 	                           * UINT64_MAX = only on flush */
 	uint64_t id_block;        /* ids reserved per counter bump; 0 = 1024 */
+	bool nosync;              /* commits without fsync (ephemeral mode,
+	                           * fuzzing): NOT crash-safe */
 	meta_commit_hook *hook;   /* optional */
 	void *hook_arg;
 };

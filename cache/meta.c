@@ -1029,7 +1029,9 @@ int meta_open(const char *path, const struct meta_opts *opts, struct meta **out)
 	if (!rc)
 		rc = mdb_env_set_mapsize(m->env, m->opts.map_size);
 	if (!rc)
-		rc = mdb_env_open(m->env, path, MDB_NOTLS, 0600);
+		rc = mdb_env_open(m->env, path, MDB_NOTLS |
+				  (m->opts.nosync ? MDB_NOSYNC | MDB_NOMETASYNC : 0),
+				  0600);
 	if (rc) {
 		r = meta_err(mdb_errno(rc), "%s: %s", path, mdb_strerror(rc));
 		goto fail;

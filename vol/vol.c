@@ -251,7 +251,10 @@ static int vol_rec_get(struct meta_txn *t, uint64_t id, struct vol_rec *rec)
 		return r;
 	if (r < 0)
 		return vol_merr(r);
-	if (r != sizeof(*rec) || rec->version != VOL_REC_VERSION)
+	if (r != sizeof(*rec) || rec->version != VOL_REC_VERSION ||
+	    rec->chunk_size < VOL_CHUNK_MIN || rec->chunk_size > VOL_CHUNK_MAX ||
+	    !IS_POW2(rec->chunk_size) || rec->size % rec->chunk_size ||
+	    rec->size > VOL_SIZE_MAX)
 		return vol_err(-EUCLEAN, "volume record %" PRIu64 " is corrupt", id);
 	rec->name[VOL_NAME_MAX] = 0;
 	return 0;
@@ -497,6 +500,7 @@ int vol_pool_open(const struct vol_pool_opts *o, struct vol_pool **out)
 	memcpy(mo.pool_id, o->pool_id, META_POOL_ID_LEN);
 	mo.create = o->create;
 	mo.map_size = o->map_size;
+	mo.nosync = o->nosync;
 	mo.commit_bytes = o->commit_bytes;
 	mo.commit_delay_ns = o->commit_delay_ns;
 	mo.hook = vol_commit_hook;
@@ -1385,7 +1389,7 @@ int vol_rollback(struct vol_pool *p, const char *vol, const char *snap)
 	/* Only chunks with an entry newer than the snapshot can differ. */
 	if (r == 0)
 		r = map_collect(t, id, 0, UINT64_MAX, UINT64_MAX, &e);
-	sn = s.size / rec.chunk_size;
+	sn = r == 0 ? s.size / rec.chunk_size : 0;
 	for (i = 0; r == 0 && i < e.n; i++) {
 		struct hit hh, hs;
 		uint64_t c = e.a[i].chunk;

@@ -46,6 +46,7 @@ struct vol_pool_opts {
 	uint64_t commit_bytes;             /* see struct meta_opts */
 	uint64_t commit_delay_ns;
 	uint64_t map_size;
+	bool nosync;                       /* no fsync: ephemeral pools only */
 };
 
 /* Open a pool's metadata.  Objects whose drop was committed but not yet
