@@ -721,8 +721,15 @@ static void crash_child(const char *meta, const char *rec, uint64_t seed, long f
 				snprintf(num, sizeof(num), "%ld", n + 1);
 				write_file(rec, "pending", num);
 				free(d);
-				if (vol_sync(p) < 0)
+				/* the NBD FLUSH path (objstore flush + group
+				 * commit on the loop), or a blocking sync */
+				if (rndn(2) && vol_view_open(p, x->name, &v) == 0) {
+					if (run_io(vol_flush, v, 0, 0, NULL, 0) < 0)
+						_exit(7);
+					vol_view_close(v);
+				} else if (vol_sync(p) < 0) {
 					_exit(7);
+				}
 				n++;
 				write_file(rec, "done", num);
 			}
