@@ -2,7 +2,8 @@
 """nbd_raw.py — a raw NBD protocol client for what libnbd 1.14 cannot send.
 
 Usage: nbd_raw.py SOCKET   (the server exports "disk", 64 MiB, the default
-export, and "big", 8 GiB, both sparse and writable)
+export, "big", 8 GiB, both sparse and writable, "odd", 1000003 bytes ending
+in "end", and "empty", 0 bytes)
 
 Checks, each followed by proof that the server still serves a new client:
   * extended headers (NBD_OPT_EXTENDED_HEADERS): 64-bit requests and replies,
@@ -746,7 +747,7 @@ def t_meta_contexts():
         else:
             check(rtype == REP_ACK, "LIST -> %#x" % rtype)
             break
-    check(sorted(got) == ["big", "disk"], "LIST gave %r" % got)
+    check(sorted(got) == ["big", "disk", "empty", "odd"], "LIST gave %r" % got)
     c.close()
 
 
@@ -771,6 +772,62 @@ def t_max_payload():
     check(err in (EINVAL, EOVERFLOW), "64 MiB + 1 READ: %d" % err)
     err, _, _ = c.read(4096, 4096)
     check(err == 0, "READ after the refused one")
+    c.close()
+
+
+ODD_SIZE = 1000003
+
+
+def t_odd_and_empty_exports():
+    """An export whose size is no multiple of any block size, and an empty
+    one: their ends behave like any other end."""
+    c = Conn()
+    c.handshake()
+    c.go("odd", meta=True)
+    size = export_facts(c)[0]
+    check(size == ODD_SIZE, "odd size %d" % size)
+    err, data, _ = c.read(ODD_SIZE - 3, 3)
+    check(err == 0 and data == b"end", "last 3 bytes %r" % (data,))
+    err, _, _ = c.cmd(CMD_WRITE, ODD_SIZE - 1, 1, payload=b"!")
+    check(err == 0, "write of the last byte: %d" % err)
+    err, data, _ = c.read(ODD_SIZE - 3, 3)
+    check(err == 0 and data == b"en!", "after write %r" % (data,))
+    err, _, _ = c.read(ODD_SIZE - 1, 2)
+    check(err == EINVAL, "read across the odd end: %d" % err)
+    err, _, _ = c.cmd(CMD_WRITE, ODD_SIZE, 1, payload=b"x")
+    check(err == ENOSPC, "write at the odd end: %d" % err)
+    err, data, chunks = c.read(0, ODD_SIZE)
+    check(err == 0 and len(data) == ODD_SIZE and data.endswith(b"en!"),
+          "whole odd export read")
+    for off in (0, ODD_SIZE - 5000, ODD_SIZE - 1):
+        ck = c.request(CMD_BLOCK_STATUS, off, ODD_SIZE - off)
+        err, _, chunks = c.reply(ck)
+        check(err == 0, "BLOCK_STATUS at %d: %d" % (off, err))
+        tot = 0
+        for t, _, p in chunks:
+            if t == RT_BS:
+                tot += sum(struct.unpack(">I", p[4 + 8 * k:8 + 8 * k])[0]
+                           for k in range((len(p) - 4) // 8))
+        check(0 < tot <= ODD_SIZE - off, "BLOCK_STATUS at %d covers %d" % (off, tot))
+    err, _, _ = c.cmd(CMD_TRIM, ODD_SIZE - 7, 7)
+    check(err == 0, "trim of the odd tail: %d" % err)
+    err, data, _ = c.read(ODD_SIZE - 7, 7)
+    check(err == 0 and data == bytes(7), "odd tail after trim %r" % (data,))
+    err, _, _ = c.cmd(CMD_ZEROES, 0, ODD_SIZE)
+    check(err == 0, "zero the whole odd export: %d" % err)
+    c.close()
+
+    c = Conn()
+    c.handshake()
+    c.go("empty", meta=True)
+    check(export_facts(c)[0] == 0, "empty export size")
+    err, _, _ = c.read(0, 1)
+    check(err == EINVAL, "read of an empty export: %d" % err)
+    err, _, _ = c.cmd(CMD_WRITE, 0, 1, payload=b"x")
+    check(err == ENOSPC, "write to an empty export: %d" % err)
+    err, _, _ = c.cmd(CMD_BLOCK_STATUS, 0, 1)
+    check(err == EINVAL, "block status of an empty export: %d" % err)
+    check(c.cmd(CMD_FLUSH)[0] == 0, "flush of an empty export")
     c.close()
 
 
@@ -889,6 +946,7 @@ CHECKS = [
     t_oversize_option, t_export_name_unknown, t_oversize_request,
     t_bad_request_magic, t_disconnect_mid_payload, t_sr_then_extended,
     t_stuck_reader, t_many_connections, t_meta_contexts, t_max_payload,
+    t_odd_and_empty_exports,
     t_random_session,
     t_abrupt_close_in_flight,
 ]
