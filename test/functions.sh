@@ -83,8 +83,9 @@ start_nbdsrv() {
     case $prev in
       --unix) wait_for "[ -S '$a' ]" 30 || { cat "$log" >&2; fail "nbdsrv did not create $a"; } ;;
       --listen)
-        local port=${a##*:}
-        wait_for "(exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null" 30 ||
+        local port=${a##*:} host=127.0.0.1
+        case $a in \[*\]:*) host=${a%%]*}; host=${host#\[} ;; esac   # [IPv6]:PORT
+        wait_for "(exec 3<>/dev/tcp/$host/$port) 2>/dev/null" 30 ||
           { cat "$log" >&2; fail "nbdsrv did not listen on $a"; } ;;
     esac
     prev=$a
