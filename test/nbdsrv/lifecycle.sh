@@ -65,6 +65,19 @@ wait_for "[ -s '$t/pid' ]" 10 || fail "no pidfile"
 nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null || fail "unix listener"
 [ "$standin" = 1 ] || nbdinfo --size "nbd://127.0.0.1:$port/disk" >/dev/null || fail "TCP listener"
 
+# IPv6 and host names in --listen (nbdsrv only: the stand-in has one listener).
+if [ "$standin" != 1 ] &&
+   python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
+  p6=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0)); print(s.getsockname()[1])')
+  p4=$(free_port)
+  saved=$NBDSRV_PID
+  start_nbdsrv --listen "[::1]:$p6" --listen "localhost:$p4" --export "disk=$t/disk"
+  nbdinfo --size "nbd://[::1]:$p6/disk" >/dev/null || fail "IPv6 listener"
+  nbdinfo --size "nbd://127.0.0.1:$p4/disk" >/dev/null || fail "listener given as localhost"
+  stop_nbdsrv || fail "IPv6 server: exit status $? after SIGTERM"
+  NBDSRV_PID=$saved
+fi
+
 # --- SIGTERM with writes in flight ----------------------------------------
 # A client keeps 16 writes in flight; SIGTERM arrives mid-stream.  The server
 # must finish what it started, exit 0, and every write it acknowledged must be
