@@ -240,7 +240,7 @@ static void build_block_status_reply(struct conn *c, struct req *q)
 	struct export_extent *ext = (struct export_extent *)q->buf;
 	uint8_t *out = q->buf + REQ_MAX_EXTENTS * sizeof(*ext);
 	uint64_t left = q->nr.length;
-	unsigned n = q->io.n_extents, i, k = 0;
+	unsigned n = MIN(q->io.n_extents, q->io.max_extents), i, k = 0;
 
 	/* Trust nothing from the export: clamp to the request, drop empty
 	 * extents, keep 32-bit lengths in compact replies. */
