@@ -227,11 +227,6 @@ const char *codec_rs_kernel(void);
 void codec_rs_encode(const struct codec *c, size_t len, uint8_t *const *data,
 		     uint8_t *const *parity);
 
-/* The parity-shard MAC (codec/pmac.c) of an 88-byte header and len bytes
- * (a multiple of 16) under a one-time 32-byte key (benchmarks). */
-void codec_parity_mac(const uint8_t key[32], const uint8_t *hdr, const uint8_t *pay,
-		      size_t len, uint8_t tag[16]);
-
 /* ---- the metadata record ---------------------------------------------- */
 
 /* Serialize meta into buf (>= CODEC_META_MAX bytes); returns its length. */

@@ -39,14 +39,4 @@ const char *rs_kernel_name(void);
  * Tables made before a switch are invalid after it. */
 void rs_force_isal(bool on);
 
-/* ---- pmac.c: the parity MAC (one-time polynomial MAC over GF(2^128)) ---- */
-
-/* tag = MAC under the one-time key (H | P) of hdr (88 bytes) and pay (len,
- * a multiple of 16).  A key must never be used for two messages. */
-void pmac_tag(const uint8_t key[32], const uint8_t *hdr, const uint8_t *pay, size_t len,
-	      uint8_t tag[16]);
-/* Tests: 0 portable, 1 PCLMULQDQ, 2 VPCLMULQDQ (capped at what the CPU
- * has); -1 probes the CPU again. */
-void pmac_force_level(int level);
-
 #endif

@@ -3,9 +3,10 @@
  * of the FLECC codec and of its parts, measured in one run so the ratios
  * mean something on a shared, noisy machine.
  *
- *   primitives  raw AEAD candidates (OpenSSL AES-256-GCM, ChaCha20-Poly1305,
- *               AES-GMAC, Poly1305, the codec's parity MAC; libsodium AES-256-GCM and
- *               XChaCha20-Poly1305), CRC32C; per row, RS encode alone
+ *   primitives  raw AEAD candidates (OpenSSL AES-256-GCM, ChaCha20-Poly1305;
+ *               libsodium AES-256-GCM and XChaCha20-Poly1305), the parity-MAC
+ *               candidates (OpenSSL AES-GMAC, Poly1305 — the codec's parity
+ *               MAC), CRC32C; per row, RS encode alone
  *               with ISA-L and with the codec's kernel (GFNI where present)
  *   pipeline    for 16+4 and 4+2 at 256 KiB, 1 MiB, 4 MiB: encode, decode
  *               with all data shards (fast path: metadata CRCs + tags),
@@ -138,15 +139,6 @@ static double bench_poly1305(const struct bench_opts *o, uint8_t *buf, size_t le
 	EVP_MAC_CTX_free(a.ctx);
 	EVP_MAC_free(mac);
 	return r;
-}
-
-static void pmac_run(void *p)
-{
-	struct mac_arg *a = p;
-	static const uint8_t key[32] = { 1 }, hdr[88];
-	uint8_t tag[16];
-
-	codec_parity_mac(key, hdr, a->buf, a->len, tag);
 }
 
 struct sod_arg {
@@ -322,7 +314,7 @@ int bench_codec(int argc, char **argv)
 	struct codec_key *key = NULL;
 	uint8_t raw[CODEC_KEY_SIZE];
 	uint8_t *buf;
-	double aes, chacha, gmac, poly, pmac, s_aes = 0, s_xchacha, crc;
+	double aes, chacha, gmac, poly, s_aes = 0, s_xchacha, crc;
 	int nrows = 0, ret = 1;
 
 	for (int i = 1; i < argc; i++) {
@@ -351,11 +343,6 @@ int bench_codec(int argc, char **argv)
 	chacha = bench_evp(&o, EVP_chacha20_poly1305(), buf, plen, false);
 	gmac = bench_evp(&o, EVP_aes_256_gcm(), buf, plen, true);
 	poly = bench_poly1305(&o, buf, plen);
-	{
-		struct mac_arg a = { NULL, buf, plen };
-
-		pmac = bench_run(&o, pmac_run, &a, plen);
-	}
 	{
 		struct sod_arg s = { buf, plen, true, NULL };
 		static const uint8_t skey[32] = { 1 };
@@ -386,10 +373,9 @@ int bench_codec(int argc, char **argv)
 		printf("{\"unit\":\"GB/s per core\",\"primitives_1MiB\":{"
 		       "\"openssl_aes256gcm\":%.3f,\"openssl_chacha20poly1305\":%.3f,"
 		       "\"openssl_aes256gmac_aad_only\":%.3f,\"openssl_poly1305\":%.3f,"
-		       "\"codec_parity_mac\":%.3f,"
 		       "\"sodium_aes256gcm\":%.3f,"
 		       "\"sodium_xchacha20poly1305\":%.3f,\"isal_crc32c\":%.3f},\"rows\":[",
-		       aes, chacha, gmac, poly, pmac, s_aes, s_xchacha, crc);
+		       aes, chacha, gmac, poly, s_aes, s_xchacha, crc);
 		for (int i = 0; i < nrows; i++)
 			printf("%s{\"k\":%u,\"m\":%u,\"chunk\":%zu,\"encode\":%.3f,"
 			       "\"decode_all_data\":%.3f,\"decode_m_lost\":%.3f,"
@@ -404,8 +390,7 @@ int bench_codec(int argc, char **argv)
 		printf("  OpenSSL AES-256-GCM          %6.2f   (chosen)\n", aes);
 		printf("  OpenSSL ChaCha20-Poly1305    %6.2f\n", chacha);
 		printf("  OpenSSL AES-256-GMAC (AAD)   %6.2f\n", gmac);
-		printf("  OpenSSL Poly1305 (MAC only)  %6.2f\n", poly);
-		printf("  codec parity MAC (GF(2^128)) %6.2f   (parity MAC)\n", pmac);
+		printf("  OpenSSL Poly1305 (MAC only)  %6.2f   (parity MAC)\n", poly);
 		if (s_aes > 0)
 			printf("  libsodium AES-256-GCM        %6.2f\n", s_aes);
 		else
