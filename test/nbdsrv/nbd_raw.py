@@ -401,6 +401,43 @@ def t_export_name_unknown():
     c.close()
 
 
+def t_more_options():
+    c = Conn()
+    c.handshake()
+    # No TLS configured: STARTTLS is refused and negotiation goes on.
+    rtype, _ = c.opt_simple(5)
+    check(rtype & ERR, "STARTTLS without TLS: %#x" % rtype)
+    # Unknown and repeated info requests are ignored; EXPORT still comes.
+    rtype, infos = c.info_go(OPT_INFO, "disk", infos=(99, INFO_BLOCK, INFO_BLOCK, 0x7FFF))
+    check(rtype == REP_ACK, "INFO with odd info requests: %#x" % rtype)
+    types = [struct.unpack(">H", d[:2])[0] for d in infos]
+    check(INFO_EXPORT in types and 99 not in types and 0x7FFF not in types,
+          "INFO replies %r" % types)
+    # A 5000-byte export name (the spec's limit is 4096).
+    rtype, _ = c.info_go(OPT_INFO, "x" * 5000, infos=())
+    check(rtype & ERR, "INFO with a 5000-byte name: %#x" % rtype)
+    # ABORT is acknowledged (or the connection closed) and the session ends.
+    c.opt(OPT_ABORT)
+    try:
+        rtype, _ = c.opt_reply(OPT_ABORT)
+        check(rtype == REP_ACK, "ABORT reply %#x" % rtype)
+    except Closed:
+        pass
+    c.expect_closed("after ABORT")
+    c.close()
+    # EXPORT_NAME with NO_ZEROES: exactly 10 bytes, then transmission.
+    c = Conn()
+    hflags = c.handshake(cflags=3)
+    check(hflags & 2, "server does not offer NO_ZEROES")
+    c.opt(OPT_EXPORT_NAME, b"disk")
+    size, tflags = struct.unpack(">QH", c.recv(10))
+    check(size == DISK_SIZE, "EXPORT_NAME size")
+    err, data, _ = c.read(0, 4096)
+    check(err == 0 and len(data) == 4096, "READ right after a NO_ZEROES "
+          "EXPORT_NAME (stray zero padding?)")
+    c.close()
+
+
 def t_export_name_ok():
     c = Conn()
     c.handshake(cflags=1)      # without NO_ZEROES: 124 zero bytes follow
@@ -940,7 +977,8 @@ def t_random_session():
 
 
 CHECKS = [
-    t_unknown_option, t_malformed_options, t_info_then_go, t_export_name_ok,
+    t_unknown_option, t_malformed_options, t_more_options, t_info_then_go,
+    t_export_name_ok,
     t_structured_reads, t_unknown_command_and_flags, t_extended_headers,
     t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
     t_oversize_option, t_export_name_unknown, t_oversize_request,
