@@ -7,11 +7,13 @@
  *            arrays; every read and block status must match; at the end,
  *            with everything deleted, no object may be left and each dropped
  *            object must be dropped exactly once and be in the gc table.
- *   crash    a child does random metadata work with periodic commits,
- *            recording (fsynced) the dump of the state each commit makes
- *            durable; it is SIGKILLed at a random time; the store must reopen
- *            cleanly, pass vol_check, and equal the last recorded dump (or
- *            the one of the commit that was in progress).
+ *   crash    a child does random work on a persistent file-per-object
+ *            store with periodic flushes, recording (fsynced) the dump of
+ *            the metadata each commit makes durable and a hash of every
+ *            view; it is SIGKILLed at a random time; the store must reopen
+ *            cleanly, pass vol_check, equal the last recorded dump (or the
+ *            one of the commit in progress), and every snapshot — and every
+ *            head not written since — must read exactly as recorded.
  *   costs    snapshot/clone creation writes the same entries for 1 GiB and
  *            1 TiB volumes; a lookup is one LMDB seek with 1 or 200
  *            snapshots.
@@ -648,6 +650,263 @@ static char *dump_str(struct vol_pool *p)
 	return buf;
 }
 
+/* A persistent object store for the crash test: one file per object,
+ * created from its base's file, fsynced on flush, unlinked on drop. */
+struct filestore {
+	struct objstore base;
+	char dir[160];
+	uint64_t dirty[4096];
+	size_t ndirty;
+};
+
+static void fs_path(struct filestore *fs, uint64_t id, char *out, size_t cap)
+{
+	snprintf(out, cap, "%s/o%llu", fs->dir, (unsigned long long)id);
+}
+
+static int fs_get(struct filestore *fs, uint64_t id, uint64_t base)
+{
+	char path[200], bpath[200];
+	uint8_t *buf;
+	int fd, bfd;
+	ssize_t n;
+
+	fs_path(fs, id, path, sizeof(path));
+	fd = open(path, O_RDWR);
+	if (fd >= 0)
+		return fd;
+	fd = open(path, O_RDWR | O_CREAT, 0600);
+	if (fd < 0)
+		return -errno;
+	if (fs->ndirty < ARRAY_SIZE(fs->dirty))
+		fs->dirty[fs->ndirty++] = id;
+	if (!base)
+		return fd;
+	fs_path(fs, base, bpath, sizeof(bpath));
+	bfd = open(bpath, O_RDONLY);
+	if (bfd < 0)
+		return fd;
+	buf = malloc(VOL_CHUNK_MAX);
+	n = buf ? read(bfd, buf, VOL_CHUNK_MAX) : -1;
+	if (n > 0 && write(fd, buf, (size_t)n) != n)
+		n = -1;
+	free(buf);
+	close(bfd);
+	if (n < 0) {
+		close(fd);
+		return -EIO;
+	}
+	return fd;
+}
+
+static void fs_read(struct objstore *s, struct objstore_io *io)
+{
+	struct filestore *fs = (struct filestore *)s;
+	char path[200];
+	ssize_t n = 0;
+	int fd;
+
+	fs_path(fs, io->obj, path, sizeof(path));
+	fd = open(path, O_RDONLY);
+	if (fd >= 0) {
+		n = pread(fd, io->buf, io->len, (off_t)io->off);
+		close(fd);
+	}
+	if (n < 0)
+		n = 0;
+	memset((uint8_t *)io->buf + n, 0, io->len - (size_t)n);
+	objstore_complete(io, fd >= 0 ? 0 : -EIO);
+}
+
+static void fs_modify(struct objstore *s, struct objstore_io *io)
+{
+	struct filestore *fs = (struct filestore *)s;
+	int fd = fs_get(fs, io->obj, io->base), r = 0;
+	uint8_t *z = NULL;
+	const void *src = io->buf;
+
+	if (fd < 0) {
+		objstore_complete(io, fd);
+		return;
+	}
+	if (!src) {
+		struct stat st;
+
+		/* zero: only what exists (beyond EOF reads as zeros) */
+		if (fstat(fd, &st) == 0 && (uint64_t)st.st_size > io->off) {
+			uint64_t len = MIN(io->len, (uint64_t)st.st_size - io->off);
+
+			z = calloc(1, len);
+			if (!z || pwrite(fd, z, len, (off_t)io->off) != (ssize_t)len)
+				r = -EIO;
+		}
+	} else if (pwrite(fd, src, io->len, (off_t)io->off) != (ssize_t)io->len) {
+		r = -EIO;
+	}
+	free(z);
+	if (r == 0 && fs->ndirty < ARRAY_SIZE(fs->dirty))
+		fs->dirty[fs->ndirty++] = io->obj;
+	close(fd);
+	objstore_complete(io, r);
+}
+
+static void fs_flush(struct objstore *s, struct objstore_io *io)
+{
+	struct filestore *fs = (struct filestore *)s;
+	char path[200];
+	int fd, r = 0;
+
+	for (size_t i = 0; i < fs->ndirty; i++) {
+		fs_path(fs, fs->dirty[i], path, sizeof(path));
+		fd = open(path, O_RDONLY);
+		if (fd >= 0) {
+			if (fsync(fd) < 0)
+				r = -EIO;
+			close(fd);
+		}
+	}
+	fs->ndirty = 0;
+	fd = open(fs->dir, O_RDONLY | O_DIRECTORY);
+	if (fd >= 0) {
+		fsync(fd);
+		close(fd);
+	}
+	objstore_complete(io, r);
+}
+
+static void fs_drop(struct objstore *s, uint64_t obj)
+{
+	struct filestore *fs = (struct filestore *)s;
+	char path[200];
+
+	fs_path(fs, obj, path, sizeof(path));
+	unlink(path);
+}
+
+static void fs_close(struct objstore *s)
+{
+	free(s);
+}
+
+static const struct objstore_ops filestore_ops = {
+	.name = "filestore", .read = fs_read, .write = fs_modify,
+	.zero = fs_modify, .flush = fs_flush, .drop = fs_drop, .close = fs_close,
+};
+
+static struct objstore *filestore_create(const char *dir)
+{
+	struct filestore *fs = calloc(1, sizeof(*fs));
+
+	if (!fs)
+		return NULL;
+	fs->base.ops = &filestore_ops;
+	snprintf(fs->dir, sizeof(fs->dir), "%s", dir);
+	mkdir(dir, 0700);
+	return &fs->base;
+}
+
+static uint64_t fnv(const uint8_t *p, size_t n, uint64_t h)
+{
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ p[i]) * 0x100000001b3ull;
+	return h;
+}
+
+/* "spec hash" lines for every head and snapshot, in name order. */
+static char *hashes_str(struct vol_pool *p)
+{
+	struct vol_info *vi;
+	size_t nv, n = 0;
+	char *out = NULL;
+	FILE *f = open_memstream(&out, &n);
+
+	if (!f || vol_list(p, &vi, &nv) < 0)
+		return NULL;
+	for (size_t i = 0; i < nv; i++) {
+		struct vol_snap_info *si;
+		size_t ns;
+
+		if (vol_snap_list(p, vi[i].name, &si, &ns) < 0)
+			return NULL;
+		for (size_t j = 0; j <= ns; j++) {
+			char spec[2 * VOL_NAME_MAX + 2];
+			struct vol_view *v;
+			uint8_t *buf;
+			uint64_t sz;
+
+			if (j < ns)
+				snprintf(spec, sizeof(spec), "%s@%s", vi[i].name, si[j].name);
+			else
+				snprintf(spec, sizeof(spec), "%s", vi[i].name);
+			if (vol_view_open(p, spec, &v) < 0)
+				return NULL;
+			sz = vol_view_size(v);
+			buf = malloc(sz);
+			if (!buf || run_io(vol_read, v, 0, sz, buf, 0) < 0)
+				return NULL;
+			fprintf(f, "%s %016llx\n", spec,
+				(unsigned long long)fnv(buf, sz, 0xcbf29ce484222325ull));
+			free(buf);
+			vol_view_close(v);
+		}
+		free(si);
+	}
+	free(vi);
+	fclose(f);
+	return out;
+}
+
+/* Compare the store's views with a recorded hash list: snapshots always,
+ * heads unless the volume was written after that commit (its name is in
+ * `touched`). */
+static void hashes_check(struct vol_pool *p, const char *rec_hashes,
+			 const char *touched, int it)
+{
+	char *now = hashes_str(p), *line, *save = NULL, *copy;
+
+	ck_assert_msg(now, "iteration %d: a view cannot be read after the crash "
+		      "(object missing from the store?)", it);
+	copy = strdup(rec_hashes);
+	for (line = strtok_r(copy, "\n", &save); line;
+	     line = strtok_r(NULL, "\n", &save)) {
+		char spec[160], key[170];
+		const char *hit;
+
+		if (sscanf(line, "%159s", spec) != 1)
+			continue;
+		snprintf(key, sizeof(key), "\n%s\n", spec);
+		if (!strchr(spec, '@') && touched && strstr(touched, key))
+			continue;       /* written after the commit: either */
+		snprintf(key, sizeof(key), "%s\n", line);
+		hit = strstr(now, key);
+		ck_assert_msg(hit && (hit == now || hit[-1] == '\n'),
+			      "iteration %d: view content changed across the crash: "
+			      "recorded '%s'\n--- now\n%s", it, line, now);
+	}
+	free(copy);
+	free(now);
+}
+
+/* Append "\nname\n" to touched.<n> (fsynced) before the first write to a
+ * volume after commit n. */
+static void note_touched(const char *rec, long n, const char *name)
+{
+	char fn[32], *cur, key[80], *nx;
+
+	snprintf(fn, sizeof(fn), "touched.%ld", n);
+	cur = read_file(rec, fn);
+	snprintf(key, sizeof(key), "\n%s\n", name);
+	if (cur && strstr(cur, key)) {
+		free(cur);
+		return;
+	}
+	if (asprintf(&nx, "%s%s\n", cur ? cur : "\n", name) < 0)
+		_exit(3);
+	write_file(rec, fn, nx);
+	free(nx);
+	free(cur);
+}
+
 /* The child: random metadata work forever, recording each commit. */
 static void crash_child(const char *meta, const char *rec, uint64_t seed, long first)
 {
@@ -658,10 +917,15 @@ static void crash_child(const char *meta, const char *rec, uint64_t seed, long f
 	uint8_t buf[8192];
 	char name[32], nn[32];
 
+	char objdir[160], touched[96];
+
 	rng_state = seed;
-	if (loop_init(&test_loop, 256) < 0 || memstore_create(false, &store) < 0 ||
+	snprintf(objdir, sizeof(objdir), "%s/../objs", meta);
+	if (loop_init(&test_loop, 256) < 0 || !(store = filestore_create(objdir)) ||
 	    pool_open(meta, store, false, UINT64_MAX, &p) < 0)
 		_exit(2);
+	snprintf(touched, sizeof(touched), "touched.%ld", n);
+	write_file(rec, touched, "\n");
 	for (uint64_t op = 0;; op++) {
 		struct vol_info *vi;
 		struct vol_snap_info *si;
@@ -682,6 +946,7 @@ static void crash_child(const char *meta, const char *rec, uint64_t seed, long f
 				_exit(5);
 			if (k < 50) {
 				memset(buf, (int)rnd(), sizeof(buf));
+				note_touched(rec, n, x->name);
 				if (vol_view_open(p, x->name, &v) == 0) {
 					if (rndn(3) == 0) {
 						off = ROUND_DOWN(off, CS);
@@ -711,11 +976,16 @@ static void crash_child(const char *meta, const char *rec, uint64_t seed, long f
 			} else if (k < 92) {
 				vol_gc(p, 1 + rndn(10));
 			} else {
-				char *d = dump_str(p);
+				char *d = dump_str(p), *h = hashes_str(p);
 				char fn[32], num[32];
 
-				if (!d)
+				if (!d || !h)
 					_exit(6);
+				snprintf(fn, sizeof(fn), "hash.%ld", n + 1);
+				write_file(rec, fn, h);
+				free(h);
+				snprintf(fn, sizeof(fn), "touched.%ld", n + 1);
+				write_file(rec, fn, "\n");
 				snprintf(fn, sizeof(fn), "dump.%ld", n + 1);
 				write_file(rec, fn, d);
 				snprintf(num, sizeof(num), "%ld", n + 1);
@@ -746,16 +1016,21 @@ START_TEST(test_crash)
 	struct vol_pool *p;
 	int iters = getenv("NBDSRV_CRASH_ITERS") ? atoi(getenv("NBDSRV_CRASH_ITERS")) : 12;
 	uint64_t seed = seed_init("test_crash");
+	char objdir[128];
 	long done = 0;
 
+	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
 	snprintf(meta, sizeof(meta), "%s/meta", tmpdir);
 	snprintf(rec, sizeof(rec), "%s/rec", tmpdir);
 	ck_assert_int_eq(mkdir(rec, 0700), 0);
-	ck_assert_int_eq(memstore_create(false, &store), 0);
+	snprintf(objdir, sizeof(objdir), "%s/objs", tmpdir);
+	store = filestore_create(objdir);
+	ck_assert_ptr_nonnull(store);
 	ck_assert_int_eq(pool_open(meta, store, true, 0, &p), 0);
 	ck_assert_int_eq(vol_pool_close(p), 0);
 	objstore_close(store);
 	write_file(rec, "dump.0", "");
+	write_file(rec, "hash.0", "");
 	write_file(rec, "done", "0");
 
 	for (int it = 0; it < iters; it++) {
@@ -784,7 +1059,8 @@ START_TEST(test_crash)
 			pend = atol(s);
 			free(s);
 		}
-		ck_assert_int_eq(memstore_create(false, &store), 0);
+		store = filestore_create(objdir);
+		ck_assert_ptr_nonnull(store);
 		ck_assert_msg(pool_open(meta, store, false, 0, &p) == 0,
 			      "iteration %d: reopen: %s", it, vol_last_error());
 		ck_assert_msg(vol_check(p) == 0, "iteration %d: %s", it, vol_last_error());
@@ -802,6 +1078,25 @@ START_TEST(test_crash)
 			      "iteration %d: the store after the crash is neither the "
 			      "state of commit %ld nor of the commit in progress:\n"
 			      "--- store\n%s--- commit %ld\n%s", it, done, d, done, dd);
+		{
+			bool in_flight = dp && !strcmp(d, dp) && strcmp(d, dd);
+			long at = in_flight ? pend : done;
+			char *h, *tch;
+
+			snprintf(fn, sizeof(fn), "hash.%ld", at);
+			h = read_file(rec, fn);
+			ck_assert_ptr_nonnull(h);
+			snprintf(fn, sizeof(fn), "touched.%ld", at);
+			tch = read_file(rec, fn);
+			hashes_check(p, h, tch, it);
+			free(h);
+			free(tch);
+			h = hashes_str(p);
+			ck_assert_ptr_nonnull(h);
+			snprintf(fn, sizeof(fn), "hash.%ld", (done + 1 > pend ? done + 1 : pend + 1));
+			write_file(rec, fn, h);
+			free(h);
+		}
 		printf("test_crash: iteration %d ok (commit %ld%s, %zu bytes of dump)\n",
 		       it, done, dp && !strcmp(d, dp) && strcmp(d, dd) ?
 		       " + the one in flight" : "", strlen(d));
@@ -817,6 +1112,7 @@ START_TEST(test_crash)
 		ck_assert_int_eq(vol_pool_close(p), 0);
 		objstore_close(store);
 	}
+	loop_fini(&test_loop);
 }
 END_TEST
 
