@@ -146,6 +146,87 @@ if nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null 2>&1; then
   fail "server still accepts after exit"
 fi
 
+# --- SIGKILL: what a FLUSH covered is in the file ----------------------------
+# Writes stream with a FLUSH every 256; the server is killed with SIGKILL.
+# Every write acknowledged before a FLUSH was sent whose reply came back
+# must be in the file (DESIGN.md invariant 1).
+start_nbdsrv --unix "$t/kill.sock" --export "disk=$t/disk"
+python3 - "$t/kill.sock" "$t/kacked" <<'PY' &
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+def rd(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b))
+        if not c: raise EOFError
+        b += c
+    return b
+rd(18); s.sendall(struct.pack(">I", 3))
+s.sendall(struct.pack(">QII", 0x49484156454F5054, 7, 10) + struct.pack(">I", 4) +
+          b"disk" + struct.pack(">H", 0))
+while True:
+    _, _, rtype, ln = struct.unpack(">QIII", rd(20)); rd(ln)
+    if rtype == 1: break
+    if rtype & 0x80000000: sys.exit("GO failed")
+log = open(sys.argv[2], "w")
+pending, h, acked, flush_at = {}, 0, 0, {}
+try:
+    while True:
+        while len(pending) < 16:
+            h += 1
+            if h % 256 == 0:
+                s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 3, h, 0, 0))
+                pending[h] = None
+                flush_at[h] = acked
+                continue
+            off = (h % 4093) * 4096
+            s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 1, h, off, 4096) +
+                      struct.pack(">Q", h) * 512)
+            pending[h] = off
+        _, err, hh = struct.unpack(">IIQ", rd(16))
+        off = pending.pop(hh)
+        if err:
+            continue
+        if off is None:
+            log.write("FLUSHED %d\n" % flush_at.pop(hh))
+        else:
+            log.write("%d %d\n" % (off, hh))
+            acked += 1
+        log.flush()
+except (EOFError, ConnectionResetError, BrokenPipeError):
+    pass
+PY
+kwriter=$!
+cleanup_push "kill $kwriter"
+wait_for "[ \$(grep -c FLUSHED '$t/kacked' 2>/dev/null || echo 0) -gt 20 ]" 60 ||
+  fail "writer with flushes made no progress"
+kill -KILL "$NBDSRV_PID"
+wait "$NBDSRV_PID" 2>/dev/null || true
+wait "$kwriter" || true
+python3 - "$t/kacked" "$t/disk" <<'PY' || fail "a write covered by a completed FLUSH is missing after SIGKILL"
+import struct, sys
+writes, covered = [], 0
+for line in open(sys.argv[1]):
+    a, b = line.split()
+    if a == "FLUSHED":
+        covered = max(covered, int(b))
+    else:
+        writes.append((int(a), int(b)))
+last = {}
+for off, h in writes[:covered]:
+    last[off] = max(h, last.get(off, 0))
+bad = 0
+with open(sys.argv[2], "rb") as f:
+    for off, h in last.items():
+        f.seek(off)
+        if struct.unpack(">Q", f.read(8))[0] < h:
+            bad += 1
+print("# SIGKILL: %d writes acknowledged, %d covered by a FLUSH, %d missing" %
+      (len(writes), covered, bad), file=sys.stderr)
+sys.exit(1 if bad or covered == 0 else 0)
+PY
+rm -f "$t/kill.sock"
+
 # --- SIGTERM while a client never reads its replies --------------------------
 # A client that stopped reading must not make the shutdown impossible.
 # (nbdkit 1.32 never exits here, even on a second SIGTERM: skipped for it.)
