@@ -260,4 +260,48 @@ void memstore_get_stats(struct objstore *s, struct memstore_stats *st);
 /* Whether obj was dropped (exactly once or more). */
 bool memstore_was_dropped(struct objstore *s, uint64_t obj);
 
+/* ===================================================== SSD cache (issue 6) === */
+
+/*
+ * ssdcache: the object store on a local SSD (cache/ssd.c has the design).
+ * Objects live in fixed-size slots (slot_size = the pool's chunk size) of a
+ * cache file or block device, with a per-4 KiB-block validity bitmap; the
+ * slot index is the table META_T_CACHE_INDEX of the pool's meta store, so a
+ * FLUSH is fdatasync of the cache file, staging of the changed index
+ * records, then (by the caller) one meta commit covering index and maps.
+ * Without a pool ("local only") the cache holds the only copy of every
+ * object: nothing is ever evicted and a full cache fails writes -ENOSPC.
+ */
+#define SSDCACHE_BLOCK 4096u
+
+struct ssdcache_opts {
+	const char *path;         /* cache file or block device */
+	uint64_t size;            /* bytes to create a file with (create only;
+	                           * 0 = a device's size) */
+	uint32_t slot_size;       /* power of two, 64 KiB .. 8 MiB */
+	struct meta *meta;        /* holds the index; must outlive the store */
+	uint8_t pool_id[META_POOL_ID_LEN]; /* the cache file must carry it */
+	bool create;              /* initialise path when it has no cache
+	                           * header (refused if the index is not empty) */
+};
+
+/* Open (or with o->create, initialise) the cache at o->path; blocking (call
+ * it from a control thread, not a reactor).  Refuses, with a logged reason,
+ * a file of another pool (-EINVAL), a damaged or unknown header
+ * (-EUCLEAN / -EPROTONOSUPPORT), another slot size (-EINVAL), an index that
+ * belongs to another cache file (-ESTALE).  Starts the cache's own thread.
+ * On success *out is the caller's (objstore_close). */
+int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out);
+
+struct ssdcache_stats {
+	uint64_t slots;           /* total */
+	uint64_t slots_used;      /* held by objects (live or retained bases) */
+	uint64_t objects;         /* index entries in memory */
+	uint64_t read_ops, write_ops, flush_ops;
+	uint64_t rmw_blocks;      /* partial blocks filled from a base/zeros */
+	uint64_t index_puts, index_dels; /* records staged */
+};
+/* A consistent snapshot of s's counters (s must be an ssdcache). */
+void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
+
 #endif /* NBDSRV_CACHE_H */
