@@ -16,6 +16,7 @@ static const struct {
 	{ "serve", cmd_serve, "serve exports over NBD" },
 	{ "bench", cmd_bench, "measure a component (codec, pool)" },
 	{ "pool",  cmd_pool,  "backend pool: init, status, check" },
+	{ "key",   cmd_key,   "pool key file: generate, check" },
 };
 
 static void usage(FILE *f)
