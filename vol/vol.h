@@ -3,10 +3,15 @@
  * clones, diff, du, and chunk-granular async I/O through an objstore.
  * The data model is docs/volumes-and-cache.md.
  *
- * Threads.  Control operations (vol_create … vol_gc) are synchronous and
- * cheap in metadata only (no data I/O), callable from any thread; their
- * changes are staged and become durable at the next commit (vol_sync(), a
- * vol_flush() on any view, or the store's thresholds).  I/O operations
+ * Threads.  Control operations (vol_create … vol_gc) are synchronous,
+ * metadata only (no data I/O), callable from any thread; their changes are
+ * staged and become durable at the next commit (vol_sync(), a vol_flush()
+ * on any view, or the store's thresholds).  Each runs in one exclusive
+ * metadata section, so I/O on every volume waits for it: snapshot, clone,
+ * create, rename are O(1); delete, shrink, rollback and flatten are
+ * O(entries involved) (run them off-peak or wait for their async
+ * versions); vol_gc is bounded by its budget — the daemon must call it
+ * periodically (deleted snapshots free nothing until it runs).  I/O operations
  * (vol_read … vol_flush) are asynchronous: submit on the thread that owns
  * io->loop, io->cb runs later on that loop, never inside the submit call.
  * Several threads may use views of the same volume at once.
