@@ -56,6 +56,11 @@
  *   Data records are 112+S bytes, parity records 128+S; neither exceeds
  *   8,388,608 (zdb's limit), which codec_params_check() enforces.
  *
+ *   Version 1 has had other parity-MAC meanings during development (an
+ *   interim GF(2^128) polynomial MAC); none was ever in a release, so no
+ *   persisted shard carries one and the version stayed 1.  After a release,
+ *   any change of these bytes' meaning takes a new version number.
+ *
  * Keys and nonces
  *   chunk key = KDF(volume key, salt, chunk, version) (key.c).  The 24-byte
  *   salt is new at every encode: 16 random bytes drawn when the context is
