@@ -753,6 +753,79 @@ static void test_stress(uint64_t seed)
 	       st_zeros);
 }
 
+/* ---- large requests in parallel ------------------------------------------ */
+
+static int large_done(void *opaque, int *error)
+{
+	CHECK(*error == 0, "large request failed: %s", strerror(*error));
+	(*(int *)opaque)--;
+	return 1;
+}
+
+static void run_all(struct nbd_handle **h, int n, int *left)
+{
+	while (*left > 0) {
+		int i;
+
+		for (i = 0; i < n; i++)
+			if (nbd_aio_in_flight(h[i]) > 0)
+				OK(nbd_poll(h[i], 10));
+	}
+}
+
+/* 16 MiB writes and reads, several at once on unix and TCP connections:
+ * replies far larger than any socket buffer (short sends and receives). */
+static void test_large(void)
+{
+	struct nbd_handle *h[4];
+	uint8_t *w[4], *r[4];
+	size_t n = 16 * MiB;
+	int i, left;
+
+	for (i = 0; i < 4; i++) {
+		h[i] = open_export(tcp_rw && i % 2 ? tcp_rw : sock_rw, "disk", i < 2);
+		w[i] = malloc(n);
+		r[i] = malloc(n);
+		CHECK(w[i] && r[i], "malloc");
+		fill(w[i], n, 5000 + i);
+	}
+	/* Two rounds over [24M, 56M): each connection writes its half twice
+	 * (the second write wins), then every connection reads the other's. */
+	left = 4;
+	for (i = 0; i < 4; i++)
+		CHECK(nbd_aio_pwrite(h[i], w[i], n, 24 * MiB + (i % 2) * n,
+				     (nbd_completion_callback){ .callback = large_done,
+								.user_data = &left },
+				     i >= 2 ? LIBNBD_CMD_FLAG_FUA : 0) != -1, "aio_pwrite");
+	run_all(h, 4, &left);
+	/* Both halves were written twice (i and i+2) with no order between
+	 * them: write once more from one connection to have a known state. */
+	left = 2;
+	for (i = 0; i < 2; i++)
+		CHECK(nbd_aio_pwrite(h[i], w[i], n, 24 * MiB + i * n,
+				     (nbd_completion_callback){ .callback = large_done,
+								.user_data = &left }, 0) != -1,
+		      "aio_pwrite");
+	run_all(h, 4, &left);
+	left = 4;
+	for (i = 0; i < 4; i++)
+		CHECK(nbd_aio_pread(h[i], r[i], n, 24 * MiB + ((i + 1) % 2) * n,
+				    (nbd_completion_callback){ .callback = large_done,
+							       .user_data = &left }, 0) != -1,
+		      "aio_pread");
+	run_all(h, 4, &left);
+	for (i = 0; i < 4; i++)
+		CHECK(!memcmp(r[i], w[(i + 1) % 2], n),
+		      "16 MiB read on connection %d differs", i);
+	for (i = 0; i < 4; i++) {
+		nbd_shutdown(h[i], 0);
+		nbd_close(h[i]);
+		free(w[i]);
+		free(r[i]);
+	}
+	printf("ok large requests (4 connections x 16 MiB)\n");
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t seed;
@@ -786,6 +859,8 @@ int main(int argc, char **argv)
 		test_multi_conn();
 	if (!only || strstr(only, "stress"))
 		test_stress(seed);
+	if (!only || strstr(only, "large"))
+		test_large();
 	if (soft_failures) {
 		printf("%d wrong error codes (see FAIL lines)\n", soft_failures);
 		return 1;
