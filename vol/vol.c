@@ -729,6 +729,30 @@ static int map_del(struct vol_pool *p, struct meta_txn *t, uint64_t vol,
 	return obj_ref(p, t, obj, -1);
 }
 
+/* Make chunk a hole in the head (epoch E, chain[0..n) its chain, h its
+ * current lookup): drop the cur_epoch entry when what lies below it already
+ * reads as a hole (nothing stored at all), else write a hole entry. */
+static int head_hole(struct vol_pool *p, struct meta_txn *t, const struct lvl *chain,
+		     int n, uint64_t chunk, const struct hit *h)
+{
+	uint64_t vol = chain[0].vol, E = chain[0].epoch;
+
+	if (h->level == 0 && h->epoch == E && E > 0) {
+		struct lvl below[VOL_CHAIN_MAX];
+		struct hit hb;
+		int r;
+
+		memcpy(below, chain, (size_t)n * sizeof(*below));
+		below[0].epoch = E - 1;
+		r = chain_lookup(t, below, n, chunk, &hb);
+		if (r < 0)
+			return r;
+		if (!hb.obj)
+			return map_del(p, t, vol, chunk, E, h->obj);
+	}
+	return map_set(p, t, vol, chunk, E, 0, false);
+}
+
 struct ent {
 	uint64_t chunk, epoch, obj;
 };
@@ -1082,7 +1106,7 @@ static int head_cut(struct vol_pool *p, struct meta_txn *t, uint64_t id,
 
 		r = chain_lookup(t, chain, nc, c[i], &h);
 		if (r == 0 && h.obj)
-			r = map_set(p, t, id, c[i], rec->cur_epoch, 0, false);
+			r = head_hole(p, t, chain, nc, c[i], &h);
 	}
 	free(c);
 	return r;
@@ -2328,7 +2352,7 @@ static int vol_chunk_modify(struct vol_view *v, struct meta_txn *t,
 	if (zero && !h.obj)
 		return 0;                       /* already reads as zeros */
 	if (zero && whole)
-		return map_set(p, t, v->st->id, chunk, E, 0, false);
+		return head_hole(p, t, chain, n, chunk, &h);
 	if (h.obj && h.level == 0 && h.epoch == E) {
 		r = obj_get(t, h.obj, &o);
 		if (r < 0)

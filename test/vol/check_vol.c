@@ -1401,6 +1401,22 @@ START_TEST(test_diff_du)
 	ck_assert_int_eq(vol_du(p, "d@b", &du), 0);
 	ck_assert_uint_eq(du.exclusive, 0);            /* all shared with head */
 
+	/* trimming a chunk written only in the head stores nothing at all */
+	{
+		struct vol_du d0;
+
+		ck_assert_int_eq(vol_du(p, "d", &d0), 0);
+		ck_assert_int_eq(run_io(vol_trim, v, 7 * CS, CS, NULL, 0), 0);
+		ck_assert_int_eq(vol_du(p, "d", &du), 0);
+		ck_assert_uint_eq(du.map_entries, d0.map_entries - 1);
+		ck_assert_uint_eq(du.provisioned, d0.provisioned - CS);
+		/* a chunk a snapshot still sees needs a hole entry */
+		ck_assert_int_eq(run_io(vol_trim, v, 1 * CS, CS, NULL, 0), 0);
+		ck_assert_int_eq(vol_du(p, "d", &d0), 0);
+		ck_assert_uint_eq(d0.map_entries, du.map_entries + 1);
+		ck_assert_uint_eq(d0.provisioned, du.provisioned - CS);
+	}
+
 	/* rollback to a: head = a; b still as it was */
 	ck_assert_int_eq(vol_rollback(p, "d", "a"), 0);
 	ck_assert_int_eq(vol_diff(p, "d@a", "d", &rg, &n), 0);
