@@ -4,3 +4,10 @@ nbdsrv_unit_test(check_nbd_proto SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/check_proto
                  LIBS nbdsrv_core)
 nbdsrv_unit_test(check_nbd_control SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/check_control.c
                  LIBS nbdsrv_core)
+# Extended headers end to end against the real binary (no installed client
+# speaks them yet).
+nbdsrv_unit_test(check_nbd_ext_headers
+                 SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/check_ext_headers.c LIBS common)
+target_compile_definitions(check_nbd_ext_headers PRIVATE
+                           NBDSRV_BIN="$<TARGET_FILE:nbdsrv>")
+add_dependencies(check_nbd_ext_headers nbdsrv)
