@@ -1,0 +1,1478 @@
+/*
+ * ssd.c — ssdcache: the object store on a local SSD (issue 6, local-only
+ * part: no pool behind it yet, so the cache holds the only copy of every
+ * object and nothing is evicted).
+ *
+ * Layout of the cache file (or block device):
+ *
+ *     0            4 KiB                4 KiB + slot_size          ...
+ *     ┌────────────┬────────────────────┬────────────────────┬──────
+ *     │ header     │ slot 0             │ slot 1             │ ...
+ *     └────────────┴────────────────────┴────────────────────┴──────
+ *
+ *   header: magic, format version, slot size, slot count, pool id, a random
+ *   instance id, FNV-1a checksum.  Anything that does not match (magic,
+ *   version, checksum, pool id, slot size) is refused at open with a logged
+ *   reason — a foreign or damaged cache is never used silently.
+ *
+ * Index.  One record per object in META_T_CACHE_INDEX (key: object id, big
+ * endian): {slot, flags, base, validity bitmap, one bit per 4 KiB block}.
+ * Key 0 binds the index to one cache file (its instance id and geometry):
+ * an index found with another cache file is refused (-ESTALE), since its
+ * slots would point at someone else's bytes.
+ *
+ * Durability (the write-back contract of a FLUSH).  Writes go to the page
+ * cache with io_uring WRITE (not O_DIRECT: NBD payload buffers are not
+ * aligned and small writes coalesce in the page cache; fdatasync at FLUSH
+ * gives the same guarantee with no bounce copy).  A block's valid bit is set
+ * in memory when its write COMPLETES; a FLUSH snapshots the index records
+ * changed so far, fdatasyncs the file (IORING_OP_FSYNC, DATASYNC, on the
+ * caller's ring), and only then stages the snapshot into the meta store;
+ * vol_flush then commits it with the maps.  So a committed valid bit always
+ * names data that reached the SSD before the commit: after SIGKILL or power
+ * loss, every block written and covered by a completed FLUSH reads back;
+ * blocks written after the last FLUSH read back as either their old or
+ * their new 4 KiB content.  Records staged by concurrent flushes carry a
+ * per-object version, and a record older than the one already staged is
+ * skipped, so staging order cannot go backwards.
+ *
+ * Bases (copy-on-write).  An object created from a base reads blocks it
+ * never wrote from the base, recursively (lazy COW: no copy at creation).
+ * A write that covers a block partially fills the rest of that block from
+ * the base chain first (read-modify-write of one block, serialized per
+ * object so two partial writes of one block cannot undo each other).  A
+ * dropped object that is still the base of a live one is retained
+ * ("dependents" count) and freed when the last dependent is dropped or has
+ * every block of its own.  CAVEAT for vol: a dependent that was never
+ * flushed is not in the index after a crash; if vol re-drops its base at
+ * open, the base is freed — vol must keep a base referenced while a
+ * dependent exists (see the report of issue 6).
+ *
+ * Threads.  Every op is submitted on the caller's loop and its file I/O is
+ * submitted there too (reads hit the cache file directly from the caller's
+ * ring).  The in-memory index (hash of entries) is guarded by one mutex held
+ * only for lookups and bitmap updates, never across I/O or a meta section.
+ * The cache's own thread (own loop) stages index deletions: drop() may be
+ * called inside a meta section (vol's crash recovery), where it must not
+ * open one, so it queues the deletion; the freed slot is reused only after
+ * its deletion has been staged, so two committed records never claim one
+ * slot.  In-flight ops pin the entries they touch; a pinned entry is freed
+ * when its last op completes.
+ */
+#include "cache/cache.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/fs.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define SSD_MAGIC        "NBDSRVC\x01"
+#define SSD_FORMAT       1u
+#define SSD_HDR_SIZE     4096u
+#define SSD_BLK          SSDCACHE_BLOCK
+#define SSD_F_DROPPED    1u
+#define SSD_BIND_VERSION 1u
+
+struct ssd_hdr {
+	char magic[8];
+	uint32_t format;
+	uint32_t slot_size;
+	uint64_t nslots;
+	uint8_t pool_id[META_POOL_ID_LEN];
+	uint8_t instance[16];
+	uint8_t pad[SSD_HDR_SIZE - 8 - 4 - 4 - 8 - 16 - 16 - 8];
+	uint64_t csum;                  /* FNV-1a of everything before */
+};
+_Static_assert(sizeof(struct ssd_hdr) == SSD_HDR_SIZE, "header is one block");
+
+/* key 0 of the index: which cache file the records describe */
+struct ssd_bind {
+	uint32_t version;
+	uint32_t slot_size;
+	uint64_t nslots;
+	uint8_t instance[16];
+};
+
+/* index record header; the validity bitmap follows */
+struct ssd_rec {
+	uint32_t slot;
+	uint32_t flags;                 /* SSD_F_* */
+	uint64_t base;
+};
+
+struct ssd_req;
+
+struct ssd_ent {
+	struct ssd_ent *hnext;          /* hash chain */
+	struct ssd_ent *dnext;          /* index-dirty list */
+	struct ssd_ent *bent;           /* base entry (holds a dependent ref) */
+	uint64_t obj, base;
+	uint32_t slot;
+	uint32_t deps;                  /* live entries whose bent is this */
+	uint32_t pins;                  /* ops in flight that read/write it */
+	bool dropped, on_dirty, rmw;
+	uint64_t ver, staged_ver;       /* record versions: changed / staged */
+	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
+	uint64_t valid[];               /* one bit per block */
+};
+
+struct ssd_del {
+	uint64_t obj;
+	uint32_t slot;
+};
+
+struct ssd {
+	struct objstore base;
+	int fd;
+	uint32_t slot_size, nblk, bm_words, bm_bytes;
+	uint64_t nslots;
+	struct meta *meta;
+
+	pthread_mutex_t lock;           /* everything below */
+	struct ssd_ent **tab;
+	size_t nbuckets, nents;
+	uint32_t *free_slots;           /* stack */
+	uint64_t nfree;
+	struct ssd_ent *dirty;          /* index records to stage */
+	struct ssd_del *dels;           /* deletions to stage (cache thread) */
+	size_t ndels, cap_dels;
+	bool del_posted;
+	struct ssdcache_stats st;
+
+	/* the cache's own thread */
+	pthread_t thread;
+	bool thread_started;
+	struct loop loop;
+	pthread_mutex_t start_lock;
+	pthread_cond_t start_cond;
+	int start_res;
+	bool started;
+	struct loop_msg del_msg, stop_msg;
+};
+
+/* one file I/O of a request (resubmitted on short transfers) */
+struct ssd_sub {
+	struct loop_op op;
+	struct ssd_req *req;
+	bool write;
+	uint64_t foff;
+	uint8_t *buf;
+	struct iovec iov[3];
+	unsigned niov;
+	uint64_t done, len;
+};
+
+enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH };
+
+struct ssd_req {
+	struct ssd *s;
+	struct objstore_io *io;
+	enum ssd_kind kind;
+	int err;
+	unsigned pending;
+	struct ssd_req *wnext;          /* waiting for an rmw */
+	struct loop_msg msg;            /* resubmit on io->loop */
+	/* write / zero */
+	struct ssd_ent *ent;
+	uint64_t b0, b1;                /* block range [b0, b1) */
+	uint8_t *bounce;                /* aligned image of [b0, b1) or NULL */
+	bool need_rmw;
+	int phase;
+	/* pins taken (read sources, write's ent and its fill sources) */
+	struct ssd_ent **pinned;
+	unsigned npinned, cap_pinned;
+	/* flush: snapshot of records */
+	uint8_t *recs;                  /* n × (8 + 8 + rec_len) */
+	size_t nrecs;
+	struct ssd_sub subs[];
+};
+
+static size_t ssd_rec_len(const struct ssd *s)
+{
+	return sizeof(struct ssd_rec) + s->bm_bytes;
+}
+
+static uint64_t fnv1a(const void *p, size_t n)
+{
+	const uint8_t *b = p;
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	while (n--) {
+		h ^= *b++;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
+static void be64put(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t be64get(const uint8_t *p)
+{
+	uint64_t v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t slot_off(const struct ssd *s, uint32_t slot)
+{
+	return SSD_HDR_SIZE + (uint64_t)slot * s->slot_size;
+}
+
+static bool bit_get(const uint64_t *bm, uint64_t i)
+{
+	return bm[i / 64] >> (i % 64) & 1;
+}
+
+static void bit_set(uint64_t *bm, uint64_t i)
+{
+	bm[i / 64] |= 1ull << (i % 64);
+}
+
+/* ------------------------------------------------------ hash of entries -- */
+
+static size_t ssd_hash(uint64_t id, size_t nb)
+{
+	id ^= id >> 33;
+	id *= 0xff51afd7ed558ccdull;
+	id ^= id >> 33;
+	return (size_t)(id & (nb - 1));
+}
+
+static struct ssd_ent *ssd_find(struct ssd *s, uint64_t obj)
+{
+	struct ssd_ent *e;
+
+	if (!obj)
+		return NULL;
+	for (e = s->tab[ssd_hash(obj, s->nbuckets)]; e; e = e->hnext)
+		if (e->obj == obj)
+			return e;
+	return NULL;
+}
+
+static int ssd_grow(struct ssd *s)
+{
+	size_t nb = s->nbuckets * 2, i;
+	struct ssd_ent **nt = calloc(nb, sizeof(*nt));
+
+	if (!nt)
+		return -ENOMEM;
+	for (i = 0; i < s->nbuckets; i++) {
+		struct ssd_ent *e = s->tab[i], *next;
+
+		for (; e; e = next) {
+			size_t h = ssd_hash(e->obj, nb);
+
+			next = e->hnext;
+			e->hnext = nt[h];
+			nt[h] = e;
+		}
+	}
+	free(s->tab);
+	s->tab = nt;
+	s->nbuckets = nb;
+	return 0;
+}
+
+static void ssd_unlink(struct ssd *s, struct ssd_ent *e)
+{
+	struct ssd_ent **pp = &s->tab[ssd_hash(e->obj, s->nbuckets)];
+
+	while (*pp != e)
+		pp = &(*pp)->hnext;
+	*pp = e->hnext;
+	s->nents--;
+}
+
+static void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e)
+{
+	e->ver++;
+	if (!e->on_dirty) {
+		e->on_dirty = true;
+		e->dnext = s->dirty;
+		s->dirty = e;
+	}
+}
+
+static void ssd_dirty_remove(struct ssd *s, struct ssd_ent *e)
+{
+	struct ssd_ent **pp;
+
+	if (!e->on_dirty)
+		return;
+	for (pp = &s->dirty; *pp != e; pp = &(*pp)->dnext)
+		;
+	*pp = e->dnext;
+	e->on_dirty = false;
+}
+
+/* New entry for obj in a free slot (lock held). */
+static int ssd_ent_new(struct ssd *s, uint64_t obj, uint64_t base,
+		       struct ssd_ent **out)
+{
+	struct ssd_ent *e;
+
+	if (!s->nfree)
+		return -ENOSPC;
+	if (s->nents >= s->nbuckets && ssd_grow(s) < 0)
+		return -ENOMEM;
+	e = calloc(1, sizeof(*e) + s->bm_bytes);
+	if (!e)
+		return -ENOMEM;
+	e->obj = obj;
+	e->slot = s->free_slots[--s->nfree];
+	e->bent = base ? ssd_find(s, base) : NULL;
+	e->base = e->bent ? base : 0;   /* an unknown base reads as zeros */
+	if (e->bent)
+		e->bent->deps++;
+	e->hnext = s->tab[ssd_hash(obj, s->nbuckets)];
+	s->tab[ssd_hash(obj, s->nbuckets)] = e;
+	s->nents++;
+	*out = e;
+	return 0;
+}
+
+static void ssd_post_dels(struct ssd *s);
+
+/* Free e if nothing needs it any more (lock held); may cascade to bases. */
+static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
+{
+	while (e && e->dropped && !e->deps && !e->pins) {
+		struct ssd_ent *b = e->bent;
+
+		ssd_unlink(s, e);
+		ssd_dirty_remove(s, e);
+		if (!e->staged_ver) {
+			/* never staged: no record to delete */
+			s->free_slots[s->nfree++] = e->slot;
+		} else if (s->ndels < s->cap_dels ||
+			   (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
+			    ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
+			s->dels[s->ndels++] = (struct ssd_del){ e->obj, e->slot };
+			ssd_post_dels(s);
+		} else {
+			log_error("ssdcache: out of memory: slot %u of object %"
+				  PRIu64 " leaked until restart", e->slot, e->obj);
+			s->cap_dels = 0;
+			s->ndels = 0;
+		}
+		free(e);
+		if (b)
+			b->deps--;
+		e = b;
+	}
+}
+
+static void ssd_pin(struct ssd_req *r, struct ssd_ent *e)
+{
+	if (r->npinned == r->cap_pinned) {
+		unsigned nc = r->cap_pinned ? 2 * r->cap_pinned : 8;
+		struct ssd_ent **np = realloc(r->pinned, nc * sizeof(*np));
+
+		if (!np) {
+			r->err = -ENOMEM;
+			return;
+		}
+		r->pinned = np;
+		r->cap_pinned = nc;
+	}
+	e->pins++;
+	r->pinned[r->npinned++] = e;
+}
+
+static void ssd_unpin_all(struct ssd *s, struct ssd_req *r)
+{
+	unsigned i;
+
+	for (i = 0; i < r->npinned; i++) {
+		r->pinned[i]->pins--;
+		ssd_maybe_free(s, r->pinned[i]);
+	}
+	r->npinned = 0;
+}
+
+/* Where block blk of the object whose first chain entry is e lives: the
+ * entry holding it valid, or NULL (zeros). */
+static struct ssd_ent *ssd_source(struct ssd_ent *e, uint64_t blk)
+{
+	for (; e; e = e->bent)
+		if (bit_get(e->valid, blk))
+			return e;
+	return NULL;
+}
+
+/* --------------------------------------------------------- requests ---- */
+
+static struct ssd_req *ssd_req_new(struct ssd *s, struct objstore_io *io,
+				   enum ssd_kind kind, unsigned nsubs)
+{
+	struct ssd_req *r = calloc(1, sizeof(*r) + nsubs * sizeof(struct ssd_sub));
+
+	if (!r)
+		return NULL;
+	r->s = s;
+	r->io = io;
+	r->kind = kind;
+	return r;
+}
+
+static void ssd_req_free(struct ssd_req *r)
+{
+	free(r->pinned);
+	free(r->bounce);
+	free(r->recs);
+	free(r);
+}
+
+static void ssd_sub_done(struct loop_op *op, int res, uint32_t flags);
+
+static void ssd_sub_submit(struct ssd_sub *u)
+{
+	struct loop *l = u->req->io->loop;
+	struct io_uring_sqe *sqe = loop_sqe(l, &u->op);
+	uint64_t left = u->len - u->done;
+	unsigned cnt = (unsigned)MIN(left, (uint64_t)1 << 30);
+
+	u->op.cb = ssd_sub_done;
+	if (u->niov) {
+		/* advance the iovecs past what was done */
+		uint64_t skip = u->done;
+		unsigned i = 0;
+
+		while (skip && skip >= u->iov[i].iov_len) {
+			skip -= u->iov[i].iov_len;
+			u->iov[i].iov_len = 0;
+			i++;
+		}
+		u->iov[i].iov_base = (uint8_t *)u->iov[i].iov_base + skip;
+		u->iov[i].iov_len -= skip;
+		u->done = 0;
+		u->len = left;
+		for (unsigned j = i; j < u->niov; j++)
+			u->iov[j - i] = u->iov[j];
+		u->niov -= i;
+		io_uring_prep_writev(sqe, u->req->s->fd, u->iov, u->niov, u->foff);
+		return;
+	}
+	if (u->write)
+		io_uring_prep_write(sqe, u->req->s->fd, u->buf + u->done, cnt,
+				    u->foff + u->done);
+	else
+		io_uring_prep_read(sqe, u->req->s->fd, u->buf + u->done, cnt,
+				   u->foff + u->done);
+}
+
+static void ssd_req_step(struct ssd_req *r);
+
+static void ssd_sub_done(struct loop_op *op, int res, uint32_t flags)
+{
+	struct ssd_sub *u = container_of(op, struct ssd_sub, op);
+	struct ssd_req *r = u->req;
+
+	(void)flags;
+	if (res < 0) {
+		if (res == -EINTR || res == -EAGAIN) {
+			ssd_sub_submit(u);
+			return;
+		}
+		if (!r->err)
+			r->err = res;
+	} else if (res == 0 && u->done < u->len) {
+		if (!r->err)
+			r->err = -EIO;  /* past the end of the cache file */
+	} else {
+		if (u->niov) {
+			u->foff += (uint64_t)res;
+			u->done += (uint64_t)res;
+		} else {
+			u->done += (uint64_t)res;
+		}
+		if (u->done < u->len) {
+			ssd_sub_submit(u);
+			return;
+		}
+	}
+	if (--r->pending == 0)
+		ssd_req_step(r);
+}
+
+static struct ssd_sub *ssd_sub_add(struct ssd_req *r, unsigned i, bool write,
+				   uint64_t foff, void *buf, uint64_t len)
+{
+	struct ssd_sub *u = &r->subs[i];
+
+	memset(u, 0, sizeof(*u));
+	u->req = r;
+	u->write = write;
+	u->foff = foff;
+	u->buf = buf;
+	u->len = len;
+	return u;
+}
+
+/* ------------------------------------------------------------- read ---- */
+
+static void ssd_read(struct objstore *so, struct objstore_io *io)
+{
+	struct ssd *s = (struct ssd *)so;
+	uint64_t b0, b1, blk, nruns = 0;
+	struct ssd_ent *e, *src, *prev = NULL;
+	struct ssd_req *r;
+	uint8_t *dst = io->buf;
+	unsigned n = 0;
+
+	if (io->off > s->slot_size || io->len > s->slot_size - io->off) {
+		objstore_complete(io, -EINVAL);
+		return;
+	}
+	if (!io->len) {
+		objstore_complete(io, 0);
+		return;
+	}
+	b0 = io->off / SSD_BLK;
+	b1 = (io->off + io->len + SSD_BLK - 1) / SSD_BLK;
+	r = ssd_req_new(s, io, SSD_READ, (unsigned)(b1 - b0));
+	if (!r) {
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->st.read_ops++;
+	e = ssd_find(s, io->obj);
+	if (!e)
+		e = ssd_find(s, io->base);
+	/* runs of blocks with one source; contiguous blocks of one slot are
+	 * contiguous in the file */
+	uint64_t run_lo = io->off, end = io->off + io->len;
+
+	prev = ssd_source(e, b0);
+	for (blk = b0 + 1; blk <= b1; blk++) {
+		src = blk < b1 ? ssd_source(e, blk) : NULL;
+		if (blk < b1 && src == prev)
+			continue;
+		uint64_t hi = MIN(blk * SSD_BLK, end);
+
+		if (prev) {
+			unsigned i;
+
+			for (i = 0; i < r->npinned && r->pinned[i] != prev; i++)
+				;
+			if (i == r->npinned)
+				ssd_pin(r, prev);
+			ssd_sub_add(r, n++, false, slot_off(s, prev->slot) + run_lo,
+				    dst + (run_lo - io->off), hi - run_lo);
+		} else {
+			memset(dst + (run_lo - io->off), 0, hi - run_lo);
+		}
+		run_lo = hi;
+		nruns++;
+		prev = src;
+	}
+	pthread_mutex_unlock(&s->lock);
+	(void)nruns;
+	if (r->err) {
+		pthread_mutex_lock(&s->lock);
+		ssd_unpin_all(s, r);
+		pthread_mutex_unlock(&s->lock);
+		ssd_req_free(r);
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	if (!n) {
+		pthread_mutex_lock(&s->lock);
+		ssd_unpin_all(s, r);
+		pthread_mutex_unlock(&s->lock);
+		ssd_req_free(r);
+		objstore_complete(io, 0);
+		return;
+	}
+	r->pending = n;
+	r->phase = 1;
+	for (unsigned i = 0; i < n; i++)
+		ssd_sub_submit(&r->subs[i]);
+}
+
+/* ----------------------------------------------------- write and zero ---- */
+
+static void ssd_req_finish(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	int err = r->err;
+
+	pthread_mutex_lock(&s->lock);
+	ssd_unpin_all(s, r);
+	pthread_mutex_unlock(&s->lock);
+	ssd_req_free(r);
+	io->cb(io, err);
+}
+
+static void ssd_write_start(struct ssd_req *r);
+
+static void ssd_write_resume(struct loop_msg *m)
+{
+	ssd_write_start(container_of(m, struct ssd_req, msg));
+}
+
+/* After a write: set valid bits, release the rmw lock, wake waiters. */
+static void ssd_write_complete(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct ssd_ent *e = r->ent;
+	struct ssd_req *w = NULL;
+	uint64_t b;
+
+	pthread_mutex_lock(&s->lock);
+	if (!r->err) {
+		bool all = true;
+
+		for (b = r->b0; b < r->b1; b++)
+			bit_set(e->valid, b);
+		for (b = 0; b < s->nblk && all; b++)
+			all = bit_get(e->valid, b);
+		if (all && e->bent) {
+			/* every block is its own: the base is no longer needed */
+			struct ssd_ent *old = e->bent;
+
+			e->bent = NULL;
+			e->base = 0;
+			old->deps--;
+			ssd_maybe_free(s, old);
+		}
+		ssd_mark_dirty(s, e);
+	}
+	if (r->need_rmw) {
+		e->rmw = false;
+		w = e->wait_head;
+		e->wait_head = e->wait_tail = NULL;
+	}
+	pthread_mutex_unlock(&s->lock);
+	while (w) {
+		struct ssd_req *next = w->wnext;
+
+		w->msg.fn = ssd_write_resume;
+		loop_post(w->io->loop, &w->msg);
+		w = next;
+	}
+	ssd_req_finish(r);
+}
+
+/*
+ * Write phases: 0 = (if rmw) fill the partial edge blocks of the bounce
+ * from the base chain; 1 = write; 2 = done.
+ */
+static void ssd_write_start(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	struct ssd_ent *e = r->ent;
+	uint64_t edge[2] = { r->b0, r->b1 - 1 };
+	unsigned n = 0, i;
+
+	pthread_mutex_lock(&s->lock);
+	if (r->need_rmw) {
+		if (e->rmw) {
+			r->wnext = NULL;
+			if (e->wait_tail)
+				e->wait_tail->wnext = r;
+			else
+				e->wait_head = r;
+			e->wait_tail = r;
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		e->rmw = true;
+		for (i = 0; i < 2; i++) {
+			uint64_t blk = edge[i];
+			uint64_t lo = blk * SSD_BLK, hi = lo + SSD_BLK;
+			struct ssd_ent *src;
+
+			if (i == 1 && edge[1] == edge[0])
+				break;
+			if (io->off <= lo && io->off + io->len >= hi)
+				continue;       /* fully covered */
+			src = ssd_source(e, blk);
+			s->st.rmw_blocks++;
+			if (!src)
+				continue;       /* bounce is zeroed */
+			ssd_pin(r, src);
+			ssd_sub_add(r, n++, false, slot_off(s, src->slot) + lo,
+				    r->bounce + (lo - r->b0 * SSD_BLK), SSD_BLK);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	r->phase = 1;
+	if (r->err) {
+		ssd_write_complete(r);
+		return;
+	}
+	if (!n) {
+		ssd_req_step(r);
+		return;
+	}
+	r->pending = n;
+	for (i = 0; i < n; i++)
+		ssd_sub_submit(&r->subs[i]);
+}
+
+static void ssd_req_step(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	uint64_t lo = r->b0 * SSD_BLK;
+
+	switch (r->kind) {
+	case SSD_READ:
+		ssd_req_finish(r);
+		return;
+	case SSD_WRITE:
+	case SSD_ZERO:
+		if (r->phase == 1 && !r->err) {
+			struct ssd_sub *u;
+
+			r->phase = 2;
+			if (r->bounce) {
+				if (r->kind == SSD_WRITE)
+					memcpy(r->bounce + (io->off - lo), io->buf, io->len);
+				else
+					memset(r->bounce + (io->off - lo), 0, io->len);
+				u = ssd_sub_add(r, 0, true, slot_off(s, r->ent->slot) + lo,
+						r->bounce, (r->b1 - r->b0) * SSD_BLK);
+			} else {
+				u = ssd_sub_add(r, 0, true,
+						slot_off(s, r->ent->slot) + io->off,
+						io->buf, io->len);
+			}
+			r->pending = 1;
+			ssd_sub_submit(u);
+			return;
+		}
+		ssd_write_complete(r);
+		return;
+	case SSD_FLUSH:
+		return;
+	}
+}
+
+static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind)
+{
+	struct ssd_req *r;
+	struct ssd_ent *e;
+	int err;
+
+	if (io->off > s->slot_size || io->len > s->slot_size - io->off) {
+		objstore_complete(io, -EINVAL);
+		return;
+	}
+	if (!io->len) {
+		objstore_complete(io, 0);
+		return;
+	}
+	r = ssd_req_new(s, io, kind, 2);
+	if (!r) {
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	r->b0 = io->off / SSD_BLK;
+	r->b1 = (io->off + io->len + SSD_BLK - 1) / SSD_BLK;
+	r->need_rmw = kind == SSD_ZERO || io->off % SSD_BLK || io->len % SSD_BLK;
+	if (r->need_rmw) {
+		r->bounce = calloc(r->b1 - r->b0, SSD_BLK);
+		if (!r->bounce) {
+			ssd_req_free(r);
+			objstore_complete(io, -ENOMEM);
+			return;
+		}
+	}
+	pthread_mutex_lock(&s->lock);
+	s->st.write_ops++;
+	e = ssd_find(s, io->obj);
+	if (e && e->dropped) {
+		log_warn("ssdcache: write to dropped object %" PRIu64, io->obj);
+		e = NULL;
+		err = -ESTALE;
+	} else if (!e) {
+		err = ssd_ent_new(s, io->obj, io->base, &e);
+	} else {
+		err = 0;
+	}
+	if (!err)
+		ssd_pin(r, e);
+	err = err ? err : r->err;
+	pthread_mutex_unlock(&s->lock);
+	if (err) {
+		pthread_mutex_lock(&s->lock);
+		ssd_unpin_all(s, r);
+		pthread_mutex_unlock(&s->lock);
+		ssd_req_free(r);
+		objstore_complete(io, err);
+		return;
+	}
+	r->ent = e;
+	if (!r->need_rmw) {
+		/* never completes inline: the write goes through the ring */
+		r->phase = 1;
+		ssd_req_step(r);
+		return;
+	}
+	ssd_write_start(r);
+	/* a queued or filling request completes through the ring, but one
+	 * needing no fill I/O went straight to its write SQE above: fine */
+}
+
+static void ssd_write(struct objstore *so, struct objstore_io *io)
+{
+	ssd_modify((struct ssd *)so, io, SSD_WRITE);
+}
+
+static void ssd_zero(struct objstore *so, struct objstore_io *io)
+{
+	ssd_modify((struct ssd *)so, io, SSD_ZERO);
+}
+
+/* ------------------------------------------------------------ flush ---- */
+
+/* Stage the snapshot's records (outside any meta section). */
+static int ssd_stage(struct ssd *s, struct ssd_req *r)
+{
+	size_t rl = ssd_rec_len(s), each = 16 + rl, i;
+	struct meta_txn *t;
+	int err = 0;
+
+	if (!r->nrecs)
+		return 0;
+	t = meta_wbegin(s->meta);
+	if (!t)
+		return -EIO;
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < r->nrecs && !err; i++) {
+		uint8_t *p = r->recs + i * each;
+		uint64_t obj, ver;
+		struct ssd_ent *e;
+
+		memcpy(&obj, p, 8);
+		memcpy(&ver, p + 8, 8);
+		e = ssd_find(s, obj);
+		if (!e || e->staged_ver >= ver)
+			continue;       /* freed since, or a newer one is staged */
+		uint8_t k[8];
+
+		be64put(k, obj);
+		err = meta_put(t, META_T_CACHE_INDEX, k, 8, p + 16, rl);
+		if (!err) {
+			e->staged_ver = ver;
+			s->st.index_puts++;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	meta_end(t);
+	return err;
+}
+
+static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
+{
+	struct ssd_sub *u = container_of(op, struct ssd_sub, op);
+	struct ssd_req *r = u->req;
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	int err = res < 0 ? res : 0;
+
+	(void)flags;
+	if (!err)
+		err = ssd_stage(s, r);
+	if (err) {
+		/* put the records back so a later flush retries them */
+		size_t each = 16 + ssd_rec_len(s), i;
+
+		log_error("ssdcache: flush failed: %s", strerror(-err));
+		pthread_mutex_lock(&s->lock);
+		for (i = 0; i < r->nrecs; i++) {
+			uint64_t obj;
+			struct ssd_ent *e;
+
+			memcpy(&obj, r->recs + i * each, 8);
+			e = ssd_find(s, obj);
+			if (e && !e->on_dirty) {
+				e->on_dirty = true;
+				e->dnext = s->dirty;
+				s->dirty = e;
+			}
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	ssd_req_free(r);
+	io->cb(io, err);
+}
+
+static void ssd_flush(struct objstore *so, struct objstore_io *io)
+{
+	struct ssd *s = (struct ssd *)so;
+	size_t rl = ssd_rec_len(s), each = 16 + rl, n = 0, cap = 0;
+	struct ssd_req *r = ssd_req_new(s, io, SSD_FLUSH, 1);
+	struct ssd_ent *e;
+	struct io_uring_sqe *sqe;
+
+	if (!r) {
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->st.flush_ops++;
+	for (e = s->dirty; e; e = e->dnext)
+		cap++;
+	if (cap && !(r->recs = malloc(cap * each))) {
+		pthread_mutex_unlock(&s->lock);
+		ssd_req_free(r);
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	while ((e = s->dirty)) {
+		uint8_t *p = r->recs + n++ * each;
+		struct ssd_rec rec = {
+			.slot = e->slot,
+			.flags = e->dropped ? SSD_F_DROPPED : 0,
+			.base = e->base,
+		};
+
+		s->dirty = e->dnext;
+		e->on_dirty = false;
+		memcpy(p, &e->obj, 8);
+		memcpy(p + 8, &e->ver, 8);
+		memcpy(p + 16, &rec, sizeof(rec));
+		memcpy(p + 16 + sizeof(rec), e->valid, s->bm_bytes);
+	}
+	r->nrecs = n;
+	pthread_mutex_unlock(&s->lock);
+	ssd_sub_add(r, 0, false, 0, NULL, 0);
+	r->subs[0].op.cb = ssd_flush_done;
+	sqe = loop_sqe(io->loop, &r->subs[0].op);
+	io_uring_prep_fsync(sqe, s->fd, IORING_FSYNC_DATASYNC);
+}
+
+/* ------------------------------------------------------------- drop ---- */
+
+static void ssd_drop(struct objstore *so, uint64_t obj)
+{
+	struct ssd *s = (struct ssd *)so;
+	struct ssd_ent *e;
+
+	pthread_mutex_lock(&s->lock);
+	e = ssd_find(s, obj);
+	if (e && !e->dropped) {
+		e->dropped = true;
+		if (e->deps)
+			ssd_mark_dirty(s, e);   /* retained as a base */
+		ssd_maybe_free(s, e);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* ---------------------------------------------- the cache's own thread ---- */
+
+/* lock held */
+static void ssd_post_dels(struct ssd *s)
+{
+	if (!s->del_posted && s->thread_started) {
+		s->del_posted = true;
+		loop_post(&s->loop, &s->del_msg);
+	}
+}
+
+/* Stage the queued index deletions, then return their slots. */
+static void ssd_stage_dels(struct ssd *s)
+{
+	struct ssd_del *d;
+	struct meta_txn *t;
+	size_t n, i;
+
+	pthread_mutex_lock(&s->lock);
+	d = s->dels;
+	n = s->ndels;
+	s->dels = NULL;
+	s->ndels = s->cap_dels = 0;
+	s->del_posted = false;
+	pthread_mutex_unlock(&s->lock);
+	if (!n) {
+		free(d);
+		return;
+	}
+	t = meta_wbegin(s->meta);
+	for (i = 0; t && i < n; i++) {
+		uint8_t k[8];
+
+		be64put(k, d[i].obj);
+		if (meta_del(t, META_T_CACHE_INDEX, k, 8) < 0)
+			break;
+	}
+	if (t)
+		meta_end(t);
+	pthread_mutex_lock(&s->lock);
+	if (i < n) {
+		log_error("ssdcache: cannot stage %zu index deletion(s): %s; "
+			  "their slots stay used until restart", n - i,
+			  meta_last_error());
+	}
+	for (size_t j = 0; j < i; j++)
+		s->free_slots[s->nfree++] = d[j].slot;
+	s->st.index_dels += i;
+	pthread_mutex_unlock(&s->lock);
+	free(d);
+}
+
+static void ssd_del_msg(struct loop_msg *m)
+{
+	ssd_stage_dels(container_of(m, struct ssd, del_msg));
+}
+
+static void ssd_stop_msg(struct loop_msg *m)
+{
+	struct ssd *s = container_of(m, struct ssd, stop_msg);
+
+	loop_stop(&s->loop);
+}
+
+static void *ssd_thread(void *arg)
+{
+	struct ssd *s = arg;
+	int r = loop_init(&s->loop, 64);
+
+	pthread_mutex_lock(&s->start_lock);
+	s->start_res = r;
+	s->started = true;
+	pthread_cond_signal(&s->start_cond);
+	pthread_mutex_unlock(&s->start_lock);
+	if (r < 0)
+		return NULL;
+	loop_run(&s->loop);
+	loop_fini(&s->loop);
+	return NULL;
+}
+
+/* ------------------------------------------------------- open / close ---- */
+
+static void ssd_free(struct ssd *s)
+{
+	size_t i;
+
+	if (s->thread_started) {
+		s->stop_msg.fn = ssd_stop_msg;
+		loop_post(&s->loop, &s->stop_msg);
+		pthread_join(s->thread, NULL);
+	}
+	if (s->ndels)
+		ssd_stage_dels(s);
+	for (i = 0; s->tab && i < s->nbuckets; i++) {
+		struct ssd_ent *e = s->tab[i], *next;
+
+		for (; e; e = next) {
+			next = e->hnext;
+			free(e);
+		}
+	}
+	free(s->tab);
+	free(s->free_slots);
+	free(s->dels);
+	if (s->fd >= 0)
+		close(s->fd);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->start_lock);
+	pthread_cond_destroy(&s->start_cond);
+	free(s);
+}
+
+static void ssd_close(struct objstore *so)
+{
+	ssd_free((struct ssd *)so);
+}
+
+static int ssd_pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (uint8_t *)buf + done, len - done,
+				  (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			return -ENODATA;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static int ssd_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pwrite(fd, (const uint8_t *)buf + done, len - done,
+				   (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Open the file, read or create the header. */
+static int ssd_open_file(struct ssd *s, const struct ssdcache_opts *o,
+			 struct ssd_hdr *h, bool *created)
+{
+	struct stat sb;
+	uint64_t size;
+	int r;
+
+	*created = false;
+	s->fd = open(o->path, O_RDWR | O_CLOEXEC | (o->create ? O_CREAT : 0), 0600);
+	if (s->fd < 0) {
+		r = -errno;
+		log_error("ssdcache: %s: %s", o->path, strerror(-r));
+		return r;
+	}
+	if (fstat(s->fd, &sb) < 0)
+		return -errno;
+	if (S_ISBLK(sb.st_mode)) {
+		if (ioctl(s->fd, BLKGETSIZE64, &size) < 0)
+			return -errno;
+	} else if (S_ISREG(sb.st_mode)) {
+		size = (uint64_t)sb.st_size;
+	} else {
+		log_error("ssdcache: %s: not a regular file or block device", o->path);
+		return -EINVAL;
+	}
+	if (size >= SSD_HDR_SIZE) {
+		r = ssd_pread_all(s->fd, h, sizeof(*h), 0);
+		if (r < 0)
+			return r;
+	} else {
+		memset(h, 0, sizeof(*h));
+	}
+	if (memcmp(h->magic, SSD_MAGIC, 8) != 0) {
+		static const uint8_t zero[8];
+
+		if (!o->create || (size >= SSD_HDR_SIZE && memcmp(h->magic, zero, 8)) ||
+		    (size > 0 && size < SSD_HDR_SIZE)) {
+			log_error("ssdcache: %s is not an nbdsrv cache (no cache header%s)",
+				  o->path, o->create ? "; refusing to overwrite it" : "");
+			return -EUCLEAN;
+		}
+		/* new cache */
+		if (S_ISREG(sb.st_mode)) {
+			if (o->size < SSD_HDR_SIZE + (uint64_t)o->slot_size) {
+				log_error("ssdcache: size %" PRIu64 " holds no slot of %u bytes",
+					  o->size, o->slot_size);
+				return -EINVAL;
+			}
+			if (ftruncate(s->fd, (off_t)o->size) < 0)
+				return -errno;
+			size = o->size;
+		} else if (o->size && o->size < size) {
+			size = o->size;
+		}
+		memset(h, 0, sizeof(*h));
+		memcpy(h->magic, SSD_MAGIC, 8);
+		h->format = SSD_FORMAT;
+		h->slot_size = o->slot_size;
+		h->nslots = (size - SSD_HDR_SIZE) / o->slot_size;
+		memcpy(h->pool_id, o->pool_id, META_POOL_ID_LEN);
+		if (getrandom(h->instance, sizeof(h->instance), 0) != sizeof(h->instance))
+			return -EIO;
+		h->csum = fnv1a(h, offsetof(struct ssd_hdr, csum));
+		if (h->nslots == 0 || h->nslots > UINT32_MAX) {
+			log_error("ssdcache: %s: unusable slot count %" PRIu64,
+				  o->path, h->nslots);
+			return -EINVAL;
+		}
+		r = ssd_pwrite_all(s->fd, h, sizeof(*h), 0);
+		if (r == 0 && fdatasync(s->fd) < 0)
+			r = -errno;
+		if (r < 0)
+			return r;
+		*created = true;
+		return 0;
+	}
+	if (h->csum != fnv1a(h, offsetof(struct ssd_hdr, csum))) {
+		log_error("ssdcache: %s: cache header is damaged (checksum mismatch)",
+			  o->path);
+		return -EUCLEAN;
+	}
+	if (h->format != SSD_FORMAT) {
+		log_error("ssdcache: %s: cache format %u, this build knows %u",
+			  o->path, h->format, SSD_FORMAT);
+		return -EPROTONOSUPPORT;
+	}
+	if (memcmp(h->pool_id, o->pool_id, META_POOL_ID_LEN) != 0) {
+		log_error("ssdcache: %s belongs to another pool", o->path);
+		return -EINVAL;
+	}
+	if (h->slot_size != o->slot_size) {
+		log_error("ssdcache: %s has %u-byte slots, the pool wants %u",
+			  o->path, h->slot_size, o->slot_size);
+		return -EINVAL;
+	}
+	if (h->nslots == 0 || h->nslots > UINT32_MAX ||
+	    h->nslots > (size - SSD_HDR_SIZE) / h->slot_size) {
+		log_error("ssdcache: %s: %" PRIu64 " slots do not fit its %" PRIu64
+			  " bytes (truncated?)", o->path, h->nslots, size);
+		return -EUCLEAN;
+	}
+	return 0;
+}
+
+/* Load the index; bind it to the file (new cache) or check the binding. */
+static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
+			  const struct ssd_hdr *h, bool created)
+{
+	size_t rl = ssd_rec_len(s), kl;
+	uint8_t k[8], kout[8], *val = malloc(rl + 1), *used = NULL;
+	struct ssd_bind bind, want = { .version = SSD_BIND_VERSION,
+		.slot_size = h->slot_size, .nslots = h->nslots };
+	struct meta_txn *t;
+	struct ssd_ent *e;
+	size_t i;
+	int r, bl;
+
+	memcpy(want.instance, h->instance, sizeof(want.instance));
+	used = calloc(s->nslots, 1);
+	if (!val || !used) {
+		r = -ENOMEM;
+		goto out;
+	}
+	t = meta_rbegin(s->meta);
+	if (!t) {
+		r = -EIO;
+		goto out;
+	}
+	be64put(k, 0);
+	bl = meta_get(t, META_T_CACHE_INDEX, k, 8, &bind, sizeof(bind));
+	r = 0;
+	for (enum meta_seek how = META_GT;; ) {
+		int vl = meta_seek(t, META_T_CACHE_INDEX, how, k, 8, kout, 8, &kl,
+				   val, rl + 1);
+		struct ssd_rec rec;
+
+		if (vl == -ENOENT)
+			break;
+		if (vl < 0) {
+			r = vl;
+			break;
+		}
+		memcpy(k, kout, 8);
+		if (kl != 8 || (size_t)vl != rl) {
+			log_error("ssdcache: index record of %zu bytes (want %zu)",
+				  (size_t)vl, rl);
+			r = -EUCLEAN;
+			break;
+		}
+		memcpy(&rec, val, sizeof(rec));
+		if (rec.slot >= s->nslots || used[rec.slot]) {
+			log_error("ssdcache: index record of object %" PRIu64
+				  " names slot %u (%s)", be64get(kout), rec.slot,
+				  rec.slot >= s->nslots ? "out of range" : "twice");
+			r = -EUCLEAN;
+			break;
+		}
+		if (s->nents >= s->nbuckets && ssd_grow(s) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		e = calloc(1, sizeof(*e) + s->bm_bytes);
+		if (!e) {
+			r = -ENOMEM;
+			break;
+		}
+		used[rec.slot] = 1;
+		e->obj = be64get(kout);
+		e->slot = rec.slot;
+		e->base = rec.base;
+		e->dropped = rec.flags & SSD_F_DROPPED;
+		e->ver = e->staged_ver = 1;
+		memcpy(e->valid, val + sizeof(rec), s->bm_bytes);
+		e->hnext = s->tab[ssd_hash(e->obj, s->nbuckets)];
+		s->tab[ssd_hash(e->obj, s->nbuckets)] = e;
+		s->nents++;
+	}
+	meta_end(t);
+	if (r < 0)
+		goto out;
+	if (bl >= 0 && (bl != sizeof(bind) || memcmp(&bind, &want, sizeof(bind)))) {
+		log_error("ssdcache: the cache index belongs to another cache file "
+			  "than %s (replaced or re-created?); refusing it", o->path);
+		r = -ESTALE;
+		goto out;
+	}
+	if (bl < 0 && s->nents) {
+		log_error("ssdcache: cache index without binding record");
+		r = -EUCLEAN;
+		goto out;
+	}
+	if (created && s->nents) {
+		log_error("ssdcache: %s is new but the index holds %zu objects "
+			  "(their data would be lost); refusing", o->path, s->nents);
+		r = -ESTALE;
+		goto out;
+	}
+	if (bl < 0) {
+		t = meta_wbegin(s->meta);
+		if (!t) {
+			r = -EIO;
+			goto out;
+		}
+		be64put(k, 0);
+		r = meta_put(t, META_T_CACHE_INDEX, k, 8, &want, sizeof(want));
+		meta_end(t);
+		if (r < 0)
+			goto out;
+		r = meta_sync(s->meta);
+		if (r < 0) {
+			log_error("ssdcache: cannot commit the index binding: %s",
+				  meta_last_error());
+			goto out;
+		}
+	}
+	/* link bases, count dependents, free what nothing needs */
+	for (i = 0; i < s->nbuckets; i++)
+		for (e = s->tab[i]; e; e = e->hnext) {
+			e->bent = e->base ? ssd_find(s, e->base) : NULL;
+			if (e->bent)
+				e->bent->deps++;
+			else
+				e->base = 0;
+		}
+	s->nfree = 0;
+	for (uint64_t sl = s->nslots; sl-- > 0; )
+		if (!used[sl])
+			s->free_slots[s->nfree++] = (uint32_t)sl;
+	{
+		/* dropped entries no object depends on any more */
+		struct ssd_ent **gone = calloc(s->nents + 1, sizeof(*gone));
+		size_t ng = 0;
+
+		if (!gone) {
+			r = -ENOMEM;
+			goto out;
+		}
+		for (i = 0; i < s->nbuckets; i++)
+			for (e = s->tab[i]; e; e = e->hnext)
+				if (e->dropped && !e->deps)
+					gone[ng++] = e;
+		for (i = 0; i < ng; i++)
+			ssd_maybe_free(s, gone[i]);
+		free(gone);
+	}
+out:
+	free(val);
+	free(used);
+	return r;
+}
+
+static const struct objstore_ops ssd_ops = {
+	.name = "ssdcache",
+	.read = ssd_read,
+	.write = ssd_write,
+	.zero = ssd_zero,
+	.flush = ssd_flush,
+	.drop = ssd_drop,
+	.close = ssd_close,
+};
+
+int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
+{
+	struct ssd *s;
+	struct ssd_hdr h;
+	bool created;
+	int r;
+
+	*out = NULL;
+	if (!o->path || !o->meta || !IS_POW2(o->slot_size) ||
+	    o->slot_size < 65536 || o->slot_size > 8u << 20) {
+		log_error("ssdcache: bad options (slot size %u: a power of two, "
+			  "64 KiB .. 8 MiB; a path; a meta store)", o->slot_size);
+		return -EINVAL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	s->fd = -1;
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_mutex_init(&s->start_lock, NULL);
+	pthread_cond_init(&s->start_cond, NULL);
+	s->base.ops = &ssd_ops;
+	s->meta = o->meta;
+	s->slot_size = o->slot_size;
+	s->nblk = o->slot_size / SSD_BLK;
+	s->bm_words = (s->nblk + 63) / 64;
+	s->bm_bytes = s->bm_words * 8;
+	s->del_msg.fn = ssd_del_msg;
+	r = ssd_open_file(s, o, &h, &created);
+	if (r < 0)
+		goto fail;
+	s->nslots = h.nslots;
+	s->nbuckets = 1024;
+	s->tab = calloc(s->nbuckets, sizeof(*s->tab));
+	s->free_slots = calloc(s->nslots, sizeof(*s->free_slots));
+	if (!s->tab || !s->free_slots) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	r = ssd_load_index(s, o, &h, created);
+	if (r < 0)
+		goto fail;
+	r = pthread_create(&s->thread, NULL, ssd_thread, s);
+	if (r) {
+		r = -r;
+		goto fail;
+	}
+	pthread_mutex_lock(&s->start_lock);
+	while (!s->started)
+		pthread_cond_wait(&s->start_cond, &s->start_lock);
+	pthread_mutex_unlock(&s->start_lock);
+	if (s->start_res < 0) {
+		pthread_join(s->thread, NULL);
+		r = s->start_res;
+		goto fail;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->thread_started = true;
+	if (s->ndels)
+		ssd_post_dels(s);
+	pthread_mutex_unlock(&s->lock);
+	log_info("ssdcache: %s: %" PRIu64 " slots of %u KiB, %zu objects indexed",
+		 o->path, s->nslots, s->slot_size >> 10, s->nents);
+	*out = &s->base;
+	return 0;
+fail:
+	ssd_free(s);
+	return r;
+}
+
+void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
+{
+	struct ssd *s = (struct ssd *)so;
+
+	pthread_mutex_lock(&s->lock);
+	*st = s->st;
+	st->slots = s->nslots;
+	st->slots_used = s->nslots - s->nfree;
+	st->objects = s->nents;
+	pthread_mutex_unlock(&s->lock);
+}
