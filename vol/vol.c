@@ -1762,9 +1762,20 @@ static int gc_volume(struct vol_pool *p, struct meta_txn *t, uint64_t id,
 		chunk = be64get(kout + 8);
 		e.n = 0;
 		r = map_collect(t, id, chunk, chunk + 1, UINT64_MAX, &e);
-		for (i = 0; r == 0 && i + 1 < e.n; i++) {
-			if (!epoch_in(ep, nep, e.a[i].epoch, e.a[i + 1].epoch))
-				r = map_del(p, t, id, chunk, e.a[i].epoch, e.a[i].obj);
+		{
+			bool leading = !rec->parent;    /* nothing below yet */
+
+			for (i = 0; r == 0 && i < e.n; i++) {
+				bool dead = i + 1 < e.n &&
+					    !epoch_in(ep, nep, e.a[i].epoch, e.a[i + 1].epoch);
+
+				/* a hole entry with nothing below reads the same
+				 * as no entry */
+				if (dead || (leading && !e.a[i].obj))
+					r = map_del(p, t, id, chunk, e.a[i].epoch, e.a[i].obj);
+				else
+					leading = false;
+			}
 		}
 		*left -= MIN(*left, e.n ? e.n : 1);
 		if (chunk == UINT64_MAX - 1) {
