@@ -708,13 +708,29 @@ def t_stuck_reader():
     c.handshake()
     c.go("disk")
     c.s.settimeout(2)
+    sent = 0
     try:
-        for j in range(256):
+        for j in range(100000):          # up to 100 GiB of replies asked for
             c.request(CMD_READ, (j % 64) * MiB, MiB)
+            sent += 1
     except (Closed, Fail):
         pass
     for _ in range(3):
         still_serves("a stuck reader")
+    # Memory stays bounded (DESIGN.md invariant 6): the server must push
+    # back, not buffer replies.  1 GiB leaves room for ASan's quarantine.
+    pid = os.environ.get("NBD_SERVER_PID")
+    if pid:
+        import time
+        hwm = 0
+        for _ in range(10):
+            with open("/proc/%s/status" % pid) as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        hwm = max(hwm, int(line.split()[1]) * 1024)
+            time.sleep(0.1)
+        print("stuck reader: %d requests sent, server RSS %d MiB" % (sent, hwm >> 20))
+        check(hwm < 1 << 30, "server RSS %d MiB with a stuck reader" % (hwm >> 20))
     c.close()
 
 

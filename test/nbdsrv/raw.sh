@@ -10,6 +10,7 @@ python3 -c 'import sys; f=open(sys.argv[1],"wb"); f.truncate(1000000); f.seek(10
 : >"$t/empty"
 start_nbdsrv --unix "$t/sock" --export "disk=$t/disk" --export "big=$t/big" \
   --export "odd=$t/odd" --export "empty=$t/empty"
-python3 "$SRC_DIR/test/nbdsrv/nbd_raw.py" "$t/sock" || fail "raw protocol checks failed"
+NBD_SERVER_PID=$NBDSRV_PID python3 "$SRC_DIR/test/nbdsrv/nbd_raw.py" "$t/sock" ||
+  fail "raw protocol checks failed"
 kill -0 "$NBDSRV_PID" || fail "server died"
 stop_nbdsrv || fail "server exit status $? after SIGTERM"
