@@ -16,25 +16,46 @@
 #include <time.h>
 #include <unistd.h>
 
-static char dir[64];
+static char basedir[64];     /* per run: removed even after failures */
+static char dir[96];
 static const struct meta_opts base_opts = {
 	.pool_id = "meta-test-pool!!", .create = true,
 	.commit_delay_ns = UINT64_MAX,
 };
 
+static void rm_rf(const char *d)
+{
+	char cmd[160];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", d);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", d);
+}
+
+/* Unchecked (runner process): its teardown runs even after a failure. */
+static void base_setup(void)
+{
+	snprintf(basedir, sizeof(basedir), "/tmp/check_meta.XXXXXX");
+	if (!mkdtemp(basedir))
+		basedir[0] = 0;
+}
+
+static void base_teardown(void)
+{
+	if (basedir[0])
+		rm_rf(basedir);
+}
+
 static void setup(void)
 {
-	snprintf(dir, sizeof(dir), "/tmp/check_meta.XXXXXX");
+	ck_assert_msg(basedir[0], "cannot create a temporary directory");
+	snprintf(dir, sizeof(dir), "%s/t.XXXXXX", basedir);
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	rm_rf(dir);
 }
 
 static uint64_t rs;
@@ -429,6 +450,7 @@ int main(void)
 	SRunner *sr;
 	int failed;
 
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_overlay_model);

@@ -72,7 +72,8 @@ static uint64_t seed_init(const char *test)
 	return seed;
 }
 
-static char tmpdir[64];
+static char basedir[64];     /* per suite run: removed even after failures */
+static char tmpdir[96];      /* per test, inside basedir */
 
 static void rm_rf(const char *d)
 {
@@ -83,9 +84,25 @@ static void rm_rf(const char *d)
 		fprintf(stderr, "cannot remove %s\n", d);
 }
 
+/* Unchecked fixture: runs in the runner process, so its teardown runs even
+ * when a test's process died on a failed assertion. */
+static void base_setup(void)
+{
+	snprintf(basedir, sizeof(basedir), "/tmp/check_vol.XXXXXX");
+	if (!mkdtemp(basedir))
+		basedir[0] = 0;
+}
+
+static void base_teardown(void)
+{
+	if (basedir[0])
+		rm_rf(basedir);
+}
+
 static void dir_setup(void)
 {
-	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_vol.XXXXXX");
+	ck_assert_msg(basedir[0], "cannot create a temporary directory");
+	snprintf(tmpdir, sizeof(tmpdir), "%s/t.XXXXXX", basedir);
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 }
 
@@ -1011,12 +1028,12 @@ static void crash_child(const char *meta, const char *rec, uint64_t seed, long f
 
 START_TEST(test_crash)
 {
-	char meta[128], rec[128];
+	char meta[160], rec[160];
 	struct objstore *store;
 	struct vol_pool *p;
 	int iters = getenv("NBDSRV_CRASH_ITERS") ? atoi(getenv("NBDSRV_CRASH_ITERS")) : 12;
 	uint64_t seed = seed_init("test_crash");
-	char objdir[128];
+	char objdir[160];
 	long done = 0;
 
 	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
@@ -1568,6 +1585,7 @@ static Suite *vol_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("model");
+	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_add_checked_fixture(tc, dir_setup, dir_teardown);
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_model);
