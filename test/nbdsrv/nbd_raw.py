@@ -715,6 +715,18 @@ def t_stuck_reader():
             sent += 1
     except (Closed, Fail):
         pass
+    # A second one writes 1 MiB payloads and never reads the replies.
+    c2 = Conn()
+    c2.handshake()
+    c2.go("disk")
+    c2.s.settimeout(2)
+    blob = b"\x77" * MiB
+    try:
+        for j in range(4096):
+            c2.request(CMD_WRITE, 48 * MiB + (j % 8) * MiB, MiB, payload=blob)
+            sent += 1
+    except (Closed, Fail):
+        pass
     for _ in range(3):
         still_serves("a stuck reader")
     # Memory stays bounded (DESIGN.md invariant 6): the server must push
@@ -732,6 +744,7 @@ def t_stuck_reader():
         print("stuck reader: %d requests sent, server RSS %d MiB" % (sent, hwm >> 20))
         check(hwm < 1 << 30, "server RSS %d MiB with a stuck reader" % (hwm >> 20))
     c.close()
+    c2.close()
 
 
 def t_many_connections():
