@@ -4,9 +4,10 @@
  * ready replies.
  *
  * Each reactor creates its loop on its own thread (the ring is
- * SINGLE_ISSUER) and arms one multishot accept per listener; the kernel
- * hands each new connection to one of the reactors waiting on that socket,
- * and the connection stays there.  The reactor's loop is
+ * SINGLE_ISSUER) and arms one multishot accept per listener.  The kernel
+ * tends to complete every accept on the same ring, so the accepting reactor
+ * hands the new socket (loop_post) to the reactor with the fewest
+ * connections; from then on the connection stays there.  The reactor's loop is
  *
  *     for (;;) { loop_run_once(wait);   ← submit everything queued, reap CQEs
  *                conn_flush(dirty…); }  ← one sendmsg per conn for all the
@@ -41,6 +42,64 @@ static void accept_retry_cb(struct loop_op *op, int res, uint32_t flags)
 		accept_arm(a);
 }
 
+/* A socket accepted on one reactor, on its way to another. */
+struct handoff {
+	struct loop_msg msg;
+	struct reactor *to;
+	int fd;
+	bool tcp;
+};
+
+static void handoff_msg(struct loop_msg *m)
+{
+	struct handoff *h = container_of(m, struct handoff, msg);
+
+	__atomic_fetch_sub(&h->to->pending, 1, __ATOMIC_RELAXED);
+	conn_accept(h->to, h->fd, h->tcp);
+	free(h);
+}
+
+/* The reactor with the fewest connections (counting those being handed
+ * over), self on a tie: the kernel wakes the same multishot accept for
+ * every connection, so without this one reactor would get them all. */
+static struct reactor *pick_reactor(struct reactor *self)
+{
+	struct server *srv = self->srv;
+	struct reactor *best = self;
+	unsigned bestn = __atomic_load_n(&self->n_conns, __ATOMIC_RELAXED) +
+			 __atomic_load_n(&self->pending, __ATOMIC_RELAXED);
+	unsigned i;
+
+	for (i = 1; i < srv->n_reactors; i++) {
+		struct reactor *r = &srv->reactors[(self->id + i) % srv->n_reactors];
+		unsigned n = __atomic_load_n(&r->n_conns, __ATOMIC_RELAXED) +
+			     __atomic_load_n(&r->pending, __ATOMIC_RELAXED);
+
+		if (n < bestn) {
+			best = r;
+			bestn = n;
+		}
+	}
+	return best;
+}
+
+static void accept_one(struct reactor *r, int fd, bool tcp)
+{
+	struct reactor *to = pick_reactor(r);
+	struct handoff *h;
+
+	if (to != r && (h = malloc(sizeof(*h)))) {
+		h->to = to;
+		h->fd = fd;
+		h->tcp = tcp;
+		h->msg.fn = handoff_msg;
+		__atomic_fetch_add(&to->pending, 1, __ATOMIC_RELAXED);
+		loop_post(&to->loop, &h->msg);
+		return;
+	}
+	conn_accept(r, fd, tcp);
+}
+
 static void accept_cb(struct loop_op *op, int res, uint32_t flags)
 {
 	struct accept_op *a = container_of(op, struct accept_op, op);
@@ -52,7 +111,7 @@ static void accept_cb(struct loop_op *op, int res, uint32_t flags)
 		if (r->stopping)
 			close(res);
 		else
-			conn_accept(r, res, a->l->tcp);
+			accept_one(r, res, a->l->tcp);
 	} else if (res != -ECANCELED && !r->stopping) {
 		log_warn("accept on %s: %s", a->l->what, strerror(-res));
 		if (!a->armed && !a->retry.armed) {
@@ -102,7 +161,8 @@ static bool reactor_idle(struct reactor *r)
 {
 	size_t i;
 
-	if (!r->stopping || r->n_conns)
+	if (!r->stopping || r->n_conns ||
+	    __atomic_load_n(&r->pending, __ATOMIC_ACQUIRE))
 		return false;
 	for (i = 0; i < r->srv->n_listeners; i++)
 		if (r->accepts[i].armed || r->accepts[i].retry.armed)

@@ -48,6 +48,7 @@ struct reactor {
 	struct accept_op *accepts;      /* srv->n_listeners of them */
 	struct conn *conns;             /* doubly linked, all live conns */
 	unsigned n_conns;               /* written atomically (status reads) */
+	unsigned pending;               /* sockets handed to us, not adopted */
 	struct conn *dirty;             /* conns with replies to send */
 	bool stopping;                  /* stop accepting, drain conns */
 	bool done;                      /* thread may exit */
