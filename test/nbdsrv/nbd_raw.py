@@ -722,7 +722,7 @@ def t_stuck_reader():
     c2.s.settimeout(2)
     blob = b"\x77" * MiB
     try:
-        for j in range(4096):
+        for j in range(512):
             c2.request(CMD_WRITE, 48 * MiB + (j % 8) * MiB, MiB, payload=blob)
             sent += 1
     except (Closed, Fail):
