@@ -274,6 +274,9 @@ bool memstore_was_dropped(struct objstore *s, uint64_t obj);
  */
 #define SSDCACHE_BLOCK 4096u
 
+struct zdb_pool_cfg;
+struct codec;
+
 struct ssdcache_opts {
 	const char *path;         /* cache file or block device */
 	uint64_t size;            /* bytes to create a file with (create only;
@@ -283,6 +286,15 @@ struct ssdcache_opts {
 	uint8_t pool_id[META_POOL_ID_LEN]; /* the cache file must carry it */
 	bool create;              /* initialise path when it has no cache
 	                           * header (refused if the index is not empty) */
+	/* The pool behind the cache; NULL = local only.  The cache opens it
+	 * on its own thread (which then owns it) from a copy of this. */
+	const struct zdb_pool_cfg *pool_cfg;
+	struct codec *codec;      /* the pool's codec (k, m); outlives the store */
+	uint8_t shard_key_seed[32]; /* secret derived from the pool key (never
+	                           * the raw key): shard keys are a keyed hash
+	                           * of (pool id, version, shard) under it */
+	bool writethrough;        /* FLUSH waits for the pool commit */
+	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 4 */
 };
 
 /* Open (or with o->create, initialise) the cache at o->path; blocking (call
@@ -300,6 +312,11 @@ struct ssdcache_stats {
 	uint64_t read_ops, write_ops, flush_ops;
 	uint64_t rmw_blocks;      /* partial blocks filled from a base/zeros */
 	uint64_t index_puts, index_dels; /* records staged */
+	uint64_t pool_dirty;      /* objects not yet in the pool */
+	uint64_t flushed;         /* versions committed to the pool */
+	uint64_t flush_errors;    /* failed attempts (retried) */
+	uint64_t gc_versions;     /* old versions whose shards were deleted */
+	uint64_t intents_recovered; /* orphan versions deleted at open */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
