@@ -59,9 +59,10 @@
  * slot.  In-flight ops pin the entries they touch; a pinned entry is freed
  * when its last op completes.
  */
-#include "cache/cache.h"
+#include "cache/ssd.h"
 
 #include <errno.h>
+#include <sodium.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
@@ -72,128 +73,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define SSD_MAGIC        "NBDSRVC\x01"
-#define SSD_FORMAT       1u
-#define SSD_HDR_SIZE     4096u
-#define SSD_BLK          SSDCACHE_BLOCK
-#define SSD_F_DROPPED    1u
-#define SSD_BIND_VERSION 1u
-
-struct ssd_hdr {
-	char magic[8];
-	uint32_t format;
-	uint32_t slot_size;
-	uint64_t nslots;
-	uint8_t pool_id[META_POOL_ID_LEN];
-	uint8_t instance[16];
-	uint8_t pad[SSD_HDR_SIZE - 8 - 4 - 4 - 8 - 16 - 16 - 8];
-	uint64_t csum;                  /* FNV-1a of everything before */
-};
-_Static_assert(sizeof(struct ssd_hdr) == SSD_HDR_SIZE, "header is one block");
-
-/* key 0 of the index: which cache file the records describe */
-struct ssd_bind {
-	uint32_t version;
-	uint32_t slot_size;
-	uint64_t nslots;
-	uint8_t instance[16];
-};
-
-/* index record header; the validity bitmap follows */
-struct ssd_rec {
-	uint32_t slot;
-	uint32_t flags;                 /* SSD_F_* */
-	uint64_t base;
-};
-
-struct ssd_req;
-
-struct ssd_ent {
-	struct ssd_ent *hnext;          /* hash chain */
-	struct ssd_ent *dnext;          /* index-dirty list */
-	struct ssd_ent *bent;           /* base entry (holds a dependent ref) */
-	uint64_t obj, base;
-	uint32_t slot;
-	uint32_t deps;                  /* live entries whose bent is this */
-	uint32_t pins;                  /* ops in flight that read/write it */
-	bool dropped, on_dirty, rmw;
-	uint64_t ver, staged_ver;       /* record versions: changed / staged */
-	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
-	uint64_t valid[];               /* one bit per block */
-};
-
-struct ssd_del {
-	uint64_t obj;
-	uint32_t slot;
-};
-
-struct ssd {
-	struct objstore base;
-	int fd;
-	uint32_t slot_size, nblk, bm_words, bm_bytes;
-	uint64_t nslots;
-	struct meta *meta;
-
-	pthread_mutex_t lock;           /* everything below */
-	struct ssd_ent **tab;
-	size_t nbuckets, nents;
-	uint32_t *free_slots;           /* stack */
-	uint64_t nfree;
-	struct ssd_ent *dirty;          /* index records to stage */
-	struct ssd_del *dels;           /* deletions to stage (cache thread) */
-	size_t ndels, cap_dels;
-	bool del_posted;
-	struct ssdcache_stats st;
-
-	/* the cache's own thread */
-	pthread_t thread;
-	bool thread_started;
-	struct loop loop;
-	pthread_mutex_t start_lock;
-	pthread_cond_t start_cond;
-	int start_res;
-	bool started;
-	struct loop_msg del_msg, stop_msg;
-};
-
-/* one file I/O of a request (resubmitted on short transfers) */
-struct ssd_sub {
-	struct loop_op op;
-	struct ssd_req *req;
-	bool write;
-	uint64_t foff;
-	uint8_t *buf;
-	struct iovec iov[3];
-	unsigned niov;
-	uint64_t done, len;
-};
-
-enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH };
-
-struct ssd_req {
-	struct ssd *s;
-	struct objstore_io *io;
-	enum ssd_kind kind;
-	int err;
-	unsigned pending;
-	struct ssd_req *wnext;          /* waiting for an rmw */
-	struct loop_msg msg;            /* resubmit on io->loop */
-	/* write / zero */
-	struct ssd_ent *ent;
-	uint64_t b0, b1;                /* block range [b0, b1) */
-	uint8_t *bounce;                /* aligned image of [b0, b1) or NULL */
-	bool need_rmw;
-	int phase;
-	/* pins taken (read sources, write's ent and its fill sources) */
-	struct ssd_ent **pinned;
-	unsigned npinned, cap_pinned;
-	/* flush: snapshot of records */
-	uint8_t *recs;                  /* n × (8 + 8 + rec_len) */
-	size_t nrecs;
-	struct ssd_sub subs[];
-};
-
-static size_t ssd_rec_len(const struct ssd *s)
+size_t ssd_rec_len(const struct ssd *s)
 {
 	return sizeof(struct ssd_rec) + s->bm_bytes;
 }
@@ -210,13 +90,13 @@ static uint64_t fnv1a(const void *p, size_t n)
 	return h;
 }
 
-static void be64put(uint8_t *p, uint64_t v)
+void ssd_be64put(uint8_t *p, uint64_t v)
 {
 	for (int i = 7; i >= 0; i--, v >>= 8)
 		p[i] = (uint8_t)v;
 }
 
-static uint64_t be64get(const uint8_t *p)
+uint64_t ssd_be64get(const uint8_t *p)
 {
 	uint64_t v = 0;
 
@@ -262,6 +142,11 @@ static struct ssd_ent *ssd_find(struct ssd *s, uint64_t obj)
 	return NULL;
 }
 
+struct ssd_ent *ssd_find_locked(struct ssd *s, uint64_t obj)
+{
+	return ssd_find(s, obj);
+}
+
 static int ssd_grow(struct ssd *s)
 {
 	size_t nb = s->nbuckets * 2, i;
@@ -296,7 +181,7 @@ static void ssd_unlink(struct ssd *s, struct ssd_ent *e)
 	s->nents--;
 }
 
-static void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e)
+void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e)
 {
 	e->ver++;
 	if (!e->on_dirty) {
@@ -354,13 +239,23 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 
 		ssd_unlink(s, e);
 		ssd_dirty_remove(s, e);
+		if (e->on_pdirty) {
+			struct ssd_ent **pp = &s->pdirty;
+
+			while (*pp != e)
+				pp = &(*pp)->pnext;
+			*pp = e->pnext;
+			e->on_pdirty = false;
+			ssd_wt_wake(s);
+		}
 		if (!e->staged_ver) {
 			/* never staged: no record to delete */
 			s->free_slots[s->nfree++] = e->slot;
 		} else if (s->ndels < s->cap_dels ||
 			   (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
 			    ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
-			s->dels[s->ndels++] = (struct ssd_del){ e->obj, e->slot };
+			s->dels[s->ndels++] = (struct ssd_del){ e->obj, e->slot,
+								e->prec };
 			ssd_post_dels(s);
 		} else {
 			log_error("ssdcache: out of memory: slot %u of object %"
@@ -372,6 +267,23 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 		if (b)
 			b->deps--;
 		e = b;
+	}
+}
+
+void ssd_unpin(struct ssd *s, struct ssd_ent *e)
+{
+	e->pins--;
+	ssd_maybe_free(s, e);
+}
+
+void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e)
+{
+	e->dirty_gen = ++s->wgen;
+	if (!e->on_pdirty) {
+		e->on_pdirty = true;
+		e->first_dirty = e->dirty_gen;
+		e->pnext = s->pdirty;
+		s->pdirty = e;
 	}
 }
 
@@ -652,6 +564,8 @@ static void ssd_write_complete(struct ssd_req *r)
 			ssd_maybe_free(s, old);
 		}
 		ssd_mark_dirty(s, e);
+		if (s->pool_mode)
+			ssd_pool_dirty(s, e);
 	}
 	if (r->need_rmw) {
 		e->rmw = false;
@@ -851,7 +765,7 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 	struct meta_txn *t;
 	int err = 0;
 
-	if (!r->nrecs)
+	if (!r->nrecs && !r->extra)
 		return 0;
 	t = meta_wbegin(s->meta);
 	if (!t)
@@ -869,7 +783,7 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 			continue;       /* freed since, or a newer one is staged */
 		uint8_t k[8];
 
-		be64put(k, obj);
+		ssd_be64put(k, obj);
 		err = meta_put(t, META_T_CACHE_INDEX, k, 8, p + 16, rl);
 		if (!err) {
 			e->staged_ver = ver;
@@ -877,8 +791,41 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (!err && r->extra)
+		r->extra(s, t, r->extra_arg);
 	meta_end(t);
 	return err;
+}
+
+static void ssd_wt_done(struct loop_msg *m)
+{
+	struct ssd_req *r = container_of(m, struct ssd_req, msg);
+	struct objstore_io *io = r->io;
+
+	ssd_req_free(r);
+	io->cb(io, 0);
+}
+
+void ssd_wt_wake(struct ssd *s)
+{
+	uint64_t min_first = UINT64_MAX;
+	struct ssd_req **pp, *r;
+	struct ssd_ent *e;
+
+	if (!s->wt_wait)
+		return;
+	for (e = s->pdirty; e; e = e->pnext)
+		if (!e->dropped && e->first_dirty < min_first)
+			min_first = e->first_dirty;
+	for (pp = &s->wt_wait; (r = *pp); ) {
+		if (r->wt_gen <= min_first) {
+			*pp = r->wnext;
+			r->msg.fn = ssd_wt_done;
+			loop_post(r->io->loop, &r->msg);
+		} else {
+			pp = &r->wnext;
+		}
+	}
 }
 
 static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
@@ -912,38 +859,64 @@ static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
 		}
 		pthread_mutex_unlock(&s->lock);
 	}
+	if (!err && r->wt_gen) {
+		/* writethrough: done when every write before the flush is
+		 * committed in the pool (ssdflush_wake) */
+		free(r->recs);
+		r->recs = NULL;
+		pthread_mutex_lock(&s->lock);
+		r->wnext = s->wt_wait;
+		s->wt_wait = r;
+		ssdflush_kick(s);
+		ssd_wt_wake(s);
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	ssd_req_free(r);
 	io->cb(io, err);
 }
 
+static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
+			 void (*extra)(struct ssd *, struct meta_txn *, void *),
+			 void *arg, bool wt);
+
 static void ssd_flush(struct objstore *so, struct objstore_io *io)
 {
 	struct ssd *s = (struct ssd *)so;
-	size_t rl = ssd_rec_len(s), each = 16 + rl, n = 0, cap = 0;
-	struct ssd_req *r = ssd_req_new(s, io, SSD_FLUSH, 1);
-	struct ssd_ent *e;
-	struct io_uring_sqe *sqe;
 
-	if (!r) {
-		objstore_complete(io, -ENOMEM);
-		return;
-	}
-	pthread_mutex_lock(&s->lock);
-	s->st.flush_ops++;
+	ssd_flush_do(s, io, NULL, NULL, s->writethrough);
+}
+
+void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
+		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg)
+{
+	ssd_flush_do(s, io, extra, arg, false);
+}
+
+void ssd_read_obj(struct ssd *s, struct objstore_io *io)
+{
+	ssd_read(&s->base, io);
+}
+
+/* lock held: move the changed records into r (index-dirty list emptied). */
+static int ssd_snapshot_locked(struct ssd *s, struct ssd_req *r)
+{
+	size_t each = 16 + ssd_rec_len(s), n = 0, cap = 0;
+	struct ssd_ent *e;
+
 	for (e = s->dirty; e; e = e->dnext)
 		cap++;
-	if (cap && !(r->recs = malloc(cap * each))) {
-		pthread_mutex_unlock(&s->lock);
-		ssd_req_free(r);
-		objstore_complete(io, -ENOMEM);
-		return;
-	}
+	if (cap && !(r->recs = malloc(cap * each)))
+		return -ENOMEM;
 	while ((e = s->dirty)) {
 		uint8_t *p = r->recs + n++ * each;
 		struct ssd_rec rec = {
 			.slot = e->slot,
-			.flags = e->dropped ? SSD_F_DROPPED : 0,
+			.flags = (e->dropped ? SSD_F_DROPPED : 0) |
+				 (e->dirty_gen > e->pool_gen ? SSD_F_DIRTY : 0) |
+				 (e->hole ? SSD_F_HOLE : 0),
 			.base = e->base,
+			.p = e->prec,
 		};
 
 		s->dirty = e->dnext;
@@ -954,6 +927,31 @@ static void ssd_flush(struct objstore *so, struct objstore_io *io)
 		memcpy(p + 16 + sizeof(rec), e->valid, s->bm_bytes);
 	}
 	r->nrecs = n;
+	return 0;
+}
+
+static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
+			 void (*extra)(struct ssd *, struct meta_txn *, void *),
+			 void *arg, bool wt)
+{
+	struct ssd_req *r = ssd_req_new(s, io, SSD_FLUSH, 1);
+	struct io_uring_sqe *sqe;
+
+	if (!r) {
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
+	r->extra = extra;
+	r->extra_arg = arg;
+	pthread_mutex_lock(&s->lock);
+	s->st.flush_ops++;
+	r->wt_gen = wt ? s->wgen + 1 : 0;  /* +1: nonzero even before writes */
+	if (ssd_snapshot_locked(s, r) < 0) {
+		pthread_mutex_unlock(&s->lock);
+		ssd_req_free(r);
+		objstore_complete(io, -ENOMEM);
+		return;
+	}
 	pthread_mutex_unlock(&s->lock);
 	ssd_sub_add(r, 0, false, 0, NULL, 0);
 	r->subs[0].op.cb = ssd_flush_done;
@@ -990,6 +988,23 @@ static void ssd_post_dels(struct ssd *s)
 	}
 }
 
+struct ssd_gcwait {
+	struct meta_flush mf;
+	struct ssd *s;
+	size_t n;
+	struct ssd_prec v[];
+};
+
+static void ssd_gcwait_done(struct meta_flush *f, int res)
+{
+	struct ssd_gcwait *w = container_of(f, struct ssd_gcwait, mf);
+
+	w->s->ngc--;
+	if (res == 0)
+		ssdflush_gc(w->s, w->v, w->n);
+	free(w);
+}
+
 /* Stage the queued index deletions, then return their slots. */
 static void ssd_stage_dels(struct ssd *s)
 {
@@ -1012,9 +1027,18 @@ static void ssd_stage_dels(struct ssd *s)
 	for (i = 0; t && i < n; i++) {
 		uint8_t k[8];
 
-		be64put(k, d[i].obj);
+		ssd_be64put(k, d[i].obj);
 		if (meta_del(t, META_T_CACHE_INDEX, k, 8) < 0)
 			break;
+		if (d[i].prec.version && d[i].prec.meta_len) {
+			struct ssd_intent in = { .state = SSD_GARBAGE,
+				.n = s->k + s->m, .obj = d[i].obj };
+
+			memcpy(in.place, d[i].prec.place, sizeof(in.place));
+			ssd_be64put(k, d[i].prec.version);
+			if (meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in)) < 0)
+				break;
+		}
 	}
 	if (t)
 		meta_end(t);
@@ -1028,6 +1052,29 @@ static void ssd_stage_dels(struct ssd *s)
 		s->free_slots[s->nfree++] = d[j].slot;
 	s->st.index_dels += i;
 	pthread_mutex_unlock(&s->lock);
+	if (s->pool_mode && s->thread_started && !s->stopping) {
+		struct ssd_gcwait *w = malloc(sizeof(*w) + i * sizeof(w->v[0]) + 1);
+
+		/* without memory the GARBAGE intents are found at the next open */
+		if (w) {
+			w->s = s;
+			w->n = 0;
+			for (size_t j = 0; j < i; j++)
+				if (d[j].prec.version && d[j].prec.meta_len)
+					w->v[w->n++] = d[j].prec;
+			if (!w->n) {
+				free(w);
+			} else {
+				/* shards go only after the commit that staged
+				 * their GARBAGE intents */
+				memset(&w->mf, 0, sizeof(w->mf));
+				w->mf.loop = &s->loop;
+				w->mf.cb = ssd_gcwait_done;
+				s->ngc++;
+				meta_flush(s->meta, &w->mf);
+			}
+		}
+	}
 	free(d);
 }
 
@@ -1040,14 +1087,22 @@ static void ssd_stop_msg(struct loop_msg *m)
 {
 	struct ssd *s = container_of(m, struct ssd, stop_msg);
 
+	s->stopping = true;
 	loop_stop(&s->loop);
 }
 
 static void *ssd_thread(void *arg)
 {
 	struct ssd *s = arg;
-	int r = loop_init(&s->loop, 64);
+	int r = loop_init(&s->loop, 256);
 
+	if (r == 0 && s->pool_mode) {
+		r = ssdflush_start(s);
+		if (r < 0) {
+			ssdflush_stop(s);
+			loop_fini(&s->loop);
+		}
+	}
 	pthread_mutex_lock(&s->start_lock);
 	s->start_res = r;
 	s->started = true;
@@ -1056,11 +1111,48 @@ static void *ssd_thread(void *arg)
 	if (r < 0)
 		return NULL;
 	loop_run(&s->loop);
+	if (s->pool_mode)
+		ssdflush_stop(s);
 	loop_fini(&s->loop);
 	return NULL;
 }
 
 /* ------------------------------------------------------- open / close ---- */
+
+static void ssd_mark_clean(struct ssd *s, struct meta_txn *t, void *arg)
+{
+	uint8_t k[8];
+
+	(void)arg;
+	ssd_be64put(k, 0);
+	s->bind.clean = 1;
+	meta_put(t, META_T_CACHE_INDEX, k, 8, &s->bind, sizeof(s->bind));
+}
+
+/* Make the index describe the file exactly, then mark it closed cleanly
+ * (only when no pool flush was cut short). */
+static void ssd_close_sync(struct ssd *s)
+{
+	struct ssd_req *r = ssd_req_new(s, NULL, SSD_FLUSH, 0);
+	int err;
+
+	if (!r)
+		return;
+	pthread_mutex_lock(&s->lock);
+	err = ssd_snapshot_locked(s, r);
+	pthread_mutex_unlock(&s->lock);
+	if (!err && fdatasync(s->fd) < 0)
+		err = -errno;
+	if (!err && !s->nflushing && !s->ngc) {
+		r->extra = ssd_mark_clean;
+	}
+	if (!err)
+		err = ssd_stage(s, r);
+	if (err)
+		log_error("ssdcache: closing: %s (the next open re-flushes every "
+			  "object)", strerror(-err));
+	ssd_req_free(r);
+}
 
 static void ssd_free(struct ssd *s)
 {
@@ -1073,6 +1165,8 @@ static void ssd_free(struct ssd *s)
 	}
 	if (s->ndels)
 		ssd_stage_dels(s);
+	if (s->opened)
+		ssd_close_sync(s);
 	for (i = 0; s->tab && i < s->nbuckets; i++) {
 		struct ssd_ent *e = s->tab[i], *next;
 
@@ -1084,6 +1178,11 @@ static void ssd_free(struct ssd *s)
 	free(s->tab);
 	free(s->free_slots);
 	free(s->dels);
+	if (s->pool_cfg) {
+		zdb_pool_cfg_wipe(s->pool_cfg);
+		free(s->pool_cfg);
+	}
+	sodium_memzero(s->skey, sizeof(s->skey));
 	if (s->fd >= 0)
 		close(s->fd);
 	pthread_mutex_destroy(&s->lock);
@@ -1252,6 +1351,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 	int r, bl;
 
 	memcpy(want.instance, h->instance, sizeof(want.instance));
+	s->bind = want;
 	used = calloc(s->nslots, 1);
 	if (!val || !used) {
 		r = -ENOMEM;
@@ -1262,7 +1362,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		r = -EIO;
 		goto out;
 	}
-	be64put(k, 0);
+	ssd_be64put(k, 0);
 	bl = meta_get(t, META_T_CACHE_INDEX, k, 8, &bind, sizeof(bind));
 	r = 0;
 	for (enum meta_seek how = META_GT;; ) {
@@ -1286,7 +1386,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		memcpy(&rec, val, sizeof(rec));
 		if (rec.slot >= s->nslots || used[rec.slot]) {
 			log_error("ssdcache: index record of object %" PRIu64
-				  " names slot %u (%s)", be64get(kout), rec.slot,
+				  " names slot %u (%s)", ssd_be64get(kout), rec.slot,
 				  rec.slot >= s->nslots ? "out of range" : "twice");
 			r = -EUCLEAN;
 			break;
@@ -1301,12 +1401,17 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			break;
 		}
 		used[rec.slot] = 1;
-		e->obj = be64get(kout);
+		e->obj = ssd_be64get(kout);
 		e->slot = rec.slot;
 		e->base = rec.base;
 		e->dropped = rec.flags & SSD_F_DROPPED;
 		e->ver = e->staged_ver = 1;
 		memcpy(e->valid, val + sizeof(rec), s->bm_bytes);
+		e->prec = rec.p;
+		e->hole = rec.flags & SSD_F_HOLE;
+		if (s->pool_mode && (rec.flags & SSD_F_DIRTY) &&
+		    !(rec.flags & SSD_F_DROPPED))
+			ssd_pool_dirty(s, e);
 		e->hnext = s->tab[ssd_hash(e->obj, s->nbuckets)];
 		s->tab[ssd_hash(e->obj, s->nbuckets)] = e;
 		s->nents++;
@@ -1314,7 +1419,8 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 	meta_end(t);
 	if (r < 0)
 		goto out;
-	if (bl >= 0 && (bl != sizeof(bind) || memcmp(&bind, &want, sizeof(bind)))) {
+	if (bl >= 0 && (bl != sizeof(bind) ||
+			memcmp(&bind, &want, offsetof(struct ssd_bind, clean)))) {
 		log_error("ssdcache: the cache index belongs to another cache file "
 			  "than %s (replaced or re-created?); refusing it", o->path);
 		r = -ESTALE;
@@ -1331,13 +1437,34 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		r = -ESTALE;
 		goto out;
 	}
-	if (bl < 0) {
+	if (bl >= 0 && !bind.clean && s->pool_mode) {
+		/*
+		 * Not closed cleanly: a slot may hold writes completed after
+		 * its last index record (the page cache outlives a SIGKILL),
+		 * which its pool version lacks.  Flush every object again so
+		 * the pool and the cache cannot disagree.
+		 */
+		size_t nre = 0;
+
+		for (i = 0; i < s->nbuckets; i++)
+			for (e = s->tab[i]; e; e = e->hnext)
+				if (!e->dropped && !e->on_pdirty) {
+					ssd_pool_dirty(s, e);
+					nre++;
+				}
+		if (nre)
+			log_info("ssdcache: not closed cleanly: %zu object(s) will "
+				 "be flushed to the pool again", nre);
+	}
+	if (bl < 0 || bind.clean) {
+		/* mark "open" durably before any write can land */
 		t = meta_wbegin(s->meta);
 		if (!t) {
 			r = -EIO;
 			goto out;
 		}
-		be64put(k, 0);
+		ssd_be64put(k, 0);
+		want.clean = 0;
 		r = meta_put(t, META_T_CACHE_INDEX, k, 8, &want, sizeof(want));
 		meta_end(t);
 		if (r < 0)
@@ -1423,6 +1550,36 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	s->bm_words = (s->nblk + 63) / 64;
 	s->bm_bytes = s->bm_words * 8;
 	s->del_msg.fn = ssd_del_msg;
+	memcpy(s->pool_id, o->pool_id, META_POOL_ID_LEN);
+	if (o->pool_cfg) {
+		const struct codec_params *cp;
+
+		if (!o->codec) {
+			log_error("ssdcache: a pool needs its codec");
+			r = -EINVAL;
+			goto fail;
+		}
+		cp = codec_get_params(o->codec);
+		if (cp->max_chunk < o->slot_size) {
+			log_error("ssdcache: the codec's chunks (%u) are smaller than "
+				  "the slots (%u)", cp->max_chunk, o->slot_size);
+			r = -EINVAL;
+			goto fail;
+		}
+		s->pool_mode = true;
+		s->writethrough = o->writethrough;
+		s->codec = o->codec;
+		s->k = cp->k;
+		s->m = cp->m;
+		memcpy(s->skey, o->shard_key_seed, sizeof(s->skey));
+		s->flush_par = o->flush_parallel ? o->flush_parallel : 4;
+		s->pool_cfg = malloc(sizeof(*s->pool_cfg));
+		if (!s->pool_cfg) {
+			r = -ENOMEM;
+			goto fail;
+		}
+		memcpy(s->pool_cfg, o->pool_cfg, sizeof(*s->pool_cfg));
+	}
 	r = ssd_open_file(s, o, &h, &created);
 	if (r < 0)
 		goto fail;
@@ -1456,6 +1613,7 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	if (s->ndels)
 		ssd_post_dels(s);
 	pthread_mutex_unlock(&s->lock);
+	s->opened = true;
 	log_info("ssdcache: %s: %" PRIu64 " slots of %u KiB, %zu objects indexed",
 		 o->path, s->nslots, s->slot_size >> 10, s->nents);
 	*out = &s->base;
@@ -1474,5 +1632,8 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	st->slots = s->nslots;
 	st->slots_used = s->nslots - s->nfree;
 	st->objects = s->nents;
+	st->pool_dirty = 0;
+	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)
+		st->pool_dirty++;
 	pthread_mutex_unlock(&s->lock);
 }

@@ -1,0 +1,237 @@
+/*
+ * ssd.h — private to cache/ssd*.c: the ssdcache's structures, shared by the
+ * object store (ssd.c) and its pool flusher (ssdflush.c).
+ */
+#ifndef NBDSRV_CACHE_SSD_H
+#define NBDSRV_CACHE_SSD_H
+
+#include "cache/cache.h"
+#include "codec/codec.h"
+#include "zdb/zdb.h"
+
+#include <sys/uio.h>
+
+#define SSD_MAGIC        "NBDSRVC\x01"
+#define SSD_FORMAT       1u
+#define SSD_HDR_SIZE     4096u
+#define SSD_BLK          SSDCACHE_BLOCK
+#define SSD_F_DROPPED    1u
+#define SSD_F_DIRTY      2u             /* not yet in the pool */
+#define SSD_F_HOLE       4u             /* pool version is all zeros */
+#define SSD_INTENT       1u             /* shards being written */
+#define SSD_GARBAGE      2u             /* shards to delete */
+#define SSD_SKEY_LEN     32u
+#define SSD_BIND_VERSION 1u
+
+struct ssd_hdr {
+	char magic[8];
+	uint32_t format;
+	uint32_t slot_size;
+	uint64_t nslots;
+	uint8_t pool_id[META_POOL_ID_LEN];
+	uint8_t instance[16];
+	uint8_t pad[SSD_HDR_SIZE - 8 - 4 - 4 - 8 - 16 - 16 - 8];
+	uint64_t csum;                  /* FNV-1a of everything before */
+};
+_Static_assert(sizeof(struct ssd_hdr) == SSD_HDR_SIZE, "header is one block");
+
+/* key 0 of the index: which cache file the records describe */
+struct ssd_bind {
+	uint32_t version;
+	uint32_t slot_size;
+	uint64_t nslots;
+	uint8_t instance[16];
+	uint32_t clean;                 /* 1: closed cleanly (not compared) */
+	uint32_t pad;
+};
+
+/* an object's committed version in the pool */
+struct ssd_prec {
+	uint64_t version;               /* 0 = none */
+	uint16_t place[CODEC_MAX_SHARDS]; /* backend of each shard */
+	uint16_t meta_len;              /* packed struct codec_meta */
+	uint8_t meta[CODEC_META_MAX];
+};
+
+/* index record header; the validity bitmap follows */
+struct ssd_rec {
+	uint32_t slot;
+	uint32_t flags;                 /* SSD_F_* */
+	uint64_t base;
+	struct ssd_prec p;
+};
+
+/* META_T_INTENTS: version → this */
+struct ssd_intent {
+	uint32_t state;                 /* SSD_INTENT / SSD_GARBAGE */
+	uint32_t n;                     /* shards (k + m) */
+	uint64_t obj;
+	uint16_t place[CODEC_MAX_SHARDS]; /* GARBAGE: where; INTENT: unknown */
+};
+
+struct ssd_req;
+
+struct ssd_ent {
+	struct ssd_ent *hnext;          /* hash chain */
+	struct ssd_ent *dnext;          /* index-dirty list */
+	struct ssd_ent *bent;           /* base entry (holds a dependent ref) */
+	uint64_t obj, base;
+	uint32_t slot;
+	uint32_t deps;                  /* live entries whose bent is this */
+	uint32_t pins;                  /* ops in flight that read/write it */
+	bool dropped, on_dirty, rmw;
+	uint64_t ver, staged_ver;       /* record versions: changed / staged */
+	/* pool state */
+	struct ssd_prec prec;           /* committed (or being staged) version */
+	uint64_t dirty_gen, pool_gen;   /* last write's gen / gen in the pool */
+	uint64_t first_dirty;           /* gen when it last became pool-dirty */
+	bool flushing, on_pdirty, hole;
+	struct ssd_ent *pnext;          /* pool-dirty list */
+	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
+	uint64_t valid[];               /* one bit per block */
+};
+
+struct ssd_del {
+	uint64_t obj;
+	uint32_t slot;
+	struct ssd_prec prec;           /* its pool version becomes garbage */
+};
+
+struct ssd_fj;
+struct ssd_gc;
+
+struct ssd {
+	struct objstore base;
+	int fd;
+	uint32_t slot_size, nblk, bm_words, bm_bytes;
+	uint64_t nslots;
+	struct meta *meta;
+
+	pthread_mutex_t lock;           /* everything below */
+	struct ssd_ent **tab;
+	size_t nbuckets, nents;
+	uint32_t *free_slots;           /* stack */
+	uint64_t nfree;
+	struct ssd_ent *dirty;          /* index records to stage */
+	struct ssd_del *dels;           /* deletions to stage (cache thread) */
+	size_t ndels, cap_dels;
+	bool del_posted;
+	struct ssdcache_stats st;
+
+	/* the cache's own thread */
+	pthread_t thread;
+	bool thread_started;
+	struct loop loop;
+	pthread_mutex_t start_lock;
+	pthread_cond_t start_cond;
+	int start_res;
+	bool started;
+	struct loop_msg del_msg, stop_msg;
+
+	struct ssd_bind bind;           /* key 0 of the index */
+	bool opened;                    /* ssdcache_open succeeded */
+
+	/* pool mode (all on the cache thread unless noted) */
+	bool pool_mode, writethrough;
+	uint8_t pool_id[META_POOL_ID_LEN];
+	uint8_t skey[SSD_SKEY_LEN];     /* shard key hash key */
+	struct codec *codec;
+	unsigned k, m;
+	struct zdb_pool_cfg *pool_cfg;  /* copy, wiped at close */
+	struct zdb_pool *pool;
+	struct workq wq;
+	bool wq_started;
+	struct codec_ctx **ctxs;        /* one per flush in flight */
+	bool *ctx_busy;
+	unsigned flush_par, nflushing;
+	struct loop_timer ftimer;
+	bool stopping;
+	unsigned ngc;                   /* GC deletions in flight */
+	/* under lock */
+	uint64_t wgen;                  /* write completions, ever */
+	struct ssd_ent *pdirty;         /* entries not yet in the pool */
+	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
+	bool kick_posted;
+	struct loop_msg kick_msg;
+};
+
+/* one file I/O of a request (resubmitted on short transfers) */
+struct ssd_sub {
+	struct loop_op op;
+	struct ssd_req *req;
+	bool write;
+	uint64_t foff;
+	uint8_t *buf;
+	struct iovec iov[3];
+	unsigned niov;
+	uint64_t done, len;
+};
+
+enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH };
+
+struct ssd_req {
+	struct ssd *s;
+	struct objstore_io *io;
+	enum ssd_kind kind;
+	int err;
+	unsigned pending;
+	struct ssd_req *wnext;          /* waiting for an rmw */
+	struct loop_msg msg;            /* resubmit on io->loop */
+	/* write / zero */
+	struct ssd_ent *ent;
+	uint64_t b0, b1;                /* block range [b0, b1) */
+	uint8_t *bounce;                /* aligned image of [b0, b1) or NULL */
+	bool need_rmw;
+	int phase;
+	/* pins taken (read sources, write's ent and its fill sources) */
+	struct ssd_ent **pinned;
+	unsigned npinned, cap_pinned;
+	/* flush: snapshot of records */
+	uint8_t *recs;                  /* n × (8 + 8 + rec_len) */
+	size_t nrecs;
+	/* extra changes staged in the same section as the records */
+	void (*extra)(struct ssd *s, struct meta_txn *t, void *arg);
+	void *extra_arg;
+	uint64_t wt_gen;                /* writethrough: wait for this gen */
+	struct ssd_sub subs[];
+};
+
+/* ssd.c, for the flusher */
+/* lock held: obj's entry or NULL */
+struct ssd_ent *ssd_find_locked(struct ssd *s, uint64_t obj);
+size_t ssd_rec_len(const struct ssd *s);
+void ssd_be64put(uint8_t *p, uint64_t v);
+uint64_t ssd_be64get(const uint8_t *p);
+/* Flush as objstore flush, staging extra(t, arg) in the records' section;
+ * io->loop must be the calling thread's. */
+void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
+		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg);
+/* Read as objstore read (any loop). */
+void ssd_read_obj(struct ssd *s, struct objstore_io *io);
+/* lock held: unpin e, free it if nothing needs it */
+void ssd_unpin(struct ssd *s, struct ssd_ent *e);
+/* lock held: writethrough waiters whose writes are all in the pool
+ * complete (on their loops) */
+void ssd_wt_wake(struct ssd *s);
+/* lock held: e's index record changed (staged at the next flush) */
+void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e);
+/* lock held: e got a write completion (pool-dirty bookkeeping) */
+void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e);
+
+/* ssdflush.c */
+/* Start the pool side on the cache thread: open the pool, recover intents,
+ * arm the flusher.  Returns 0 or -errno. */
+int ssdflush_start(struct ssd *s);
+/* Stop flushing, wait for flushes and GC in flight, close the pool
+ * (cache thread). */
+void ssdflush_stop(struct ssd *s);
+/* Any thread, lock held: ask the cache thread to look for work. */
+void ssdflush_kick(struct ssd *s);
+/* Cache thread: entries' pool versions to delete once the commit that
+ * staged their GARBAGE intents is durable. */
+void ssdflush_gc(struct ssd *s, const struct ssd_prec *v, size_t n);
+/* The shard key of (version, idx). */
+void ssdflush_key(const struct ssd *s, uint64_t version, unsigned idx,
+		  uint8_t out[SSD_SKEY_LEN]);
+
+#endif /* NBDSRV_CACHE_SSD_H */

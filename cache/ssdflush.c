@@ -1,0 +1,646 @@
+/*
+ * ssdflush.c — the ssdcache's pool side: the background flusher, intents,
+ * garbage collection of old versions.  Everything here runs on the cache's
+ * own thread, whose loop owns the zdb pool (zdb.h: a pool belongs to one
+ * loop); reactors only post a kick (ssdflush_kick).
+ *
+ * One object's flush (a "job"; at most flush_parallel at once, each with its
+ * own codec context, so memory is bounded):
+ *
+ *   pick a pool-dirty entry (pinned; gen = its last write's gen)
+ *   → INTENT: version = meta_alloc_id, stage intents[version] = {INTENT,
+ *     obj}, meta commit (the version never leaves the store before a commit
+ *     covers its id: DESIGN's nonce/key uniqueness)
+ *   → read the whole object from the cache (blocks never written come from
+ *     the base chain, as any read)
+ *   → codec_encode on the workq (an all-zero chunk is a HOLE: no shards)
+ *   → zdb_pool_put_chunk: k+m shards on distinct backends
+ *   → the entry's pool record {version, placement, packed codec meta} and
+ *     pool_gen = gen go into its index record, staged by an internal FLUSH
+ *     (fdatasync first, as every index change) in ONE section with
+ *     del intents[version] and intents[old version] = {GARBAGE, placement}
+ *   → meta commit → the old version's shards are deleted (GC), then its
+ *     intent record
+ *   → the entry leaves the pool-dirty list unless written since (its
+ *     dirty_gen moved past gen: per-object generation, not a flag).
+ *
+ * Crash safety.  A crash between the shard writes and the commit leaves an
+ * INTENT whose version the object's committed record does not name: at
+ * open its k+m keys are deleted from every backend (placement is not known
+ * before the put; DEL of a missing key is success), so no orphan survives.
+ * GARBAGE records left by a crash are deleted the same way with their
+ * recorded placement.  Shard keys are a keyed BLAKE2b of (pool id, version,
+ * shard index) under shard_key_seed (derived from the pool key by the
+ * caller): opaque, unique forever since versions are never reused.
+ *
+ * What each mode survives.
+ *   writeback   a FLUSH returns when the data is durable on the local SSD
+ *               (fdatasync + index commit): survives SIGKILL and power loss
+ *               of the node with the SSD intact; dirty objects are flushed
+ *               to the pool after restart.  Losing the SSD loses what was
+ *               not yet flushed to the pool.
+ *   writethrough a FLUSH also waits until every object written before it is
+ *               committed in the pool: additionally survives the loss of the
+ *               SSD (any m backends lost as well).  NOT YET: reading an
+ *               object back from the pool after the cache file is lost
+ *               (the miss path) is not built.
+ */
+#include "cache/ssd.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SSD_TICK_NS  (50ull * 1000000)
+#define SSD_NOWHERE  0xffffu
+
+struct ssd_fj {
+	struct ssd *s;
+	struct ssd_ent *e;
+	uint64_t obj, base, gen, version;
+	struct ssd_prec old;
+	unsigned ctx_i;
+	int enc_res;
+	uint8_t *plain;
+	uint8_t *shard_buf;
+	uint8_t *shards[CODEC_MAX_SHARDS];
+	size_t lens[CODEC_MAX_SHARDS];
+	uint8_t keys[CODEC_MAX_SHARDS][SSD_SKEY_LEN];
+	struct zdb_shard zs[CODEC_MAX_SHARDS];
+	struct codec_meta cm;
+	struct workq_job job;
+	struct objstore_io io;
+	struct meta_flush mf;
+	struct zdb_chunk_put put;
+};
+
+struct ssd_gc {
+	struct ssd *s;
+	uint64_t version;
+	unsigned pending, failed, n;
+	uint8_t (*keys)[SSD_SKEY_LEN];
+	struct zdb_req reqs[];
+};
+
+void ssdflush_key(const struct ssd *s, uint64_t version, unsigned idx,
+		  uint8_t out[SSD_SKEY_LEN])
+{
+	uint8_t msg[16 + META_POOL_ID_LEN + 8 + 4];
+
+	memcpy(msg, "nbdsrv.shard.v1\0", 16);
+	memcpy(msg + 16, s->pool_id, META_POOL_ID_LEN);
+	ssd_be64put(msg + 16 + META_POOL_ID_LEN, version);
+	msg[40] = (uint8_t)(idx >> 24);
+	msg[41] = (uint8_t)(idx >> 16);
+	msg[42] = (uint8_t)(idx >> 8);
+	msg[43] = (uint8_t)idx;
+	crypto_generichash(out, SSD_SKEY_LEN, msg, sizeof(msg), s->skey,
+			   sizeof(s->skey));
+}
+
+/* ------------------------------------------------------------------ GC -- */
+
+static void ssd_gc_req_done(struct zdb_req *req)
+{
+	struct ssd_gc *g = req->priv;
+	struct ssd *s = g->s;
+
+	if (req->result < 0)
+		g->failed++;
+	if (--g->pending)
+		return;
+	if (!g->failed) {
+		struct meta_txn *t = meta_wbegin(s->meta);
+		uint8_t k[8];
+
+		ssd_be64put(k, g->version);
+		if (t) {
+			meta_del(t, META_T_INTENTS, k, 8);
+			meta_end(t);
+		}
+		pthread_mutex_lock(&s->lock);
+		s->st.gc_versions++;
+		pthread_mutex_unlock(&s->lock);
+	} else {
+		log_warn("ssdcache: %u shard deletion(s) of version %" PRIu64
+			 " failed; retried at the next open", g->failed, g->version);
+	}
+	s->ngc--;
+	free(g->keys);
+	free(g);
+}
+
+/* Delete the shards of version v: on place[i] for shard i, or (place NULL)
+ * shard i's key on every backend. */
+static void ssd_gc_version(struct ssd *s, uint64_t v, const uint16_t *place,
+			   unsigned n)
+{
+	unsigned nb = zdb_pool_size(s->pool), cnt = 0, i, b;
+	unsigned max = place ? n : n * nb;
+	struct ssd_gc *g = calloc(1, sizeof(*g) + max * sizeof(struct zdb_req));
+	uint16_t *bes = calloc(max + 1, sizeof(*bes));
+
+	if (!g || !bes || !(g->keys = calloc(n, SSD_SKEY_LEN))) {
+		free(g);
+		free(bes);
+		log_warn("ssdcache: out of memory: version %" PRIu64
+			 " deleted at the next open", v);
+		return;
+	}
+	g->s = s;
+	g->version = v;
+	g->n = n;
+	for (i = 0; i < n; i++) {
+		ssdflush_key(s, v, i, g->keys[i]);
+		for (b = 0; b < nb; b++) {
+			struct zdb_req *r;
+
+			if (place && place[i] != b)
+				continue;
+			r = &g->reqs[cnt];
+			bes[cnt++] = (uint16_t)b;
+			r->op = ZDB_OP_DEL;
+			r->key = g->keys[i];
+			r->key_len = SSD_SKEY_LEN;
+			r->done = ssd_gc_req_done;
+			r->priv = g;
+		}
+	}
+	s->ngc++;
+	g->pending = cnt + 1;                   /* +1: released below */
+	for (i = 0; i < cnt; i++)
+		zdb_pool_submit(s->pool, bes[i], &g->reqs[i]);
+	free(bes);
+	{
+		struct zdb_req fake = { .priv = g, .result = 0 };
+
+		ssd_gc_req_done(&fake);
+	}
+}
+
+void ssdflush_gc(struct ssd *s, const struct ssd_prec *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		ssd_gc_version(s, v[i].version, v[i].place, s->k + s->m);
+}
+
+/* ----------------------------------------------------------- flushing -- */
+
+static void ssd_pick(struct ssd *s);
+
+static void ssd_fj_free(struct ssd_fj *j)
+{
+	struct ssd *s = j->s;
+
+	s->ctx_busy[j->ctx_i] = false;
+	s->nflushing--;
+	free(j->plain);
+	free(j->shard_buf);
+	free(j);
+}
+
+static void ssd_fj_end(struct ssd_fj *j, int err)
+{
+	struct ssd *s = j->s;
+	struct ssd_ent *e = j->e;
+
+	pthread_mutex_lock(&s->lock);
+	e->flushing = false;
+	if (err) {
+		s->st.flush_errors++;
+	} else {
+		s->st.flushed++;
+		if (e->dirty_gen == j->gen && e->on_pdirty) {
+			struct ssd_ent **pp = &s->pdirty;
+
+			while (*pp != e)
+				pp = &(*pp)->pnext;
+			*pp = e->pnext;
+			e->on_pdirty = false;
+		} else {
+			e->first_dirty = j->gen + 1;
+		}
+		ssd_wt_wake(s);
+	}
+	ssd_unpin(s, e);
+	pthread_mutex_unlock(&s->lock);
+	if (err)
+		log_warn("ssdcache: flushing object %" PRIu64 " to the pool failed: "
+			 "%s (retried)", j->obj, strerror(-err));
+	ssd_fj_free(j);
+	if (!err)
+		ssd_pick(s);
+}
+
+static void ssd_fj_committed(struct meta_flush *f, int res)
+{
+	struct ssd_fj *j = container_of(f, struct ssd_fj, mf);
+
+	if (res < 0)
+		log_error("ssdcache: commit after flushing object %" PRIu64
+			  " failed: %s (retried by the next commit)", j->obj,
+			  f->err);
+	if (j->old.version && j->old.meta_len)
+		ssd_gc_version(j->s, j->old.version, j->old.place, j->s->k + j->s->m);
+	ssd_fj_end(j, 0);
+}
+
+static void ssd_fj_extra(struct ssd *s, struct meta_txn *t, void *arg)
+{
+	struct ssd_fj *j = arg;
+	uint8_t k[8];
+
+	ssd_be64put(k, j->version);
+	meta_del(t, META_T_INTENTS, k, 8);
+	if (j->old.version && j->old.meta_len) {
+		struct ssd_intent in = { .state = SSD_GARBAGE, .n = s->k + s->m,
+			.obj = j->obj };
+
+		memcpy(in.place, j->old.place, sizeof(in.place));
+		ssd_be64put(k, j->old.version);
+		meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in));
+	}
+}
+
+static void ssd_fj_staged(struct objstore_io *io, int res)
+{
+	struct ssd_fj *j = container_of(io, struct ssd_fj, io);
+
+	if (res < 0) {
+		ssd_fj_end(j, res);
+		return;
+	}
+	j->mf.loop = &j->s->loop;
+	j->mf.cb = ssd_fj_committed;
+	meta_flush(j->s->meta, &j->mf);
+}
+
+/* The new version is in the pool (or is a hole): record it. */
+static void ssd_fj_record(struct ssd_fj *j, bool hole)
+{
+	struct ssd *s = j->s;
+	struct ssd_prec p = { .version = j->version };
+	unsigned i;
+
+	for (i = 0; i < CODEC_MAX_SHARDS; i++)
+		p.place[i] = SSD_NOWHERE;
+	if (!hole) {
+		for (i = 0; i < s->k + s->m; i++)
+			p.place[i] = j->zs[i].backend >= 0 ?
+				     (uint16_t)j->zs[i].backend : SSD_NOWHERE;
+		p.meta_len = (uint16_t)codec_meta_pack(&j->cm, p.meta);
+	}
+	pthread_mutex_lock(&s->lock);
+	j->e->prec = p;
+	j->e->hole = hole;
+	j->e->pool_gen = j->gen;
+	ssd_mark_dirty(s, j->e);
+	pthread_mutex_unlock(&s->lock);
+	memset(&j->io, 0, sizeof(j->io));
+	j->io.loop = &s->loop;
+	j->io.cb = ssd_fj_staged;
+	ssd_flush_ext(s, &j->io, ssd_fj_extra, j);
+}
+
+static void ssd_fj_put_done(struct zdb_chunk_put *op)
+{
+	struct ssd_fj *j = op->priv;
+	struct ssd *s = j->s;
+
+	if (op->result < 0) {
+		uint16_t place[CODEC_MAX_SHARDS];
+
+		for (unsigned i = 0; i < s->k + s->m; i++)
+			place[i] = j->zs[i].backend >= 0 ?
+				   (uint16_t)j->zs[i].backend : SSD_NOWHERE;
+		/* the stored shards go; the GC also removes the intent */
+		ssd_gc_version(s, j->version, place, s->k + s->m);
+		ssd_fj_end(j, op->result);
+		return;
+	}
+	ssd_fj_record(j, false);
+}
+
+static void ssd_fj_encode(struct workq_job *job)
+{
+	struct ssd_fj *j = container_of(job, struct ssd_fj, job);
+	struct ssd *s = j->s;
+	struct codec_id id = { .volume = 0, .chunk = j->obj, .version = j->version };
+
+	memcpy(id.pool, s->pool_id, sizeof(id.pool));
+	j->enc_res = codec_encode(s->ctxs[j->ctx_i], &id, j->plain, s->slot_size,
+				  j->shards, j->lens, &j->cm);
+}
+
+static void ssd_fj_encoded(struct workq_job *job)
+{
+	struct ssd_fj *j = container_of(job, struct ssd_fj, job);
+	struct ssd *s = j->s;
+	unsigned i, n = s->k + s->m;
+	int r;
+
+	if (j->enc_res < 0) {
+		ssd_fj_end(j, j->enc_res);
+		return;
+	}
+	if (j->enc_res == CODEC_HOLE) {
+		ssd_fj_record(j, true);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		ssdflush_key(s, j->version, i, j->keys[i]);
+		j->zs[i] = (struct zdb_shard){ .key = j->keys[i],
+			.key_len = SSD_SKEY_LEN, .data = j->shards[i],
+			.len = j->lens[i], .backend = -1 };
+	}
+	memset(&j->put, 0, sizeof(j->put));
+	j->put.id = &j->version;
+	j->put.id_len = sizeof(j->version);
+	j->put.n = n;
+	j->put.shards = j->zs;
+	j->put.done = ssd_fj_put_done;
+	j->put.priv = j;
+	r = zdb_pool_put_chunk(s->pool, &j->put);
+	if (r < 0)
+		ssd_fj_end(j, r);
+}
+
+static void ssd_fj_read_done(struct objstore_io *io, int res)
+{
+	struct ssd_fj *j = container_of(io, struct ssd_fj, io);
+
+	if (res < 0) {
+		ssd_fj_end(j, res);
+		return;
+	}
+	j->job.work = ssd_fj_encode;
+	j->job.done = ssd_fj_encoded;
+	j->job.loop = &j->s->loop;
+	workq_submit(&j->s->wq, &j->job);
+}
+
+static void ssd_fj_intent_done(struct meta_flush *f, int res)
+{
+	struct ssd_fj *j = container_of(f, struct ssd_fj, mf);
+
+	if (res < 0) {
+		ssd_fj_end(j, -EIO);
+		return;
+	}
+	memset(&j->io, 0, sizeof(j->io));
+	j->io.loop = &j->s->loop;
+	j->io.cb = ssd_fj_read_done;
+	j->io.obj = j->obj;
+	j->io.base = j->base;
+	j->io.len = j->s->slot_size;
+	j->io.buf = j->plain;
+	ssd_read_obj(j->s, &j->io);
+}
+
+static void ssd_fj_start(struct ssd_fj *j)
+{
+	struct ssd *s = j->s;
+	struct ssd_intent in = { .state = SSD_INTENT, .n = s->k + s->m,
+		.obj = j->obj };
+	struct meta_txn *t = meta_wbegin(s->meta);
+	uint8_t k[8];
+	int r;
+
+	if (!t) {
+		ssd_fj_end(j, -EIO);
+		return;
+	}
+	j->version = meta_alloc_id(t);
+	ssd_be64put(k, j->version);
+	r = j->version ? meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in)) : -EIO;
+	meta_end(t);
+	if (r < 0) {
+		ssd_fj_end(j, r);
+		return;
+	}
+	j->mf.loop = &s->loop;
+	j->mf.cb = ssd_fj_intent_done;
+	meta_flush(s->meta, &j->mf);
+}
+
+static void ssd_pick(struct ssd *s)
+{
+	size_t smax = codec_shard_max(s->codec);
+
+	while (!s->stopping && s->nflushing < s->flush_par) {
+		struct ssd_ent *e;
+		struct ssd_fj *j;
+		unsigned c;
+
+		pthread_mutex_lock(&s->lock);
+		for (e = s->pdirty; e && (e->flushing || e->dropped); e = e->pnext)
+			;
+		if (!e) {
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+		j = calloc(1, sizeof(*j));
+		if (j) {
+			j->plain = malloc(s->slot_size);
+			j->shard_buf = malloc(smax * (s->k + s->m));
+		}
+		if (!j || !j->plain || !j->shard_buf) {
+			pthread_mutex_unlock(&s->lock);
+			if (j) {
+				free(j->plain);
+				free(j->shard_buf);
+			}
+			free(j);
+			return;                 /* the tick retries */
+		}
+		e->flushing = true;
+		e->pins++;
+		j->s = s;
+		j->e = e;
+		j->obj = e->obj;
+		j->base = e->base;
+		j->gen = e->dirty_gen;
+		j->old = e->prec;
+		pthread_mutex_unlock(&s->lock);
+		for (c = 0; s->ctx_busy[c]; c++)
+			;
+		s->ctx_busy[c] = true;
+		j->ctx_i = c;
+		for (unsigned i = 0; i < s->k + s->m; i++)
+			j->shards[i] = j->shard_buf + i * smax;
+		s->nflushing++;
+		ssd_fj_start(j);
+	}
+}
+
+static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
+{
+	struct ssd *s = container_of(op, struct ssd, ftimer.op);
+
+	(void)res;
+	(void)flags;
+	if (s->stopping)
+		return;
+	ssd_pick(s);
+	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
+}
+
+static void ssd_kick_msg(struct loop_msg *m)
+{
+	struct ssd *s = container_of(m, struct ssd, kick_msg);
+
+	pthread_mutex_lock(&s->lock);
+	s->kick_posted = false;
+	pthread_mutex_unlock(&s->lock);
+	ssd_pick(s);
+}
+
+void ssdflush_kick(struct ssd *s)
+{
+	if (s->pool_mode && !s->kick_posted && s->thread_started) {
+		s->kick_posted = true;
+		loop_post(&s->loop, &s->kick_msg);
+	}
+}
+
+/* ---------------------------------------------------- start, recovery -- */
+
+/* Delete what unfinished flushes and unfinished GC left in the pool. */
+static int ssd_recover_intents(struct ssd *s)
+{
+	struct meta_txn *t = meta_rbegin(s->meta);
+	uint8_t k[8], kout[8];
+	struct ssd_intent in;
+	uint64_t *done = NULL;
+	size_t nd = 0, cap = 0, kl;
+	unsigned n = 0;
+	int r = 0;
+
+	if (!t)
+		return -EIO;
+	ssd_be64put(k, 0);
+	for (enum meta_seek how = META_GE;; how = META_GT) {
+		int vl = meta_seek(t, META_T_INTENTS, how, k, 8, kout, 8, &kl,
+				   &in, sizeof(in));
+		uint64_t v;
+		struct ssd_ent *e;
+
+		if (vl == -ENOENT)
+			break;
+		if (vl < 0) {
+			r = vl;
+			break;
+		}
+		memcpy(k, kout, 8);
+		v = ssd_be64get(kout);
+		if (vl != sizeof(in) || in.n != s->k + s->m) {
+			log_error("ssdcache: intent record of version %" PRIu64
+				  " is damaged; ignored", v);
+			continue;
+		}
+		pthread_mutex_lock(&s->lock);
+		e = ssd_find_locked(s, in.obj);
+		bool committed = in.state == SSD_INTENT && e && e->prec.version == v;
+		pthread_mutex_unlock(&s->lock);
+		if (committed) {
+			if (nd == cap) {
+				uint64_t *nd2 = realloc(done, (cap = cap ? 2 * cap : 16) *
+							sizeof(*done));
+				if (!nd2) {
+					r = -ENOMEM;
+					break;
+				}
+				done = nd2;
+			}
+			done[nd++] = v;
+			continue;
+		}
+		ssd_gc_version(s, v, in.state == SSD_GARBAGE ? in.place : NULL, in.n);
+		n++;
+	}
+	meta_end(t);
+	if (nd && r == 0) {
+		t = meta_wbegin(s->meta);
+		for (size_t i = 0; t && i < nd; i++) {
+			ssd_be64put(k, done[i]);
+			meta_del(t, META_T_INTENTS, k, 8);
+		}
+		if (t)
+			meta_end(t);
+	}
+	free(done);
+	if (n) {
+		log_info("ssdcache: deleting the shards of %u unfinished version(s)", n);
+		pthread_mutex_lock(&s->lock);
+		s->st.intents_recovered += n;
+		pthread_mutex_unlock(&s->lock);
+	}
+	return r;
+}
+
+int ssdflush_start(struct ssd *s)
+{
+	struct zdb_pool_opts po = { 0 };
+	int r;
+	unsigned i;
+
+	s->kick_msg.fn = ssd_kick_msg;
+	r = workq_init(&s->wq, 2);
+	if (r < 0)
+		return r;
+	s->wq_started = true;
+	po.wq = &s->wq;
+	s->ctxs = calloc(s->flush_par, sizeof(*s->ctxs));
+	s->ctx_busy = calloc(s->flush_par, sizeof(*s->ctx_busy));
+	if (!s->ctxs || !s->ctx_busy)
+		return -ENOMEM;
+	for (i = 0; i < s->flush_par; i++) {
+		r = codec_ctx_new(s->codec, &s->ctxs[i]);
+		if (r < 0)
+			return r;
+	}
+	r = zdb_pool_open(&s->loop, s->pool_cfg, &po, &s->pool);
+	if (r < 0) {
+		log_error("ssdcache: cannot open the pool: %s", strerror(-r));
+		return r;
+	}
+	zdb_pool_wait_connected(s->pool, 10ull * 1000000000);
+	r = ssd_recover_intents(s);
+	if (r < 0)
+		return r;
+	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
+	return 0;
+}
+
+void ssdflush_stop(struct ssd *s)
+{
+	uint64_t deadline = now_ns() + 60ull * 1000000000;
+	unsigned i;
+
+	s->stopping = true;
+	loop_timer_cancel(&s->loop, &s->ftimer);
+	while ((s->nflushing || s->ngc || s->ftimer.armed) && now_ns() < deadline)
+		loop_run_once(&s->loop, 10ull * 1000000);
+	if (s->nflushing || s->ngc)
+		log_warn("ssdcache: closing with %u flush(es) and %u deletion(s) "
+			 "unfinished (recovered at the next open)", s->nflushing, s->ngc);
+	if (s->pool) {
+		zdb_pool_close(s->pool);
+		while (!zdb_pool_closed(s->pool))
+			loop_run_once(&s->loop, 10ull * 1000000);
+		zdb_pool_free(s->pool);
+		s->pool = NULL;
+	}
+	if (s->wq_started) {
+		workq_fini(&s->wq);
+		s->wq_started = false;
+	}
+	for (i = 0; s->ctxs && i < s->flush_par; i++)
+		codec_ctx_free(s->ctxs[i]);
+	free(s->ctxs);
+	free(s->ctx_busy);
+	s->ctxs = NULL;
+	s->ctx_busy = NULL;
+}

@@ -1,0 +1,484 @@
+/*
+ * check_ssdpool.c — ssdcache with a pool behind it (6 `dir` backends, k=4
+ * m=2): a writethrough FLUSH returns with every object committed in the
+ * pool; the shards found on the backends decode (without the cache) to the
+ * cache's content; an overwrite leaves exactly one version per object (the
+ * old one's shards are deleted after the commit); a dropped object's shards
+ * go; and after SIGKILLs of a writeback writer, reopening flushes what was
+ * dirty and deletes every orphan shard (no version in the pool but the one
+ * each object's record names).
+ *
+ * Seeds: NBDSRV_SEED=<n> replays the randomized test; it prints its seed.
+ */
+#include "cache/cache.h"
+#include "codec/codec.h"
+#include "zdb/zdb.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SLOT   (64u << 10)
+#define NSLOTS 64u
+#define NBE    6u
+#define K      4u
+#define M      2u
+
+static char dir[64], cpath[96];
+static const uint8_t pool_id[16] = "ssd-pool-test-1!";
+static struct loop lp;
+static struct codec *codec;
+static struct codec_ctx *cctx;
+static struct zdb_pool_cfg *pcfg;
+
+static uint64_t rs;
+
+static uint64_t rnd(void)
+{
+	rs ^= rs << 13;
+	rs ^= rs >> 7;
+	rs ^= rs << 17;
+	return rs;
+}
+
+static uint64_t seed_init(const char *what)
+{
+	const char *e = getenv("NBDSRV_SEED");
+	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
+
+	if (!seed)
+		seed = 1;
+	printf("%s: seed %llu (NBDSRV_SEED)\n", what, (unsigned long long)seed);
+	fflush(stdout);
+	rs = seed;
+	return seed;
+}
+
+static void setup(void)
+{
+	struct codec_params cp = { .k = K, .m = M, .max_chunk = SLOT };
+	uint8_t raw[CODEC_KEY_SIZE];
+	struct codec_key *key;
+	char err[160];
+
+	snprintf(dir, sizeof(dir), "/tmp/check_ssdpool.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(cpath, sizeof(cpath), "%s/cache", dir);
+	ck_assert_int_eq(loop_init(&lp, 256), 0);
+	memset(raw, 7, sizeof(raw));
+	ck_assert_int_eq(codec_key_from_bytes(raw, &key), 0);
+	ck_assert_int_eq(codec_new(&cp, key, &codec, err, sizeof(err)), 0);
+	codec_key_free(key);
+	ck_assert_int_eq(codec_ctx_new(codec, &cctx), 0);
+	pcfg = calloc(1, sizeof(*pcfg));
+	zdb_pool_cfg_defaults(pcfg);
+	pcfg->k = K;
+	pcfg->m = M;
+	pcfg->min_shards = K + M;
+	pcfg->nbackends = NBE;
+	for (unsigned i = 0; i < NBE; i++) {
+		struct zdb_backend_cfg *b = &pcfg->backends[i];
+
+		snprintf(b->name, sizeof(b->name), "d%02u", i);
+		snprintf(b->zone, sizeof(b->zone), "z%u", i);
+		snprintf(b->address, sizeof(b->address), "%s/be%02u", dir, i);
+		b->kind = ZDB_KIND_DIR;
+		mkdir(b->address, 0700);
+	}
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	codec_ctx_free(cctx);
+	codec_free(codec);
+	free(pcfg);
+	loop_fini(&lp);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "cannot remove %s\n", dir);
+}
+
+static int meta_at(bool create, struct meta **m)
+{
+	struct meta_opts o = { .create = create, .commit_delay_ns = UINT64_MAX };
+	char mdir[128];
+
+	snprintf(mdir, sizeof(mdir), "%s/meta", dir);
+	if (create)
+		mkdir(mdir, 0700);
+	memcpy(o.pool_id, pool_id, 16);
+	return meta_open(mdir, &o, m);
+}
+
+static int cache_at(struct meta *m, bool create, bool wt, struct objstore **out)
+{
+	struct ssdcache_opts o = {
+		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
+		.slot_size = SLOT, .meta = m, .create = create,
+		.pool_cfg = pcfg, .codec = codec, .writethrough = wt,
+	};
+
+	memcpy(o.pool_id, pool_id, 16);
+	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
+	return ssdcache_open(&o, out);
+}
+
+struct sync_io {
+	struct objstore_io io;
+	bool done;
+};
+
+static void sync_cb(struct objstore_io *io, int res)
+{
+	struct sync_io *s = container_of(io, struct sync_io, io);
+
+	s->done = true;
+	io->res = res;
+}
+
+enum op { OP_READ, OP_WRITE, OP_FLUSH };
+
+static int do_io(struct objstore *st, enum op op, uint64_t obj, uint64_t base,
+		 uint64_t off, uint64_t len, void *buf)
+{
+	struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb, .obj = obj,
+		.base = base, .off = off, .len = len, .buf = buf } };
+
+	switch (op) {
+	case OP_READ: objstore_read(st, &s.io); break;
+	case OP_WRITE: objstore_write(st, &s.io); break;
+	case OP_FLUSH: objstore_flush(st, &s.io); break;
+	}
+	while (!s.done)
+		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+	return s.io.res;
+}
+
+static void fill(uint8_t *b, size_t n)
+{
+	for (size_t i = 0; i < n; i += 8) {
+		uint64_t v = rnd();
+
+		memcpy(b + i, &v, MIN((size_t)8, n - i));
+	}
+}
+
+/* ------------------------------------------ what the backends hold ---- */
+
+#define MAXV 64
+
+struct pver {
+	uint64_t chunk, version;
+	uint8_t *sh[K + M];
+	size_t len[K + M];
+	unsigned nsh;
+};
+
+static struct pver pv[MAXV];
+static unsigned npv, nfiles;
+
+static void scan_free(void)
+{
+	for (unsigned i = 0; i < npv; i++)
+		for (unsigned j = 0; j < K + M; j++)
+			free(pv[i].sh[j]);
+	npv = 0;
+	nfiles = 0;
+}
+
+/* Group every shard file on the backends by (chunk, version). */
+static void scan(void)
+{
+	scan_free();
+	for (unsigned b = 0; b < NBE; b++) {
+		DIR *d = opendir(pcfg->backends[b].address);
+		struct dirent *de;
+
+		ck_assert_ptr_nonnull(d);
+		while ((de = readdir(d))) {
+			char path[700];
+			struct stat sb;
+			struct codec_shard_info in;
+			uint8_t *buf;
+			int fd;
+			unsigned i;
+
+			/* the dir backend's temporary files (a put cut by
+			 * the SIGKILL) are not shards */
+			if (!strncmp(de->d_name, ".tmp.", 5))
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", pcfg->backends[b].address,
+				 de->d_name);
+			if (stat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || sb.st_size < 100)
+				continue;
+			buf = malloc((size_t)sb.st_size);
+			fd = open(path, O_RDONLY);
+			ck_assert_int_ge(fd, 0);
+			ck_assert_int_eq(read(fd, buf, (size_t)sb.st_size), sb.st_size);
+			close(fd);
+			if (codec_shard_info(buf, (size_t)sb.st_size, &in) < 0) {
+				free(buf);
+				continue;
+			}
+			nfiles++;
+			for (i = 0; i < npv; i++)
+				if (pv[i].chunk == in.id.chunk && pv[i].version == in.id.version)
+					break;
+			if (i == npv) {
+				ck_assert_uint_lt(npv, MAXV);
+				memset(&pv[npv], 0, sizeof(pv[npv]));
+				pv[npv].chunk = in.id.chunk;
+				pv[npv].version = in.id.version;
+				npv++;
+			}
+			ck_assert_uint_lt(in.index, K + M);
+			ck_assert_ptr_null(pv[i].sh[in.index]);
+			pv[i].sh[in.index] = buf;
+			pv[i].len[in.index] = (size_t)sb.st_size;
+			pv[i].nsh++;
+		}
+		closedir(d);
+	}
+}
+
+/* The one version of obj in the pool, decoded into out; returns how many
+ * versions of obj there are. */
+static unsigned pool_content(uint64_t obj, uint8_t *out)
+{
+	unsigned n = 0;
+
+	for (unsigned i = 0; i < npv; i++) {
+		struct codec_id id = { .chunk = obj, .version = pv[i].version };
+
+		if (pv[i].chunk != obj)
+			continue;
+		n++;
+		memcpy(id.pool, pool_id, 16);
+		ck_assert_uint_eq(pv[i].nsh, K + M);
+		ck_assert_int_eq(codec_decode(cctx, &id, NULL,
+					      (const uint8_t *const *)pv[i].sh,
+					      pv[i].len, out, SLOT, NULL), (int)SLOT);
+	}
+	return n;
+}
+
+/* Wait until the cache thread's GC and flushes settle. */
+static void settle(struct objstore *c, uint64_t gc_want)
+{
+	struct ssdcache_stats st;
+
+	for (int i = 0; i < 2000; i++) {
+		ssdcache_get_stats(c, &st);
+		if (st.gc_versions >= gc_want && !st.pool_dirty)
+			break;
+		usleep(5000);
+	}
+	ck_assert_uint_ge(st.gc_versions, gc_want);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	usleep(20000);
+}
+
+START_TEST(test_writethrough)
+{
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x1 = malloc(SLOT), *x2 = malloc(SLOT), *y = malloc(200);
+	uint8_t *got = malloc(SLOT), *want = malloc(SLOT);
+	struct ssdcache_stats st;
+	struct meta_stats ms;
+
+	seed_init("test_writethrough");
+	fill(x1, SLOT);
+	fill(x2, SLOT);
+	fill(y, 200);
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_at(m, true, true, &c), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x1), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 5000, 200, y), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_uint_ge(st.flushed, 2);
+	ck_assert_int_eq(meta_sync(m), 0);
+
+	scan();
+	ck_assert_uint_eq(pool_content(1, got), 1);
+	ck_assert_msg(!memcmp(got, x1, SLOT), "object 1 in the pool differs");
+	memcpy(want, x1, SLOT);
+	memcpy(want + 5000, y, 200);
+	ck_assert_uint_eq(pool_content(2, got), 1);
+	ck_assert_msg(!memcmp(got, want, SLOT),
+		      "object 2 in the pool lacks its base's bytes");
+	ck_assert_uint_eq(nfiles, 2 * (K + M));
+
+	/* overwrite: a new version, the old one's shards deleted */
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x2), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	settle(c, 1);
+	scan();
+	ck_assert_uint_eq(pool_content(1, got), 1);
+	ck_assert_msg(!memcmp(got, x2, SLOT), "object 1 in the pool is not the new version");
+	ck_assert_uint_eq(nfiles, 2 * (K + M));
+
+	/* drop: its shards go after the commit */
+	objstore_drop(c, 2);
+	settle(c, 2);
+	ck_assert_int_eq(meta_sync(m), 0);
+	scan();
+	ck_assert_uint_eq(pool_content(2, got), 0);
+	ck_assert_uint_eq(nfiles, K + M);
+	ck_assert_int_eq(meta_sync(m), 0);
+	ck_assert_int_eq(meta_get_stats(m, &ms), 0);
+	ck_assert_uint_eq(ms.entries[META_T_INTENTS], 0);
+
+	/* reopen: nothing dirty, content intact */
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	ck_assert_int_eq(cache_at(m, false, true, &c), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_uint_eq(st.intents_recovered, 0);
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+	ck_assert(!memcmp(got, x2, SLOT));
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	scan_free();
+	free(x1);
+	free(x2);
+	free(y);
+	free(got);
+	free(want);
+}
+END_TEST
+
+#define COBJ 4
+
+static void child(uint64_t seed)
+{
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *buf = malloc(SLOT);
+
+	rs = seed;
+	if (loop_init(&lp, 256) < 0 || meta_at(false, &m) < 0 ||
+	    cache_at(m, false, false, &c) < 0)
+		_exit(3);
+	for (;;) {
+		uint64_t obj = 1 + rnd() % COBJ, off = (rnd() % 16) * 4096;
+
+		fill(buf, 4096);
+		if (do_io(c, OP_WRITE, obj, 0, off, 4096, buf))
+			_exit(4);
+		if (rnd() % 4 == 0) {
+			if (do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL) || meta_sync(m))
+				_exit(5);
+		}
+		usleep(1000);
+	}
+}
+
+START_TEST(test_crash_orphans)
+{
+	uint64_t seed = seed_init("test_crash_orphans");
+	uint8_t *got = malloc(SLOT), *pool = malloc(SLOT);
+	struct meta *m;
+	struct objstore *c;
+	struct ssdcache_stats st;
+	uint64_t recovered = 0;
+
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_at(m, true, false, &c), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	for (int it = 0; it < 6; it++) {
+		pid_t pid = fork();
+		int status;
+
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			child(seed + (uint64_t)it);
+		usleep((useconds_t)(50000 + rnd() % 200000));
+		kill(pid, SIGKILL);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFSIGNALED(status), "child exited (status %d)",
+			      WEXITSTATUS(status));
+
+		/* reopen: orphans deleted, dirty objects flushed again */
+		ck_assert_int_eq(meta_at(false, &m), 0);
+		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		for (int i = 0; i < 2000; i++) {
+			ssdcache_get_stats(c, &st);
+			if (!st.pool_dirty)
+				break;
+			usleep(5000);
+		}
+		ck_assert_uint_eq(st.pool_dirty, 0);
+		recovered += st.intents_recovered;
+		/* let the GC of intents finish, then close (which waits) */
+		usleep(100000);
+		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		ck_assert_int_eq(meta_sync(m), 0);
+		objstore_close(c);
+		ck_assert_int_eq(meta_close(m), 0);
+
+		/* exactly one version per object written, equal to the cache */
+		ck_assert_int_eq(meta_at(false, &m), 0);
+		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		usleep(100000);
+		objstore_close(c);
+		scan();
+		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		for (uint64_t o = 1; o <= COBJ; o++) {
+			unsigned n = pool_content(o, pool);
+
+			ck_assert_msg(n <= 1, "iteration %d: object %llu has %u versions "
+				      "in the pool (orphans)", it, (unsigned long long)o, n);
+			if (!n)
+				continue;
+			ck_assert_int_eq(do_io(c, OP_READ, o, 0, 0, SLOT, got), 0);
+			ck_assert_msg(!memcmp(got, pool, SLOT),
+				      "iteration %d: object %llu differs in the pool",
+				      it, (unsigned long long)o);
+		}
+		ck_assert_uint_le(npv, COBJ);
+		objstore_close(c);
+		ck_assert_int_eq(meta_close(m), 0);
+	}
+	printf("test_crash_orphans: %llu orphan version(s) deleted at reopen\n",
+	       (unsigned long long)recovered);
+	scan_free();
+	free(got);
+	free(pool);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("ssdcache-pool");
+	TCase *tc = tcase_create("dir");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 300);
+	tcase_add_test(tc, test_writethrough);
+	tcase_add_test(tc, test_crash_orphans);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
