@@ -78,6 +78,16 @@ if [ "$standin" != 1 ] &&
   NBDSRV_PID=$saved
 fi
 
+# SIGINT stops the server like SIGTERM: exit 0, socket gone.
+saved=$NBDSRV_PID
+start_nbdsrv --unix "$t/int.sock" --export "disk=$t/disk"
+nbdinfo --size "nbd+unix:///disk?socket=$t/int.sock" >/dev/null || fail "int.sock"
+kill -INT "$NBDSRV_PID"
+rc=0; wait "$NBDSRV_PID" || rc=$?
+[ $rc -eq 0 ] || fail "SIGINT: exit status $rc, want 0"
+[ "$standin" = 1 ] || [ ! -e "$t/int.sock" ] || fail "unix socket left behind after SIGINT"
+NBDSRV_PID=$saved
+
 # --- SIGTERM with writes in flight ----------------------------------------
 # A client keeps 16 writes in flight; SIGTERM arrives mid-stream.  The server
 # must finish what it started, exit 0, and every write it acknowledged must be
