@@ -295,6 +295,10 @@ struct ssdcache_opts {
 	                           * of (pool id, version, shard) under it */
 	bool writethrough;        /* FLUSH waits for the pool commit */
 	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 4 */
+	uint64_t dirty_max;       /* objects not yet in the pool before new
+	                           * writes wait (backpressure); 0 = half the
+	                           * slots */
+	bool fault_wrap;          /* wrap backends in fault injectors (tests) */
 };
 
 /* Open (or with o->create, initialise) the cache at o->path; blocking (call
@@ -317,8 +321,16 @@ struct ssdcache_stats {
 	uint64_t flush_errors;    /* failed attempts (retried) */
 	uint64_t gc_versions;     /* old versions whose shards were deleted */
 	uint64_t intents_recovered; /* orphan versions deleted at open */
+	uint64_t bp_waiting;      /* writes waiting for the dirty limit now */
+	uint64_t bp_stalls;       /* writes that ever waited */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
+
+struct zdb_fault;
+/* Tests: set the faults of backend idx of the cache's pool (opened with
+ * fault_wrap); blocks until the cache thread applied them.  -EINVAL
+ * without a pool or a fault wrapper. */
+int ssdcache_set_fault(struct objstore *s, unsigned idx, const struct zdb_fault *f);
 
 #endif /* NBDSRV_CACHE_H */
