@@ -239,6 +239,8 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 
 		ssd_unlink(s, e);
 		ssd_dirty_remove(s, e);
+		if (e->dirty_tok)
+			ssd_tok_release(s, e);
 		if (e->on_pdirty) {
 			struct ssd_ent **pp = &s->pdirty;
 
@@ -278,6 +280,10 @@ void ssd_unpin(struct ssd *s, struct ssd_ent *e)
 
 void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e)
 {
+	if (!e->dirty_tok) {
+		e->dirty_tok = true;
+		s->tokens++;
+	}
 	e->dirty_gen = ++s->wgen;
 	if (!e->on_pdirty) {
 		e->on_pdirty = true;
@@ -567,6 +573,8 @@ static void ssd_write_complete(struct ssd_req *r)
 		if (s->pool_mode)
 			ssd_pool_dirty(s, e);
 	}
+	if (r->err && e->dirty_tok && !e->on_pdirty)
+		ssd_tok_release(s, e);
 	if (r->need_rmw) {
 		e->rmw = false;
 		w = e->wait_head;
@@ -680,6 +688,45 @@ static void ssd_req_step(struct ssd_req *r)
 	}
 }
 
+/* The write's data phase; it never completes inline (the ring does). */
+static void ssd_modify_go(struct ssd_req *r)
+{
+	if (!r->need_rmw) {
+		r->phase = 1;
+		ssd_req_step(r);
+		return;
+	}
+	ssd_write_start(r);
+}
+
+static void ssd_bp_resume(struct loop_msg *m)
+{
+	ssd_modify_go(container_of(m, struct ssd_req, msg));
+}
+
+void ssd_tok_release(struct ssd *s, struct ssd_ent *e)
+{
+	if (e->dirty_tok) {
+		e->dirty_tok = false;
+		s->tokens--;
+	}
+	while (s->bp_head && (s->tokens < s->dirty_max ||
+			      s->bp_head->ent->dirty_tok)) {
+		struct ssd_req *w = s->bp_head;
+
+		s->bp_head = w->wnext;
+		if (!s->bp_head)
+			s->bp_tail = NULL;
+		s->st.bp_waiting--;
+		if (!w->ent->dirty_tok) {
+			w->ent->dirty_tok = true;
+			s->tokens++;
+		}
+		w->msg.fn = ssd_bp_resume;
+		loop_post(w->io->loop, &w->msg);
+	}
+}
+
 static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind)
 {
 	struct ssd_req *r;
@@ -725,6 +772,27 @@ static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind
 	if (!err)
 		ssd_pin(r, e);
 	err = err ? err : r->err;
+	r->ent = e;
+	if (!err && s->pool_mode && !e->dirty_tok) {
+		if (s->tokens < s->dirty_max && !s->bp_head) {
+			e->dirty_tok = true;
+			s->tokens++;
+		} else {
+			/* backpressure: the pool is behind; the object exists
+			 * (pinned, base held) but its data waits */
+			r->wnext = NULL;
+			if (s->bp_tail)
+				s->bp_tail->wnext = r;
+			else
+				s->bp_head = r;
+			s->bp_tail = r;
+			s->st.bp_stalls++;
+			s->st.bp_waiting++;
+			ssdflush_kick(s);
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+	}
 	pthread_mutex_unlock(&s->lock);
 	if (err) {
 		pthread_mutex_lock(&s->lock);
@@ -734,16 +802,7 @@ static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind
 		objstore_complete(io, err);
 		return;
 	}
-	r->ent = e;
-	if (!r->need_rmw) {
-		/* never completes inline: the write goes through the ring */
-		r->phase = 1;
-		ssd_req_step(r);
-		return;
-	}
-	ssd_write_start(r);
-	/* a queued or filling request completes through the ring, but one
-	 * needing no fill I/O went straight to its write SQE above: fine */
+	ssd_modify_go(r);
 }
 
 static void ssd_write(struct objstore *so, struct objstore_io *io)
@@ -1573,6 +1632,8 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 		s->m = cp->m;
 		memcpy(s->skey, o->shard_key_seed, sizeof(s->skey));
 		s->flush_par = o->flush_parallel ? o->flush_parallel : 4;
+		s->dirty_max = o->dirty_max;
+		s->fault_wrap = o->fault_wrap;
 		s->pool_cfg = malloc(sizeof(*s->pool_cfg));
 		if (!s->pool_cfg) {
 			r = -ENOMEM;
@@ -1584,6 +1645,8 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	if (r < 0)
 		goto fail;
 	s->nslots = h.nslots;
+	if (!s->dirty_max)
+		s->dirty_max = MAX(1, s->nslots / 2);
 	s->nbuckets = 1024;
 	s->tab = calloc(s->nbuckets, sizeof(*s->tab));
 	s->free_slots = calloc(s->nslots, sizeof(*s->free_slots));

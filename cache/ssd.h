@@ -86,6 +86,7 @@ struct ssd_ent {
 	uint64_t dirty_gen, pool_gen;   /* last write's gen / gen in the pool */
 	uint64_t first_dirty;           /* gen when it last became pool-dirty */
 	bool flushing, on_pdirty, hole;
+	bool dirty_tok;                 /* holds one of dirty_max tokens */
 	struct ssd_ent *pnext;          /* pool-dirty list */
 	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
 	uint64_t valid[];               /* one bit per block */
@@ -153,6 +154,9 @@ struct ssd {
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	bool kick_posted;
 	struct loop_msg kick_msg;
+	bool fault_wrap;
+	uint64_t dirty_max, tokens;     /* backpressure: dirty objects */
+	struct ssd_req *bp_head, *bp_tail; /* writes waiting for a token */
 };
 
 /* one file I/O of a request (resubmitted on short transfers) */
@@ -215,6 +219,8 @@ void ssd_unpin(struct ssd *s, struct ssd_ent *e);
 void ssd_wt_wake(struct ssd *s);
 /* lock held: e's index record changed (staged at the next flush) */
 void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e);
+/* lock held: e no longer needs its dirty token; grant waiting writes */
+void ssd_tok_release(struct ssd *s, struct ssd_ent *e);
 /* lock held: e got a write completion (pool-dirty bookkeeping) */
 void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e);
 

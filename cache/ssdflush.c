@@ -219,6 +219,7 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 				pp = &(*pp)->pnext;
 			*pp = e->pnext;
 			e->on_pdirty = false;
+			ssd_tok_release(s, e);
 		} else {
 			e->first_dirty = j->gen + 1;
 		}
@@ -592,6 +593,7 @@ int ssdflush_start(struct ssd *s)
 		return r;
 	s->wq_started = true;
 	po.wq = &s->wq;
+	po.fault_wrap = s->fault_wrap;
 	s->ctxs = calloc(s->flush_par, sizeof(*s->ctxs));
 	s->ctx_busy = calloc(s->flush_par, sizeof(*s->ctx_busy));
 	if (!s->ctxs || !s->ctx_busy)
@@ -643,4 +645,47 @@ void ssdflush_stop(struct ssd *s)
 	free(s->ctx_busy);
 	s->ctxs = NULL;
 	s->ctx_busy = NULL;
+}
+
+struct ssd_faultmsg {
+	struct loop_msg msg;
+	struct ssd *s;
+	unsigned idx;
+	const struct zdb_fault *f;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int res;
+};
+
+static void ssd_fault_msg(struct loop_msg *m)
+{
+	struct ssd_faultmsg *fm = container_of(m, struct ssd_faultmsg, msg);
+
+	fm->res = fm->s->pool ? zdb_pool_set_fault(fm->s->pool, fm->idx, fm->f)
+			      : -EINVAL;
+	pthread_mutex_lock(&fm->lock);
+	fm->done = true;
+	pthread_cond_signal(&fm->cond);
+	pthread_mutex_unlock(&fm->lock);
+}
+
+int ssdcache_set_fault(struct objstore *so, unsigned idx, const struct zdb_fault *f)
+{
+	struct ssd *s = (struct ssd *)so;
+	struct ssd_faultmsg fm = { .s = s, .idx = idx, .f = f };
+
+	if (!s->pool_mode || !s->fault_wrap || !s->thread_started)
+		return -EINVAL;
+	pthread_mutex_init(&fm.lock, NULL);
+	pthread_cond_init(&fm.cond, NULL);
+	fm.msg.fn = ssd_fault_msg;
+	loop_post(&s->loop, &fm.msg);
+	pthread_mutex_lock(&fm.lock);
+	while (!fm.done)
+		pthread_cond_wait(&fm.cond, &fm.lock);
+	pthread_mutex_unlock(&fm.lock);
+	pthread_mutex_destroy(&fm.lock);
+	pthread_cond_destroy(&fm.cond);
+	return fm.res;
 }

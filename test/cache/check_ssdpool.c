@@ -464,6 +464,94 @@ START_TEST(test_crash_orphans)
 }
 END_TEST
 
+#define BPN 10
+#define BPMAX 4
+
+/* The pool is blackholed: past dirty_max objects, new writes wait (queued,
+ * no copies), nothing is dropped; when the pool comes back everything
+ * lands in it. */
+START_TEST(test_backpressure)
+{
+	struct meta *m;
+	struct objstore *c;
+	struct ssdcache_opts o = {
+		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
+		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
+		.codec = codec, .dirty_max = BPMAX, .fault_wrap = true,
+	};
+	struct zdb_fault hole = { .blackhole = true }, none = { 0 };
+	struct sync_io s[BPN];
+	uint8_t *buf[BPN], *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	unsigned done, i;
+	uint64_t t0;
+
+	seed_init("test_backpressure");
+	pcfg->timeout_ns = 300ull * 1000000;
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	o.meta = m;
+	memcpy(o.pool_id, pool_id, 16);
+	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
+	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	for (i = 0; i < NBE; i++)
+		ck_assert_int_eq(ssdcache_set_fault(c, i, &hole), 0);
+	for (i = 0; i < BPN; i++) {
+		buf[i] = malloc(SLOT);
+		fill(buf[i], SLOT);
+		s[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+			.obj = 100 + i, .len = SLOT, .buf = buf[i] } };
+		objstore_write(c, &s[i].io);
+	}
+	/* the first BPMAX complete (local writes) ... */
+	for (t0 = now_ns(), done = 0; done < BPMAX && now_ns() - t0 < 60ull * 1000000000;) {
+		loop_run_once(&lp, 10ull * 1000000);
+		for (done = 0, i = 0; i < BPN; i++)
+			done += s[i].done;
+	}
+	ck_assert_uint_eq(done, BPMAX);
+	/* ... and the others wait while the pool is down (a failed flush
+	 * retries, never gives the token back) */
+	for (t0 = now_ns(); now_ns() - t0 < 800ull * 1000000;)
+		loop_run_once(&lp, 10ull * 1000000);
+	for (done = 0, i = 0; i < BPN; i++) {
+		done += s[i].done;
+		if (s[i].done)
+			ck_assert_int_eq(s[i].io.res, 0);
+	}
+	ck_assert_uint_eq(done, BPMAX);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.bp_waiting, BPN - BPMAX);
+	ck_assert_uint_eq(st.pool_dirty, BPMAX);
+	ck_assert_uint_eq(st.flushed, 0);
+
+	for (i = 0; i < NBE; i++)
+		ck_assert_int_eq(ssdcache_set_fault(c, i, &none), 0);
+	for (t0 = now_ns(); done < BPN && now_ns() - t0 < 60ull * 1000000000;) {
+		loop_run_once(&lp, 10ull * 1000000);
+		for (done = 0, i = 0; i < BPN; i++)
+			done += s[i].done;
+	}
+	ck_assert_uint_eq(done, BPN);
+	for (i = 0; i < BPN; i++)
+		ck_assert_int_eq(s[i].io.res, 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	settle(c, 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_ge(st.flushed, BPN);
+	ck_assert_uint_eq(st.bp_waiting, 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	scan();
+	for (i = 0; i < BPN; i++) {
+		ck_assert_uint_eq(pool_content(100 + i, got), 1);
+		ck_assert_msg(!memcmp(got, buf[i], SLOT), "object %u lost", 100 + i);
+		free(buf[i]);
+	}
+	scan_free();
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -475,6 +563,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_writethrough);
 	tcase_add_test(tc, test_crash_orphans);
+	tcase_add_test(tc, test_backpressure);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
