@@ -547,7 +547,8 @@ static int parity_mac_start(struct codec_ctx *x, unsigned slot, unsigned idx)
 	static const uint8_t nonce[12] = "FLECC1/pmac";
 
 	if (!x->mac_ok) {
-		crypto_stream_chacha20_ietf(&x->keys->mac[0][0], sizeof(x->keys->mac), nonce,
+		crypto_stream_chacha20_ietf(&x->keys->mac[0][0],
+					    (size_t)x->c->p.m * CODEC_KEY_SIZE, nonce,
 					    x->keys->chunk);
 		x->mac_ok = true;
 	}
@@ -623,8 +624,8 @@ static size_t compress_chunk(struct codec_ctx *x, const void *plain, size_t len)
 static int data_seal(struct codec_ctx *x, uint8_t *h, unsigned idx, uint32_t S,
 		     const uint8_t *src, size_t have)
 {
-	uint8_t *body = h + CODEC_HEADER_SIZE;
-	uint32_t crc = crc32_iscsi(h + CODEC_AAD_OFF, CODEC_AAD_LEN, 0xFFFFFFFFu);
+	uint8_t *body = h + CODEC_HEADER_SIZE, *ccur = h + CODEC_AAD_OFF;
+	uint32_t crc = 0xFFFFFFFFu;
 	uint8_t iv[12];
 	int outl;
 
@@ -645,12 +646,15 @@ static int data_seal(struct codec_ctx *x, uint8_t *h, unsigned idx, uint32_t S,
 					      (int)(b - z)) != 1)
 				return -EIO;
 		}
-		crc = crc32_iscsi(body + a, (int)(b - a), crc);
+		if (b < S) {            /* the last stripe waits for the tag */
+			crc = crc32_iscsi(ccur, (int)(body + b - ccur), crc);
+			ccur = body + b;
+		}
 	}
 	if (EVP_EncryptFinal_ex(x->enc, body + S, &outl) != 1 ||
 	    gcm_get_tag(x->enc, body + S) < 0)
 		return -EIO;
-	put32(h + 4, crc32_iscsi(body + S, CODEC_TAG_SIZE, crc));
+	put32(h + 4, crc32_iscsi(ccur, (int)(body + S + CODEC_TAG_SIZE - ccur), crc));
 	return 0;
 }
 
@@ -662,7 +666,8 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 	unsigned k = c->p.k, m = c->p.m, i;
 	const uint8_t *src = plain;
 	uint8_t *data[CODEC_MAX_K], *par[CODEC_MAX_M];
-	uint32_t pcrc[CODEC_MAX_M];
+	uint32_t pcrc[CODEC_MAX_M];     /* CRC32C of parity record i up to ccur[i] */
+	uint8_t *ccur[CODEC_MAX_M];
 	size_t n;
 	uint32_t S;
 
@@ -707,7 +712,8 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 
 		header_build(h, id, meta, k + i);
 		par[i] = h + CODEC_HEADER_SIZE;
-		pcrc[i] = crc32_iscsi(h + CODEC_AAD_OFF, CODEC_AAD_LEN, 0xFFFFFFFFu);
+		pcrc[i] = 0xFFFFFFFFu;
+		ccur[i] = h + CODEC_AAD_OFF;
 		if (parity_mac_start(x, i, k + i) < 0)
 			return -EIO;
 	}
@@ -738,7 +744,10 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 			if (EVP_MAC_update(x->mac[i], par[i] + MAX(mpos, 128 - CODEC_AAD_LEN),
 					   mend - MAX(mpos, 128 - CODEC_AAD_LEN)) != 1)
 				return -EIO;
-			pcrc[i] = crc32_iscsi(ps[i], (int)sl, pcrc[i]);
+			if (a + sl < plen) {    /* the last stripe waits for the MAC */
+				pcrc[i] = crc32_iscsi(ccur[i], (int)(ps[i] + sl - ccur[i]), pcrc[i]);
+				ccur[i] = ps[i] + sl;
+			}
 		}
 		mpos = mend;
 	}
@@ -748,7 +757,8 @@ int codec_encode(struct codec_ctx *x, const struct codec_id *id,
 		if (parity_mac_final(x, i, tag) < 0)
 			return -EIO;
 		lens[k + i] = record_len(S, k, k + i);
-		meta->crc[k + i] = crc32_iscsi(tag, CODEC_TAG_SIZE, pcrc[i]);
+		meta->crc[k + i] = crc32_iscsi(ccur[i], (int)(tag + CODEC_TAG_SIZE - ccur[i]),
+					       pcrc[i]);
 		put32(h + 4, meta->crc[k + i]);
 	}
 	return 0;
