@@ -1,17 +1,36 @@
 /*
- * cmd_serve.c — `nbdsrv serve`: parse the command line, open the exports,
- * create the listening sockets (or take them from systemd socket
- * activation), start the reactors, write the pid file, and wait for SIGTERM
- * or SIGINT on a signalfd read through the main thread's own ring.
+ * cmd_serve.c — `nbdsrv serve`: parse the command line and the pool config,
+ * open the exports, create the listening sockets (or take them from systemd
+ * socket activation), start the pool thread and the reactors, write the pid
+ * file, and wait for SIGTERM or SIGINT on a signalfd read through the main
+ * thread's own ring (which also runs the control socket).
+ *
+ *   --config FILE  is parsed strictly before anything else happens; an
+ *                  error prints "FILE:LINE: reason" and exits 1 with no
+ *                  socket, thread or file created.  Its `listen` addresses
+ *                  are used when no --listen/--unix is given (and no socket
+ *                  was inherited); the control socket defaults to
+ *                  <cache_path>/nbdsrv.ctl (the directory is created, 0700).
+ *                  The pool runs on its own thread (pool_thread.c).
+ *
+ * Start-up order: options → config → signals → workers → exports →
+ * listeners → pool thread → reactors → control socket → pid file.
+ * Shutdown: control and reactors drain first (a status request in flight
+ * still gets its pool answer), then the pool thread stops, then exports
+ * are flushed and closed.
  *
  * Exit status: 0 after a signal (in-flight requests finished, exports
  * flushed), 1 on a startup error (a message names the option and value at
- * fault) or a failed final flush, 2 on a usage error.
+ * fault, or FILE:LINE for the config) or a failed final flush, 2 on a usage
+ * error.
  */
 #include "nbdsrv/cmd.h"
 #include "nbdsrv/control.h"
+#include "nbdsrv/ctl_client.h"
 #include "nbdsrv/export.h"
+#include "nbdsrv/pool_thread.h"
 #include "nbdsrv/server.h"
+#include "zdb/zdb.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -39,11 +58,17 @@ static void serve_usage(FILE *f)
 "Serve files and block devices over NBD (fixed newstyle; structured replies,\n"
 "extended headers, base:allocation).\n"
 "\n"
+"  --config FILE           pool configuration (README: Pool configuration);\n"
+"                          its backends are connected and watched by the\n"
+"                          daemon, its listen addresses used when no\n"
+"                          --listen/--unix is given; control socket default\n"
+"                          <cache_path>/nbdsrv.ctl\n"
 "  --listen HOST:PORT      TCP listener (repeatable; IPv6 as [::1]:10809)\n"
 "  --unix PATH             unix socket listener (repeatable), removed at exit\n"
 "  --export NAME=PATH[,ro][,desc=TEXT]\n"
 "                          file or block device export (repeatable); the\n"
-"                          first one is also the default export (\"\")\n"
+"                          first one is also the default export (\"\");\n"
+"                          required unless --config is given\n"
 "  --threads N             reactor threads (default: number of cores)\n"
 "  --pidfile FILE          written once listening\n"
 "  --log-level LEVEL       error|warn|info|debug (default: info)\n"
@@ -73,6 +98,7 @@ struct serve_opts {
 	unsigned threads;
 	const char *pidfile;
 	const char *control;
+	const char *config;
 };
 
 static int push(const char ***v, size_t *n, const char *s)
@@ -367,7 +393,7 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
  * replies cannot hold the exit up forever).  The control socket, if any,
  * runs on the same (main thread) ring. */
 static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
-			      const char *pidfile)
+			      const char *pidfile, struct pool_thread *pool)
 {
 	struct sigwait w;
 	struct control *ctl = NULL;
@@ -387,6 +413,9 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		r = control_open(&ctl, ctl_path, srv, &w.loop);
 		if (r < 0)
 			goto out;
+		if (pool)
+			control_set_pool(ctl, pool);
+		log_info("control socket %s", ctl_path);
 	}
 	if (pidfile) {
 		r = write_pidfile(pidfile);
@@ -432,11 +461,16 @@ int cmd_serve(int argc, char **argv)
 		{ "pidfile",   required_argument, NULL, 'p' },
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "control",   required_argument, NULL, 'c' },
+		{ "config",    required_argument, NULL, 'C' },
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct serve_opts o;
 	struct server srv;
+	struct zdb_pool_cfg *cfg = NULL;
+	struct pool_thread *pool = NULL;
+	char ctl_path[512];
+	const char *control = NULL;
 	struct workq wq;
 	bool wq_up = false;
 	sigset_t sigs;
@@ -478,6 +512,9 @@ int cmd_serve(int argc, char **argv)
 		case 'c':
 			o.control = optarg;
 			break;
+		case 'C':
+			o.config = optarg;
+			break;
 		case 'L':
 			if (!strcmp(optarg, "error"))
 				log_set_level(LOG_LEVEL_ERROR);
@@ -509,9 +546,23 @@ int cmd_serve(int argc, char **argv)
 		rc = usage_error("unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (o.n_exports == 0) {
-		rc = usage_error("%s", "at least one --export NAME=PATH is required");
+	if (o.n_exports == 0 && !o.config) {
+		rc = usage_error("%s", "at least one --export NAME=PATH (or --config FILE) "
+				 "is required");
 		goto out;
+	}
+	/* The config is checked whole before anything starts. */
+	if (o.config) {
+		char err[1024];
+
+		cfg = calloc(1, sizeof(*cfg));
+		if (!cfg)
+			goto oom;
+		r = zdb_pool_cfg_load(o.config, cfg, err, sizeof(err));
+		if (r < 0) {
+			fprintf(stderr, "nbdsrv serve: %s\n", err);
+			goto out;
+		}
 	}
 	if (o.threads == 0) {
 		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
@@ -578,8 +629,48 @@ int cmd_serve(int argc, char **argv)
 			rc = r == -EINVAL ? 2 : 1;
 			goto out;
 		}
+	if (srv.n_listeners == 0 && cfg) {
+		for (i = 0; i < cfg->nlisten; i++) {
+			const char *a = cfg->listen[i];
+
+			r = strncmp(a, "unix:", 5) ? listen_tcp(&srv, a)
+						   : listen_unix(&srv, a + 5);
+			if (r < 0) {
+				fprintf(stderr, "nbdsrv serve: (listen address from %s)\n",
+					o.config);
+				goto out;
+			}
+		}
+	}
 	if (srv.n_listeners == 0 && listen_tcp(&srv, "0.0.0.0:10809") < 0)
 		goto out;
+
+	control = o.control;
+	if (!control && cfg) {
+		r = ctl_default_path(cfg, ctl_path, sizeof(ctl_path));
+		if (r == 0) {
+			if (mkdir(cfg->cache_path, 0700) < 0 && errno != EEXIST) {
+				fprintf(stderr, "nbdsrv serve: cache_path '%s': %s\n",
+					cfg->cache_path, strerror(errno));
+				goto out;
+			}
+			control = ctl_path;
+		} else {
+			log_warn("no control socket: %s has no cache_path and --control "
+				 "was not given", o.config);
+		}
+	}
+	if (cfg) {
+		r = pool_thread_start(cfg, &pool);
+		zdb_pool_cfg_wipe(cfg);
+		if (r < 0) {
+			fprintf(stderr, "nbdsrv serve: %s: cannot open the pool: %s\n",
+				o.config, strerror(-r));
+			goto out;
+		}
+		log_info("pool: k=%u m=%u, %u backends (%s)", cfg->k, cfg->m,
+			 cfg->nbackends, o.config);
+	}
 
 	srv.n_reactors = o.threads;
 	r = server_start(&srv);
@@ -594,7 +685,7 @@ int cmd_serve(int argc, char **argv)
 			 (unsigned long long)srv.exports[i]->size,
 			 (srv.exports[i]->flags & EXPORT_READ_ONLY) ? ", read-only" : "");
 
-	r = serve_until_signal(&srv, sfd, o.control, o.pidfile);
+	r = serve_until_signal(&srv, sfd, control, o.pidfile, pool);
 	if (r == -EINVAL)
 		rc = 2;                 /* --control value does not parse */
 	else
@@ -604,6 +695,11 @@ oom:
 	fprintf(stderr, "nbdsrv serve: out of memory\n");
 	rc = 1;
 out:
+	pool_thread_stop(pool);
+	if (cfg) {
+		zdb_pool_cfg_wipe(cfg);
+		free(cfg);
+	}
 	for (i = 0; i < srv.n_exports; i++) {
 		const char *name = srv.exports[i]->name;
 		char namebuf[256];

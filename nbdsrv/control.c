@@ -1,9 +1,9 @@
 /*
  * control.c — the daemon's control socket: a unix stream socket speaking
  * JSON lines.  Each request is one line holding a JSON object with a "cmd"
- * string; each reply is one line, {"ok":true,...} or
- * {"ok":false,"error":"..."}.  Commands live in one dispatch table
- * (ctl_cmds[]); later issues add volume and pool commands there.
+ * string and the command's arguments; each reply is one line,
+ * {"ok":true,...} or {"ok":false,"error":"..."}.  Commands live in one
+ * dispatch table (ctl_cmds[]).
  *
  *   $ printf '{"cmd":"status"}\n' | socat - UNIX:/run/nbdsrv.ctl
  *   {"ok":true,"exports":[{"name":"disk",...,"connections":1}],...}
@@ -14,14 +14,24 @@
  * server_stats); nothing here locks.  Bounds: CTL_MAX_CLIENTS clients,
  * CTL_MAX_LINE bytes per request line (longer: error reply, then close).
  *
- * Request parsing is deliberately small: the line must be a JSON object;
- * only the top-level "cmd" member is interpreted (string, no escapes
- * needed by any command name).  Anything else gets a clear error.
+ * Requests are decoded with jansson (Debian libjansson-dev), not by hand:
+ * it is small, maintained, has no global state, rejects duplicate keys
+ * (JSON_REJECT_DUPLICATES) and reports where a document is malformed;
+ * json-c would do, but cannot refuse duplicate keys.  Replies are built as
+ * text (strbuf_*) because most of them are fixed shapes.
+ *
+ * Asynchronous commands.  A handler may return CTL_PENDING after handing
+ * the client to another thread (the pool's status runs on the pool thread:
+ * zdb/ objects belong to the thread that owns their loop).  Until
+ * ctl_finish() the client reads no further request — replies stay in
+ * request order — and is not closed; control_idle() waits for it.
  */
 #include "nbdsrv/control.h"
+#include "nbdsrv/pool_thread.h"
 #include "nbdsrv/server.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +43,7 @@
 
 #define CTL_MAX_CLIENTS 64
 #define CTL_MAX_LINE    (64 * 1024)
+#define CTL_PENDING     1       /* handler: the reply comes later */
 
 struct ctl_client {
 	struct control *ctl;
@@ -42,6 +53,9 @@ struct ctl_client {
 	struct loop_op send_op;
 	struct loop_op close_op;
 	bool recv_armed, send_armed, closing, eof;
+	bool pending;           /* a handler's reply is still to come */
+	size_t mark;            /* where the current reply starts in out */
+	char err[512];          /* a handler's error message, or "" */
 	char in[CTL_MAX_LINE + 1];
 	size_t in_len;
 	struct strbuf out;      /* replies not yet sent */
@@ -58,6 +72,7 @@ struct control {
 	bool stopping;
 	struct ctl_client *clients;
 	unsigned n_clients;
+	struct pool_thread *pool;       /* NULL: no pool (borrowed) */
 };
 
 /* ---- string building ---- */
@@ -113,12 +128,73 @@ int strbuf_json_str(struct strbuf *b, const char *s)
 
 /* ---- commands ---- */
 
-static int ctl_status(struct control *ctl, struct strbuf *o)
+static void client_check(struct ctl_client *cl);
+static void client_process(struct ctl_client *cl);
+
+/* Complete a CTL_PENDING reply: r = 0 closes the object, -errno replaces
+ * the reply by an error (cl->err or strerror).  Then go on with the
+ * client's next request. */
+static void ctl_finish(struct ctl_client *cl, int r)
 {
+	struct strbuf *o = &cl->out;
+
+	if (r < 0) {
+		o->len = cl->mark;
+		strbuf_printf(o, "{\"ok\":false,\"error\":");
+		strbuf_json_str(o, cl->err[0] ? cl->err : strerror(-r));
+		strbuf_printf(o, "}\n");
+	} else {
+		strbuf_printf(o, "}\n");
+	}
+	cl->err[0] = '\0';
+	if (cl->pending) {
+		cl->pending = false;
+		client_process(cl);
+		client_check(cl);
+	}
+}
+
+struct ctl_pool_req {
+	struct pool_status_req req;
+	struct ctl_client *cl;
+};
+
+static void ctl_pool_status_done(struct pool_status_req *req)
+{
+	struct ctl_pool_req *pr = container_of(req, struct ctl_pool_req, req);
+	struct ctl_client *cl = pr->cl;
+	struct strbuf *o = &cl->out;
+	int r = 0;
+
+	if (!req->text) {
+		snprintf(cl->err, sizeof(cl->err), "pool status: out of memory");
+		r = -ENOMEM;
+	} else if (req->json) {
+		while (req->len && (req->text[req->len - 1] == '\n' ||
+				    req->text[req->len - 1] == ' '))
+			req->text[--req->len] = '\0';
+		r = strbuf_printf(o, ",\"pool\":%s", req->text);
+	} else {
+		r = strbuf_printf(o, ",\"pool_text\":");
+		r = r ? r : strbuf_json_str(o, req->text);
+	}
+	free(req->text);
+	free(pr);
+	ctl_finish(cl, r);
+}
+
+static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
+{
+	struct control *ctl = cl->ctl;
 	struct server *srv = ctl->srv;
+	const char *fmt = json_string_value(json_object_get(req, "format"));
 	size_t i;
 	int r;
 
+	if (fmt && strcmp(fmt, "json") && strcmp(fmt, "text")) {
+		snprintf(cl->err, sizeof(cl->err), "\"format\" must be \"json\" or \"text\"");
+		return -EINVAL;
+	}
 	r = strbuf_printf(o, "\"exports\":[");
 	for (i = 0; !r && i < srv->n_exports; i++) {
 		const struct export *e = srv->exports[i];
@@ -151,78 +227,76 @@ static int ctl_status(struct control *ctl, struct strbuf *o)
 		r = strbuf_printf(o, "%s", i ? "," : "");
 		r = r ? r : strbuf_json_str(o, srv->listeners[i].what);
 	}
-	return r ? r : strbuf_printf(o, "]");
+	r = r ? r : strbuf_printf(o, "]");
+	if (r || !ctl->pool)
+		return r;
+	{
+		struct ctl_pool_req *pr = calloc(1, sizeof(*pr));
+
+		if (!pr)
+			return -ENOMEM;
+		pr->cl = cl;
+		pr->req.reply_loop = ctl->loop;
+		pr->req.done = ctl_pool_status_done;
+		pr->req.json = !fmt || !strcmp(fmt, "json");
+		pool_thread_status(ctl->pool, &pr->req);
+	}
+	return CTL_PENDING;
 }
 
 static const struct ctl_cmd {
 	const char *name;
-	/* Append the reply's members (after "ok":true) to o; or return
-	 * -errno with a message in o (the reply becomes an error). */
-	int (*fn)(struct control *ctl, struct strbuf *o);
+	/* Append the reply's members (after "ok":true) to o and return 0;
+	 * or return -errno, with a message in cl->err (else strerror is
+	 * used), and the reply becomes an error; or return CTL_PENDING and
+	 * call ctl_finish() later.  req is the decoded request (borrowed for
+	 * the call only). */
+	int (*fn)(struct ctl_client *cl, json_t *req, struct strbuf *o);
 	const char *help;
 } ctl_cmds[] = {
-	{ "status", ctl_status, "exports, reactors, listeners and counters" },
+	{ "status", ctl_status, "exports, reactors, listeners, counters, pool" },
 };
-
-/* The "cmd" string of a one-line JSON object, copied to name[cap]. */
-static int parse_cmd(const char *line, char *name, size_t cap)
-{
-	const char *p = line, *key, *end;
-
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (*p != '{')
-		return -EINVAL;
-	key = strstr(p, "\"cmd\"");
-	if (!key)
-		return -ENOENT;
-	p = key + 5;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (*p++ != ':')
-		return -EINVAL;
-	while (*p == ' ' || *p == '\t')
-		p++;
-	if (*p++ != '"')
-		return -EINVAL;
-	end = strchr(p, '"');
-	if (!end || (size_t)(end - p) >= cap || memchr(p, '\\', (size_t)(end - p)))
-		return -EINVAL;
-	memcpy(name, p, (size_t)(end - p));
-	name[end - p] = '\0';
-	if (!strrchr(end, '}'))
-		return -EINVAL;
-	return 0;
-}
 
 static void handle_line(struct ctl_client *cl, const char *line)
 {
 	struct strbuf *o = &cl->out;
-	size_t mark = o->len, i;
-	char name[64];
+	const char *name;
+	json_error_t jerr;
+	json_t *req, *cmd;
+	size_t i;
 	int r;
 
-	r = parse_cmd(line, name, sizeof(name));
-	if (r == -ENOENT) {
-		strbuf_printf(o, "{\"ok\":false,\"error\":\"missing \\\"cmd\\\"\"}\n");
-		return;
-	}
-	if (r < 0) {
+	req = json_loads(line, JSON_REJECT_DUPLICATES, &jerr);
+	if (!req || !json_is_object(req)) {
 		strbuf_printf(o, "{\"ok\":false,\"error\":\"expected a JSON object "
 			      "like {\\\"cmd\\\":\\\"status\\\"}\"}\n");
+		json_decref(req);
+		return;
+	}
+	cmd = json_object_get(req, "cmd");
+	if (!cmd) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"missing \\\"cmd\\\"\"}\n");
+		json_decref(req);
+		return;
+	}
+	name = json_string_value(cmd);
+	if (!name) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"\\\"cmd\\\" must be a string\"}\n");
+		json_decref(req);
 		return;
 	}
 	for (i = 0; i < ARRAY_SIZE(ctl_cmds); i++) {
 		if (strcmp(name, ctl_cmds[i].name))
 			continue;
+		cl->mark = o->len;
+		cl->err[0] = '\0';
 		strbuf_printf(o, "{\"ok\":true,");
-		r = ctl_cmds[i].fn(cl->ctl, o);
-		if (r < 0) {
-			o->len = mark;
-			strbuf_printf(o, "{\"ok\":false,\"error\":\"%s\"}\n", strerror(-r));
-		} else {
-			strbuf_printf(o, "}\n");
-		}
+		r = ctl_cmds[i].fn(cl, req, o);
+		if (r == CTL_PENDING)
+			cl->pending = true;
+		else
+			ctl_finish(cl, r);
+		json_decref(req);
 		return;
 	}
 	strbuf_printf(o, "{\"ok\":false,\"error\":\"unknown command\",\"command\":");
@@ -231,11 +305,10 @@ static void handle_line(struct ctl_client *cl, const char *line)
 	for (i = 0; i < ARRAY_SIZE(ctl_cmds); i++)
 		strbuf_printf(o, "%s\"%s\"", i ? "," : "", ctl_cmds[i].name);
 	strbuf_printf(o, "]}\n");
+	json_decref(req);
 }
 
 /* ---- client I/O ---- */
-
-static void client_check(struct ctl_client *cl);
 
 static void client_close_cb(struct loop_op *op, int res, uint32_t flags)
 {
@@ -272,7 +345,7 @@ static void client_send_arm(struct ctl_client *cl)
 
 static void client_check(struct ctl_client *cl)
 {
-	if (cl->closing || cl->recv_armed || cl->send_armed)
+	if (cl->closing || cl->recv_armed || cl->send_armed || cl->pending)
 		return;
 	if (cl->out.len) {
 		client_send_arm(cl);
@@ -286,20 +359,13 @@ static void client_check(struct ctl_client *cl)
 	io_uring_prep_close(loop_sqe(cl->ctl->loop, &cl->close_op), cl->fd);
 }
 
-static void client_recv_cb(struct loop_op *op, int res, uint32_t flags)
+/* Answer every complete request line buffered in cl->in, in order, until
+ * one of them is pending. */
+static void client_process(struct ctl_client *cl)
 {
-	struct ctl_client *cl = container_of(op, struct ctl_client, recv_op);
 	char *nl;
 
-	cl->recv_armed = false;
-	if (res <= 0) {
-		cl->eof = true;
-		client_check(cl);
-		return;
-	}
-	cl->in_len += (size_t)res;
-	cl->in[cl->in_len] = '\0';
-	while ((nl = memchr(cl->in, '\n', cl->in_len))) {
+	while (!cl->pending && (nl = memchr(cl->in, '\n', cl->in_len))) {
 		size_t n = (size_t)(nl - cl->in) + 1;
 
 		*nl = '\0';
@@ -311,11 +377,27 @@ static void client_recv_cb(struct loop_op *op, int res, uint32_t flags)
 		cl->in_len -= n;
 		cl->in[cl->in_len] = '\0';
 	}
-	if (cl->in_len == CTL_MAX_LINE || memchr(cl->in, '\0', cl->in_len)) {
+	if (!cl->pending && !cl->eof &&
+	    (cl->in_len == CTL_MAX_LINE || memchr(cl->in, '\0', cl->in_len))) {
 		strbuf_printf(&cl->out, "{\"ok\":false,\"error\":\"request line too long "
 			      "or not text\"}\n");
 		cl->eof = true;
 	}
+}
+
+static void client_recv_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct ctl_client *cl = container_of(op, struct ctl_client, recv_op);
+
+	cl->recv_armed = false;
+	if (res <= 0) {
+		cl->eof = true;
+		client_check(cl);
+		return;
+	}
+	cl->in_len += (size_t)res;
+	cl->in[cl->in_len] = '\0';
+	client_process(cl);
 	client_check(cl);
 }
 
@@ -436,6 +518,11 @@ fail:
 	free(ctl->path);
 	free(ctl);
 	return -err;
+}
+
+void control_set_pool(struct control *ctl, struct pool_thread *pt)
+{
+	ctl->pool = pt;
 }
 
 void control_stop(struct control *ctl)

@@ -13,6 +13,7 @@
 
 struct server;
 struct control;
+struct pool_thread;
 
 /* A growable string; buf is owned (free it), NUL-terminated when non-NULL. */
 struct strbuf {
@@ -31,6 +32,9 @@ int strbuf_json_str(struct strbuf *b, const char *s);
  * socket's lifetime.  Prints a message and returns -errno on failure. */
 int control_open(struct control **out, const char *path, struct server *srv,
 		 struct loop *loop);
+/* Let `status` report the pool run by pt (borrowed; it must outlive every
+ * request: stop it only once control_idle()). */
+void control_set_pool(struct control *ctl, struct pool_thread *pt);
 /* Stop accepting and reading; replies already produced are still sent. */
 void control_stop(struct control *ctl);
 /* True once nothing of ctl is in flight on the loop (after control_stop). */

@@ -17,6 +17,7 @@ static const struct {
 	{ "bench", cmd_bench, "measure a component (codec, pool)" },
 	{ "pool",  cmd_pool,  "backend pool: init, status, check" },
 	{ "key",   cmd_key,   "pool key file: generate, check" },
+	{ "status", cmd_status, "ask a running daemon: exports, volumes, pool" },
 };
 
 static void usage(FILE *f)

@@ -1,0 +1,175 @@
+/*
+ * cmd_status.c — `nbdsrv status [--control PATH | --config FILE] [--json]`:
+ * ask the running daemon for its state over the control socket and print
+ * it: exports with their counters, reactors, listeners, the volume store
+ * (when the daemon serves volumes) and the pool's backends (health, state,
+ * dialect, latency p50/p99, capacity).  The pool part is produced by
+ * zdb_pool_format_status() on the daemon's pool thread; this command only
+ * prints it.  --json prints the daemon's reply object unchanged (one line).
+ *
+ * Exit status: 0 when the daemon answered, 1 when it could not be asked or
+ * refused, 2 on a usage error.
+ */
+#include "nbdsrv/cmd.h"
+#include "nbdsrv/ctl_client.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+static void status_usage(FILE *f)
+{
+	fprintf(f,
+"usage: nbdsrv status [--control PATH | --config FILE] [--json]\n"
+"\n"
+"Show a running daemon's exports, connections, volumes and pool backends.\n"
+"  --control PATH   the daemon's control socket\n"
+"  --config FILE    its pool config: the socket is <cache_path>/nbdsrv.ctl\n"
+"  --json           the daemon's JSON answer, one object\n");
+}
+
+static const char *human_bytes(char *buf, size_t len, json_int_t v)
+{
+	static const char unit[] = "BKMGTPE";
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 6) {
+		d /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, v);
+	else
+		snprintf(buf, len, "%.1f%c", d, unit[i]);
+	return buf;
+}
+
+static void print_human(json_t *rep)
+{
+	json_t *a, *e, *v;
+	size_t i;
+	char b1[32], b2[32], b3[32];
+
+	a = json_object_get(rep, "exports");
+	printf("exports: %zu\n", json_array_size(a));
+	if (json_array_size(a))
+		printf("%-24s %-5s %10s %-3s %6s %10s %10s %10s\n", "NAME", "KIND", "SIZE",
+		       "RO", "CONNS", "REQUESTS", "READ", "WRITTEN");
+	json_array_foreach(a, i, e) {
+		printf("%-24s %-5s %10s %-3s %6" JSON_INTEGER_FORMAT " %10" JSON_INTEGER_FORMAT
+		       " %10s %10s\n",
+		       json_string_value(json_object_get(e, "name")) ?: "?",
+		       json_string_value(json_object_get(e, "kind")) ?: "?",
+		       human_bytes(b1, sizeof(b1), json_integer_value(json_object_get(e, "size"))),
+		       json_is_true(json_object_get(e, "read_only")) ? "yes" : "no",
+		       json_integer_value(json_object_get(e, "connections")),
+		       json_integer_value(json_object_get(e, "requests")),
+		       human_bytes(b2, sizeof(b2), json_integer_value(json_object_get(e, "bytes_read"))),
+		       human_bytes(b3, sizeof(b3),
+				   json_integer_value(json_object_get(e, "bytes_written"))));
+	}
+	a = json_object_get(rep, "reactors");
+	{
+		json_int_t conns = 0;
+
+		json_array_foreach(a, i, e)
+			conns += json_integer_value(json_object_get(e, "connections"));
+		printf("connections: %" JSON_INTEGER_FORMAT " on %zu reactors\n", conns,
+		       json_array_size(a));
+	}
+	a = json_object_get(rep, "listeners");
+	printf("listening on:");
+	json_array_foreach(a, i, e)
+		printf(" %s", json_string_value(e) ?: "?");
+	printf("\n");
+	v = json_object_get(rep, "volumes");
+	if (json_is_object(v)) {
+		printf("volumes: %s, %" JSON_INTEGER_FORMAT " volume(s)%s\n",
+		       json_string_value(json_object_get(v, "mode")) ?: "?",
+		       json_integer_value(json_object_get(v, "count")),
+		       json_is_true(json_object_get(v, "ephemeral"))
+		       ? " — EPHEMERAL: in memory, everything is lost when the daemon exits" : "");
+	}
+	v = json_object_get(rep, "pool_text");
+	if (json_is_string(v))
+		printf("%s", json_string_value(v));
+	else
+		printf("pool: none (the daemon was started without --config)\n");
+}
+
+int cmd_status(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "config",  required_argument, NULL, 'f' },
+		{ "json",    no_argument,       NULL, 'j' },
+		{ "help",    no_argument,       NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *control = NULL, *config = NULL;
+	bool json = false;
+	char path[512];
+	json_t *req, *rep = NULL;
+	int c, rc;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': control = optarg; break;
+		case 'f': config = optarg; break;
+		case 'j': json = true; break;
+		case 'h': status_usage(stdout); return 0;
+		case ':':
+			fprintf(stderr, "nbdsrv status: %s: missing argument\n", argv[optind - 1]);
+			status_usage(stderr);
+			return 2;
+		default:
+			fprintf(stderr, "nbdsrv status: unknown option '%s'\n", argv[optind - 1]);
+			status_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "nbdsrv status: unexpected argument '%s'\n", argv[optind]);
+		status_usage(stderr);
+		return 2;
+	}
+	rc = ctl_resolve("nbdsrv status", control, config, path, sizeof(path));
+	if (rc)
+		return rc;
+	req = json_pack("{s:s, s:s}", "cmd", "status", "format", json ? "json" : "text");
+	if (!req) {
+		fprintf(stderr, "nbdsrv status: out of memory\n");
+		return 1;
+	}
+	rc = ctl_call("nbdsrv status", path, req, &rep);
+	json_decref(req);
+	if (rc)
+		return rc;
+	if (!json_is_true(json_object_get(rep, "ok"))) {
+		fprintf(stderr, "nbdsrv status: %s\n",
+			json_string_value(json_object_get(rep, "error")) ?: "the daemon refused");
+		json_decref(rep);
+		return 1;
+	}
+	if (json) {
+		char *s = json_dumps(rep, JSON_COMPACT);
+
+		if (!s) {
+			json_decref(rep);
+			fprintf(stderr, "nbdsrv status: out of memory\n");
+			return 1;
+		}
+		printf("%s\n", s);
+		free(s);
+	} else {
+		print_human(rep);
+	}
+	json_decref(rep);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
