@@ -8,6 +8,11 @@
  * dirty and deletes every orphan shard (no version in the pool but the one
  * each object's record names).
  *
+ * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
+ * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
+ * shards are then listed with KEYS / GET (the servers are FLUSHALLed at
+ * the start of each test).
+ *
  * Seeds: NBDSRV_SEED=<n> replays the randomized test; it prints its seed.
  */
 #include "cache/cache.h"
@@ -22,6 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -63,6 +71,100 @@ static uint64_t seed_init(const char *what)
 	return seed;
 }
 
+/* ---------------------------------------- a tiny blocking RESP client -- */
+
+struct rc {
+	int fd;
+	char buf[1 << 16];
+	size_t have, at;
+};
+
+static void rc_open(struct rc *c, unsigned be)
+{
+	const char *a = pcfg->backends[be].address, *colon = strrchr(a, ':');
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	char host[64];
+
+	ck_assert_ptr_nonnull(colon);
+	snprintf(host, sizeof(host), "%.*s", (int)(colon - a), a);
+	sa.sin_port = htons((uint16_t)atoi(colon + 1));
+	ck_assert_int_eq(inet_pton(AF_INET, host, &sa.sin_addr), 1);
+	c->fd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(c->fd, 0);
+	ck_assert_int_eq(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	c->have = c->at = 0;
+}
+
+static void rc_send(struct rc *c, int argc, const char **argv, const size_t *lens)
+{
+	char hdr[64];
+	int n = snprintf(hdr, sizeof(hdr), "*%d\r\n", argc);
+
+	ck_assert_int_eq(write(c->fd, hdr, (size_t)n), n);
+	for (int i = 0; i < argc; i++) {
+		n = snprintf(hdr, sizeof(hdr), "$%zu\r\n", lens[i]);
+		ck_assert_int_eq(write(c->fd, hdr, (size_t)n), n);
+		ck_assert_int_eq(write(c->fd, argv[i], lens[i]), (ssize_t)lens[i]);
+		ck_assert_int_eq(write(c->fd, "\r\n", 2), 2);
+	}
+}
+
+static int rc_byte(struct rc *c)
+{
+	if (c->at == c->have) {
+		ssize_t n = read(c->fd, c->buf, sizeof(c->buf));
+
+		ck_assert_int_gt(n, 0);
+		c->have = (size_t)n;
+		c->at = 0;
+	}
+	return (unsigned char)c->buf[c->at++];
+}
+
+/* One line without CRLF into line; returns its first byte (the type). */
+static int rc_line(struct rc *c, char *line, size_t cap)
+{
+	size_t n = 0;
+	int ch;
+
+	while ((ch = rc_byte(c)) != '\n')
+		if (ch != '\r' && n + 1 < cap)
+			line[n++] = (char)ch;
+	line[n] = 0;
+	return line[0];
+}
+
+/* A bulk reply (malloc'd, *len) or NULL for nil. */
+static uint8_t *rc_bulk(struct rc *c, size_t *len)
+{
+	char line[128];
+	long n;
+	uint8_t *b;
+
+	ck_assert_int_eq(rc_line(c, line, sizeof(line)), '$');
+	n = atol(line + 1);
+	if (n < 0)
+		return NULL;
+	b = malloc((size_t)n + 2);
+	for (long i = 0; i < n + 2; i++)
+		b[i] = (uint8_t)rc_byte(c);
+	*len = (size_t)n;
+	return b;
+}
+
+static void redis_flushall(unsigned be)
+{
+	struct rc c;
+	const char *argv[] = { "FLUSHALL" };
+	size_t lens[] = { 8 };
+	char line[128];
+
+	rc_open(&c, be);
+	rc_send(&c, 1, argv, lens);
+	ck_assert_int_eq(rc_line(&c, line, sizeof(line)), '+');
+	close(c.fd);
+}
+
 static void setup(void)
 {
 	struct codec_params cp = { .k = K, .m = M, .max_chunk = SLOT };
@@ -80,6 +182,19 @@ static void setup(void)
 	codec_key_free(key);
 	ck_assert_int_eq(codec_ctx_new(codec, &cctx), 0);
 	pcfg = calloc(1, sizeof(*pcfg));
+	if (getenv("NBDSRV_SSD_POOL_CONF")) {
+		ck_assert_msg(zdb_pool_cfg_load(getenv("NBDSRV_SSD_POOL_CONF"), pcfg,
+						err, sizeof(err)) == 0, "%s", err);
+		ck_assert_uint_eq(pcfg->k, K);
+		ck_assert_uint_eq(pcfg->m, M);
+		ck_assert_uint_eq(pcfg->nbackends, NBE);
+		pcfg->min_shards = K + M;
+		for (unsigned i = 0; i < NBE; i++) {
+			ck_assert_int_eq(pcfg->backends[i].kind, ZDB_KIND_REDIS);
+			redis_flushall(i);
+		}
+		return;
+	}
 	zdb_pool_cfg_defaults(pcfg);
 	pcfg->k = K;
 	pcfg->m = M;
@@ -197,10 +312,78 @@ static void scan_free(void)
 	nfiles = 0;
 }
 
-/* Group every shard file on the backends by (chunk, version). */
+static void scan_add(uint8_t *buf, size_t len)
+{
+	struct codec_shard_info in;
+	unsigned i;
+
+	if (codec_shard_info(buf, len, &in) < 0) {
+		free(buf);
+		return;
+	}
+	nfiles++;
+	for (i = 0; i < npv; i++)
+		if (pv[i].chunk == in.id.chunk && pv[i].version == in.id.version)
+			break;
+	if (i == npv) {
+		ck_assert_uint_lt(npv, MAXV);
+		memset(&pv[npv], 0, sizeof(pv[npv]));
+		pv[npv].chunk = in.id.chunk;
+		pv[npv].version = in.id.version;
+		npv++;
+	}
+	ck_assert_uint_lt(in.index, K + M);
+	ck_assert_ptr_null(pv[i].sh[in.index]);
+	pv[i].sh[in.index] = buf;
+	pv[i].len[in.index] = len;
+	pv[i].nsh++;
+}
+
+/* Every value on the redis servers (KEYS *, then GET each). */
+static void scan_redis(void)
+{
+	for (unsigned b = 0; b < NBE; b++) {
+		struct rc c;
+		const char *kv[] = { "KEYS", "*" };
+		size_t kl[] = { 4, 1 };
+		char line[128];
+		long n;
+		uint8_t **keys;
+		size_t *klen;
+
+		rc_open(&c, b);
+		rc_send(&c, 2, kv, kl);
+		ck_assert_int_eq(rc_line(&c, line, sizeof(line)), '*');
+		n = atol(line + 1);
+		keys = calloc((size_t)n + 1, sizeof(*keys));
+		klen = calloc((size_t)n + 1, sizeof(*klen));
+		for (long i = 0; i < n; i++)
+			keys[i] = rc_bulk(&c, &klen[i]);
+		for (long i = 0; i < n; i++) {
+			const char *gv[] = { "GET", (const char *)keys[i] };
+			size_t gl[] = { 3, klen[i] }, vl = 0;
+			uint8_t *v;
+
+			rc_send(&c, 2, gv, gl);
+			v = rc_bulk(&c, &vl);
+			if (v)
+				scan_add(v, vl);
+			free(keys[i]);
+		}
+		free(keys);
+		free(klen);
+		close(c.fd);
+	}
+}
+
+/* Group every shard on the backends by (chunk, version). */
 static void scan(void)
 {
 	scan_free();
+	if (getenv("NBDSRV_SSD_POOL_CONF")) {
+		scan_redis();
+		return;
+	}
 	for (unsigned b = 0; b < NBE; b++) {
 		DIR *d = opendir(pcfg->backends[b].address);
 		struct dirent *de;
@@ -209,10 +392,8 @@ static void scan(void)
 		while ((de = readdir(d))) {
 			char path[700];
 			struct stat sb;
-			struct codec_shard_info in;
 			uint8_t *buf;
 			int fd;
-			unsigned i;
 
 			/* the dir backend's temporary files (a put cut by
 			 * the SIGKILL) are not shards */
@@ -227,26 +408,7 @@ static void scan(void)
 			ck_assert_int_ge(fd, 0);
 			ck_assert_int_eq(read(fd, buf, (size_t)sb.st_size), sb.st_size);
 			close(fd);
-			if (codec_shard_info(buf, (size_t)sb.st_size, &in) < 0) {
-				free(buf);
-				continue;
-			}
-			nfiles++;
-			for (i = 0; i < npv; i++)
-				if (pv[i].chunk == in.id.chunk && pv[i].version == in.id.version)
-					break;
-			if (i == npv) {
-				ck_assert_uint_lt(npv, MAXV);
-				memset(&pv[npv], 0, sizeof(pv[npv]));
-				pv[npv].chunk = in.id.chunk;
-				pv[npv].version = in.id.version;
-				npv++;
-			}
-			ck_assert_uint_lt(in.index, K + M);
-			ck_assert_ptr_null(pv[i].sh[in.index]);
-			pv[i].sh[in.index] = buf;
-			pv[i].len[in.index] = (size_t)sb.st_size;
-			pv[i].nsh++;
+			scan_add(buf, (size_t)sb.st_size);
 		}
 		closedir(d);
 	}
