@@ -1,7 +1,15 @@
 /*
- * ssd.c — ssdcache: the object store on a local SSD (issue 6, local-only
- * part: no pool behind it yet, so the cache holds the only copy of every
- * object and nothing is evicted).
+ * ssd.c — ssdcache: the object store on a local SSD (issue 6).  This file is
+ * the store itself (slots, validity, index, durability, bases, threads,
+ * backpressure); ssdflush.c is its pool side (flusher, intents, GC, and
+ * what each mode survives).
+ *
+ * Two modes.  Local only (no pool configured): the cache holds the only
+ * copy of every object; nothing is evicted and a full cache fails writes
+ * with -ENOSPC.  With a pool: every write makes its object pool-dirty and
+ * the flusher (ssdflush.c) turns it into a new pool version; slots are
+ * still never evicted — eviction and the miss path (reading an object back
+ * from the pool) are NOT BUILT yet, so the cache must hold every object.
  *
  * Layout of the cache file (or block device):
  *
@@ -58,6 +66,23 @@
  * its deletion has been staged, so two committed records never claim one
  * slot.  In-flight ops pin the entries they touch; a pinned entry is freed
  * when its last op completes.
+ *
+ * Index records with a pool also carry the object's committed pool version
+ * (version, placement, packed codec meta) and a DIRTY flag (writes newer
+ * than that version).  Key 0's `clean` flag is cleared durably at open and
+ * set by a clean close: after an unclean stop a slot may hold writes newer
+ * than its last record (the page cache outlives a SIGKILL), so every
+ * object is flushed again rather than let the pool and the cache disagree.
+ *
+ * Backpressure.  With a pool, at most dirty_max objects may be pool-dirty:
+ * the write that would dirty one more object waits in a FIFO (the object is
+ * created and its base held at submission, as the contract wants; only its
+ * data waits, with the caller's buffer, no copy) and resumes, on its own
+ * loop, when a flush commits and returns a token.  Memory stays flat
+ * whatever the pool's speed; nothing is dropped.
+ *
+ * Not done: lock striping of the index (one mutex, short sections), the
+ * miss path / eviction (S3-FIFO planned), O_DIRECT.
  */
 #include "cache/ssd.h"
 
@@ -1029,6 +1054,18 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 	e = ssd_find(s, obj);
 	if (e && !e->dropped) {
 		e->dropped = true;
+		if (e->on_pdirty) {
+			/* never flushed now: it only serves as a base */
+			struct ssd_ent **pp = &s->pdirty;
+
+			while (*pp != e)
+				pp = &(*pp)->pnext;
+			*pp = e->pnext;
+			e->on_pdirty = false;
+			ssd_wt_wake(s);
+		}
+		if (e->dirty_tok)
+			ssd_tok_release(s, e);
 		if (e->deps)
 			ssd_mark_dirty(s, e);   /* retained as a base */
 		ssd_maybe_free(s, e);
