@@ -920,6 +920,7 @@ void conn_accept(struct reactor *r, int fd, bool tcp)
 			(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
 		}
 	}
+	c->s.resolver = r->srv->resolver;
 	c->r = r;
 	c->fd = fd;
 	c->recv_op.cb = recv_cb;

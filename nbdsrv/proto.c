@@ -119,6 +119,12 @@ int nbd_session_init(struct nbd_session *s, struct export *const *exports,
 
 void nbd_session_fini(struct nbd_session *s)
 {
+	if (s->export_owned && s->export && s->resolver)
+		s->resolver->release(s->resolver->arg, s->export);
+	s->export = NULL;
+	s->export_owned = false;
+	free(s->meta_name);
+	s->meta_name = NULL;
 	free(s->out);
 	s->out = NULL;
 	s->out_len = s->out_cap = 0;
@@ -182,6 +188,40 @@ static bool valid_string(const uint8_t *p, size_t len)
 	return len <= NBD_MAX_STRING && memchr(p, 0, len) == NULL;
 }
 
+/* The export called name[0..len) (a valid string): a static one (*idx its
+ * index) or, failing that, one the resolver opens (*idx -1; the caller
+ * releases it or keeps it as s->export).  NULL when unknown. */
+static struct export *lookup_export(const struct nbd_session *s,
+				    const uint8_t *name, size_t len, long *idx)
+{
+	char buf[NBD_MAX_STRING + 1];
+
+	*idx = find_export(s, name, len);
+	if (*idx >= 0)
+		return s->exports[*idx];
+	if (!s->resolver || len == 0)
+		return NULL;
+	memcpy(buf, name, len);
+	buf[len] = '\0';
+	return s->resolver->open(s->resolver->arg, buf);
+}
+
+static void release_export(const struct nbd_session *s, struct export *e)
+{
+	s->resolver->release(s->resolver->arg, e);
+}
+
+/* Does the meta context chosen by SET_META_CONTEXT belong to the export
+ * called name[0..len) (static index idx, or -1)? */
+static bool meta_matches(const struct nbd_session *s, long idx,
+			 const uint8_t *name, size_t len)
+{
+	if (idx >= 0)
+		return s->meta_export == (size_t)idx;
+	return s->meta_export == SIZE_MAX && s->meta_name &&
+	       strlen(s->meta_name) == len && memcmp(s->meta_name, name, len) == 0;
+}
+
 /* ---- options ---- */
 
 static enum nbd_hs_result opt_export_name(struct nbd_session *s,
@@ -193,11 +233,11 @@ static enum nbd_hs_result opt_export_name(struct nbd_session *s,
 
 	if (!valid_string(d, len))
 		return NBD_HS_FAIL;
-	i = find_export(s, d, len);
-	if (i < 0)
+	s->export = lookup_export(s, d, len, &i);
+	if (!s->export)
 		return NBD_HS_FAIL;     /* the spec leaves no way to say no */
-	s->export = s->exports[i];
-	if (s->meta_alloc && s->meta_export != (size_t)i)
+	s->export_owned = i < 0;
+	if (s->meta_alloc && !meta_matches(s, i, d, len))
 		s->meta_alloc = false;
 	p = out_reserve(s, n);
 	if (!p)
@@ -239,16 +279,15 @@ static enum nbd_hs_result opt_info_go(struct nbd_session *s, uint32_t opt,
 		else if (t == NBD_INFO_DESCRIPTION)
 			want_desc = true;
 	}
-	idx = find_export(s, name, namelen);
-	if (idx < 0) {
+	e = lookup_export(s, name, namelen, &idx);
+	if (!e) {
 		opt_reply_str(s, opt, NBD_REP_ERR_UNKNOWN, "unknown export");
 		return NBD_HS_MORE;
 	}
-	e = s->exports[idx];
 
 	p = opt_reply(s, opt, NBD_REP_INFO, 12);
 	if (!p)
-		return NBD_HS_FAIL;
+		goto fail;
 	put16(p, NBD_INFO_EXPORT);
 	put64(p + 2, e->size);
 	put16(p + 10, nbd_export_tflags(s, e));
@@ -258,7 +297,7 @@ static enum nbd_hs_result opt_info_go(struct nbd_session *s, uint32_t opt,
 
 		p = opt_reply(s, opt, NBD_REP_INFO, (uint32_t)(2 + n));
 		if (!p)
-			return NBD_HS_FAIL;
+			goto fail;
 		put16(p, NBD_INFO_NAME);
 		memcpy(p + 2, e->name, n);
 	}
@@ -267,32 +306,55 @@ static enum nbd_hs_result opt_info_go(struct nbd_session *s, uint32_t opt,
 
 		p = opt_reply(s, opt, NBD_REP_INFO, (uint32_t)(2 + n));
 		if (!p)
-			return NBD_HS_FAIL;
+			goto fail;
 		put16(p, NBD_INFO_DESCRIPTION);
 		memcpy(p + 2, e->desc, n);
 	}
 	/* Always sent: clients that did not ask may still use the hints. */
 	p = opt_reply(s, opt, NBD_REP_INFO, 14);
 	if (!p)
-		return NBD_HS_FAIL;
+		goto fail;
 	put16(p, NBD_INFO_BLOCK_SIZE);
 	put32(p + 2, NBD_MIN_BLOCK);
 	put32(p + 6, e->pref_block ? e->pref_block : NBD_PREF_BLOCK);
 	put32(p + 10, NBD_MAX_PAYLOAD);
 
 	if (!opt_reply(s, opt, NBD_REP_ACK, 0))
-		return NBD_HS_FAIL;
+		goto fail;
 	if (opt == NBD_OPT_GO) {
 		s->export = e;
-		if (s->meta_alloc && s->meta_export != (size_t)idx)
+		s->export_owned = idx < 0;
+		if (s->meta_alloc && !meta_matches(s, idx, name, namelen))
 			s->meta_alloc = false;
 		s->phase = NBD_PHASE_TRANSMISSION;
 		return NBD_HS_READY;
 	}
+	if (idx < 0)
+		release_export(s, e);
 	return NBD_HS_MORE;
+fail:
+	if (idx < 0)
+		release_export(s, e);
+	return NBD_HS_FAIL;
 invalid:
 	opt_reply_str(s, opt, NBD_REP_ERR_INVALID, "malformed request");
 	return NBD_HS_MORE;
+}
+
+/* One NBD_REP_SERVER reply for a resolver's export. */
+static void list_add(void *ctx, const char *name)
+{
+	struct nbd_session *s = ctx;
+	size_t nl = strlen(name);
+	uint8_t *p;
+
+	if (nl > NBD_MAX_STRING)
+		return;
+	p = opt_reply(s, NBD_OPT_LIST, NBD_REP_SERVER, (uint32_t)(4 + nl));
+	if (!p)
+		return;
+	put32(p, (uint32_t)nl);
+	memcpy(p + 4, name, nl);
 }
 
 static void opt_list(struct nbd_session *s, uint32_t len)
@@ -316,6 +378,8 @@ static void opt_list(struct nbd_session *s, uint32_t len)
 		if (dl)
 			memcpy(p + 4 + nl, e->desc, dl);
 	}
+	if (s->resolver && s->resolver->list)
+		s->resolver->list(s->resolver->arg, list_add, s);
 	opt_reply(s, NBD_OPT_LIST, NBD_REP_ACK, 0);
 }
 
@@ -372,10 +436,15 @@ static void opt_meta(struct nbd_session *s, uint32_t opt, const uint8_t *d,
 		if (q != len)
 			goto invalid;
 	}
-	idx = find_export(s, d + 4, namelen);
-	if (idx < 0) {
-		opt_reply_str(s, opt, NBD_REP_ERR_UNKNOWN, "unknown export");
-		return;
+	{
+		struct export *e = lookup_export(s, d + 4, namelen, &idx);
+
+		if (!e) {
+			opt_reply_str(s, opt, NBD_REP_ERR_UNKNOWN, "unknown export");
+			return;
+		}
+		if (idx < 0)
+			release_export(s, e);
 	}
 	if (list && nq == 0)
 		match = true;
@@ -394,7 +463,14 @@ static void opt_meta(struct nbd_session *s, uint32_t opt, const uint8_t *d,
 			meta_reply(s, opt, 0);
 	} else {
 		s->meta_alloc = match;
-		s->meta_export = (size_t)idx;
+		s->meta_export = idx >= 0 ? (size_t)idx : SIZE_MAX;
+		free(s->meta_name);
+		s->meta_name = NULL;
+		if (idx < 0) {
+			s->meta_name = strndup((const char *)d + 4, namelen);
+			if (!s->meta_name)
+				s->meta_alloc = false;
+		}
 		if (match)
 			meta_reply(s, opt, NBD_META_BASE_ALLOCATION_ID);
 	}

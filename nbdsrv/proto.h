@@ -158,8 +158,27 @@ enum nbd_hs_result {
 	NBD_HS_FAIL,            /* protocol violation: close at once */
 };
 
+/* Exports found by name when a client asks, besides the static list (the
+ * daemon's volumes and snapshots: they come and go while it runs).  All
+ * three are called on the session's thread. */
+struct nbd_resolver {
+	/* A new export called name (NUL-terminated), owned by the session
+	 * until release(); NULL when there is none. */
+	struct export *(*open)(void *arg, const char *name);
+	void (*release)(void *arg, struct export *e);
+	/* Call add(ctx, name) for every export open() would find. */
+	void (*list)(void *arg, void (*add)(void *ctx, const char *name), void *ctx);
+	void *arg;
+};
+
 struct nbd_session {
 	enum nbd_phase phase;
+	const struct nbd_resolver *resolver; /* optional, borrowed; set after
+	                                      * nbd_session_init() */
+	bool export_owned;      /* export came from the resolver: released by
+	                         * nbd_session_fini() */
+	char *meta_name;        /* SET_META_CONTEXT's export when it is a
+	                         * resolved one (meta_export == SIZE_MAX) */
 	struct export *const *exports; /* borrowed; exports[0] is the default */
 	size_t n_exports;
 	struct export *export;  /* chosen export (transmission), borrowed */
@@ -179,7 +198,8 @@ struct nbd_session {
  * and queue the greeting in s->out.  Returns 0 or -ENOMEM. */
 int nbd_session_init(struct nbd_session *s, struct export *const *exports,
 		     size_t n_exports);
-/* Free s->out; the session may not be used afterwards. */
+/* Free s->out and release a resolved export; the session may not be used
+ * afterwards. */
 void nbd_session_fini(struct nbd_session *s);
 /* Drop the first n bytes of s->out (they were sent). */
 void nbd_session_out_consume(struct nbd_session *s, size_t n);

@@ -23,6 +23,7 @@
 
 struct conn;
 struct reactor;
+struct nbd_resolver;
 
 struct listener {
 	int fd;
@@ -71,6 +72,8 @@ struct server {
 	struct export **exports;        /* exports[0] is the default */
 	size_t n_exports;
 	struct server_stats *stats;     /* one per export */
+	const struct nbd_resolver *resolver; /* exports found by name (volumes),
+	                                 * or NULL; borrowed */
 	struct listener *listeners;
 	size_t n_listeners;
 	unsigned n_reactors;
