@@ -12,6 +12,12 @@
  *                  was inherited); the control socket defaults to
  *                  <cache_path>/nbdsrv.ctl (the directory is created, 0700).
  *                  The pool runs on its own thread (pool_thread.c).
+ *   --volumes MODE serves thin volumes ("vol") and snapshots ("vol@snap")
+ *                  as exports, found by name when a client asks (so
+ *                  volumes created later are served at once), managed with
+ *                  the vol.* / snap.* control commands (volumes.h).  MODE is
+ *                  "ephemeral" only this session: RAM, lost at exit, and
+ *                  the daemon says so loudly.
  *
  * Start-up order: options → config → signals → workers → exports →
  * listeners → pool thread → reactors → control socket → pid file.
@@ -30,6 +36,7 @@
 #include "nbdsrv/export.h"
 #include "nbdsrv/pool_thread.h"
 #include "nbdsrv/server.h"
+#include "nbdsrv/volumes.h"
 #include "zdb/zdb.h"
 
 #include <errno.h>
@@ -63,12 +70,15 @@ static void serve_usage(FILE *f)
 "                          daemon, its listen addresses used when no\n"
 "                          --listen/--unix is given; control socket default\n"
 "                          <cache_path>/nbdsrv.ctl\n"
+"  --volumes ephemeral     serve thin volumes and snapshots (vol, vol@snap),\n"
+"                          managed with `nbdsrv vol|snap`; EPHEMERAL: kept in\n"
+"                          memory, everything is lost when the daemon exits\n"
 "  --listen HOST:PORT      TCP listener (repeatable; IPv6 as [::1]:10809)\n"
 "  --unix PATH             unix socket listener (repeatable), removed at exit\n"
 "  --export NAME=PATH[,ro][,desc=TEXT]\n"
 "                          file or block device export (repeatable); the\n"
 "                          first one is also the default export (\"\");\n"
-"                          required unless --config is given\n"
+"                          required unless --config or --volumes is given\n"
 "  --threads N             reactor threads (default: number of cores)\n"
 "  --pidfile FILE          written once listening\n"
 "  --log-level LEVEL       error|warn|info|debug (default: info)\n"
@@ -99,6 +109,7 @@ struct serve_opts {
 	const char *pidfile;
 	const char *control;
 	const char *config;
+	const char *volumes;
 };
 
 static int push(const char ***v, size_t *n, const char *s)
@@ -393,7 +404,8 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
  * replies cannot hold the exit up forever).  The control socket, if any,
  * runs on the same (main thread) ring. */
 static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
-			      const char *pidfile, struct pool_thread *pool)
+			      const char *pidfile, struct pool_thread *pool,
+			      struct volumes *vols)
 {
 	struct sigwait w;
 	struct control *ctl = NULL;
@@ -415,6 +427,8 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			goto out;
 		if (pool)
 			control_set_pool(ctl, pool);
+		if (vols)
+			control_set_volumes(ctl, vols);
 		log_info("control socket %s", ctl_path);
 	}
 	if (pidfile) {
@@ -429,6 +443,8 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		r = loop_run_once(&w.loop, 1000ull * 1000 * 1000);
 		if (r < 0)
 			goto out;
+		if (vols)
+			volumes_gc(vols);
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
 		 w.signo);
@@ -462,6 +478,7 @@ int cmd_serve(int argc, char **argv)
 		{ "log-level", required_argument, NULL, 'L' },
 		{ "control",   required_argument, NULL, 'c' },
 		{ "config",    required_argument, NULL, 'C' },
+		{ "volumes",   required_argument, NULL, 'V' },
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -469,6 +486,8 @@ int cmd_serve(int argc, char **argv)
 	struct server srv;
 	struct zdb_pool_cfg *cfg = NULL;
 	struct pool_thread *pool = NULL;
+	struct volumes *vols = NULL;
+	enum volumes_mode vmode = VOLUMES_EPHEMERAL;
 	char ctl_path[512];
 	const char *control = NULL;
 	struct workq wq;
@@ -515,6 +534,15 @@ int cmd_serve(int argc, char **argv)
 		case 'C':
 			o.config = optarg;
 			break;
+		case 'V':
+			if (volumes_parse_mode(optarg, &vmode) < 0) {
+				rc = usage_error("--volumes: '%s': expected 'ephemeral' (the "
+						 "persistent mode comes with the cache tier)",
+						 optarg);
+				goto out;
+			}
+			o.volumes = optarg;
+			break;
 		case 'L':
 			if (!strcmp(optarg, "error"))
 				log_set_level(LOG_LEVEL_ERROR);
@@ -546,9 +574,9 @@ int cmd_serve(int argc, char **argv)
 		rc = usage_error("unexpected argument '%s'", argv[optind]);
 		goto out;
 	}
-	if (o.n_exports == 0 && !o.config) {
-		rc = usage_error("%s", "at least one --export NAME=PATH (or --config FILE) "
-				 "is required");
+	if (o.n_exports == 0 && !o.config && !o.volumes) {
+		rc = usage_error("%s", "at least one --export NAME=PATH (or --config FILE, "
+				 "or --volumes ephemeral) is required");
 		goto out;
 	}
 	/* The config is checked whole before anything starts. */
@@ -613,6 +641,15 @@ int cmd_serve(int argc, char **argv)
 				rc = 2;
 				goto out;
 			}
+	}
+
+	if (o.volumes) {
+		r = volumes_open(vmode, &vols);
+		if (r < 0)
+			goto out;
+		srv.resolver = volumes_resolver(vols);
+		log_warn("volumes: EPHEMERAL mode — volumes and snapshots live in memory "
+			 "only; everything is lost when the daemon exits");
 	}
 
 	activated = listen_activated(&srv);
@@ -685,7 +722,7 @@ int cmd_serve(int argc, char **argv)
 			 (unsigned long long)srv.exports[i]->size,
 			 (srv.exports[i]->flags & EXPORT_READ_ONLY) ? ", read-only" : "");
 
-	r = serve_until_signal(&srv, sfd, control, o.pidfile, pool);
+	r = serve_until_signal(&srv, sfd, control, o.pidfile, pool, vols);
 	if (r == -EINVAL)
 		rc = 2;                 /* --control value does not parse */
 	else
@@ -713,6 +750,8 @@ out:
 	}
 	free(srv.exports);
 	free(srv.stats);
+	if (vols && volumes_close(vols) < 0)
+		log_error("volumes: final commit failed");
 	listener_close_all(&srv);
 	if (wq_up)
 		workq_fini(&wq);

@@ -29,6 +29,7 @@
 #include "nbdsrv/control.h"
 #include "nbdsrv/pool_thread.h"
 #include "nbdsrv/server.h"
+#include "nbdsrv/volumes.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -73,6 +74,7 @@ struct control {
 	struct ctl_client *clients;
 	unsigned n_clients;
 	struct pool_thread *pool;       /* NULL: no pool (borrowed) */
+	struct volumes *vols;           /* NULL: no volumes (borrowed) */
 };
 
 /* ---- string building ---- */
@@ -228,6 +230,16 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 		r = r ? r : strbuf_json_str(o, srv->listeners[i].what);
 	}
 	r = r ? r : strbuf_printf(o, "]");
+	if (!r && ctl->vols) {
+		struct vol_info *vols = NULL;
+		size_t n = 0;
+
+		(void)vol_list(volumes_pool(ctl->vols), &vols, &n);
+		free(vols);
+		r = strbuf_printf(o, ",\"volumes\":{\"mode\":\"%s\",\"ephemeral\":%s,"
+				  "\"count\":%zu}", volumes_mode_name(ctl->vols),
+				  volumes_ephemeral(ctl->vols) ? "true" : "false", n);
+	}
 	if (r || !ctl->pool)
 		return r;
 	{
@@ -257,6 +269,45 @@ static const struct ctl_cmd {
 	{ "status", ctl_status, "exports, reactors, listeners, counters, pool" },
 };
 
+/* vol.* and snap.*: synchronous, here on the control thread. */
+static void handle_vol(struct ctl_client *cl, const char *name, json_t *req)
+{
+	struct strbuf *o = &cl->out;
+	json_t *members = NULL;
+	char *text;
+	int r;
+
+	if (!cl->ctl->vols) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"this daemon serves no "
+			      "volumes (start it with --volumes ephemeral)\"}\n");
+		return;
+	}
+	r = ctl_vol_call(cl->ctl->vols, name, req, &members, cl->err, sizeof(cl->err));
+	if (r == -ENOSYS) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"unknown command\",\"command\":");
+		strbuf_json_str(o, name);
+		strbuf_printf(o, "}\n");
+		return;
+	}
+	if (r < 0) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":");
+		strbuf_json_str(o, cl->err[0] ? cl->err : strerror(-r));
+		strbuf_printf(o, ",\"errno\":%d}\n", -r);
+		cl->err[0] = '\0';
+		return;
+	}
+	text = json_dumps(members, JSON_COMPACT);
+	json_decref(members);
+	if (!text) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"out of memory\"}\n");
+		return;
+	}
+	/* text is "{...}": splice its members after "ok". */
+	strbuf_printf(o, "{\"ok\":true%s%s\n", strlen(text) > 2 ? "," : "}",
+		      strlen(text) > 2 ? text + 1 : "");
+	free(text);
+}
+
 static void handle_line(struct ctl_client *cl, const char *line)
 {
 	struct strbuf *o = &cl->out;
@@ -282,6 +333,11 @@ static void handle_line(struct ctl_client *cl, const char *line)
 	name = json_string_value(cmd);
 	if (!name) {
 		strbuf_printf(o, "{\"ok\":false,\"error\":\"\\\"cmd\\\" must be a string\"}\n");
+		json_decref(req);
+		return;
+	}
+	if (!strncmp(name, "vol.", 4) || !strncmp(name, "snap.", 5)) {
+		handle_vol(cl, name, req);
 		json_decref(req);
 		return;
 	}
@@ -523,6 +579,11 @@ fail:
 void control_set_pool(struct control *ctl, struct pool_thread *pt)
 {
 	ctl->pool = pt;
+}
+
+void control_set_volumes(struct control *ctl, struct volumes *v)
+{
+	ctl->vols = v;
 }
 
 void control_stop(struct control *ctl)

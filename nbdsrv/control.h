@@ -14,6 +14,7 @@
 struct server;
 struct control;
 struct pool_thread;
+struct volumes;
 
 /* A growable string; buf is owned (free it), NUL-terminated when non-NULL. */
 struct strbuf {
@@ -35,6 +36,9 @@ int control_open(struct control **out, const char *path, struct server *srv,
 /* Let `status` report the pool run by pt (borrowed; it must outlive every
  * request: stop it only once control_idle()). */
 void control_set_pool(struct control *ctl, struct pool_thread *pt);
+/* Serve the vol.* / snap.* commands (and the volume part of `status`)
+ * from v (borrowed; it must outlive ctl). */
+void control_set_volumes(struct control *ctl, struct volumes *v);
 /* Stop accepting and reading; replies already produced are still sent. */
 void control_stop(struct control *ctl);
 /* True once nothing of ctl is in flight on the loop (after control_stop). */
