@@ -148,6 +148,7 @@ struct ssd {
 	struct loop_timer ftimer;
 	bool stopping;
 	unsigned ngc;                   /* GC deletions in flight */
+	uint64_t retry_at, backoff_ns;  /* after a failed flush */
 	/* under lock */
 	uint64_t wgen;                  /* write completions, ever */
 	struct ssd_ent *pdirty;         /* entries not yet in the pool */

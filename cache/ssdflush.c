@@ -55,6 +55,7 @@
 
 #define SSD_TICK_NS  (50ull * 1000000)
 #define SSD_NOWHERE  0xffffu
+#define SSD_BACKOFF_MAX_NS (2ull * 1000000000)
 
 struct ssd_fj {
 	struct ssd *s;
@@ -227,9 +228,18 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 	}
 	ssd_unpin(s, e);
 	pthread_mutex_unlock(&s->lock);
-	if (err)
+	if (err) {
+		/* the pool is failing: retry later, not in a tight loop of
+		 * intent commits */
+		s->backoff_ns = MIN(MAX(s->backoff_ns * 2, SSD_TICK_NS * 2),
+				    SSD_BACKOFF_MAX_NS);
+		s->retry_at = now_ns() + s->backoff_ns;
 		log_warn("ssdcache: flushing object %" PRIu64 " to the pool failed: "
-			 "%s (retried)", j->obj, strerror(-err));
+			 "%s (retried in %" PRIu64 " ms)", j->obj, strerror(-err),
+			 s->backoff_ns / 1000000);
+	} else {
+		s->backoff_ns = 0;
+	}
 	ssd_fj_free(j);
 	if (!err)
 		ssd_pick(s);
@@ -430,6 +440,9 @@ static void ssd_pick(struct ssd *s)
 {
 	size_t smax = codec_shard_max(s->codec);
 
+	if (s->retry_at && now_ns() < s->retry_at)
+		return;
+	s->retry_at = 0;
 	while (!s->stopping && s->nflushing < s->flush_par) {
 		struct ssd_ent *e;
 		struct ssd_fj *j;
