@@ -18,6 +18,8 @@ static const struct {
 	{ "pool",  cmd_pool,  "backend pool: init, status, check" },
 	{ "key",   cmd_key,   "pool key file: generate, check" },
 	{ "status", cmd_status, "ask a running daemon: exports, volumes, pool" },
+	{ "vol",   cmd_vol,   "volumes of a running daemon: create, ls, clone, ..." },
+	{ "snap",  cmd_snap,  "snapshots of a running daemon: create, ls, rm, diff" },
 };
 
 static void usage(FILE *f)
