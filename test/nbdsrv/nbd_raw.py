@@ -496,6 +496,21 @@ def t_unknown_command_and_flags():
         check(err == EINVAL, "READ with unknown flag: error %d" % err)
         err, _, _ = c.cmd(CMD_FLUSH, flags=0x400)
         check(err == EINVAL, "FLUSH with unknown flag: error %d" % err)
+        # Known flags on commands they are not documented for (spec: "SHOULD
+        # return NBD_EINVAL if it receives a request with a flag not
+        # explicitly documented as applicable to the given request").
+        for cmd, fl, what in ((CMD_READ, F_REQ_ONE, "REQ_ONE on READ"),
+                              (CMD_READ, F_NO_HOLE, "NO_HOLE on READ"),
+                              (CMD_TRIM, F_NO_HOLE, "NO_HOLE on TRIM"),
+                              (CMD_TRIM, 16, "FAST_ZERO on TRIM"),
+                              (CMD_CACHE, F_DF, "DF on CACHE")):
+            if cmd == CMD_READ:
+                err, _, _ = c.read(0, 4096, flags=fl)
+            else:
+                err, _, _ = c.cmd(cmd, 0, 4096, flags=fl)
+            check(err == EINVAL, "%s: error %d, want EINVAL" % (what, err))
+        err, _, _ = c.cmd(CMD_WRITE, 0, 4096, flags=F_DF, payload=bytes(4096))
+        check(err == EINVAL, "DF on WRITE: error %d, want EINVAL" % err)
         err, _, _ = c.read(DISK_SIZE - 4096, 8192)
         check(err == EINVAL, "READ past the end: error %d" % err)
         err, _, _ = c.cmd(CMD_WRITE, DISK_SIZE, 512, payload=b"x" * 512)
