@@ -409,6 +409,7 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 {
 	struct sigwait w;
 	struct control *ctl = NULL;
+	uint64_t last_gc = 0;
 	int r;
 
 	memset(&w, 0, sizeof(w));
@@ -443,8 +444,10 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		r = loop_run_once(&w.loop, 1000ull * 1000 * 1000);
 		if (r < 0)
 			goto out;
-		if (vols)
+		if (vols && now_ns() - last_gc >= 1000ull * 1000 * 1000) {
 			volumes_gc(vols);
+			last_gc = now_ns();
+		}
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
 		 w.signo);

@@ -360,7 +360,7 @@ static void handle_line(struct ctl_client *cl, const char *line)
 	strbuf_printf(o, ",\"commands\":[");
 	for (i = 0; i < ARRAY_SIZE(ctl_cmds); i++)
 		strbuf_printf(o, "%s\"%s\"", i ? "," : "", ctl_cmds[i].name);
-	strbuf_printf(o, "]}\n");
+	strbuf_printf(o, ",\"vol.*\",\"snap.*\"]}\n");
 	json_decref(req);
 }
 
