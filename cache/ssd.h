@@ -149,6 +149,10 @@ struct ssd {
 	bool stopping;
 	unsigned ngc;                   /* GC deletions in flight */
 	uint64_t retry_at, backoff_ns;  /* after a failed flush */
+	uint64_t *failed;               /* versions whose put failed: swept
+	                                 * from every backend once the pool
+	                                 * works again (late writes land) */
+	size_t nfailed;
 	/* under lock */
 	uint64_t wgen;                  /* write completions, ever */
 	struct ssd_ent *pdirty;         /* entries not yet in the pool */

@@ -56,6 +56,7 @@
 #define SSD_TICK_NS  (50ull * 1000000)
 #define SSD_NOWHERE  0xffffu
 #define SSD_BACKOFF_MAX_NS (2ull * 1000000000)
+#define SSD_FAILED_MAX 4096u
 
 struct ssd_fj {
 	struct ssd *s;
@@ -187,6 +188,18 @@ void ssdflush_gc(struct ssd *s, const struct ssd_prec *v, size_t n)
 		ssd_gc_version(s, v[i].version, v[i].place, s->k + s->m);
 }
 
+/* Delete the failed versions' keys from every backend (and their intents). */
+static void ssd_sweep_failed(struct ssd *s)
+{
+	size_t i;
+
+	for (i = 0; i < s->nfailed; i++)
+		ssd_gc_version(s, s->failed[i], NULL, s->k + s->m);
+	free(s->failed);
+	s->failed = NULL;
+	s->nfailed = 0;
+}
+
 /* ----------------------------------------------------------- flushing -- */
 
 static void ssd_pick(struct ssd *s);
@@ -239,6 +252,7 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 			 s->backoff_ns / 1000000);
 	} else {
 		s->backoff_ns = 0;
+		ssd_sweep_failed(s);
 	}
 	ssd_fj_free(j);
 	if (!err)
@@ -321,13 +335,21 @@ static void ssd_fj_put_done(struct zdb_chunk_put *op)
 	struct ssd *s = j->s;
 
 	if (op->result < 0) {
-		uint16_t place[CODEC_MAX_SHARDS];
+		/*
+		 * A shard that timed out may still land (a stopped server
+		 * resumes and executes the queued SET), so deleting now is
+		 * not enough: the version's intent stays, and it is swept
+		 * from every backend once a flush succeeds again (or at
+		 * close, or at the next open).
+		 */
+		if (s->nfailed < SSD_FAILED_MAX) {
+			uint64_t *nf = realloc(s->failed, (s->nfailed + 1) * sizeof(*nf));
 
-		for (unsigned i = 0; i < s->k + s->m; i++)
-			place[i] = j->zs[i].backend >= 0 ?
-				   (uint16_t)j->zs[i].backend : SSD_NOWHERE;
-		/* the stored shards go; the GC also removes the intent */
-		ssd_gc_version(s, j->version, place, s->k + s->m);
+			if (nf) {
+				s->failed = nf;
+				s->failed[s->nfailed++] = j->version;
+			}
+		}
 		ssd_fj_end(j, op->result);
 		return;
 	}
@@ -636,7 +658,11 @@ void ssdflush_stop(struct ssd *s)
 
 	s->stopping = true;
 	loop_timer_cancel(&s->loop, &s->ftimer);
-	while ((s->nflushing || s->ngc || s->ftimer.armed) && now_ns() < deadline)
+	while ((s->nflushing || s->ftimer.armed) && now_ns() < deadline)
+		loop_run_once(&s->loop, 10ull * 1000000);
+	if (s->pool)
+		ssd_sweep_failed(s);
+	while (s->ngc && now_ns() < deadline)
 		loop_run_once(&s->loop, 10ull * 1000000);
 	if (s->nflushing || s->ngc)
 		log_warn("ssdcache: closing with %u flush(es) and %u deletion(s) "
@@ -656,6 +682,9 @@ void ssdflush_stop(struct ssd *s)
 		codec_ctx_free(s->ctxs[i]);
 	free(s->ctxs);
 	free(s->ctx_busy);
+	free(s->failed);
+	s->failed = NULL;
+	s->nfailed = 0;
 	s->ctxs = NULL;
 	s->ctx_busy = NULL;
 }

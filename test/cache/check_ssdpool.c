@@ -605,6 +605,12 @@ START_TEST(test_crash_orphans)
 		for (uint64_t o = 1; o <= COBJ; o++) {
 			unsigned n = pool_content(o, pool);
 
+			if (n > 1)
+				for (unsigned q = 0; q < npv; q++)
+					if (pv[q].chunk == o)
+						printf("object %llu version %llu: %u shards\n",
+						       (unsigned long long)o,
+						       (unsigned long long)pv[q].version, pv[q].nsh);
 			ck_assert_msg(n <= 1, "iteration %d: object %llu has %u versions "
 				      "in the pool (orphans)", it, (unsigned long long)o, n);
 			if (!n)
@@ -626,12 +632,46 @@ START_TEST(test_crash_orphans)
 }
 END_TEST
 
-#define BPN 10
+#define BPN 40
 #define BPMAX 4
 
-/* The pool is blackholed: past dirty_max objects, new writes wait (queued,
- * no copies), nothing is dropped; when the pool comes back everything
- * lands in it. */
+static uint64_t rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long v = 0;
+
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmRSS: %llu kB", &v) == 1)
+			break;
+	fclose(f);
+	return v;
+}
+
+/* Stop (or resume) the pool: SIGSTOP/SIGCONT of the servers named by
+ * NBDSRV_SSD_BACKEND_PIDS, else blackhole faults on every backend. */
+static void pool_pause(struct objstore *c, bool stop)
+{
+	const char *pids = getenv("NBDSRV_SSD_BACKEND_PIDS");
+	struct zdb_fault hole = { .blackhole = true }, none = { 0 };
+
+	if (pids) {
+		char *copy = strdup(pids), *save = NULL, *tok;
+
+		for (tok = strtok_r(copy, " ,", &save); tok;
+		     tok = strtok_r(NULL, " ,", &save))
+			ck_assert_int_eq(kill((pid_t)atoi(tok), stop ? SIGSTOP : SIGCONT), 0);
+		free(copy);
+		return;
+	}
+	for (unsigned i = 0; i < NBE; i++)
+		ck_assert_int_eq(ssdcache_set_fault(c, i, stop ? &hole : &none), 0);
+}
+
+/* The pool stops answering: past dirty_max objects, new writes wait
+ * (queued, no copies: RSS stays flat), nothing is dropped; when the pool
+ * comes back everything lands in it. */
 START_TEST(test_backpressure)
 {
 	struct meta *m;
@@ -641,8 +681,8 @@ START_TEST(test_backpressure)
 		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
 		.codec = codec, .dirty_max = BPMAX, .fault_wrap = true,
 	};
-	struct zdb_fault hole = { .blackhole = true }, none = { 0 };
 	struct sync_io s[BPN];
+	uint64_t rss0;
 	uint8_t *buf[BPN], *got = malloc(SLOT);
 	struct ssdcache_stats st;
 	unsigned done, i;
@@ -655,22 +695,29 @@ START_TEST(test_backpressure)
 	memcpy(o.pool_id, pool_id, 16);
 	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
 	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
-	for (i = 0; i < NBE; i++)
-		ck_assert_int_eq(ssdcache_set_fault(c, i, &hole), 0);
 	for (i = 0; i < BPN; i++) {
 		buf[i] = malloc(SLOT);
 		fill(buf[i], SLOT);
+	}
+	pool_pause(c, true);
+	for (i = 0; i < BPN; i++)
 		s[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
 			.obj = 100 + i, .len = SLOT, .buf = buf[i] } };
-		objstore_write(c, &s[i].io);
-	}
 	/* the first BPMAX complete (local writes) ... */
+	for (i = 0; i < BPMAX; i++)
+		objstore_write(c, &s[i].io);
 	for (t0 = now_ns(), done = 0; done < BPMAX && now_ns() - t0 < 60ull * 1000000000;) {
 		loop_run_once(&lp, 10ull * 1000000);
 		for (done = 0, i = 0; i < BPN; i++)
 			done += s[i].done;
 	}
 	ck_assert_uint_eq(done, BPMAX);
+	/* (the flusher's jobs, bounded, have their buffers by now) */
+	for (t0 = now_ns(); now_ns() - t0 < 300ull * 1000000;)
+		loop_run_once(&lp, 10ull * 1000000);
+	rss0 = rss_kib();
+	for (i = BPMAX; i < BPN; i++)
+		objstore_write(c, &s[i].io);
 	/* ... and the others wait while the pool is down (a failed flush
 	 * retries, never gives the token back) */
 	for (t0 = now_ns(); now_ns() - t0 < 800ull * 1000000;)
@@ -685,9 +732,15 @@ START_TEST(test_backpressure)
 	ck_assert_uint_eq(st.bp_waiting, BPN - BPMAX);
 	ck_assert_uint_eq(st.pool_dirty, BPMAX);
 	ck_assert_uint_eq(st.flushed, 0);
+	/* the waiting writes hold no copies of their data */
+	ck_assert_msg(rss_kib() < rss0 + (BPN - BPMAX) * (SLOT / 1024) / 4,
+		      "RSS grew from %llu to %llu KiB while %u writes waited",
+		      (unsigned long long)rss0, (unsigned long long)rss_kib(),
+		      BPN - BPMAX);
+	printf("test_backpressure: RSS %llu -> %llu KiB with %u writes waiting\n",
+	       (unsigned long long)rss0, (unsigned long long)rss_kib(), BPN - BPMAX);
 
-	for (i = 0; i < NBE; i++)
-		ck_assert_int_eq(ssdcache_set_fault(c, i, &none), 0);
+	pool_pause(c, false);
 	for (t0 = now_ns(); done < BPN && now_ns() - t0 < 60ull * 1000000000;) {
 		loop_run_once(&lp, 10ull * 1000000);
 		for (done = 0, i = 0; i < BPN; i++)
