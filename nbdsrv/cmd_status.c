@@ -93,6 +93,10 @@ static void print_human(json_t *rep)
 		       json_integer_value(json_object_get(v, "count")),
 		       json_is_true(json_object_get(v, "ephemeral"))
 		       ? " — EPHEMERAL: in memory, everything is lost when the daemon exits" : "");
+		json_array_foreach(json_object_get(v, "open"), i, e)
+			printf("  in use: %-24s %" JSON_INTEGER_FORMAT " session(s)\n",
+			       json_string_value(json_object_get(e, "name")) ?: "?",
+			       json_integer_value(json_object_get(e, "sessions")));
 	}
 	v = json_object_get(rep, "pool_text");
 	if (json_is_string(v))

@@ -185,6 +185,22 @@ static void ctl_pool_status_done(struct pool_status_req *req)
 	ctl_finish(cl, r);
 }
 
+struct open_list {
+	struct strbuf *o;
+	bool more;
+	int r;
+};
+
+static void status_open_one(void *arg, const char *name, unsigned sessions)
+{
+	struct open_list *ol = arg;
+
+	ol->r = ol->r ? ol->r : strbuf_printf(ol->o, "%s{\"name\":", ol->more ? "," : "");
+	ol->r = ol->r ? ol->r : strbuf_json_str(ol->o, name);
+	ol->r = ol->r ? ol->r : strbuf_printf(ol->o, ",\"sessions\":%u}", sessions);
+	ol->more = true;
+}
+
 static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 {
 	struct control *ctl = cl->ctl;
@@ -237,8 +253,14 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 		(void)vol_list(volumes_pool(ctl->vols), &vols, &n);
 		free(vols);
 		r = strbuf_printf(o, ",\"volumes\":{\"mode\":\"%s\",\"ephemeral\":%s,"
-				  "\"count\":%zu}", volumes_mode_name(ctl->vols),
+				  "\"count\":%zu,\"open\":[", volumes_mode_name(ctl->vols),
 				  volumes_ephemeral(ctl->vols) ? "true" : "false", n);
+		if (!r) {
+			struct open_list ol = { .o = o };
+
+			volumes_foreach_open(ctl->vols, status_open_one, &ol);
+			r = ol.r ? ol.r : strbuf_printf(o, "]}");
+		}
 	}
 	if (r || !ctl->pool)
 		return r;

@@ -29,13 +29,59 @@
 
 #define VOLUMES_GC_BUDGET 4096
 
+/* An export name some sessions hold open (for status). */
+struct vol_open {
+	struct vol_open *next;
+	unsigned sessions;
+	char name[];
+};
+
 struct volumes {
 	enum volumes_mode mode;
 	char dir[4096];                 /* metadata directory (ephemeral: ours) */
 	struct objstore *store;
 	struct vol_pool *pool;
 	struct nbd_resolver resolver;
+	pthread_mutex_t lock;           /* guards open (reactors, control) */
+	struct vol_open *open;
 };
+
+/* Count a session in or out of name's entry. */
+static void count_session(struct volumes *v, const char *name, int delta)
+{
+	struct vol_open **pp, *o;
+
+	pthread_mutex_lock(&v->lock);
+	for (pp = &v->open; (o = *pp); pp = &o->next)
+		if (!strcmp(o->name, name))
+			break;
+	if (!o && delta > 0 && (o = calloc(1, sizeof(*o) + strlen(name) + 1))) {
+		strcpy(o->name, name);
+		o->next = v->open;
+		v->open = o;
+		pp = &v->open;
+	}
+	if (o) {
+		o->sessions += (unsigned)delta;
+		if (o->sessions == 0) {
+			*pp = o->next;
+			free(o);
+		}
+	}
+	pthread_mutex_unlock(&v->lock);
+}
+
+void volumes_foreach_open(struct volumes *v,
+			  void (*fn)(void *arg, const char *name, unsigned sessions),
+			  void *arg)
+{
+	struct vol_open *o;
+
+	pthread_mutex_lock(&v->lock);
+	for (o = v->open; o; o = o->next)
+		fn(arg, o->name, o->sessions);
+	pthread_mutex_unlock(&v->lock);
+}
 
 int volumes_parse_mode(const char *s, enum volumes_mode *out)
 {
@@ -51,11 +97,15 @@ static struct export *resolver_open(void *arg, const char *name)
 	struct volumes *v = arg;
 	struct export *e;
 
-	return export_vol_open(v->pool, name, &e) < 0 ? NULL : e;
+	if (export_vol_open(v->pool, name, &e) < 0)
+		return NULL;
+	count_session(v, e->name, 1);
+	return e;
 }
 
 static void resolver_release(void *arg, struct export *e)
 {
+	count_session(arg, e->name, -1);
 	export_close(e);
 }
 
@@ -101,6 +151,7 @@ int volumes_open(enum volumes_mode mode, struct volumes **out)
 	if (!v)
 		return -ENOMEM;
 	v->mode = mode;
+	pthread_mutex_init(&v->lock, NULL);
 	snprintf(v->dir, sizeof(v->dir), "%s/nbdsrv-volumes.XXXXXX",
 		 tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(v->dir)) {
@@ -139,6 +190,7 @@ int volumes_open(enum volumes_mode mode, struct volumes **out)
 fail:
 	objstore_close(v->store);
 	nftw(v->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	pthread_mutex_destroy(&v->lock);
 	free(v);
 	return r;
 }
@@ -153,6 +205,13 @@ int volumes_close(struct volumes *v)
 	objstore_close(v->store);
 	if (v->mode == VOLUMES_EPHEMERAL)
 		nftw(v->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+	while (v->open) {               /* none once every session ended */
+		struct vol_open *o = v->open;
+
+		v->open = o->next;
+		free(o);
+	}
+	pthread_mutex_destroy(&v->lock);
 	free(v);
 	return r;
 }

@@ -40,6 +40,11 @@ const char *volumes_mode_name(const struct volumes *v);
 bool volumes_ephemeral(const struct volumes *v);
 /* The resolver the NBD sessions use to find "vol" and "vol@snap". */
 const struct nbd_resolver *volumes_resolver(struct volumes *v);
+/* Call fn for every volume or snapshot export clients hold open now, with
+ * how many sessions hold it (a snapshot shot as "vol@snap").  Any thread. */
+void volumes_foreach_open(struct volumes *v,
+			  void (*fn)(void *arg, const char *name, unsigned sessions),
+			  void *arg);
 /* Free entries of deleted snapshots, a bounded amount per call: call it
  * from the control thread about once a second. */
 void volumes_gc(struct volumes *v);

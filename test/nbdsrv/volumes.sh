@@ -79,6 +79,17 @@ vol du v --json >"$t/du.json"
 [ "$(jq_py "$t/du.json" 'j["du"][0]["used"] == 66 << 20')" = 1 ] ||
   { cat "$t/du.json" >&2; fail "du: head + snapshot should hold 66 MiB"; }
 
+# status names the volume exports clients hold open, and forgets them after.
+qemu-io -r -f raw -c "sleep 60000" "$(uri v@s1)" >/dev/null 2>&1 &
+qio=$!
+cleanup_push "kill $qio"
+wait_for "'$NBDSRV' status --control '$ctl' --json >'$t/st.json' && [ \"\$(jq_py '$t/st.json' '{\"name\": \"v@s1\", \"sessions\": 1} in j[\"volumes\"][\"open\"]')\" = 1 ]" 30 ||
+  { cat "$t/st.json" >&2; fail "status does not show the open snapshot export"; }
+"$NBDSRV" status --control "$ctl" | grep -Eq "in use: v@s1 +1 session" || fail "status table: in use"
+kill $qio; wait $qio 2>/dev/null || true
+wait_for "'$NBDSRV' status --control '$ctl' --json >'$t/st.json' && [ \"\$(jq_py '$t/st.json' 'j[\"volumes\"][\"open\"] == []')\" = 1 ]" 30 ||
+  { cat "$t/st.json" >&2; fail "status still shows a closed export"; }
+
 # --- clone; snapshot delete refused while it exists; flatten; delete ---------
 vol clone v@s1 c1 >"$t/out" || fail "vol clone"
 grep -q "origin v@s1" "$t/out" || { cat "$t/out" >&2; fail "clone output"; }
