@@ -79,6 +79,28 @@ vol du v --json >"$t/du.json"
 [ "$(jq_py "$t/du.json" 'j["du"][0]["used"] == 66 << 20')" = 1 ] ||
   { cat "$t/du.json" >&2; fail "du: head + snapshot should hold 66 MiB"; }
 
+# NBD_OPT_EXPORT_NAME (the old way to choose an export) finds a snapshot too.
+python3 - "$t/sock" "$t/img" <<'PY' || fail "EXPORT_NAME of v@s1"
+import socket, struct, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+def rx(n):
+    b = b""
+    while len(b) < n:
+        c = s.recv(n - len(b)); assert c, "closed"; b += c
+    return b
+assert rx(18)[:16] == b"NBDMAGICIHAVEOPT"
+s.sendall(struct.pack(">I", 3))                      # fixed newstyle, no zeroes
+name = b"v@s1"
+s.sendall(b"IHAVEOPT" + struct.pack(">II", 1, len(name)) + name)
+size, flags = struct.unpack(">QH", rx(10))
+assert size == 64 << 20 and flags & 2, (size, flags)  # read-only
+s.sendall(struct.pack(">IHHQQI", 0x25609513, 0, 0, 7, 5 << 20, 4096))
+magic, err, cookie = struct.unpack(">IIQ", rx(16))
+assert (magic, err, cookie) == (0x67446698, 0, 7), (magic, err, cookie)
+want = open(sys.argv[2], "rb").read()[5 << 20:(5 << 20) + 4096]
+assert rx(4096) == want, "data differs"
+PY
+
 # status names the volume exports clients hold open, and forgets them after.
 qemu-io -r -f raw -c "sleep 60000" "$(uri v@s1)" >/dev/null 2>&1 &
 qio=$!
