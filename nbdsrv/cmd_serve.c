@@ -700,6 +700,9 @@ int cmd_serve(int argc, char **argv)
 				 "was not given", o.config);
 		}
 	}
+	if (vols && !control)
+		log_warn("volumes: no control socket (--control PATH or --config FILE), so "
+			 "no volume can be created");
 	if (cfg) {
 		r = pool_thread_start(cfg, &pool);
 		zdb_pool_cfg_wipe(cfg);
