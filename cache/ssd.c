@@ -962,19 +962,20 @@ static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
 
 static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 			 void (*extra)(struct ssd *, struct meta_txn *, void *),
-			 void *arg, bool wt);
+			 void *arg, bool wt, struct ssd_ent *force);
 
 static void ssd_flush(struct objstore *so, struct objstore_io *io)
 {
 	struct ssd *s = (struct ssd *)so;
 
-	ssd_flush_do(s, io, NULL, NULL, s->writethrough);
+	ssd_flush_do(s, io, NULL, NULL, s->writethrough, NULL);
 }
 
 void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
-		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg)
+		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg,
+		   struct ssd_ent *force)
 {
-	ssd_flush_do(s, io, extra, arg, false);
+	ssd_flush_do(s, io, extra, arg, false, force);
 }
 
 void ssd_read_obj(struct ssd *s, struct objstore_io *io)
@@ -1016,7 +1017,7 @@ static int ssd_snapshot_locked(struct ssd *s, struct ssd_req *r)
 
 static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 			 void (*extra)(struct ssd *, struct meta_txn *, void *),
-			 void *arg, bool wt)
+			 void *arg, bool wt, struct ssd_ent *force)
 {
 	struct ssd_req *r = ssd_req_new(s, io, SSD_FLUSH, 1);
 	struct io_uring_sqe *sqe;
@@ -1030,6 +1031,15 @@ static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 	pthread_mutex_lock(&s->lock);
 	s->st.flush_ops++;
 	r->wt_gen = wt ? s->wgen + 1 : 0;  /* +1: nonzero even before writes */
+	if (force && !force->on_dirty) {
+		/* extra() must land with (or after) force's current record
+		 * even when another flush's snapshot took it and has not
+		 * staged it yet: stage it here too (same version: whichever
+		 * stages first wins, the other is skipped) */
+		force->on_dirty = true;
+		force->dnext = s->dirty;
+		s->dirty = force;
+	}
 	if (ssd_snapshot_locked(s, r) < 0) {
 		pthread_mutex_unlock(&s->lock);
 		ssd_req_free(r);

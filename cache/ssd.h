@@ -67,6 +67,10 @@ struct ssd_intent {
 	uint32_t n;                     /* shards (k + m) */
 	uint64_t obj;
 	uint16_t place[CODEC_MAX_SHARDS]; /* GARBAGE: where; INTENT: unknown */
+	/* INTENT: the version it replaces (garbage once this one is
+	 * committed, even if the crash came before that was staged) */
+	uint64_t old_version;
+	uint16_t old_place[CODEC_MAX_SHARDS];
 };
 
 struct ssd_req;
@@ -211,10 +215,12 @@ struct ssd_ent *ssd_find_locked(struct ssd *s, uint64_t obj);
 size_t ssd_rec_len(const struct ssd *s);
 void ssd_be64put(uint8_t *p, uint64_t v);
 uint64_t ssd_be64get(const uint8_t *p);
-/* Flush as objstore flush, staging extra(t, arg) in the records' section;
+/* Flush as objstore flush, staging extra(t, arg) in the records' section,
+ * which always includes force's current record (or it was staged before);
  * io->loop must be the calling thread's. */
 void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
-		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg);
+		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg,
+		   struct ssd_ent *force);
 /* Read as objstore read (any loop). */
 void ssd_read_obj(struct ssd *s, struct objstore_io *io);
 /* lock held: unpin e, free it if nothing needs it */

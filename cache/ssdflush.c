@@ -326,7 +326,7 @@ static void ssd_fj_record(struct ssd_fj *j, bool hole)
 	memset(&j->io, 0, sizeof(j->io));
 	j->io.loop = &s->loop;
 	j->io.cb = ssd_fj_staged;
-	ssd_flush_ext(s, &j->io, ssd_fj_extra, j);
+	ssd_flush_ext(s, &j->io, ssd_fj_extra, j, j->e);
 }
 
 static void ssd_fj_put_done(struct zdb_chunk_put *op)
@@ -437,7 +437,13 @@ static void ssd_fj_start(struct ssd_fj *j)
 	struct ssd *s = j->s;
 	struct ssd_intent in = { .state = SSD_INTENT, .n = s->k + s->m,
 		.obj = j->obj };
-	struct meta_txn *t = meta_wbegin(s->meta);
+	struct meta_txn *t;
+
+	if (j->old.version && j->old.meta_len) {
+		in.old_version = j->old.version;
+		memcpy(in.old_place, j->old.place, sizeof(in.old_place));
+	}
+	t = meta_wbegin(s->meta);
 	uint8_t k[8];
 	int r;
 
@@ -580,6 +586,30 @@ static int ssd_recover_intents(struct ssd *s)
 		e = ssd_find_locked(s, in.obj);
 		bool committed = in.state == SSD_INTENT && e && e->prec.version == v;
 		pthread_mutex_unlock(&s->lock);
+		if (committed && in.old_version) {
+			/* the record switched, the old version's GARBAGE was
+			 * maybe not staged: it is garbage now */
+			struct meta_txn *w;
+			struct ssd_intent g = { .state = SSD_GARBAGE, .n = in.n,
+				.obj = in.obj };
+			uint8_t ok[8];
+
+			memcpy(g.place, in.old_place, sizeof(g.place));
+			ssd_be64put(ok, in.old_version);
+			meta_end(t);
+			w = meta_wbegin(s->meta);
+			if (w) {
+				meta_put(w, META_T_INTENTS, ok, 8, &g, sizeof(g));
+				meta_del(w, META_T_INTENTS, kout, 8);
+				meta_end(w);
+			}
+			ssd_gc_version(s, in.old_version, g.place, in.n);
+			n++;
+			t = meta_rbegin(s->meta);
+			if (!t)
+				return -EIO;
+			continue;
+		}
 		if (committed) {
 			if (nd == cap) {
 				uint64_t *nd2 = realloc(done, (cap = cap ? 2 * cap : 16) *

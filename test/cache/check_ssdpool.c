@@ -611,6 +611,7 @@ START_TEST(test_crash_orphans)
 						printf("object %llu version %llu: %u shards\n",
 						       (unsigned long long)o,
 						       (unsigned long long)pv[q].version, pv[q].nsh);
+			fflush(stdout);
 			ck_assert_msg(n <= 1, "iteration %d: object %llu has %u versions "
 				      "in the pool (orphans)", it, (unsigned long long)o, n);
 			if (!n)
