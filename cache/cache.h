@@ -323,6 +323,10 @@ struct ssdcache_stats {
 	uint64_t intents_recovered; /* orphan versions deleted at open */
 	uint64_t bp_waiting;      /* writes waiting for the dirty limit now */
 	uint64_t bp_stalls;       /* writes that ever waited */
+	uint64_t degraded_writes; /* versions committed with fewer than k+m
+	                           * shards (the pool was short of backends) */
+	uint64_t repairs;         /* degraded versions replaced by full ones */
+	uint64_t repair_pending;  /* objects whose pool version is degraded now */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);

@@ -68,11 +68,13 @@
  * when its last op completes.
  *
  * Index records with a pool also carry the object's committed pool version
- * (version, placement, packed codec meta) and a DIRTY flag (writes newer
- * than that version).  Key 0's `clean` flag is cleared durably at open and
- * set by a clean close: after an unclean stop a slot may hold writes newer
- * than its last record (the page cache outlives a SIGKILL), so every
- * object is flushed again rather than let the pool and the cache disagree.
+ * (version, placement, packed codec meta), a DIRTY flag (writes newer
+ * than that version) and a REPAIR flag (that version is degraded: the
+ * flusher rewrites it once the pool is whole, see ssdflush.c).  Key 0's
+ * `clean` flag is cleared durably at open and set by a clean close: after
+ * an unclean stop a slot may hold writes newer than its last record (the
+ * page cache outlives a SIGKILL), so every object is flushed again rather
+ * than let the pool and the cache disagree.
  *
  * Backpressure.  With a pool, at most dirty_max objects may be pool-dirty:
  * the write that would dirty one more object waits in a FIFO (the object is
@@ -275,6 +277,7 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 			e->on_pdirty = false;
 			ssd_wt_wake(s);
 		}
+		ssd_repair_set(s, e, false);
 		if (!e->staged_ver) {
 			/* never staged: no record to delete */
 			s->free_slots[s->nfree++] = e->slot;
@@ -315,6 +318,24 @@ void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e)
 		e->first_dirty = e->dirty_gen;
 		e->pnext = s->pdirty;
 		s->pdirty = e;
+	}
+}
+
+void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on)
+{
+	on = on && !e->dropped;
+	e->repair = on;
+	if (on && !e->on_repair) {
+		e->on_repair = true;
+		e->rnext = s->repair;
+		s->repair = e;
+	} else if (!on && e->on_repair) {
+		struct ssd_ent **pp = &s->repair;
+
+		while (*pp != e)
+			pp = &(*pp)->rnext;
+		*pp = e->rnext;
+		e->on_repair = false;
 	}
 }
 
@@ -999,7 +1020,8 @@ static int ssd_snapshot_locked(struct ssd *s, struct ssd_req *r)
 			.slot = e->slot,
 			.flags = (e->dropped ? SSD_F_DROPPED : 0) |
 				 (e->dirty_gen > e->pool_gen ? SSD_F_DIRTY : 0) |
-				 (e->hole ? SSD_F_HOLE : 0),
+				 (e->hole ? SSD_F_HOLE : 0) |
+				 (e->repair ? SSD_F_REPAIR : 0),
 			.base = e->base,
 			.p = e->prec,
 		};
@@ -1076,6 +1098,7 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 		}
 		if (e->dirty_tok)
 			ssd_tok_release(s, e);
+		ssd_repair_set(s, e, false);
 		if (e->deps)
 			ssd_mark_dirty(s, e);   /* retained as a base */
 		ssd_maybe_free(s, e);
@@ -1518,6 +1541,8 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		if (s->pool_mode && (rec.flags & SSD_F_DIRTY) &&
 		    !(rec.flags & SSD_F_DROPPED))
 			ssd_pool_dirty(s, e);
+		if (s->pool_mode && (rec.flags & SSD_F_REPAIR))
+			ssd_repair_set(s, e, true);
 		e->hnext = s->tab[ssd_hash(e->obj, s->nbuckets)];
 		s->tab[ssd_hash(e->obj, s->nbuckets)] = e;
 		s->nents++;
@@ -1745,5 +1770,8 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	st->pool_dirty = 0;
 	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)
 		st->pool_dirty++;
+	st->repair_pending = 0;
+	for (struct ssd_ent *e = s->repair; e; e = e->rnext)
+		st->repair_pending++;
 	pthread_mutex_unlock(&s->lock);
 }

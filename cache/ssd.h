@@ -18,6 +18,8 @@
 #define SSD_F_DROPPED    1u
 #define SSD_F_DIRTY      2u             /* not yet in the pool */
 #define SSD_F_HOLE       4u             /* pool version is all zeros */
+#define SSD_F_REPAIR     8u             /* pool version is degraded (fewer
+                                         * than k+m shards): rewrite it */
 #define SSD_INTENT       1u             /* shards being written */
 #define SSD_GARBAGE      2u             /* shards to delete */
 #define SSD_SKEY_LEN     32u
@@ -91,7 +93,9 @@ struct ssd_ent {
 	uint64_t first_dirty;           /* gen when it last became pool-dirty */
 	bool flushing, on_pdirty, hole;
 	bool dirty_tok;                 /* holds one of dirty_max tokens */
+	bool repair, on_repair;         /* prec is degraded / on s->repair */
 	struct ssd_ent *pnext;          /* pool-dirty list */
+	struct ssd_ent *rnext;          /* repair list */
 	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
 	uint64_t valid[];               /* one bit per block */
 };
@@ -157,9 +161,11 @@ struct ssd {
 	                                 * from every backend once the pool
 	                                 * works again (late writes land) */
 	size_t nfailed;
+	uint64_t repair_at, repair_backoff_ns; /* next repair attempt */
 	/* under lock */
 	uint64_t wgen;                  /* write completions, ever */
 	struct ssd_ent *pdirty;         /* entries not yet in the pool */
+	struct ssd_ent *repair;         /* entries whose version is degraded */
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	bool kick_posted;
 	struct loop_msg kick_msg;
@@ -234,6 +240,9 @@ void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e);
 void ssd_tok_release(struct ssd *s, struct ssd_ent *e);
 /* lock held: e got a write completion (pool-dirty bookkeeping) */
 void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e);
+/* lock held: set e->repair to on and put e on / take it off the repair
+ * list (a dropped entry is never on it) */
+void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on);
 
 /* ssdflush.c */
 /* Start the pool side on the cache thread: open the pool, recover intents,

@@ -24,6 +24,24 @@
  *   → the entry leaves the pool-dirty list unless written since (its
  *     dirty_gen moved past gen: per-object generation, not a flag).
  *
+ * Degraded writes and repair.  With fewer than k+m usable backends (but
+ * at least min_shards) a put stores only some shards and says so
+ * (zdb_pool_put_chunk returns 1).  The version is committed as usual — the
+ * data is safe at min_shards — with the missing shards' placement NOWHERE,
+ * and the entry is marked for repair: e->repair, on the repair list, and
+ * the REPAIR flag of its index record, staged in the same section as the
+ * pool record, so a restart still knows.  The flusher picks repair entries
+ * after pool-dirty ones, only when the pool has k+m backends that are not
+ * DOWN (checked at most once a second while it has not) and not before
+ * repair_at: a repair is an ordinary flush job — a new version with new
+ * keys, all k+m shards, the degraded version garbage-collected after the
+ * commit exactly like an overwrite.  A put that comes back degraded again
+ * (a backend up but failing) moves repair_at back, doubling from 250 ms to
+ * 5 s, so a sick pool is not rewritten in a loop.  A later write of the
+ * object repairs it the same way.  GC of a degraded version deletes each
+ * missing shard's key on every backend (best effort: a timed-out SET may
+ * still land).  Stats: degraded_writes, repairs, repair_pending.
+ *
  * Crash safety.  A crash between the shard writes and the commit leaves an
  * INTENT whose version the object's committed record does not name: at
  * open its k+m keys are deleted from every backend (placement is not known
@@ -57,6 +75,9 @@
 #define SSD_NOWHERE  0xffffu
 #define SSD_BACKOFF_MAX_NS (2ull * 1000000000)
 #define SSD_FAILED_MAX 4096u
+#define SSD_REPAIR_BACKOFF_MIN_NS (250ull * 1000000)
+#define SSD_REPAIR_BACKOFF_MAX_NS (5ull * 1000000000)
+#define SSD_REPAIR_HEALTH_NS (1000ull * 1000000)
 
 struct ssd_fj {
 	struct ssd *s;
@@ -64,6 +85,8 @@ struct ssd_fj {
 	uint64_t obj, base, gen, version;
 	struct ssd_prec old;
 	unsigned ctx_i;
+	bool repair;                    /* e's version was degraded at pick */
+	bool degraded;                  /* the put stored fewer than k+m */
 	int enc_res;
 	uint8_t *plain;
 	uint8_t *shard_buf;
@@ -109,7 +132,7 @@ static void ssd_gc_req_done(struct zdb_req *req)
 	struct ssd_gc *g = req->priv;
 	struct ssd *s = g->s;
 
-	if (req->result < 0)
+	if (req->result < 0 && req->done == ssd_gc_req_done)
 		g->failed++;
 	if (--g->pending)
 		return;
@@ -134,13 +157,20 @@ static void ssd_gc_req_done(struct zdb_req *req)
 	free(g);
 }
 
-/* Delete the shards of version v: on place[i] for shard i, or (place NULL)
- * shard i's key on every backend. */
+/* A degraded version's missing shard: deleted everywhere in case a late
+ * write landed, best effort (its backend was failing). */
+static void ssd_gc_sweep_done(struct zdb_req *req)
+{
+	ssd_gc_req_done(req);
+}
+
+/* Delete the shards of version v: on place[i] for shard i, or (place NULL,
+ * or shard i not stored) shard i's key on every backend. */
 static void ssd_gc_version(struct ssd *s, uint64_t v, const uint16_t *place,
 			   unsigned n)
 {
 	unsigned nb = zdb_pool_size(s->pool), cnt = 0, i, b;
-	unsigned max = place ? n : n * nb;
+	unsigned max = n * nb;
 	struct ssd_gc *g = calloc(1, sizeof(*g) + max * sizeof(struct zdb_req));
 	uint16_t *bes = calloc(max + 1, sizeof(*bes));
 
@@ -159,14 +189,15 @@ static void ssd_gc_version(struct ssd *s, uint64_t v, const uint16_t *place,
 		for (b = 0; b < nb; b++) {
 			struct zdb_req *r;
 
-			if (place && place[i] != b)
+			if (place && place[i] != b && place[i] != SSD_NOWHERE)
 				continue;
 			r = &g->reqs[cnt];
 			bes[cnt++] = (uint16_t)b;
 			r->op = ZDB_OP_DEL;
 			r->key = g->keys[i];
 			r->key_len = SSD_SKEY_LEN;
-			r->done = ssd_gc_req_done;
+			r->done = place && place[i] == SSD_NOWHERE ?
+				  ssd_gc_sweep_done : ssd_gc_req_done;
 			r->priv = g;
 		}
 	}
@@ -226,6 +257,10 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 		s->st.flush_errors++;
 	} else {
 		s->st.flushed++;
+		if (j->degraded)
+			s->st.degraded_writes++;
+		else if (j->repair)
+			s->st.repairs++;
 		if (e->dirty_gen == j->gen && e->on_pdirty) {
 			struct ssd_ent **pp = &s->pdirty;
 
@@ -253,6 +288,15 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 	} else {
 		s->backoff_ns = 0;
 		ssd_sweep_failed(s);
+		if (j->degraded) {
+			/* the pool is short of backends: repairs wait */
+			s->repair_backoff_ns = MIN(MAX(s->repair_backoff_ns * 2,
+						       SSD_REPAIR_BACKOFF_MIN_NS),
+						   SSD_REPAIR_BACKOFF_MAX_NS);
+			s->repair_at = now_ns() + s->repair_backoff_ns;
+		} else if (j->repair) {
+			s->repair_backoff_ns = 0;
+		}
 	}
 	ssd_fj_free(j);
 	if (!err)
@@ -321,6 +365,7 @@ static void ssd_fj_record(struct ssd_fj *j, bool hole)
 	j->e->prec = p;
 	j->e->hole = hole;
 	j->e->pool_gen = j->gen;
+	ssd_repair_set(s, j->e, j->degraded);
 	ssd_mark_dirty(s, j->e);
 	pthread_mutex_unlock(&s->lock);
 	memset(&j->io, 0, sizeof(j->io));
@@ -352,6 +397,12 @@ static void ssd_fj_put_done(struct zdb_chunk_put *op)
 		}
 		ssd_fj_end(j, op->result);
 		return;
+	}
+	if (op->result == 1) {
+		j->degraded = true;
+		log_debug("ssdcache: object %" PRIu64 " version %" PRIu64
+			  " written degraded (%u of %u shards); repair queued",
+			  j->obj, j->version, op->stored, op->n);
 	}
 	ssd_fj_record(j, false);
 }
@@ -464,6 +515,38 @@ static void ssd_fj_start(struct ssd_fj *j)
 	meta_flush(s->meta, &j->mf);
 }
 
+/* Whether the pool has k+m backends a put would use (not DOWN), i.e. a
+ * repair can be expected to store every shard. */
+static bool ssd_pool_whole(struct ssd *s)
+{
+	unsigned i, n = zdb_pool_size(s->pool), h = 0;
+
+	for (i = 0; i < n; i++)
+		h += zdb_pool_health(s->pool, i) != ZDB_HEALTH_DOWN;
+	return h >= s->k + s->m;
+}
+
+/* lock held: an entry to repair, if it is time and the pool is whole.
+ * Pool-dirty entries are left to the ordinary flush (it repairs too). */
+static struct ssd_ent *ssd_pick_repair(struct ssd *s)
+{
+	struct ssd_ent *e;
+	uint64_t now;
+
+	for (e = s->repair; e && (e->flushing || e->on_pdirty); e = e->rnext)
+		;
+	if (!e)
+		return NULL;
+	now = now_ns();
+	if (now < s->repair_at)
+		return NULL;
+	if (!ssd_pool_whole(s)) {
+		s->repair_at = now + SSD_REPAIR_HEALTH_NS;
+		return NULL;
+	}
+	return e;
+}
+
 static void ssd_pick(struct ssd *s)
 {
 	size_t smax = codec_shard_max(s->codec);
@@ -479,6 +562,8 @@ static void ssd_pick(struct ssd *s)
 		pthread_mutex_lock(&s->lock);
 		for (e = s->pdirty; e && (e->flushing || e->dropped); e = e->pnext)
 			;
+		if (!e)
+			e = ssd_pick_repair(s);
 		if (!e) {
 			pthread_mutex_unlock(&s->lock);
 			return;
@@ -505,6 +590,7 @@ static void ssd_pick(struct ssd *s)
 		j->base = e->base;
 		j->gen = e->dirty_gen;
 		j->old = e->prec;
+		j->repair = e->repair;
 		pthread_mutex_unlock(&s->lock);
 		for (c = 0; s->ctx_busy[c]; c++)
 			;

@@ -6,7 +6,9 @@
  * old one's shards are deleted after the commit); a dropped object's shards
  * go; and after SIGKILLs of a writeback writer, reopening flushes what was
  * dirty and deletes every orphan shard (no version in the pool but the one
- * each object's record names).
+ * each object's record names).  With min_shards = k+1 and one backend
+ * failing writes, a flushed object lands degraded and is rewritten with
+ * k+m shards once the backend works again, also across a reopen.
  *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
@@ -298,10 +300,11 @@ struct pver {
 	uint8_t *sh[K + M];
 	size_t len[K + M];
 	unsigned nsh;
+	unsigned bes;                   /* bitmap of the backends holding it */
 };
 
 static struct pver pv[MAXV];
-static unsigned npv, nfiles;
+static unsigned npv, nfiles, scan_be;
 
 static void scan_free(void)
 {
@@ -337,6 +340,7 @@ static void scan_add(uint8_t *buf, size_t len)
 	pv[i].sh[in.index] = buf;
 	pv[i].len[in.index] = len;
 	pv[i].nsh++;
+	pv[i].bes |= 1u << scan_be;
 }
 
 /* Every value on the redis servers (KEYS *, then GET each). */
@@ -351,6 +355,7 @@ static void scan_redis(void)
 		uint8_t **keys;
 		size_t *klen;
 
+		scan_be = b;
 		rc_open(&c, b);
 		rc_send(&c, 2, kv, kl);
 		ck_assert_int_eq(rc_line(&c, line, sizeof(line)), '*');
@@ -389,6 +394,7 @@ static void scan(void)
 		struct dirent *de;
 
 		ck_assert_ptr_nonnull(d);
+		scan_be = b;
 		while ((de = readdir(d))) {
 			char path[700];
 			struct stat sb;
@@ -768,6 +774,150 @@ START_TEST(test_backpressure)
 }
 END_TEST
 
+/* The single version of obj in the last scan (asserted), decoded into out
+ * with its missing shards as erasures; returns its index in pv. */
+static unsigned pool_only(uint64_t obj, uint8_t *out)
+{
+	unsigned n = 0, at = 0;
+
+	for (unsigned i = 0; i < npv; i++)
+		if (pv[i].chunk == obj) {
+			n++;
+			at = i;
+		}
+	ck_assert_msg(n == 1, "object %llu has %u versions in the pool",
+		      (unsigned long long)obj, n);
+	{
+		struct codec_id id = { .chunk = obj, .version = pv[at].version };
+
+		memcpy(id.pool, pool_id, 16);
+		ck_assert_int_eq(codec_decode(cctx, &id, NULL,
+					      (const uint8_t *const *)pv[at].sh,
+					      pv[at].len, out, SLOT, NULL), (int)SLOT);
+	}
+	return at;
+}
+
+/* Wait (bounded, 60 s) until the cache counts `repairs` repairs and none
+ * pending. */
+static void wait_repaired(struct objstore *c, uint64_t repairs)
+{
+	struct ssdcache_stats st;
+	uint64_t t0 = now_ns();
+
+	do {
+		ssdcache_get_stats(c, &st);
+		if (st.repairs >= repairs && !st.repair_pending && !st.pool_dirty)
+			break;
+		usleep(10000);
+	} while (now_ns() - t0 < 60ull * 1000000000);
+	ck_assert_uint_eq(st.repairs, repairs);
+	ck_assert_uint_eq(st.repair_pending, 0);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+}
+
+#define DEGBE 3u
+
+/* min_shards = k+1 and one backend failing every write: a flushed object
+ * lands degraded (k+m-1 shards), is counted and marked for repair, the mark
+ * survives a close/reopen, and once the backend works again the object is
+ * rewritten with k+m shards on k+m distinct backends, the degraded version
+ * deleted. */
+START_TEST(test_degraded_repair)
+{
+	struct meta *m;
+	struct objstore *c;
+	struct ssdcache_opts o = {
+		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
+		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
+		.codec = codec, .writethrough = true, .fault_wrap = true,
+	};
+	struct zdb_fault fail = { .fail_permille = 1000 }, none = { 0 };
+	uint8_t *x1 = malloc(SLOT), *x2 = malloc(SLOT), *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	unsigned at;
+
+	seed_init("test_degraded_repair");
+	fill(x1, SLOT);
+	fill(x2, SLOT);
+	pcfg->min_shards = K + 1;
+	memcpy(o.pool_id, pool_id, 16);
+	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
+
+	/* session 1: backend DEGBE fails every write */
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	o.meta = m;
+	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	ck_assert_int_eq(ssdcache_set_fault(c, DEGBE, &fail), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x1), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	/* (≥: the flusher may already have retried the repair, degraded
+	 * again, while the backend still fails) */
+	ck_assert_uint_ge(st.degraded_writes, 1);
+	ck_assert_uint_eq(st.repair_pending, 1);
+	ck_assert_uint_eq(st.repairs, 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	scan();
+	at = pool_only(1, got);
+	ck_assert_msg(!memcmp(got, x1, SLOT), "degraded object 1 does not decode");
+	ck_assert_uint_eq(pv[at].nsh, K + M - 1);
+	ck_assert_uint_eq(__builtin_popcount(pv[at].bes), K + M - 1);
+	ck_assert(!(pv[at].bes & (1u << DEGBE)));
+	ck_assert_uint_eq(nfiles, K + M - 1);
+
+	/* session 2: the pool is whole; the mark survived the reopen */
+	o.create = false;
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	o.meta = m;
+	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	wait_repaired(c, 1);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.degraded_writes, 0);
+
+	/* a degraded write in this session stays degraded while the backend
+	 * fails, and is repaired once it works */
+	ck_assert_int_eq(ssdcache_set_fault(c, DEGBE, &fail), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, SLOT, x2), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_ge(st.degraded_writes, 1);
+	ck_assert_uint_eq(st.repair_pending, 1);
+	ck_assert_uint_eq(st.repairs, 1);
+	usleep(600000);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.repair_pending, 1);
+	ck_assert_uint_eq(st.repairs, 1);
+	printf("test_degraded_repair: %llu degraded write(s) while backend %u "
+	       "failed\n", (unsigned long long)st.degraded_writes, DEGBE);
+	ck_assert_int_eq(ssdcache_set_fault(c, DEGBE, &none), 0);
+	wait_repaired(c, 2);
+	ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
+	ck_assert(!memcmp(got, x2, SLOT));
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+
+	/* each object: one version, k+m shards on k+m backends, the degraded
+	 * versions' shards gone */
+	scan();
+	at = pool_only(1, got);
+	ck_assert_msg(!memcmp(got, x1, SLOT), "repaired object 1 differs");
+	ck_assert_uint_eq(pv[at].nsh, K + M);
+	ck_assert_uint_eq(__builtin_popcount(pv[at].bes), K + M);
+	at = pool_only(2, got);
+	ck_assert_msg(!memcmp(got, x2, SLOT), "repaired object 2 differs");
+	ck_assert_uint_eq(pv[at].nsh, K + M);
+	ck_assert_uint_eq(__builtin_popcount(pv[at].bes), K + M);
+	ck_assert_uint_eq(nfiles, 2 * (K + M));
+	scan_free();
+	free(x1);
+	free(x2);
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -780,6 +930,7 @@ int main(void)
 	tcase_add_test(tc, test_writethrough);
 	tcase_add_test(tc, test_crash_orphans);
 	tcase_add_test(tc, test_backpressure);
+	tcase_add_test(tc, test_degraded_repair);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
