@@ -241,47 +241,19 @@ bad:
 
 static int listen_unix(struct server *srv, const char *path)
 {
-	struct sockaddr_un sa;
 	struct listener *l;
-	int fd, err;
+	int fd;
 
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
+	fd = server_unix_listen(path, 0777, SOMAXCONN);
+	if (fd == -ENAMETOOLONG) {
 		fprintf(stderr, "nbdsrv serve: --unix: '%s': path empty or too long\n",
 			path);
 		return -EINVAL;
 	}
-	strcpy(sa.sun_path, path);
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		goto fail;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		/* A stale socket from a dead server may be replaced; a live
-		 * one may not. */
-		struct stat st;
-		int probe;
-		bool stale = false;
-
-		if (errno != EADDRINUSE)
-			goto fail;
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-		    errno == ECONNREFUSED)
-			stale = true;
-		if (probe >= 0)
-			close(probe);
-		if (!stale) {
-			errno = EADDRINUSE;
-			goto fail;
-		}
-		unlink(path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
+	if (fd < 0) {
+		fprintf(stderr, "nbdsrv serve: --unix: '%s': %s\n", path, strerror(-fd));
+		return fd;
 	}
-	if (listen(fd, SOMAXCONN) < 0)
-		goto fail;
 	l = listener_new(srv);
 	if (!l || !(l->what = strdup(path)) || !(l->unix_path = strdup(path))) {
 		close(fd);
@@ -290,16 +262,8 @@ static int listen_unix(struct server *srv, const char *path)
 	}
 	l->fd = fd;
 	return 0;
-fail:
-	err = errno;
-	fprintf(stderr, "nbdsrv serve: --unix: '%s': %s\n", path, strerror(err));
-	if (fd >= 0)
-		close(fd);
-	return -err;
 }
 
-/* systemd socket activation: fds 3 .. 3+LISTEN_FDS-1.  Returns how many were
- * taken (0 when not activated) or -errno. */
 static int listen_activated(struct server *srv)
 {
 	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");

@@ -536,18 +536,8 @@ int control_open(struct control **out, const char *path, struct server *srv,
 		 struct loop *loop)
 {
 	struct control *ctl;
-	struct sockaddr_un sa;
-	int err;
 
 	*out = NULL;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	if (!*path || strlen(path) >= sizeof(sa.sun_path)) {
-		fprintf(stderr, "nbdsrv serve: --control: '%s': path empty or too long\n",
-			path);
-		return -EINVAL;
-	}
-	strcpy(sa.sun_path, path);
 	ctl = calloc(1, sizeof(*ctl));
 	if (!ctl || !(ctl->path = strdup(path))) {
 		free(ctl);
@@ -555,47 +545,25 @@ int control_open(struct control **out, const char *path, struct server *srv,
 	}
 	ctl->loop = loop;
 	ctl->srv = srv;
-	ctl->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ctl->fd < 0)
-		goto fail;
-	if (bind(ctl->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		struct stat st;
-		int probe;
-		bool stale = false;
-
-		if (errno != EADDRINUSE)
-			goto fail;
-		probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		if (probe >= 0 && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
-		    connect(probe, (struct sockaddr *)&sa, sizeof(sa)) < 0 &&
-		    errno == ECONNREFUSED)
-			stale = true;
-		if (probe >= 0)
-			close(probe);
-		if (!stale) {
-			errno = EADDRINUSE;
-			goto fail;
-		}
-		unlink(path);
-		if (bind(ctl->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			goto fail;
-	}
 	/* Management is for the daemon's owner only. */
-	chmod(path, 0600);
-	if (listen(ctl->fd, 16) < 0)
-		goto fail;
+	ctl->fd = server_unix_listen(path, 0600, 16);
+	if (ctl->fd < 0) {
+		int err = ctl->fd;
+
+		if (err == -ENAMETOOLONG)
+			fprintf(stderr, "nbdsrv serve: --control: '%s': path empty or too long\n",
+				path);
+		else
+			fprintf(stderr, "nbdsrv serve: --control: '%s': %s\n", path,
+				strerror(-err));
+		free(ctl->path);
+		free(ctl);
+		return err == -ENAMETOOLONG ? -EINVAL : err;
+	}
 	ctl->accept_op.cb = ctl_accept_cb;
 	ctl_accept_arm(ctl);
 	*out = ctl;
 	return 0;
-fail:
-	err = errno;
-	fprintf(stderr, "nbdsrv serve: --control: '%s': %s\n", path, strerror(err));
-	if (ctl->fd >= 0)
-		close(ctl->fd);
-	free(ctl->path);
-	free(ctl);
-	return -err;
 }
 
 void control_set_pool(struct control *ctl, struct pool_thread *pt)

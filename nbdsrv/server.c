@@ -26,6 +26,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define REACTOR_RING    1024
@@ -313,4 +315,64 @@ void server_stop(struct server *srv)
 	free(srv->reactors);
 	srv->reactors = NULL;
 	pthread_barrier_destroy(&srv->started);
+}
+
+/* Is path a socket nobody accepts on (left behind by a dead process)? */
+static bool server_unix_stale(const char *path, const struct sockaddr_un *sa)
+{
+	struct stat st;
+	bool stale = false;
+	int probe;
+
+	if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
+		return false;
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (probe < 0)
+		return false;
+	if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) < 0 &&
+	    errno == ECONNREFUSED)
+		stale = true;
+	close(probe);
+	return stale;
+}
+
+int server_unix_listen(const char *path, unsigned mode, int backlog)
+{
+	struct sockaddr_un sa;
+	int fd, err;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	if (!*path || strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	strcpy(sa.sun_path, path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	/* Linux gives the socket file the inode's mode (less the umask)
+	 * at bind: no window with looser permissions. */
+	if (fchmod(fd, mode) < 0)
+		goto fail;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		if (errno != EADDRINUSE)
+			goto fail;
+		if (!server_unix_stale(path, &sa)) {
+			errno = EADDRINUSE;
+			goto fail;
+		}
+		unlink(path);
+		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			goto fail;
+	}
+	if (listen(fd, backlog) < 0) {
+		err = errno;
+		unlink(path);
+		close(fd);
+		return -err;
+	}
+	return fd;
+fail:
+	err = errno;
+	close(fd);
+	return -err;
 }

@@ -98,6 +98,13 @@ bool server_stopped(struct server *srv);
 /* server_stop_begin(), then wait for the reactors and free them. */
 void server_stop(struct server *srv);
 
+/* A listening unix stream socket at path with file mode `mode` (set before
+ * bind, so it is never reachable with looser permissions).  A stale socket
+ * left by a dead process is replaced; a live one is not (-EADDRINUSE).
+ * Returns the fd (close-on-exec) or -errno; -ENAMETOOLONG when the path is
+ * empty or does not fit in sockaddr_un. */
+int server_unix_listen(const char *path, unsigned mode, int backlog);
+
 /* conn.c — called on the owning reactor's thread only. */
 
 /* Take ownership of an accepted socket and start the handshake.  On
