@@ -2289,33 +2289,46 @@ static int64_t vol_io_prep(struct vol_view *v, struct vol_io *io, int kind,
 	return (int64_t)((io->off + io->len - 1) / cs - io->off / cs + 1);
 }
 
+/* Open the meta section an I/O runs in (read or write, by kind), validate
+ * io and allocate its per-chunk records.  NULL when io was already handed
+ * to vol_io_defer() (an error, or an empty range): the caller just returns. */
+static struct meta_txn *vol_io_begin(struct vol_view *v, struct vol_io *io, int kind)
+{
+	struct meta_txn *t;
+	int64_t nch;
+
+	t = kind == IO_READ ? meta_rbegin(v->p->m) : meta_wbegin(v->p->m);
+	if (!t) {
+		io->view = v;
+		io->pending = 0;
+		io->subs = NULL;
+		io->kind = kind;
+		io->err = 0;
+		vol_io_defer(io, -EIO);
+		return NULL;
+	}
+	nch = vol_io_prep(v, io, kind, vol_view_size(v));
+	if (nch > 0 && !(io->subs = calloc((size_t)nch, sizeof(struct vol_sub))))
+		nch = -ENOMEM;
+	if (nch <= 0) {
+		meta_end(t);
+		vol_io_defer(io, (int)MIN(nch, 0));
+		return NULL;
+	}
+	return t;
+}
+
 void vol_read(struct vol_view *v, struct vol_io *io)
 {
 	struct lvl chain[VOL_CHAIN_MAX];
 	struct meta_txn *t;
 	uint64_t cs, off;
 	unsigned used = 0;
-	int64_t nch;
 	int n, r = 0;
 
-	t = meta_rbegin(v->p->m);
-	if (!t) {
-		io->view = v;
-		io->pending = 0;
-		io->subs = NULL;
-		io->kind = IO_READ;
-		io->err = 0;
-		vol_io_defer(io, -EIO);
+	t = vol_io_begin(v, io, IO_READ);
+	if (!t)
 		return;
-	}
-	nch = vol_io_prep(v, io, IO_READ, vol_view_size(v));
-	if (nch > 0 && !(io->subs = calloc((size_t)nch, sizeof(struct vol_sub))))
-		nch = -ENOMEM;
-	if (nch <= 0) {
-		meta_end(t);
-		vol_io_defer(io, (int)MIN(nch, 0));
-		return;
-	}
 	cs = v->st->rec.chunk_size;
 	n = view_chain(v, chain);
 	for (off = io->off; off < io->off + io->len && r == 0;) {
@@ -2400,27 +2413,11 @@ static void vol_modify(struct vol_view *v, struct vol_io *io, int kind)
 	struct meta_txn *t;
 	uint64_t cs, off;
 	unsigned used = 0;
-	int64_t nch;
 	int n, r = 0;
 
-	t = meta_wbegin(v->p->m);
-	if (!t) {
-		io->view = v;
-		io->pending = 0;
-		io->subs = NULL;
-		io->kind = kind;
-		io->err = 0;
-		vol_io_defer(io, -EIO);
+	t = vol_io_begin(v, io, kind);
+	if (!t)
 		return;
-	}
-	nch = vol_io_prep(v, io, kind, vol_view_size(v));
-	if (nch > 0 && !(io->subs = calloc((size_t)nch, sizeof(struct vol_sub))))
-		nch = -ENOMEM;
-	if (nch <= 0) {
-		meta_end(t);
-		vol_io_defer(io, (int)MIN(nch, 0));
-		return;
-	}
 	cs = v->st->rec.chunk_size;
 	n = view_chain(v, chain);
 	for (off = io->off; off < io->off + io->len && r == 0;) {
