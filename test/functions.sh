@@ -45,12 +45,15 @@ requires() {
 # requires_root — skip unless running as root (loop devices, mounts).
 requires_root() { [ "$(id -u)" -eq 0 ] || { echo "SKIP: $(basename "$0"): needs root" >&2; exit 77; }; }
 
+# Every temporary file of a test lives under one directory, removed at exit.
+# (mktempdir is called as t=$(mktempdir), in a subshell, so it cannot push
+# its own cleanup: the parent shell registers this one when it sources us.)
+_test_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nbdsrv-test.XXXXXX")
+cleanup_push "rm -rf '$_test_tmp'"
+
 # mktempdir — a fresh directory removed at exit.
 mktempdir() {
-  local d
-  d=$(mktemp -d "${TMPDIR:-/tmp}/nbdsrv-test.XXXXXX")
-  cleanup_push "rm -rf '$d'"
-  echo "$d"
+  mktemp -d "$_test_tmp/d.XXXXXX"
 }
 
 # wait_for COND-COMMAND [TIMEOUT-SECONDS] — poll until the command succeeds.
@@ -72,7 +75,7 @@ free_port() {
 # $NBDSRV_LOG (default: a temp file, printed on failure), set NBDSRV_PID, and
 # wait until every --unix socket exists and every --listen port accepts.
 start_nbdsrv() {
-  local log=${NBDSRV_LOG:-$(mktemp "${TMPDIR:-/tmp}/nbdsrv-log.XXXXXX")}
+  local log=${NBDSRV_LOG:-$(mktemp "$_test_tmp/nbdsrv-log.XXXXXX")}
   NBDSRV_LOG=$log
   "$NBDSRV" serve "$@" >"$log" 2>&1 &
   NBDSRV_PID=$!
