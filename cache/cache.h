@@ -99,6 +99,12 @@ struct meta_txn *meta_wbegin(struct meta *m);
 /* End a section; after a write section, may wake the committer when the
  * staged size passed commit_bytes. */
 void meta_end(struct meta_txn *t);
+/* The section the calling thread has open on m, or NULL.  Lets code that
+ * is called from inside someone else's section (an objstore op submitted
+ * by vol/) read (any section) or stage (a write section: check
+ * meta_txn_is_write) in it instead of opening a nested one. */
+struct meta_txn *meta_thread_txn(struct meta *m);
+bool meta_txn_is_write(const struct meta_txn *t);
 
 /* Look key up; copies at most vcap bytes of the value to val.  Returns the
  * value's length, or -ENOENT. */
@@ -218,6 +224,11 @@ struct objstore_ops {
 	 * served as the base of objects created from it.  Any thread;
 	 * synchronous; never blocks for long; unknown obj: no-op. */
 	void (*drop)(struct objstore *s, uint64_t obj);
+	/* Optional. Bring [off, off+len) of obj into the store's fastest
+	 * tier (NBD_CMD_CACHE, `vol warm`); buf is unused; cb runs when the
+	 * range is there (res 0) or could not be fetched (res < 0).  NULL:
+	 * everything is already fast (objstore_prefetch completes at once). */
+	void (*prefetch)(struct objstore *s, struct objstore_io *io);
 	/* Optional. Free the store; no op in flight. */
 	void (*close)(struct objstore *s);
 };
@@ -234,14 +245,15 @@ static inline void objstore_zero(struct objstore *s, struct objstore_io *io)
 { s->ops->zero(s, io); }
 static inline void objstore_flush(struct objstore *s, struct objstore_io *io)
 { s->ops->flush(s, io); }
+/* Complete io with res on io->loop (a NOP through the ring), for stores
+ * that do their work at submission.  Loop thread only. */
+void objstore_complete(struct objstore_io *io, int res);
+static inline void objstore_prefetch(struct objstore *s, struct objstore_io *io)
+{ if (s->ops->prefetch) s->ops->prefetch(s, io); else objstore_complete(io, 0); }
 static inline void objstore_drop(struct objstore *s, uint64_t obj)
 { s->ops->drop(s, obj); }
 static inline void objstore_close(struct objstore *s)
 { if (s && s->ops->close) s->ops->close(s); }
-
-/* Complete io with res on io->loop (a NOP through the ring), for stores
- * that do their work at submission.  Loop thread only. */
-void objstore_complete(struct objstore_io *io, int res);
 
 /* memstore: objects in RAM, eager copy of the base at creation.  For tests
  * and the ephemeral mode.  Thread-safe.  With track_drops it remembers every

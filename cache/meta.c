@@ -112,6 +112,8 @@ struct meta {
 };
 
 static __thread char meta_errbuf[256];
+/* the section this thread has open (sections never nest on a thread) */
+static __thread struct meta_txn *meta_cur;
 
 const char *meta_last_error(void)
 {
@@ -401,6 +403,7 @@ struct meta_txn *meta_rbegin(struct meta *m)
 		return NULL;
 	}
 	t->write = false;
+	meta_cur = t;
 	return t;
 }
 
@@ -415,7 +418,18 @@ struct meta_txn *meta_wbegin(struct meta *m)
 		return NULL;
 	}
 	t->write = true;
+	meta_cur = t;
 	return t;
+}
+
+struct meta_txn *meta_thread_txn(struct meta *m)
+{
+	return meta_cur && meta_cur->m == m ? meta_cur : NULL;
+}
+
+bool meta_txn_is_write(const struct meta_txn *t)
+{
+	return t->write;
 }
 
 void meta_end(struct meta_txn *t)
@@ -425,6 +439,8 @@ void meta_end(struct meta_txn *t)
 
 	if (t->write)
 		kick = m->open->bytes >= m->opts.commit_bytes;
+	if (meta_cur == t)
+		meta_cur = NULL;
 	meta_txn_put(t);
 	pthread_rwlock_unlock(&m->rw);
 	if (kick) {
