@@ -103,3 +103,25 @@ stop_nbdsrv() {
   wait "$NBDSRV_PID" || rc=$?
   return $rc
 }
+
+# nbd_attach N URI — expose an NBD export as a block device: nbdfuse mounts
+# it as a file under $_test_tmp/fuseN, a loop device on that file (the
+# kernel here has no nbd module).  Sets LOOP[N] (the device) and FUSEPID[N];
+# cleanup detaches both even on failure.  nbd_detach N undoes it cleanly.
+declare -A LOOP FUSEPID
+nbd_attach() {
+  local n=$1 uri=$2 d=$_test_tmp/fuse$1
+  mkdir -p "$d"
+  rm -f "$d.pid"
+  nbdfuse -P "$d.pid" "$d/nbd" "$uri" &
+  FUSEPID[$n]=$!
+  cleanup_push "fusermount3 -u '$d'; kill ${FUSEPID[$n]}; wait ${FUSEPID[$n]}"
+  wait_for "[ -s '$d.pid' ] && [ -f '$d/nbd' ]" 30 || fail "nbdfuse $uri did not come up"
+  LOOP[$n]=$(losetup -f --show --direct-io=off "$d/nbd") || fail "losetup $uri"
+  cleanup_push "losetup -d '${LOOP[$n]}'"
+}
+nbd_detach() {
+  losetup -d "${LOOP[$1]}"
+  fusermount3 -u "$_test_tmp/fuse$1"
+  wait "${FUSEPID[$1]}" || true
+}

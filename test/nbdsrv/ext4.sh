@@ -11,18 +11,13 @@ requires nbdfuse fusermount3 losetup mkfs.ext4 e2fsck fstrim mount umount sha256
 [ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
 
 t=$(mktempdir)
-mkdir "$t/fuse" "$t/mnt"
+mkdir "$t/mnt"
 truncate -s 256M "$t/disk"
 start_nbdsrv --unix "$t/sock" --export "disk=$t/disk"
 
-nbdfuse -P "$t/fuse.pid" "$t/fuse/nbd" "nbd+unix:///disk?socket=$t/sock" &
-fuse_pid=$!
-cleanup_push "fusermount3 -u '$t/fuse'; kill $fuse_pid; wait $fuse_pid"
-wait_for "[ -s '$t/fuse.pid' ] && [ -f '$t/fuse/nbd' ]" 30 || fail "nbdfuse did not come up"
-[ "$(stat -c %s "$t/fuse/nbd")" -eq $((256 << 20)) ] || fail "fuse file size"
-
-loop=$(losetup -f --show --direct-io=off "$t/fuse/nbd") || fail "losetup"
-cleanup_push "losetup -d '$loop'"
+nbd_attach 1 "nbd+unix:///disk?socket=$t/sock"
+[ "$(stat -c %s "$_test_tmp/fuse1/nbd")" -eq $((256 << 20)) ] || fail "fuse file size"
+loop=${LOOP[1]}
 mkfs.ext4 -q -F -E nodiscard "$loop" || fail "mkfs.ext4"
 
 mount "$loop" "$t/mnt" || fail "mount"
@@ -63,9 +58,7 @@ mount "$loop" "$t/mnt" || fail "remount"
 (cd "$t/mnt" && sha256sum --quiet -c "$t/sums") || fail "file contents differ after remount"
 [ ! -e "$t/mnt/doomed" ] || fail "deleted file came back"
 umount "$t/mnt" || fail "final umount"
-losetup -d "$loop"
-fusermount3 -u "$t/fuse"
-wait $fuse_pid || true
+nbd_detach 1
 kill -0 "$NBDSRV_PID" || fail "server died"
 stop_nbdsrv || fail "server exit status $? after SIGTERM"
 [ $((before - after)) -ge $((24 * 2048)) ] ||

@@ -11,29 +11,14 @@ requires nbdfuse fusermount3 losetup mkfs.ext4 e2fsck mount umount sha256sum pyt
 [ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
 
 t=$(mktempdir)
-mkdir "$t/fuse1" "$t/fuse2" "$t/mnt1" "$t/mnt2"
+mkdir "$t/mnt1" "$t/mnt2"
 ctl=$t/ctl
 vol() { "$NBDSRV" vol --control "$ctl" "$@"; }
 start_nbdsrv --volumes ephemeral --unix "$t/sock" --control "$ctl"
 wait_for "[ -S '$ctl' ]" 30 || fail "no control socket"
 
-# attach N EXPORT — nbdfuse + loop device; sets LOOP[N].
-declare -A LOOP FUSEPID
-attach() {
-  local n=$1 name=$2
-  nbdfuse -P "$t/fuse$n.pid" "$t/fuse$n/nbd" "nbd+unix:///$name?socket=$t/sock" &
-  FUSEPID[$n]=$!
-  cleanup_push "fusermount3 -u '$t/fuse$n'; kill ${FUSEPID[$n]}; wait ${FUSEPID[$n]}"
-  wait_for "[ -s '$t/fuse$n.pid' ] && [ -f '$t/fuse$n/nbd' ]" 30 || fail "nbdfuse $name did not come up"
-  LOOP[$n]=$(losetup -f --show --direct-io=off "$t/fuse$n/nbd") || fail "losetup $name"
-  cleanup_push "losetup -d '${LOOP[$n]}'"
-}
-detach() {
-  local n=$1
-  losetup -d "${LOOP[$n]}"
-  fusermount3 -u "$t/fuse$n"
-  wait "${FUSEPID[$n]}" || true
-}
+attach() { nbd_attach "$1" "nbd+unix:///$2?socket=$t/sock"; }
+detach() { nbd_detach "$1"; }
 
 vol create base 256M --chunk-size 256K >/dev/null || fail "vol create"
 attach 1 base
