@@ -124,6 +124,7 @@ struct drop_ent {
 struct vol_pool {
 	struct meta *m;
 	struct objstore *store;
+	bool meta_borrowed;             /* opts.meta: not ours to close */
 	unsigned k, mm;
 	pthread_mutex_t lock;           /* states, views */
 	struct vol_state *states;
@@ -391,7 +392,7 @@ static void drop_queue(struct vol_pool *p, uint64_t obj, uint64_t gen)
 
 /* Commit hook (committer thread): the batches up to gen are durable, so the
  * objects they released can go. */
-static void vol_commit_hook(void *arg, uint64_t gen)
+void vol_pool_commit_hook(void *arg, uint64_t gen)
 {
 	struct vol_pool *p = arg;
 	struct drop_ent *done = NULL;
@@ -503,12 +504,17 @@ int vol_pool_open(const struct vol_pool_opts *o, struct vol_pool **out)
 	mo.nosync = o->nosync;
 	mo.commit_bytes = o->commit_bytes;
 	mo.commit_delay_ns = o->commit_delay_ns;
-	mo.hook = vol_commit_hook;
+	mo.hook = vol_pool_commit_hook;
 	mo.hook_arg = p;
-	r = meta_open(o->path, &mo, &p->m);
-	if (r < 0) {
-		vol_err(r, "%s", meta_last_error());
-		goto fail;
+	if (o->meta) {
+		p->m = o->meta;
+		p->meta_borrowed = true;
+	} else {
+		r = meta_open(o->path, &mo, &p->m);
+		if (r < 0) {
+			vol_err(r, "%s", meta_last_error());
+			goto fail;
+		}
 	}
 	r = vol_recover_drops(p);
 	if (r < 0)
@@ -516,7 +522,7 @@ int vol_pool_open(const struct vol_pool_opts *o, struct vol_pool **out)
 	*out = p;
 	return 0;
 fail:
-	if (p->m)
+	if (p->m && !p->meta_borrowed)
 		meta_close(p->m);
 	pthread_mutex_destroy(&p->lock);
 	pthread_mutex_destroy(&p->drop_lock);
@@ -532,7 +538,7 @@ int vol_pool_close(struct vol_pool *p)
 		return 0;
 	if (p->views)
 		log_error("vol: pool closed with views open");
-	r = meta_close(p->m);
+	r = p->meta_borrowed ? meta_sync(p->m) : meta_close(p->m);
 	if (r < 0)
 		vol_err(r, "%s", meta_last_error());
 	while (p->states) {

@@ -43,9 +43,14 @@ struct vol_pool;
 struct vol_view;
 
 struct vol_pool_opts {
-	const char *path;                  /* metadata directory */
+	const char *path;                  /* metadata directory (unless meta) */
 	uint8_t pool_id[META_POOL_ID_LEN];
 	bool create;                       /* initialise an empty store */
+	/* An already open store (borrowed: vol neither opens nor closes it;
+	 * path, pool_id, create, map_size, commit_*, nosync are then unused).
+	 * Its owner must forward the store's commit hook to
+	 * vol_pool_commit_hook() while the pool is open. */
+	struct meta *meta;
 	struct objstore *store;            /* borrowed; outlives the pool */
 	unsigned k, m;                     /* erasure code, for `stored` in du */
 	uint64_t commit_bytes;             /* see struct meta_opts */
@@ -57,9 +62,13 @@ struct vol_pool_opts {
 /* Open a pool's metadata.  Objects whose drop was committed but not yet
  * done (a crash in between) are dropped now.  *out owned by the caller. */
 int vol_pool_open(const struct vol_pool_opts *o, struct vol_pool **out);
-/* Commit what is staged and close; no view may be open, no I/O in flight.
- * Returns the final commit's result. */
+/* Commit what is staged and close (a borrowed store stays open); no view
+ * may be open, no I/O in flight.  Returns the final commit's result. */
 int vol_pool_close(struct vol_pool *p);
+/* The commit hook vol installs on a store it opens itself: with a borrowed
+ * store (opts.meta), call it from that store's hook with the pool as arg,
+ * from vol_pool_open's return until vol_pool_close is called. */
+void vol_pool_commit_hook(void *pool, uint64_t gen);
 /* Commit every staged change now (blocking; not on a reactor). */
 int vol_sync(struct vol_pool *p);
 /* The message of the last failed vol_* call on this thread. */
