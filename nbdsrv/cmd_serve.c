@@ -15,9 +15,12 @@
  *   --volumes MODE serves thin volumes ("vol") and snapshots ("vol@snap")
  *                  as exports, found by name when a client asks (so
  *                  volumes created later are served at once), managed with
- *                  the vol.* / snap.* control commands (volumes.h).  MODE is
- *                  "ephemeral" only this session: RAM, lost at exit, and
- *                  the daemon says so loudly.
+ *                  the vol.* / snap.* control commands (volumes.h).
+ *                  "persistent" (the default when the config has cache_path
+ *                  and key_file): metadata and SSD cache in cache_path, data
+ *                  in the pool.  "ephemeral": RAM, lost at exit, and the
+ *                  daemon says so loudly (tests, demos).
+ *   --create-volume NAME=SIZE  creates the volume at start unless it exists.
  *
  * Start-up order: options → config → signals → workers → exports →
  * listeners → pool thread → reactors → control socket → pid file.
@@ -70,9 +73,14 @@ static void serve_usage(FILE *f)
 "                          daemon, its listen addresses used when no\n"
 "                          --listen/--unix is given; control socket default\n"
 "                          <cache_path>/nbdsrv.ctl\n"
-"  --volumes ephemeral     serve thin volumes and snapshots (vol, vol@snap),\n"
-"                          managed with `nbdsrv vol|snap`; EPHEMERAL: kept in\n"
-"                          memory, everything is lost when the daemon exits\n"
+"  --volumes MODE          serve thin volumes and snapshots (vol, vol@snap),\n"
+"                          managed with `nbdsrv vol|snap`.  persistent: in the\n"
+"                          config's cache_path + pool (the default when the\n"
+"                          config has cache_path and key_file); ephemeral:\n"
+"                          kept in memory, everything is lost at exit\n"
+"  --create-volume NAME=SIZE\n"
+"                          create this volume at start unless it exists\n"
+"                          (repeatable)\n"
 "  --listen HOST:PORT      TCP listener (repeatable; IPv6 as [::1]:10809)\n"
 "  --unix PATH             unix socket listener (repeatable), removed at exit\n"
 "  --export NAME=PATH[,ro][,desc=TEXT]\n"
@@ -110,6 +118,8 @@ struct serve_opts {
 	const char *control;
 	const char *config;
 	const char *volumes;
+	const char **create_vols;
+	size_t n_create_vols;
 };
 
 static int push(const char ***v, size_t *n, const char *s)
@@ -446,6 +456,7 @@ int cmd_serve(int argc, char **argv)
 		{ "control",   required_argument, NULL, 'c' },
 		{ "config",    required_argument, NULL, 'C' },
 		{ "volumes",   required_argument, NULL, 'V' },
+		{ "create-volume", required_argument, NULL, 'N' },
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -503,13 +514,25 @@ int cmd_serve(int argc, char **argv)
 			break;
 		case 'V':
 			if (volumes_parse_mode(optarg, &vmode) < 0) {
-				rc = usage_error("--volumes: '%s': expected 'ephemeral' (the "
-						 "persistent mode comes with the cache tier)",
-						 optarg);
+				rc = usage_error("--volumes: '%s': expected 'persistent' or "
+						 "'ephemeral'", optarg);
 				goto out;
 			}
 			o.volumes = optarg;
 			break;
+		case 'N': {
+			const char *eq = strchr(optarg, '=');
+			uint64_t sz;
+
+			if (!eq || eq == optarg || parse_size(eq + 1, &sz) < 0 || sz == 0) {
+				rc = usage_error("--create-volume: '%s': expected NAME=SIZE "
+						 "(e.g. disk=16G)", optarg);
+				goto out;
+			}
+			if (push(&o.create_vols, &o.n_create_vols, optarg) < 0)
+				goto oom;
+			break;
+		}
 		case 'L':
 			if (!strcmp(optarg, "error"))
 				log_set_level(LOG_LEVEL_ERROR);
@@ -610,13 +633,39 @@ int cmd_serve(int argc, char **argv)
 			}
 	}
 
+	if (!o.volumes && cfg && cfg->cache_path[0] && cfg->key_file[0]) {
+		vmode = VOLUMES_PERSISTENT;
+		o.volumes = "persistent";
+	}
+	if (o.n_create_vols && !o.volumes) {
+		rc = usage_error("%s", "--create-volume needs volumes (a --config with "
+				 "cache_path and key_file, or --volumes)");
+		goto out;
+	}
 	if (o.volumes) {
-		r = volumes_open(vmode, &vols);
+		r = volumes_open(vmode, cfg, &vols);
 		if (r < 0)
 			goto out;
 		srv.resolver = volumes_resolver(vols);
-		log_warn("volumes: EPHEMERAL mode — volumes and snapshots live in memory "
-			 "only; everything is lost when the daemon exits");
+		if (volumes_ephemeral(vols))
+			log_warn("volumes: EPHEMERAL mode — volumes and snapshots live in "
+				 "memory only; everything is lost when the daemon exits");
+		for (i = 0; i < o.n_create_vols; i++) {
+			const char *spec = o.create_vols[i], *eq = strchr(spec, '=');
+			char name[VOL_NAME_MAX + 1];
+			uint64_t sz;
+
+			if ((size_t)(eq - spec) > VOL_NAME_MAX) {
+				fprintf(stderr, "nbdsrv serve: --create-volume: '%s': name too "
+					"long\n", spec);
+				goto out;
+			}
+			memcpy(name, spec, (size_t)(eq - spec));
+			name[eq - spec] = 0;
+			parse_size(eq + 1, &sz);
+			if (volumes_ensure(vols, name, sz) < 0)
+				goto out;
+		}
 	}
 
 	activated = listen_activated(&srv);
@@ -720,8 +769,10 @@ out:
 	}
 	free(srv.exports);
 	free(srv.stats);
-	if (vols && volumes_close(vols) < 0)
-		log_error("volumes: final commit failed");
+	if (vols && volumes_close(vols) < 0) {
+		log_error("volumes: final flush or commit failed");
+		rc = 1;
+	}
 	listener_close_all(&srv);
 	if (wq_up)
 		workq_fini(&wq);
@@ -730,5 +781,6 @@ out:
 	free(o.listen);
 	free(o.unix_paths);
 	free(o.exports);
+	free(o.create_vols);
 	return rc;
 }

@@ -420,6 +420,19 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 
 	*members = NULL;
 	err[0] = '\0';
+	if (volumes_chunk_size(v) && !strcmp(cmd, "vol.create")) {
+		json_int_t fixed = (json_int_t)volumes_chunk_size(v);
+		json_t *c = json_object_get(req, "chunk_size");
+
+		if (!c) {
+			if (json_object_set_new(req, "chunk_size", json_integer(fixed)))
+				return -ENOMEM;
+		} else if (!json_is_integer(c) || json_integer_value(c) != fixed) {
+			snprintf(err, errlen, "chunk size: this pool's volumes all have the "
+				 "pool's chunk_size (%lld bytes)", (long long)fixed);
+			return -EINVAL;
+		}
+	}
 	for (i = 0; i < ARRAY_SIZE(vol_cmds); i++) {
 		if (strcmp(cmd, vol_cmds[i].name))
 			continue;

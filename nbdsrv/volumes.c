@@ -1,16 +1,36 @@
 /*
  * volumes.c — the daemon's volume store and the NBD resolver over it.
  *
+ *   volumes_open(PERSISTENT, cfg)                <cache_path>/
+ *     ├─ key:      codec_key_load(key_file) → codec (k, m, chunk_size)
+ *     │            pool id   = KDF(key, 1)  (16 bytes)
+ *     │            shard key seed = KDF(key, 2)  (the raw key never leaves)
+ *     ├─ metadata: meta_open(meta/, create)     meta/  (LMDB, locked)
+ *     ├─ objects:  ssdcache_open(cache.img)     cache.img
+ *     │            in front of the config's pool (its own thread)
+ *     └─ volumes:  vol_pool_open(over that meta, store = the cache)
+ *
  *   volumes_open(EPHEMERAL)
  *     ├─ metadata: vol_pool_open() in a fresh mkdtemp() directory
  *     │            (nosync: nothing here survives the process anyway)
  *     └─ objects:  memstore (RAM)
- *   volumes_close(): vol_pool_close(), memstore freed, directory removed.
  *
- * Nothing is persistent in this mode, and the daemon says so at start and
- * in `status`.  Issue 6 swaps the object store for the SSD cache + pool and
- * the directory for <cache_path>; the rest of the daemon only sees a
- * struct vol_pool.
+ * The pool id is derived from the key, not stored: the key file IS the
+ * pool's identity.  So a cache_path opened with another pool's key is
+ * refused by the metadata store and the cache header ("belongs to another
+ * pool"), no id file can get out of step with the store, and the backends'
+ * shard keys (a keyed hash of pool id, version, shard under the seed)
+ * differ between pools.  Two pools must therefore never share a key file
+ * (`nbdsrv init` generates one per pool).
+ *
+ * The metadata store is opened here, before the cache (which keeps its
+ * index in it) and before vol (which borrows it); its commit hook is
+ * forwarded to vol_pool_commit_hook() while the vol pool is open (hook_lock
+ * keeps the committer thread off a pool being closed).
+ *
+ * Close: a flush of the cache on a private loop (its data reaches the
+ * SSD), vol_sync (maps + index records in one commit), vol_pool_close,
+ * the cache's close (stages its clean flag), meta_close (commits it).
  *
  * The resolver turns an export name into a vol view export (export_vol.c)
  * when a client asks for it, so volumes and snapshots created after start
@@ -18,8 +38,13 @@
  * Its calls run on reactor threads and are metadata reads only.
  */
 #include "nbdsrv/volumes.h"
+#include "codec/codec.h"
+#include "zdb/zdb.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +53,7 @@
 #include <unistd.h>
 
 #define VOLUMES_GC_BUDGET 4096
+#define VOLUMES_CACHE_SIZE (1ull << 30)   /* cache_size default */
 
 /* An export name some sessions hold open (for status). */
 struct vol_open {
@@ -41,6 +67,11 @@ struct volumes {
 	char dir[4096];                 /* metadata directory (ephemeral: ours) */
 	struct objstore *store;
 	struct vol_pool *pool;
+	struct meta *meta;              /* persistent: ours, borrowed by pool */
+	struct codec *codec;            /* persistent: used by the cache */
+	uint64_t chunk_size;            /* persistent: the slot size */
+	pthread_mutex_t hook_lock;      /* hook_pool vs the committer thread */
+	struct vol_pool *hook_pool;
 	struct nbd_resolver resolver;
 	pthread_mutex_t lock;           /* guards open (reactors, control) */
 	struct vol_open *open;
@@ -87,6 +118,10 @@ int volumes_parse_mode(const char *s, enum volumes_mode *out)
 {
 	if (!strcmp(s, "ephemeral")) {
 		*out = VOLUMES_EPHEMERAL;
+		return 0;
+	}
+	if (!strcmp(s, "persistent")) {
+		*out = VOLUMES_PERSISTENT;
 		return 0;
 	}
 	return -EINVAL;
@@ -140,31 +175,177 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 	return remove(path) < 0 ? -1 : 0;
 }
 
-int volumes_open(enum volumes_mode mode, struct volumes **out)
+/* Commit hook of a persistent store (committer thread). */
+static void volumes_hook(void *arg, uint64_t gen)
 {
-	struct volumes *v = calloc(1, sizeof(*v));
+	struct volumes *v = arg;
+
+	pthread_mutex_lock(&v->hook_lock);
+	if (v->hook_pool)
+		vol_pool_commit_hook(v->hook_pool, gen);
+	pthread_mutex_unlock(&v->hook_lock);
+}
+
+#define VOLUMES_KDF_CTX     "nbdsrvpl"
+#define VOLUMES_KDF_POOL_ID 1
+#define VOLUMES_KDF_SEED    2
+
+/* The pool id and the shard key seed from the key file (validated by
+ * codec_key_load first, which also says what is wrong with it). */
+static int derive_ids(const char *key_file, uint8_t pool_id[META_POOL_ID_LEN],
+		      uint8_t seed[32], struct codec_key **key)
+{
+	uint8_t raw[CODEC_KEY_SIZE];
+	char err[256];
+	ssize_t n;
+	int fd, r;
+
+	r = codec_key_load(key_file, key, err, sizeof(err));
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: key_file: %s\n", err);
+		return r;
+	}
+	fd = open(key_file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		r = -errno;
+		goto fail;
+	}
+	n = read(fd, raw, sizeof(raw));
+	r = n < 0 ? -errno : 0;
+	close(fd);
+	if (r == 0 && n != (ssize_t)sizeof(raw))
+		r = -EINVAL;
+	if (r == 0 && (crypto_kdf_derive_from_key(pool_id, META_POOL_ID_LEN,
+						  VOLUMES_KDF_POOL_ID, VOLUMES_KDF_CTX, raw) ||
+		       crypto_kdf_derive_from_key(seed, 32, VOLUMES_KDF_SEED,
+						  VOLUMES_KDF_CTX, raw)))
+		r = -EIO;
+	sodium_memzero(raw, sizeof(raw));
+	if (r == 0)
+		return 0;
+fail:
+	fprintf(stderr, "nbdsrv serve: key_file '%s': %s\n", key_file, strerror(-r));
+	codec_key_free(*key);
+	*key = NULL;
+	return r;
+}
+
+static int open_persistent(struct volumes *v, const struct zdb_pool_cfg *cfg)
+{
+	struct codec_params cp = { .k = cfg->k, .m = cfg->m,
+				   .max_chunk = (uint32_t)cfg->chunk_size };
+	struct ssdcache_opts so;
+	struct meta_opts mo;
+	struct vol_pool_opts o;
+	struct codec_key *key = NULL;
+	uint8_t seed[32];
+	char path[4096 + 16], err[256];
+	int r;
+
+	memset(&mo, 0, sizeof(mo));
+	memset(&so, 0, sizeof(so));
+	if (!cfg->cache_path[0] || !cfg->key_file[0]) {
+		fprintf(stderr, "nbdsrv serve: %s: persistent volumes need cache_path and "
+			"key_file in [pool]\n", cfg->path);
+		return -EINVAL;
+	}
+	snprintf(v->dir, sizeof(v->dir), "%s", cfg->cache_path);
+	if (mkdir(v->dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		fprintf(stderr, "nbdsrv serve: cache_path '%s': %s\n", v->dir, strerror(-r));
+		return r;
+	}
+	r = derive_ids(cfg->key_file, mo.pool_id, seed, &key);
+	if (r < 0)
+		return r;
+	r = codec_new(&cp, key, &v->codec, err, sizeof(err));
+	codec_key_free(key);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: %s: codec: %s\n", cfg->path, err);
+		goto exit;
+	}
+	v->chunk_size = cfg->chunk_size;
+
+	snprintf(path, sizeof(path), "%s/meta", v->dir);
+	mo.create = true;
+	mo.hook = volumes_hook;
+	mo.hook_arg = v;
+	r = meta_open(path, &mo, &v->meta);
+	if (r == -EBUSY) {
+		fprintf(stderr, "nbdsrv serve: %s is in use by another process (is another "
+			"nbdsrv serving this cache_path?)\n", path);
+		goto exit;
+	}
+	if (r == -EINVAL) {
+		fprintf(stderr, "nbdsrv serve: %s: %s — it belongs to another pool (another "
+			"key_file?)\n", path, meta_last_error());
+		goto exit;
+	}
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: %s: %s\n", path, meta_last_error());
+		goto exit;
+	}
+
+	snprintf(path, sizeof(path), "%s/cache.img", v->dir);
+	so.path = path;
+	so.size = cfg->cache_size ? cfg->cache_size : VOLUMES_CACHE_SIZE;
+	so.slot_size = (uint32_t)cfg->chunk_size;
+	so.meta = v->meta;
+	memcpy(so.pool_id, mo.pool_id, META_POOL_ID_LEN);
+	so.create = true;
+	so.pool_cfg = cfg;
+	so.codec = v->codec;
+	memcpy(so.shard_key_seed, seed, sizeof(seed));
+	so.writethrough = cfg->cache_mode == ZDB_CACHE_WRITETHROUGH;
+	r = ssdcache_open(&so, &v->store);
+	sodium_memzero(&so, sizeof(so));
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: cache %s/cache.img: %s (the log says why)\n",
+			v->dir, strerror(-r));
+		goto exit;
+	}
+
+	memset(&o, 0, sizeof(o));
+	o.meta = v->meta;
+	o.store = v->store;
+	o.k = cfg->k;
+	o.m = cfg->m;
+	r = vol_pool_open(&o, &v->pool);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: volumes: %s\n", vol_last_error());
+		goto exit;
+	}
+	pthread_mutex_lock(&v->hook_lock);
+	v->hook_pool = v->pool;
+	pthread_mutex_unlock(&v->hook_lock);
+	log_info("volumes: persistent in %s (cache %s, %s, chunk %llu KiB, k=%u m=%u)",
+		 v->dir, path,
+		 cfg->cache_mode == ZDB_CACHE_WRITETHROUGH ? "writethrough" : "writeback",
+		 (unsigned long long)(cfg->chunk_size >> 10), cfg->k, cfg->m);
+exit:
+	sodium_memzero(seed, sizeof(seed));
+	return r;
+}
+
+static int open_ephemeral(struct volumes *v)
+{
 	struct vol_pool_opts o;
 	const char *tmp = getenv("TMPDIR");
 	int r;
 
-	*out = NULL;
-	if (!v)
-		return -ENOMEM;
-	v->mode = mode;
-	pthread_mutex_init(&v->lock, NULL);
 	snprintf(v->dir, sizeof(v->dir), "%s/nbdsrv-volumes.XXXXXX",
 		 tmp && *tmp ? tmp : "/tmp");
 	if (!mkdtemp(v->dir)) {
 		r = -errno;
 		fprintf(stderr, "nbdsrv serve: --volumes: cannot create %s: %s\n", v->dir,
 			strerror(-r));
-		free(v);
+		v->dir[0] = 0;
 		return r;
 	}
 	r = memstore_create(false, &v->store);
 	if (r < 0) {
 		fprintf(stderr, "nbdsrv serve: --volumes: memstore: %s\n", strerror(-r));
-		goto fail;
+		return r;
 	}
 	memset(&o, 0, sizeof(o));
 	o.path = v->dir;
@@ -177,33 +358,67 @@ int volumes_open(enum volumes_mode mode, struct volumes **out)
 	o.map_size = 1ull << 30;
 	o.nosync = true;
 	r = vol_pool_open(&o, &v->pool);
-	if (r < 0) {
+	if (r < 0)
 		fprintf(stderr, "nbdsrv serve: --volumes: %s\n", vol_last_error());
-		goto fail;
-	}
-	v->resolver.open = resolver_open;
-	v->resolver.release = resolver_release;
-	v->resolver.list = resolver_list;
-	v->resolver.arg = v;
-	*out = v;
-	return 0;
-fail:
-	objstore_close(v->store);
-	nftw(v->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-	pthread_mutex_destroy(&v->lock);
-	free(v);
 	return r;
 }
 
-int volumes_close(struct volumes *v)
+static void sync_cb(struct objstore_io *io, int res)
 {
+	io->res = res;
+	*(bool *)io->priv = true;
+}
+
+/* Flush the object store from this (non-reactor) thread. */
+static int flush_store(struct objstore *s)
+{
+	struct loop l;
+	struct objstore_io io;
+	bool done = false;
 	int r;
 
-	if (!v)
-		return 0;
-	r = vol_pool_close(v->pool);
+	r = loop_init(&l, 8);
+	if (r < 0)
+		return r;
+	memset(&io, 0, sizeof(io));
+	io.loop = &l;
+	io.cb = sync_cb;
+	io.priv = &done;
+	objstore_flush(s, &io);
+	while (!done && (r = loop_run_once(&l, 1000ull * 1000 * 1000)) >= 0)
+		;
+	loop_fini(&l);
+	return done ? io.res : r;
+}
+
+static int volumes_free(struct volumes *v)
+{
+	int r = 0, r2;
+
+	if (v->pool && v->mode == VOLUMES_PERSISTENT) {
+		r = flush_store(v->store);
+		if (r < 0)
+			log_error("volumes: final cache flush: %s", strerror(-r));
+		r2 = vol_sync(v->pool);
+		if (r2 < 0) {
+			log_error("volumes: final commit: %s", vol_last_error());
+			r = r < 0 ? r : r2;
+		}
+	}
+	pthread_mutex_lock(&v->hook_lock);
+	v->hook_pool = NULL;
+	pthread_mutex_unlock(&v->hook_lock);
+	r2 = vol_pool_close(v->pool);
+	r = r < 0 ? r : r2;
 	objstore_close(v->store);
-	if (v->mode == VOLUMES_EPHEMERAL)
+	if (v->meta) {
+		r2 = meta_close(v->meta);
+		if (r2 < 0)
+			log_error("volumes: closing the metadata: %s", meta_last_error());
+		r = r < 0 ? r : r2;
+	}
+	codec_free(v->codec);
+	if (v->mode == VOLUMES_EPHEMERAL && v->dir[0])
 		nftw(v->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 	while (v->open) {               /* none once every session ended */
 		struct vol_open *o = v->open;
@@ -212,8 +427,86 @@ int volumes_close(struct volumes *v)
 		free(o);
 	}
 	pthread_mutex_destroy(&v->lock);
+	pthread_mutex_destroy(&v->hook_lock);
 	free(v);
 	return r;
+}
+
+int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
+		 struct volumes **out)
+{
+	struct volumes *v = calloc(1, sizeof(*v));
+	int r;
+
+	*out = NULL;
+	if (!v)
+		return -ENOMEM;
+	v->mode = mode;
+	pthread_mutex_init(&v->lock, NULL);
+	pthread_mutex_init(&v->hook_lock, NULL);
+	if (mode == VOLUMES_PERSISTENT) {
+		if (!cfg) {
+			fprintf(stderr, "nbdsrv serve: persistent volumes need --config\n");
+			r = -EINVAL;
+		} else {
+			r = open_persistent(v, cfg);
+		}
+	} else {
+		r = open_ephemeral(v);
+	}
+	if (r < 0) {
+		volumes_free(v);
+		return r;
+	}
+	v->resolver.open = resolver_open;
+	v->resolver.release = resolver_release;
+	v->resolver.list = resolver_list;
+	v->resolver.arg = v;
+	*out = v;
+	return 0;
+}
+
+int volumes_close(struct volumes *v)
+{
+	return v ? volumes_free(v) : 0;
+}
+
+uint64_t volumes_chunk_size(const struct volumes *v)
+{
+	return v->chunk_size;
+}
+
+struct objstore *volumes_store(struct volumes *v)
+{
+	return v->store;
+}
+
+int volumes_ensure(struct volumes *v, const char *name, uint64_t size)
+{
+	struct vol_info vi;
+	int r = vol_get_info(v->pool, name, &vi);
+
+	if (r == 0) {
+		if (vi.size != size)
+			log_info("volume '%s' exists (%llu bytes; --create-volume asked for "
+				 "%llu: left as it is)", name, (unsigned long long)vi.size,
+				 (unsigned long long)size);
+		return 0;
+	}
+	if (r != -ENOENT) {
+		fprintf(stderr, "nbdsrv serve: volume '%s': %s\n", name, vol_last_error());
+		return r;
+	}
+	r = vol_create(v->pool, name, size, v->chunk_size ? v->chunk_size : 1u << 20);
+	if (r == 0)
+		r = vol_sync(v->pool);
+	if (r < 0) {
+		fprintf(stderr, "nbdsrv serve: --create-volume %s: %s\n", name,
+			vol_last_error());
+		return r;
+	}
+	log_info("volume '%s' created (%llu bytes)", name, (unsigned long long)size);
+	return 0;
 }
 
 struct vol_pool *volumes_pool(struct volumes *v)
@@ -223,7 +516,7 @@ struct vol_pool *volumes_pool(struct volumes *v)
 
 const char *volumes_mode_name(const struct volumes *v)
 {
-	return v->mode == VOLUMES_EPHEMERAL ? "ephemeral" : "?";
+	return v->mode == VOLUMES_EPHEMERAL ? "ephemeral" : "persistent";
 }
 
 bool volumes_ephemeral(const struct volumes *v)

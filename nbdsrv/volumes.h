@@ -3,12 +3,12 @@
  * object store), volumes and snapshots as NBD exports, and the control
  * socket's vol.* / snap.* commands.
  *
- * This session the only object store is memstore, in an explicitly
- * ephemeral mode (`serve --volumes ephemeral`): data in RAM, metadata in a
- * private temporary directory without fsync, all removed at exit.  The
- * persistent mode (SSD cache + pool, issue 6) only has to build another
- * struct objstore and a metadata directory in volumes_open(); nothing else
- * here depends on which store it is.
+ * Two modes.  PERSISTENT (the product: `serve --config FILE` whose config
+ * has cache_path and key_file): metadata in <cache_path>/meta, objects in
+ * the SSD cache <cache_path>/cache.img in front of the config's erasure-
+ * coded pool.  EPHEMERAL (tests, demos: `serve --volumes ephemeral`): data
+ * in RAM, metadata in a private temporary directory without fsync, all
+ * removed at exit.  Nothing outside volumes.c depends on the mode.
  */
 #ifndef NBDSRV_VOLUMES_H
 #define NBDSRV_VOLUMES_H
@@ -22,19 +22,37 @@
 
 enum volumes_mode {
 	VOLUMES_EPHEMERAL = 1,  /* memstore + metadata in a temp dir, nosync */
+	VOLUMES_PERSISTENT,     /* <cache_path>/meta + ssdcache + pool */
 };
+
+struct zdb_pool_cfg;
 
 struct volumes;
 
-/* Parse a --volumes value ("ephemeral").  -EINVAL when unknown. */
+/* Parse a --volumes value ("ephemeral", "persistent").  -EINVAL when
+ * unknown. */
 int volumes_parse_mode(const char *s, enum volumes_mode *out);
-/* Open the store in `mode`.  Blocking (main thread, before the reactors).
- * Returns 0 and *out, or -errno after printing why. */
-int volumes_open(enum volumes_mode mode, struct volumes **out);
-/* Commit and close the volume pool, close the object store, remove an
- * ephemeral mode's directory, free v.  No export of it may be open any
- * more.  NULL is a no-op.  Returns the final commit's result. */
+/* Open the store in `mode` (PERSISTENT needs cfg with cache_path and
+ * key_file; cfg is only read during the call).  Blocking (main thread,
+ * before the reactors).  Returns 0 and *out, or -errno after printing why
+ * (-EBUSY: another process uses the cache_path). */
+int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
+		 struct volumes **out);
+/* Make everything written durable (cache flush + metadata commit), close
+ * the volume pool, the object store and the metadata store (the cache is
+ * marked clean), remove an ephemeral mode's directory, free v.  No export
+ * of it may be open any more.  NULL is a no-op.  Returns 0 or the first
+ * error of the final flush / commit. */
 int volumes_close(struct volumes *v);
+/* The chunk size every volume must have (the cache's slot size), or 0 when
+ * any valid chunk size will do (ephemeral). */
+uint64_t volumes_chunk_size(const struct volumes *v);
+/* Create volume name of size bytes unless a volume of that name exists
+ * (then 0, and a log line when its size differs).  -errno with a message
+ * printed otherwise. */
+int volumes_ensure(struct volumes *v, const char *name, uint64_t size);
+/* The object store (the ssdcache in PERSISTENT mode, for its stats). */
+struct objstore *volumes_store(struct volumes *v);
 struct vol_pool *volumes_pool(struct volumes *v);
 const char *volumes_mode_name(const struct volumes *v);
 bool volumes_ephemeral(const struct volumes *v);
