@@ -283,6 +283,8 @@ bool memstore_was_dropped(struct objstore *s, uint64_t obj);
  * records, then (by the caller) one meta commit covering index and maps.
  * Without a pool ("local only") the cache holds the only copy of every
  * object: nothing is ever evicted and a full cache fails writes -ENOSPC.
+ * With a pool, clean objects are evicted (S3-FIFO) and read back from the
+ * pool on a miss; a full cache makes writers wait, never fail.
  */
 #define SSDCACHE_BLOCK 4096u
 
@@ -311,13 +313,23 @@ struct ssdcache_opts {
 	                           * writes wait (backpressure); 0 = half the
 	                           * slots */
 	bool fault_wrap;          /* wrap backends in fault injectors (tests) */
+	/* create with a new cache file while the index is not empty
+	 * (cache file lost): in writeback mode, objects whose flushed
+	 * writes are not in the pool yet make the open fail -ESTALE unless
+	 * this is set (their unflushed writes are then discarded) */
+	bool discard_dirty;
 };
 
 /* Open (or with o->create, initialise) the cache at o->path; blocking (call
  * it from a control thread, not a reactor).  Refuses, with a logged reason,
  * a file of another pool (-EINVAL), a damaged or unknown header
  * (-EUCLEAN / -EPROTONOSUPPORT), another slot size (-EINVAL), an index that
- * belongs to another cache file (-ESTALE).  Starts the cache's own thread.
+ * belongs to another cache file (-ESTALE).  With o->create and a missing or
+ * empty cache file but a non-empty index (the cache file was lost): local
+ * only, -ESTALE; with a pool the index is re-bound to the new file, every
+ * object reads from its pool version (writethrough: objects with writes
+ * not yet in the pool go back to their pool version or base, counted in
+ * the log; writeback: -ESTALE unless o->discard_dirty).  Starts the cache's own thread.
  * On success *out is the caller's (objstore_close). */
 int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out);
 
@@ -339,6 +351,22 @@ struct ssdcache_stats {
 	                           * shards (the pool was short of backends) */
 	uint64_t repairs;         /* degraded versions replaced by full ones */
 	uint64_t repair_pending;  /* objects whose pool version is degraded now */
+	/* miss path and eviction (pool mode) */
+	uint64_t hits;            /* reads and prefetches served from slots
+	                           * (or zeros) without a pool fetch */
+	uint64_t misses;          /* reads and prefetches that needed one */
+	uint64_t fetches;         /* pool fetches (coalesced misses count once) */
+	uint64_t fetch_shards;    /* shards those fetches read */
+	uint64_t miss_bytes;      /* bytes they decoded into slots */
+	uint64_t fetch_errors;    /* fetches that failed */
+	uint64_t prefetches;      /* prefetch ops */
+	uint64_t evictions;       /* objects evicted */
+	uint64_t slot_waits;      /* writes / fetches that waited for a slot */
+	uint64_t slots_free;      /* free now (not counting a batch whose
+	                           * eviction records are being committed) */
+	uint64_t slots_dirty;     /* slots of pool-dirty objects now */
+	uint64_t rebind_reverted; /* at open: objects reverted to their pool
+	                           * version after the cache file was lost */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);

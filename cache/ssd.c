@@ -7,9 +7,9 @@
  * Two modes.  Local only (no pool configured): the cache holds the only
  * copy of every object; nothing is evicted and a full cache fails writes
  * with -ENOSPC.  With a pool: every write makes its object pool-dirty and
- * the flusher (ssdflush.c) turns it into a new pool version; slots are
- * still never evicted — eviction and the miss path (reading an object back
- * from the pool) are NOT BUILT yet, so the cache must hold every object.
+ * the flusher (ssdflush.c) turns it into a new pool version; clean objects
+ * are evicted and read back from the pool on a miss, so the cache holds
+ * the working set, not the volume.
  *
  * Layout of the cache file (or block device):
  *
@@ -51,10 +51,11 @@
  * object so two partial writes of one block cannot undo each other).  A
  * dropped object that is still the base of a live one is retained
  * ("dependents" count) and freed when the last dependent is dropped or has
- * every block of its own.  CAVEAT for vol: a dependent that was never
- * flushed is not in the index after a crash; if vol re-drops its base at
- * open, the base is freed — vol must keep a base referenced while a
- * dependent exists (see the report of issue 6).
+ * every block of its own, has a pool version and was evicted.  An object
+ * created by a write submitted inside a write section (vol's) has its
+ * record {base, no slot, no valid block} staged in that section, so it
+ * commits with vol's map entry that names it: after a crash the index
+ * knows it and its base, and a base re-dropped by vol at reopen is kept.
  *
  * Threads.  Every op is submitted on the caller's loop and its file I/O is
  * submitted there too (reads hit the cache file directly from the caller's
@@ -83,8 +84,67 @@
  * loop, when a flush commits and returns a token.  Memory stays flat
  * whatever the pool's speed; nothing is dropped.
  *
- * Not done: lock striping of the index (one mutex, short sections), the
- * miss path / eviction (S3-FIFO planned), O_DIRECT.
+ * Miss path (pool mode).  An object not in memory is looked up in the
+ * index (inside the caller's meta section: meta_thread_txn; else a read
+ * section of its own), never while holding the mutex.  Each block of an
+ * op resolves along the object's chain to a slot (valid bit), zeros, or
+ * the pool version of an entry marked from_pool (an evicted object, or a
+ * resident one whose base is gone; such an entry has no base link: its
+ * pool version holds every block).  Pool blocks are fetched on the cache
+ * thread (which owns the pool and the workq): only the data shards that
+ * cover them (codec_range_shards; all k+m with a rebuild if one is
+ * missing or bad), decoded (AES-GCM per data shard), pwritten into the
+ * entry's slot, valid bits set; then the op resolves again on its own loop,
+ * the fetched entry pinned by it meanwhile.  One fetch per entry at a time;
+ * concurrent misses wait on it (entry's fwait list).  WRITES: an entry
+ * whose blocks come from the pool is fetched whole before any write to it
+ * (so a written object never mixes local blocks with pool-only ones, and a
+ * fetch never races a write to the same slot); a partial edge block whose
+ * old bytes a base has only in the pool is fetched first.  The flusher's
+ * whole-object read and prefetch (NBD_CMD_CACHE, vol warm) take the same
+ * path; prefetch completes when the range is in the slot.
+ *
+ * Eviction (pool mode; local only never evicts): S3-FIFO.  A slot taken
+ * enters the small FIFO (10 % of the slots), or the main FIFO when its id
+ * is in the ghost filter (evicted from small recently).  Reads bump a 2-bit
+ * frequency (a read continuing the previous one sequentially does not: a
+ * streamed object is one access).  At small's head: read again → main,
+ * else evicted (id to the ghost).  At main's head: frequency > 0 →
+ * decrement and reinsert, else evicted.  Why not LRU or CLOCK: a one-pass
+ * scan of a large volume touches every object exactly once and, under LRU,
+ * pushes out the whole hot set (CLOCK likewise: each scanned object gets a
+ * fresh reference bit); S3-FIFO lets one-hit objects leave through the
+ * small queue quickly while the main queue holds what was re-used, with
+ * FIFO cost (no list move per hit).  Only clean entries are victims:
+ * committed pool version, not pool-dirty, not flushing or fetching, not
+ * pinned, no dependents reading through them.  The cache thread keeps a
+ * reserve of free slots (refills from below `low` to `high`: 1/32 and 1/16
+ * of the slots), so a write normally takes a slot without waiting; when
+ * none can be freed (all dirty) the write waits on a list and resumes when
+ * a batch frees slots — never -ENOSPC with a pool.  Crash safety of slot
+ * reuse: a batch of victims gets records without a slot staged in one
+ * write section, then a meta commit, and only after THAT commit are the
+ * slots free (a staged-only record could lose the race with a crash and a
+ * committed record would name the new owner's bytes).  Evicted entries
+ * leave memory; memory is bounded by slots + dirty objects + entries pinned
+ * by ops in flight, not by volume size.
+ *
+ * Cache file lost.  Opening with create, a missing or empty cache file and
+ * a non-empty index: local only, refused (-ESTALE: the data is gone).
+ * With a pool the index is re-bound to the new file: every record loses its
+ * slot (objects read from their pool version on demand).  Records marked
+ * DIRTY (writes not yet in the pool) go back to their pool version, or to
+ * their base if never flushed: in writethrough mode that loses only writes
+ * no FLUSH covered (counted, logged, stats.rebind_reverted); in writeback
+ * mode a FLUSH did cover them, so the open is refused (-ESTALE, naming how
+ * many objects) unless opts.discard_dirty.
+ *
+ * What each mode survives: see ssdflush.c (writeback: SIGKILL and power
+ * loss with the SSD intact; writethrough: also the loss of the SSD, every
+ * FLUSHed byte read back from the pool).
+ *
+ * Not done: lock striping of the index (one mutex, short sections),
+ * O_DIRECT, read-ahead across objects (prefetch is per call).
  */
 #include "cache/ssd.h"
 
@@ -230,25 +290,107 @@ static void ssd_dirty_remove(struct ssd *s, struct ssd_ent *e)
 	e->on_dirty = false;
 }
 
-/* New entry for obj in a free slot (lock held). */
-static int ssd_ent_new(struct ssd *s, uint64_t obj, uint64_t base,
+static bool ssd_all_valid(const struct ssd *s, const struct ssd_ent *e)
+{
+	for (uint64_t b = 0; b < s->nblk; b++)
+		if (!bit_get(e->valid, b))
+			return false;
+	return true;
+}
+
+/* ------------------------------------------------ S3-FIFO bookkeeping -- */
+
+static void q_push(struct ssd *s, struct ssd_ent *e, int q)
+{
+	e->q = (uint8_t)q;
+	e->qnext = NULL;
+	e->qprev = s->qt[q];
+	if (s->qt[q])
+		s->qt[q]->qnext = e;
+	else
+		s->qh[q] = e;
+	s->qt[q] = e;
+	s->qn[q]++;
+}
+
+static void q_remove(struct ssd *s, struct ssd_ent *e)
+{
+	int q = e->q;
+
+	if (q == SSD_Q_NONE)
+		return;
+	if (e->qprev)
+		e->qprev->qnext = e->qnext;
+	else
+		s->qh[q] = e->qnext;
+	if (e->qnext)
+		e->qnext->qprev = e->qprev;
+	else
+		s->qt[q] = e->qprev;
+	e->qprev = e->qnext = NULL;
+	e->q = SSD_Q_NONE;
+	s->qn[q]--;
+}
+
+/* The ghost FIFO: ids evicted from the small queue, remembered for about
+ * nslots evictions (direct-mapped: a colliding id overwrites; a hint). */
+static void ghost_add(struct ssd *s, uint64_t obj)
+{
+	size_t h = ssd_hash(obj, s->ghost_mask + 1);
+
+	s->ghost_id[h] = obj;
+	s->ghost_seq[h] = ++s->ghost_now;
+}
+
+static bool ghost_take(struct ssd *s, uint64_t obj)
+{
+	size_t h = ssd_hash(obj, s->ghost_mask + 1);
+
+	if (s->ghost_id[h] != obj || s->ghost_now - s->ghost_seq[h] > s->nslots)
+		return false;
+	s->ghost_id[h] = 0;
+	return true;
+}
+
+void ssd_evict_kick(struct ssd *s)
+{
+	ssdflush_kick(s);
+}
+
+/* lock held: give e (no slot) a free slot; -ENOSPC when none is free. */
+static int ssd_slot_take(struct ssd *s, struct ssd_ent *e)
+{
+	if (!s->nfree)
+		return -ENOSPC;
+	e->slot = s->free_slots[--s->nfree];
+	memset(e->valid, 0, s->bm_bytes);
+	if (s->pool_mode) {
+		e->freq = 0;
+		q_push(s, e, ghost_take(s, e->obj) ? SSD_Q_MAIN : SSD_Q_SMALL);
+		if (s->nfree < s->low)
+			ssd_evict_kick(s);
+	}
+	return 0;
+}
+
+/* New entry for obj, without a slot yet (lock held); bent: its base's
+ * entry or NULL (zeros). */
+static int ssd_ent_new(struct ssd *s, uint64_t obj, struct ssd_ent *bent,
 		       struct ssd_ent **out)
 {
 	struct ssd_ent *e;
 
-	if (!s->nfree)
-		return -ENOSPC;
 	if (s->nents >= s->nbuckets && ssd_grow(s) < 0)
 		return -ENOMEM;
 	e = calloc(1, sizeof(*e) + s->bm_bytes);
 	if (!e)
 		return -ENOMEM;
 	e->obj = obj;
-	e->slot = s->free_slots[--s->nfree];
-	e->bent = base ? ssd_find(s, base) : NULL;
-	e->base = e->bent ? base : 0;   /* an unknown base reads as zeros */
-	if (e->bent)
-		e->bent->deps++;
+	e->slot = SSD_NOSLOT;
+	e->bent = bent;
+	e->base = bent ? bent->obj : 0;
+	if (bent)
+		bent->deps++;
 	e->hnext = s->tab[ssd_hash(obj, s->nbuckets)];
 	s->tab[ssd_hash(obj, s->nbuckets)] = e;
 	s->nents++;
@@ -256,15 +398,33 @@ static int ssd_ent_new(struct ssd *s, uint64_t obj, uint64_t base,
 	return 0;
 }
 
+/* An entry that may leave memory: its data is in the pool only, its
+ * record says so, and nothing refers to it. */
+static bool ssd_forgettable(const struct ssd *s, const struct ssd_ent *e)
+{
+	return s->pool_mode && !e->dropped && e->slot == SSD_NOSLOT &&
+	       e->from_pool && !e->bent && e->prec.version && !e->pins &&
+	       !e->deps && !e->on_pdirty && !e->flushing && !e->on_dirty &&
+	       !e->fetching && !e->fwait && !e->dirty_tok && !e->on_repair &&
+	       e->staged_ver;
+}
+
 static void ssd_post_dels(struct ssd *s);
 
-/* Free e if nothing needs it any more (lock held); may cascade to bases. */
+/* Free e if nothing needs it any more (lock held); may cascade to bases.
+ * A clean entry without a slot leaves memory (its record stays). */
 static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 {
+	if (e && ssd_forgettable(s, e)) {
+		ssd_unlink(s, e);
+		free(e);
+		return;
+	}
 	while (e && e->dropped && !e->deps && !e->pins) {
 		struct ssd_ent *b = e->bent;
 
 		ssd_unlink(s, e);
+		q_remove(s, e);
 		ssd_dirty_remove(s, e);
 		if (e->dirty_tok)
 			ssd_tok_release(s, e);
@@ -280,12 +440,13 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 		ssd_repair_set(s, e, false);
 		if (!e->staged_ver) {
 			/* never staged: no record to delete */
-			s->free_slots[s->nfree++] = e->slot;
+			if (e->slot != SSD_NOSLOT)
+				s->free_slots[s->nfree++] = e->slot;
 		} else if (s->ndels < s->cap_dels ||
 			   (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
 			    ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
 			s->dels[s->ndels++] = (struct ssd_del){ e->obj, e->slot,
-								e->prec };
+								e->prec, false };
 			ssd_post_dels(s);
 		} else {
 			log_error("ssdcache: out of memory: slot %u of object %"
@@ -368,13 +529,144 @@ static void ssd_unpin_all(struct ssd *s, struct ssd_req *r)
 }
 
 /* Where block blk of the object whose first chain entry is e lives: the
- * entry holding it valid, or NULL (zeros). */
-static struct ssd_ent *ssd_source(struct ssd_ent *e, uint64_t blk)
+ * entry holding it valid in its slot, or the entry whose pool version holds
+ * it (*pool set), or NULL (zeros). */
+static struct ssd_ent *ssd_source(struct ssd_ent *e, uint64_t blk, bool *pool)
 {
-	for (; e; e = e->bent)
-		if (bit_get(e->valid, blk))
+	*pool = false;
+	for (; e; e = e->bent) {
+		if (e->slot != SSD_NOSLOT && bit_get(e->valid, blk))
 			return e;
+		if (e->from_pool) {
+			if (e->hole)
+				return NULL;
+			*pool = true;
+			return e;
+		}
+	}
 	return NULL;
+}
+
+/*
+ * lock held: obj's entry, loaded from its index record when it is not in
+ * memory (an evicted object), or NULL (no record: a new object).  May drop
+ * and retake the lock.  The record is read in the section the calling
+ * thread has open (an op submitted from inside vol's section), else in a
+ * read section of its own.
+ */
+static struct ssd_ent *ssd_find_load(struct ssd *s, uint64_t obj)
+{
+	struct ssd_ent *e = ssd_find(s, obj);
+	size_t rl = ssd_rec_len(s);
+	struct meta_txn *t;
+	struct ssd_rec rec;
+	bool own = false;
+	uint8_t k[8], *val;
+	int vl;
+
+	if (e || !obj || !s->pool_mode)
+		return e;
+	pthread_mutex_unlock(&s->lock);
+	val = malloc(rl);
+	t = meta_thread_txn(s->meta);
+	if (!t) {
+		t = meta_rbegin(s->meta);
+		own = true;
+	}
+	ssd_be64put(k, obj);
+	vl = t && val ? meta_get(t, META_T_CACHE_INDEX, k, 8, val, rl) : -EIO;
+	if (own && t)
+		meta_end(t);
+	pthread_mutex_lock(&s->lock);
+	e = ssd_find(s, obj);
+	if (e || vl != (int)rl) {
+		free(val);
+		return e;
+	}
+	memcpy(&rec, val, sizeof(rec));
+	free(val);
+	if (rec.flags & SSD_F_DROPPED)
+		return NULL;
+	if (ssd_ent_new(s, obj, NULL, &e) < 0)
+		return NULL;
+	e->prec = rec.p;
+	e->hole = rec.flags & SSD_F_HOLE;
+	e->ver = e->staged_ver = 1;
+	if (e->prec.version) {
+		e->from_pool = true;
+	} else if (rec.base) {
+		/* not evicted (never is without a pool version): its base */
+		e->bent = ssd_find(s, rec.base);
+		if (e->bent) {
+			e->bent->deps++;
+			e->base = rec.base;
+		}
+	}
+	if (rec.flags & SSD_F_REPAIR)
+		ssd_repair_set(s, e, true);
+	return e;
+}
+
+struct ssd_fetch {
+	struct ssd *s;
+	struct ssd_ent *e;              /* pinned */
+	struct ssd_fetch *next;
+	uint64_t obj, b0, b1;           /* block range */
+	struct ssd_prec prec;
+	bool hole, full;
+	int res;
+	unsigned ctx_i, nsh;
+	struct codec_meta cm;
+	uint8_t *plain, *sbuf;
+	uint8_t idx[CODEC_MAX_SHARDS];
+	const uint8_t *sh[CODEC_MAX_SHARDS];
+	size_t lens[CODEC_MAX_SHARDS];
+	uint8_t keys[CODEC_MAX_SHARDS][SSD_SKEY_LEN];
+	struct zdb_shard zs[CODEC_MAX_SHARDS];
+	struct zdb_chunk_get get;
+	struct workq_job job;
+};
+
+/* lock held: r waits until p's blocks [b0, b1) were fetched from the pool
+ * (or a fetch of p already in flight ends); r->resume then runs on r's
+ * loop with r->fetch_res.  p stays pinned by r. */
+static int ssd_fetch_need(struct ssd *s, struct ssd_req *r, struct ssd_ent *p,
+			  uint64_t b0, uint64_t b1)
+{
+	ssd_pin(r, p);
+	if (r->err)
+		return r->err;
+	if (!p->fetching) {
+		struct ssd_fetch *f = calloc(1, sizeof(*f));
+
+		if (!f)
+			return -ENOMEM;
+		f->s = s;
+		f->e = p;
+		f->b0 = b0;
+		f->b1 = b1;
+		p->pins++;
+		p->fetching = true;
+		if (s->fq_tail)
+			s->fq_tail->next = f;
+		else
+			s->fq_head = f;
+		s->fq_tail = f;
+		if (!s->fq_posted) {
+			s->fq_posted = true;
+			loop_post(&s->loop, &s->fq_msg);
+		}
+	}
+	r->wnext = p->fwait;
+	p->fwait = r;
+	return 0;
+}
+
+static void ssd_resume_msg(struct loop_msg *m)
+{
+	struct ssd_req *r = container_of(m, struct ssd_req, msg);
+
+	r->resume(r);
 }
 
 /* --------------------------------------------------------- requests ---- */
@@ -488,14 +780,142 @@ static struct ssd_sub *ssd_sub_add(struct ssd_req *r, unsigned i, bool write,
 
 /* ------------------------------------------------------------- read ---- */
 
-static void ssd_read(struct objstore *so, struct objstore_io *io)
+#define SSD_MAX_PASSES 64u
+
+static void ssd_req_free(struct ssd_req *r);
+
+/* End a read or prefetch that submitted no I/O (or failed to). */
+static void ssd_read_end(struct ssd_req *r, int err)
 {
-	struct ssd *s = (struct ssd *)so;
-	uint64_t b0, b1, blk, nruns = 0;
-	struct ssd_ent *e, *src, *prev = NULL;
-	struct ssd_req *r;
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+
+	pthread_mutex_lock(&s->lock);
+	ssd_unpin_all(s, r);
+	pthread_mutex_unlock(&s->lock);
+	ssd_req_free(r);
+	objstore_complete(io, err);
+}
+
+static void ssd_read_go(struct ssd_req *r);
+
+static void ssd_read_resume(struct ssd_req *r)
+{
+	if (r->fetch_res < 0) {
+		ssd_read_end(r, r->fetch_res);
+		return;
+	}
+	ssd_read_go(r);
+}
+
+/*
+ * Resolve every block of the read to a slot, zeros, or the pool.  Blocks
+ * in the pool are fetched first (ssd_fetch_need) and the resolution starts
+ * again; the entries fetched into stay pinned by r meanwhile, so they are
+ * still there.
+ */
+static void ssd_read_go(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	uint64_t b0 = io->off / SSD_BLK;
+	uint64_t b1 = (io->off + io->len + SSD_BLK - 1) / SSD_BLK, blk;
+	struct ssd_ent *e, *src, *prev;
 	uint8_t *dst = io->buf;
 	unsigned n = 0;
+	bool pool;
+
+	pthread_mutex_lock(&s->lock);
+	r->passes++;
+	e = ssd_find_load(s, io->obj);
+	if (!e)
+		e = ssd_find_load(s, io->base);
+	if (s->pool_mode) {
+		struct ssd_ent *p = NULL;
+		uint64_t lo = 0, hi = 0;
+
+		for (blk = b0; blk < b1; blk++) {
+			src = ssd_source(e, blk, &pool);
+			if (!pool || (p && src != p))
+				continue;
+			if (!p)
+				lo = blk;
+			p = src;
+			hi = blk + 1;
+		}
+		if (p) {
+			int err = r->passes > SSD_MAX_PASSES ? -EIO : 0;
+
+			if (r->passes == 1)
+				s->st.misses++;
+			if (!err) {
+				r->resume = ssd_read_resume;
+				err = ssd_fetch_need(s, r, p, lo, hi);
+			}
+			pthread_mutex_unlock(&s->lock);
+			if (err) {
+				log_error("ssdcache: reading object %" PRIu64 ": %s",
+					  io->obj, strerror(-err));
+				ssd_read_end(r, err);
+			}
+			return;
+		}
+	}
+	if (r->passes == 1) {
+		s->st.hits++;
+		if (e && e->obj == io->obj && e->slot != SSD_NOSLOT &&
+		    r->kind == SSD_READ) {
+			/* a sequential continuation is the same access */
+			if (io->off != e->last_end && e->freq < 3)
+				e->freq++;
+			e->last_end = io->off + io->len;
+		}
+	}
+	if (r->kind == SSD_PREFETCH) {
+		pthread_mutex_unlock(&s->lock);
+		ssd_read_end(r, 0);
+		return;
+	}
+	/* runs of blocks with one source; contiguous blocks of one slot are
+	 * contiguous in the file */
+	uint64_t run_lo = io->off, end = io->off + io->len;
+
+	prev = ssd_source(e, b0, &pool);
+	for (blk = b0 + 1; blk <= b1; blk++) {
+		src = blk < b1 ? ssd_source(e, blk, &pool) : NULL;
+		if (blk < b1 && src == prev)
+			continue;
+		uint64_t hi = MIN(blk * SSD_BLK, end);
+
+		if (prev) {
+			ssd_pin(r, prev);
+			ssd_sub_add(r, n++, false, slot_off(s, prev->slot) + run_lo,
+				    dst + (run_lo - io->off), hi - run_lo);
+		} else {
+			memset(dst + (run_lo - io->off), 0, hi - run_lo);
+		}
+		run_lo = hi;
+		prev = src;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (r->err) {
+		ssd_read_end(r, r->err);
+		return;
+	}
+	if (!n) {
+		ssd_read_end(r, 0);
+		return;
+	}
+	r->pending = n;
+	r->phase = 1;
+	for (unsigned i = 0; i < n; i++)
+		ssd_sub_submit(&r->subs[i]);
+}
+
+static void ssd_read_kind(struct ssd *s, struct objstore_io *io, enum ssd_kind kind)
+{
+	uint64_t b0, b1;
+	struct ssd_req *r;
 
 	if (io->off > s->slot_size || io->len > s->slot_size - io->off) {
 		objstore_complete(io, -EINVAL);
@@ -507,65 +927,28 @@ static void ssd_read(struct objstore *so, struct objstore_io *io)
 	}
 	b0 = io->off / SSD_BLK;
 	b1 = (io->off + io->len + SSD_BLK - 1) / SSD_BLK;
-	r = ssd_req_new(s, io, SSD_READ, (unsigned)(b1 - b0));
+	r = ssd_req_new(s, io, kind, (unsigned)(b1 - b0));
 	if (!r) {
 		objstore_complete(io, -ENOMEM);
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
-	s->st.read_ops++;
-	e = ssd_find(s, io->obj);
-	if (!e)
-		e = ssd_find(s, io->base);
-	/* runs of blocks with one source; contiguous blocks of one slot are
-	 * contiguous in the file */
-	uint64_t run_lo = io->off, end = io->off + io->len;
-
-	prev = ssd_source(e, b0);
-	for (blk = b0 + 1; blk <= b1; blk++) {
-		src = blk < b1 ? ssd_source(e, blk) : NULL;
-		if (blk < b1 && src == prev)
-			continue;
-		uint64_t hi = MIN(blk * SSD_BLK, end);
-
-		if (prev) {
-			unsigned i;
-
-			for (i = 0; i < r->npinned && r->pinned[i] != prev; i++)
-				;
-			if (i == r->npinned)
-				ssd_pin(r, prev);
-			ssd_sub_add(r, n++, false, slot_off(s, prev->slot) + run_lo,
-				    dst + (run_lo - io->off), hi - run_lo);
-		} else {
-			memset(dst + (run_lo - io->off), 0, hi - run_lo);
-		}
-		run_lo = hi;
-		nruns++;
-		prev = src;
-	}
+	if (kind == SSD_PREFETCH)
+		s->st.prefetches++;
+	else
+		s->st.read_ops++;
 	pthread_mutex_unlock(&s->lock);
-	(void)nruns;
-	if (r->err) {
-		pthread_mutex_lock(&s->lock);
-		ssd_unpin_all(s, r);
-		pthread_mutex_unlock(&s->lock);
-		ssd_req_free(r);
-		objstore_complete(io, -ENOMEM);
-		return;
-	}
-	if (!n) {
-		pthread_mutex_lock(&s->lock);
-		ssd_unpin_all(s, r);
-		pthread_mutex_unlock(&s->lock);
-		ssd_req_free(r);
-		objstore_complete(io, 0);
-		return;
-	}
-	r->pending = n;
-	r->phase = 1;
-	for (unsigned i = 0; i < n; i++)
-		ssd_sub_submit(&r->subs[i]);
+	ssd_read_go(r);
+}
+
+static void ssd_read(struct objstore *so, struct objstore_io *io)
+{
+	ssd_read_kind((struct ssd *)so, io, SSD_READ);
+}
+
+static void ssd_prefetch(struct objstore *so, struct objstore_io *io)
+{
+	ssd_read_kind((struct ssd *)so, io, SSD_PREFETCH);
 }
 
 /* ----------------------------------------------------- write and zero ---- */
@@ -671,8 +1054,17 @@ static void ssd_write_start(struct ssd_req *r)
 				break;
 			if (io->off <= lo && io->off + io->len >= hi)
 				continue;       /* fully covered */
-			src = ssd_source(e, blk);
+			bool pool;
+
+			src = ssd_source(e, blk, &pool);
 			s->st.rmw_blocks++;
+			if (pool) {
+				/* ssd_modify_prep fetched it and pins it */
+				log_error("ssdcache: object %" PRIu64 ": block %" PRIu64
+					  " left the cache during a write", io->obj, blk);
+				r->err = -EIO;
+				break;
+			}
 			if (!src)
 				continue;       /* bounce is zeroed */
 			ssd_pin(r, src);
@@ -703,6 +1095,7 @@ static void ssd_req_step(struct ssd_req *r)
 
 	switch (r->kind) {
 	case SSD_READ:
+	case SSD_PREFETCH:
 		ssd_req_finish(r);
 		return;
 	case SSD_WRITE:
@@ -773,11 +1166,154 @@ void ssd_tok_release(struct ssd *s, struct ssd_ent *e)
 	}
 }
 
+static void ssd_modify_fail(struct ssd_req *r, int err)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+
+	pthread_mutex_lock(&s->lock);
+	if (r->ent && r->ent->dirty_tok && !r->ent->on_pdirty)
+		ssd_tok_release(s, r->ent);
+	ssd_unpin_all(s, r);
+	pthread_mutex_unlock(&s->lock);
+	ssd_req_free(r);
+	objstore_complete(io, err);
+}
+
+static void ssd_modify_prep(struct ssd_req *r);
+
+static void ssd_modify_resume(struct ssd_req *r)
+{
+	if (r->fetch_res < 0) {
+		ssd_modify_fail(r, r->fetch_res);
+		return;
+	}
+	ssd_modify_prep(r);
+}
+
+/*
+ * Before a write's data phase (io->loop; r->ent pinned): an object whose
+ * blocks come from its pool version is fetched WHOLE first (so a written
+ * object never mixes new blocks with blocks only the pool has, and no
+ * fetch ever races a write); a partial edge block whose old content is in
+ * the pool (a base's) is fetched; then a slot (or wait for one: the
+ * evictor frees some), then a dirty token (backpressure).
+ */
+static void ssd_modify_prep(struct ssd_req *r)
+{
+	struct ssd *s = r->s;
+	struct objstore_io *io = r->io;
+	struct ssd_ent *e = r->ent, *p = NULL;
+	uint64_t lo = 0, hi = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&s->lock);
+	r->passes++;
+	if (s->pool_mode && e->from_pool && !ssd_all_valid(s, e)) {
+		p = e;
+		hi = s->nblk;
+	} else if (s->pool_mode && r->need_rmw) {
+		uint64_t edge[2] = { r->b0, r->b1 - 1 };
+
+		for (unsigned i = 0; i < 2 && !p; i++) {
+			uint64_t blo = edge[i] * SSD_BLK;
+			bool pool;
+			struct ssd_ent *src;
+
+			if (io->off <= blo && io->off + io->len >= blo + SSD_BLK)
+				continue;
+			src = ssd_source(e, edge[i], &pool);
+			if (pool) {
+				p = src;
+				lo = edge[i];
+				hi = lo + 1;
+			}
+		}
+	}
+	if (p) {
+		err = r->passes > SSD_MAX_PASSES ? -EIO : 0;
+		if (!err) {
+			r->resume = ssd_modify_resume;
+			err = ssd_fetch_need(s, r, p, lo, hi);
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (err)
+			ssd_modify_fail(r, err);
+		return;
+	}
+	if (e->slot == SSD_NOSLOT && ssd_slot_take(s, e) < 0) {
+		if (!s->pool_mode) {
+			pthread_mutex_unlock(&s->lock);
+			ssd_modify_fail(r, -ENOSPC);
+			return;
+		}
+		/* everything is dirty or in use: wait for the evictor */
+		r->resume = ssd_modify_resume;
+		r->fetch_res = 0;
+		r->wnext = s->sw_head;
+		s->sw_head = r;
+		s->st.slot_waits++;
+		ssd_evict_kick(s);
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	if (s->pool_mode && !e->dirty_tok) {
+		if (s->tokens < s->dirty_max && !s->bp_head) {
+			e->dirty_tok = true;
+			s->tokens++;
+		} else {
+			/* backpressure: the pool is behind; the object exists
+			 * (pinned, base held) but its data waits */
+			r->wnext = NULL;
+			if (s->bp_tail)
+				s->bp_tail->wnext = r;
+			else
+				s->bp_head = r;
+			s->bp_tail = r;
+			s->st.bp_stalls++;
+			s->st.bp_waiting++;
+			ssdflush_kick(s);
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	ssd_modify_go(r);
+}
+
+/* Stage the record of a new object (no slot, no valid block: it reads as
+ * its base) in the caller's write section, so that it commits with vol's
+ * map change that names the object. */
+static void ssd_stage_new(struct ssd *s, struct ssd_ent *e, uint64_t base)
+{
+	struct meta_txn *t = meta_thread_txn(s->meta);
+	size_t rl = ssd_rec_len(s);
+	struct ssd_rec rec = { .slot = SSD_NOSLOT, .base = base };
+	uint8_t k[8], *val;
+
+	if (!t || !meta_txn_is_write(t))
+		return;
+	val = calloc(1, rl);
+	if (!val)
+		return;
+	memcpy(val, &rec, sizeof(rec));
+	ssd_be64put(k, e->obj);
+	if (meta_put(t, META_T_CACHE_INDEX, k, 8, val, rl) == 0) {
+		pthread_mutex_lock(&s->lock);
+		if (!e->staged_ver)
+			e->staged_ver = 1;
+		s->st.index_puts++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	free(val);
+}
+
 static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind)
 {
 	struct ssd_req *r;
-	struct ssd_ent *e;
-	int err;
+	struct ssd_ent *e, *b = NULL;
+	bool created = false;
+	int err = 0;
 
 	if (io->off > s->slot_size || io->len > s->slot_size - io->off) {
 		objstore_complete(io, -EINVAL);
@@ -805,50 +1341,35 @@ static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind
 	}
 	pthread_mutex_lock(&s->lock);
 	s->st.write_ops++;
-	e = ssd_find(s, io->obj);
+	e = ssd_find_load(s, io->obj);
+	if (!e && io->base) {
+		b = ssd_find_load(s, io->base);
+		e = ssd_find(s, io->obj);       /* the lock was dropped */
+	}
 	if (e && e->dropped) {
 		log_warn("ssdcache: write to dropped object %" PRIu64, io->obj);
 		e = NULL;
 		err = -ESTALE;
 	} else if (!e) {
-		err = ssd_ent_new(s, io->obj, io->base, &e);
-	} else {
-		err = 0;
+		err = ssd_ent_new(s, io->obj, b, &e);
+		if (!err) {
+			e->ver = 1;
+			created = true;
+		}
 	}
 	if (!err)
 		ssd_pin(r, e);
 	err = err ? err : r->err;
-	r->ent = e;
-	if (!err && s->pool_mode && !e->dirty_tok) {
-		if (s->tokens < s->dirty_max && !s->bp_head) {
-			e->dirty_tok = true;
-			s->tokens++;
-		} else {
-			/* backpressure: the pool is behind; the object exists
-			 * (pinned, base held) but its data waits */
-			r->wnext = NULL;
-			if (s->bp_tail)
-				s->bp_tail->wnext = r;
-			else
-				s->bp_head = r;
-			s->bp_tail = r;
-			s->st.bp_stalls++;
-			s->st.bp_waiting++;
-			ssdflush_kick(s);
-			pthread_mutex_unlock(&s->lock);
-			return;
-		}
-	}
+	r->ent = err ? NULL : e;
 	pthread_mutex_unlock(&s->lock);
 	if (err) {
-		pthread_mutex_lock(&s->lock);
-		ssd_unpin_all(s, r);
-		pthread_mutex_unlock(&s->lock);
-		ssd_req_free(r);
-		objstore_complete(io, err);
+		r->ent = NULL;
+		ssd_modify_fail(r, err);
 		return;
 	}
-	ssd_modify_go(r);
+	if (created)
+		ssd_stage_new(s, e, e->base);
+	ssd_modify_prep(r);
 }
 
 static void ssd_write(struct objstore *so, struct objstore_io *io)
@@ -1102,6 +1623,20 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 		if (e->deps)
 			ssd_mark_dirty(s, e);   /* retained as a base */
 		ssd_maybe_free(s, e);
+	} else if (!e && obj && s->pool_mode) {
+		/* not in memory (evicted): its record and pool version go;
+		 * the cache thread reads the record */
+		if (s->ndels < s->cap_dels ||
+		    (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
+		     ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
+			s->dels[s->ndels++] = (struct ssd_del){ .obj = obj,
+				.slot = SSD_NOSLOT, .lookup = true };
+			ssd_post_dels(s);
+		} else {
+			log_error("ssdcache: out of memory: the record of dropped "
+				  "object %" PRIu64 " stays until restart", obj);
+			s->cap_dels = s->ndels = 0;
+		}
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -1157,6 +1692,24 @@ static void ssd_stage_dels(struct ssd *s)
 		uint8_t k[8];
 
 		ssd_be64put(k, d[i].obj);
+		if (d[i].lookup) {
+			size_t rl = ssd_rec_len(s);
+			uint8_t *val = malloc(rl);
+			struct ssd_rec rec;
+			int vl = val ? meta_get(t, META_T_CACHE_INDEX, k, 8, val, rl) : -ENOMEM;
+
+			if (vl == (int)rl)
+				memcpy(&rec, val, sizeof(rec));
+			free(val);
+			if (vl != (int)rl)
+				continue;       /* no record: nothing to delete */
+			if (rec.slot != SSD_NOSLOT) {
+				log_error("ssdcache: dropped object %" PRIu64 " has a "
+					  "record with a slot but no entry; kept", d[i].obj);
+				continue;
+			}
+			d[i].prec = rec.p;
+		}
 		if (meta_del(t, META_T_CACHE_INDEX, k, 8) < 0)
 			break;
 		if (d[i].prec.version && d[i].prec.meta_len) {
@@ -1178,7 +1731,8 @@ static void ssd_stage_dels(struct ssd *s)
 			  meta_last_error());
 	}
 	for (size_t j = 0; j < i; j++)
-		s->free_slots[s->nfree++] = d[j].slot;
+		if (d[j].slot != SSD_NOSLOT)
+			s->free_slots[s->nfree++] = d[j].slot;
 	s->st.index_dels += i;
 	pthread_mutex_unlock(&s->lock);
 	if (s->pool_mode && s->thread_started && !s->stopping) {
@@ -1205,6 +1759,436 @@ static void ssd_stage_dels(struct ssd *s)
 		}
 	}
 	free(d);
+}
+
+/* ------------------------------------------------ pool fetch (miss) ---- */
+
+static int ssd_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
+static void ssd_fetch_get(struct ssd_fetch *f);
+
+/* Cache thread: f is over; its waiters resume on their loops. */
+static void ssd_fetch_end(struct ssd_fetch *f, int res)
+{
+	struct ssd *s = f->s;
+	struct ssd_ent *e = f->e;
+	struct ssd_req *w;
+
+	pthread_mutex_lock(&s->lock);
+	if (!res) {
+		for (uint64_t b = f->b0; b < f->b1; b++)
+			bit_set(e->valid, b);
+		ssd_mark_dirty(s, e);
+		s->st.fetches++;
+		s->st.miss_bytes += (f->b1 - f->b0) * SSD_BLK;
+	} else {
+		s->st.fetch_errors++;
+	}
+	e->fetching = false;
+	w = e->fwait;
+	e->fwait = NULL;
+	e->pins--;
+	ssd_maybe_free(s, e);
+	pthread_mutex_unlock(&s->lock);
+	if (res)
+		log_error("ssdcache: fetching object %" PRIu64 " from the pool "
+			  "failed: %s", f->obj, strerror(-res));
+	while (w) {
+		struct ssd_req *next = w->wnext;
+
+		w->fetch_res = res;
+		w->msg.fn = ssd_resume_msg;
+		loop_post(w->io->loop, &w->msg);
+		w = next;
+	}
+	if (f->plain)
+		s->fctx_busy[f->ctx_i] = false;
+	free(f->plain);
+	free(f->sbuf);
+	free(f);
+	ssd_fetch_run(s);
+}
+
+static void ssd_fetch_write(struct ssd_fetch *f)
+{
+	struct ssd *s = f->s;
+	uint64_t lo = f->b0 * SSD_BLK, len = (f->b1 - f->b0) * SSD_BLK;
+	int r = ssd_pwrite_all(s->fd, f->plain, len, slot_off(s, f->e->slot) + lo);
+
+	ssd_fetch_end(f, r);
+}
+
+static void ssd_fetch_decode(struct workq_job *job)
+{
+	struct ssd_fetch *f = container_of(job, struct ssd_fetch, job);
+	struct ssd *s = f->s;
+	struct codec_id id = { .chunk = f->obj, .version = f->prec.version };
+
+	memcpy(id.pool, s->pool_id, sizeof(id.pool));
+	f->res = codec_decode_range(s->fctx[f->ctx_i], &id, &f->cm, f->sh, f->lens,
+				    f->b0 * SSD_BLK, (f->b1 - f->b0) * SSD_BLK,
+				    f->plain, NULL);
+}
+
+static void ssd_fetch_decoded(struct workq_job *job)
+{
+	struct ssd_fetch *f = container_of(job, struct ssd_fetch, job);
+
+	if (f->res < 0 && !f->full) {
+		f->full = true;                 /* a data shard is bad: rebuild */
+		ssd_fetch_get(f);
+		return;
+	}
+	if (f->res < 0) {
+		ssd_fetch_end(f, f->res);
+		return;
+	}
+	ssd_fetch_write(f);
+}
+
+static void ssd_fetch_got(struct zdb_chunk_get *op)
+{
+	struct ssd_fetch *f = op->priv;
+	struct ssd *s = f->s;
+	unsigned i, got = 0;
+
+	if (op->result < 0) {
+		if (!f->full) {
+			f->full = true;
+			ssd_fetch_get(f);
+			return;
+		}
+		ssd_fetch_end(f, -EIO);
+		return;
+	}
+	memset(f->sh, 0, sizeof(f->sh));
+	memset(f->lens, 0, sizeof(f->lens));
+	for (i = 0; i < f->nsh; i++)
+		if (op->have >> i & 1) {
+			f->sh[f->idx[i]] = f->zs[i].data;
+			f->lens[f->idx[i]] = f->zs[i].got;
+			got++;
+		}
+	pthread_mutex_lock(&s->lock);
+	s->st.fetch_shards += got;
+	pthread_mutex_unlock(&s->lock);
+	f->job.work = ssd_fetch_decode;
+	f->job.done = ssd_fetch_decoded;
+	f->job.loop = &s->loop;
+	workq_submit(&s->wq, &f->job);
+}
+
+/* Ask for the data shards covering the range (or, f->full, any k). */
+static void ssd_fetch_get(struct ssd_fetch *f)
+{
+	struct ssd *s = f->s;
+	size_t smax = codec_shard_max(s->codec);
+	uint64_t mask = codec_range_shards(&f->cm, f->b0 * SSD_BLK,
+					   (f->b1 - f->b0) * SSD_BLK);
+	unsigned i, n = 0;
+	int r;
+
+	for (i = 0; i < s->k && !f->full; i++)
+		if ((mask >> i & 1) && f->prec.place[i] == 0xffffu)
+			f->full = true;
+	for (i = 0; i < s->k + s->m; i++) {
+		if (f->full ? f->prec.place[i] == 0xffffu : !(mask >> i & 1))
+			continue;
+		ssdflush_key(s, f->prec.version, i, f->keys[n]);
+		f->idx[n] = (uint8_t)i;
+		f->zs[n] = (struct zdb_shard){ .key = f->keys[n],
+			.key_len = SSD_SKEY_LEN, .data = f->sbuf + n * smax,
+			.len = smax, .backend = f->prec.place[i] };
+		n++;
+	}
+	f->nsh = n;
+	if (n < (f->full ? s->k : 1)) {
+		ssd_fetch_end(f, -EIO);
+		return;
+	}
+	memset(&f->get, 0, sizeof(f->get));
+	f->get.n = n;
+	f->get.k = f->full ? s->k : n;
+	f->get.shards = f->zs;
+	f->get.done = ssd_fetch_got;
+	f->get.priv = f;
+	r = zdb_pool_get_chunk(s->pool, &f->get);
+	if (r < 0)
+		ssd_fetch_end(f, r);
+}
+
+/* Cache thread: start f (its entry has a slot; a codec context is free). */
+static void ssd_fetch_start(struct ssd_fetch *f)
+{
+	struct ssd *s = f->s;
+	unsigned c;
+
+	pthread_mutex_lock(&s->lock);
+	f->obj = f->e->obj;
+	f->prec = f->e->prec;
+	f->hole = f->e->hole;
+	pthread_mutex_unlock(&s->lock);
+	for (c = 0; s->fctx_busy[c]; c++)
+		;
+	s->fctx_busy[c] = true;
+	f->ctx_i = c;
+	f->plain = calloc(f->b1 - f->b0, SSD_BLK);
+	if (!f->plain) {
+		s->fctx_busy[c] = false;
+		ssd_fetch_end(f, -ENOMEM);
+		return;
+	}
+	if (f->hole) {
+		ssd_fetch_write(f);
+		return;
+	}
+	f->sbuf = malloc(codec_shard_max(s->codec) * (s->k + s->m));
+	if (!f->sbuf || !s->pool ||
+	    codec_meta_unpack(f->prec.meta, f->prec.meta_len, &f->cm) < 0) {
+		ssd_fetch_end(f, f->sbuf ? -EIO : -ENOMEM);
+		return;
+	}
+	ssd_fetch_get(f);
+}
+
+void ssd_fetch_run(struct ssd *s)
+{
+	for (;;) {
+		struct ssd_fetch *f;
+		unsigned c;
+
+		for (c = 0; c < SSD_FETCH_PAR && s->fctx_busy[c]; c++)
+			;
+		if (c == SSD_FETCH_PAR)
+			return;
+		if (!s->fctx[c] && codec_ctx_new(s->codec, &s->fctx[c]) < 0)
+			return;
+		pthread_mutex_lock(&s->lock);
+		f = s->fq_head;
+		if (f) {
+			s->fq_head = f->next;
+			if (!s->fq_head)
+				s->fq_tail = NULL;
+			f->next = NULL;
+		}
+		if (f && f->e->slot == SSD_NOSLOT && ssd_slot_take(s, f->e) < 0) {
+			f->next = s->fsw_head;
+			s->fsw_head = f;
+			s->st.slot_waits++;
+			pthread_mutex_unlock(&s->lock);
+			ssd_evict_run(s);
+			continue;
+		}
+		pthread_mutex_unlock(&s->lock);
+		if (!f)
+			return;
+		ssd_fetch_start(f);
+	}
+}
+
+static void ssd_fq_msg(struct loop_msg *m)
+{
+	struct ssd *s = container_of(m, struct ssd, fq_msg);
+
+	pthread_mutex_lock(&s->lock);
+	s->fq_posted = false;
+	pthread_mutex_unlock(&s->lock);
+	ssd_fetch_run(s);
+}
+
+/* ---------------------------------------------------------- eviction ---- */
+
+static bool ssd_evictable(const struct ssd_ent *e)
+{
+	return e->slot != SSD_NOSLOT && !e->dropped && !e->pins && !e->deps &&
+	       !e->on_pdirty && !e->flushing && !e->fetching && !e->dirty_tok &&
+	       !e->rmw && e->prec.version;
+}
+
+/* lock held: the next victim by S3-FIFO (taken off its queue), or NULL. */
+static struct ssd_ent *ssd_evict_pick(struct ssd *s)
+{
+	uint64_t budget = 4 * (s->qn[SSD_Q_SMALL] + s->qn[SSD_Q_MAIN]) + 8;
+	uint64_t small_max = MAX(1, s->nslots / 10);
+
+	while (budget--) {
+		int q = s->qn[SSD_Q_SMALL] && (s->qn[SSD_Q_SMALL] >= small_max ||
+					       !s->qn[SSD_Q_MAIN]) ?
+			SSD_Q_SMALL : SSD_Q_MAIN;
+		struct ssd_ent *e = s->qh[q];
+
+		if (!e)
+			return NULL;
+		q_remove(s, e);
+		if (q == SSD_Q_SMALL && e->freq) {
+			e->freq = 0;                    /* re-used: promoted */
+			q_push(s, e, SSD_Q_MAIN);
+			continue;
+		}
+		if (q == SSD_Q_MAIN && e->freq) {
+			e->freq--;
+			q_push(s, e, SSD_Q_MAIN);
+			continue;
+		}
+		if (!ssd_evictable(e)) {
+			q_push(s, e, SSD_Q_MAIN);
+			continue;
+		}
+		if (q == SSD_Q_SMALL)
+			ghost_add(s, e->obj);
+		return e;
+	}
+	return NULL;
+}
+
+static void ssd_evict_committed(struct meta_flush *f, int res);
+
+/* Cache thread: evict clean objects until high free slots (or one when
+ * writers wait).  Their records (no slot) are staged in one write section
+ * and committed; only then are the slots free to reuse. */
+void ssd_evict_run(struct ssd *s)
+{
+	size_t rl = ssd_rec_len(s), n = 0, want;
+	struct meta_txn *t;
+	uint8_t *val;
+
+	if (!s->pool_mode || s->evicting || !s->thread_started)
+		return;
+	pthread_mutex_lock(&s->lock);
+	want = s->nfree < s->high ? s->high - s->nfree : 0;
+	if (s->nfree >= s->low && !s->sw_head && !s->fsw_head)
+		want = 0;
+	else if (!want)
+		want = 1;
+	pthread_mutex_unlock(&s->lock);
+	if (!want)
+		return;
+	val = calloc(1, rl);
+	s->ev_slots = calloc(want, sizeof(*s->ev_slots));
+	if (!val || !s->ev_slots) {
+		free(val);
+		free(s->ev_slots);
+		s->ev_slots = NULL;
+		return;
+	}
+	t = meta_wbegin(s->meta);
+	if (!t) {
+		free(val);
+		free(s->ev_slots);
+		s->ev_slots = NULL;
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	while (n < want) {
+		struct ssd_ent *e = ssd_evict_pick(s), *b;
+		struct ssd_rec rec;
+		uint8_t k[8];
+
+		if (!e)
+			break;
+		rec = (struct ssd_rec){ .slot = SSD_NOSLOT,
+			.flags = (e->hole ? SSD_F_HOLE : 0) |
+				 (e->repair ? SSD_F_REPAIR : 0),
+			.p = e->prec };
+		memcpy(val, &rec, sizeof(rec));
+		ssd_be64put(k, e->obj);
+		if (meta_put(t, META_T_CACHE_INDEX, k, 8, val, rl) < 0) {
+			q_push(s, e, SSD_Q_MAIN);
+			break;
+		}
+		s->ev_slots[n++] = e->slot;
+		s->st.evictions++;
+		s->st.index_puts++;
+		e->slot = SSD_NOSLOT;
+		memset(e->valid, 0, s->bm_bytes);
+		e->from_pool = true;
+		e->freq = 0;
+		e->last_end = 0;
+		b = e->bent;
+		e->bent = NULL;
+		e->base = 0;
+		e->ver++;
+		e->staged_ver = e->ver;
+		ssd_dirty_remove(s, e);
+		if (b) {
+			b->deps--;
+			ssd_maybe_free(s, b);
+		}
+		ssd_maybe_free(s, e);
+	}
+	pthread_mutex_unlock(&s->lock);
+	meta_end(t);
+	free(val);
+	if (!n) {
+		free(s->ev_slots);
+		s->ev_slots = NULL;
+		return;
+	}
+	s->ev_n = n;
+	s->evicting = true;
+	memset(&s->ev_mf, 0, sizeof(s->ev_mf));
+	s->ev_mf.loop = &s->loop;
+	s->ev_mf.cb = ssd_evict_committed;
+	meta_flush(s->meta, &s->ev_mf);
+}
+
+static void ssd_evict_committed(struct meta_flush *f, int res)
+{
+	struct ssd *s = container_of(f, struct ssd, ev_mf);
+	struct ssd_req *w;
+	struct ssd_fetch *fw;
+
+	if (res < 0) {
+		log_error("ssdcache: committing %zu eviction(s) failed: %s "
+			  "(retried)", s->ev_n, f->err);
+		s->ev_failed = true;            /* the tick flushes again */
+		return;
+	}
+	pthread_mutex_lock(&s->lock);
+	for (size_t i = 0; i < s->ev_n; i++)
+		s->free_slots[s->nfree++] = s->ev_slots[i];
+	w = s->sw_head;
+	s->sw_head = NULL;
+	fw = s->fsw_head;
+	s->fsw_head = NULL;
+	while (fw) {
+		struct ssd_fetch *next = fw->next;
+
+		fw->next = s->fq_head;
+		s->fq_head = fw;
+		if (!s->fq_tail)
+			s->fq_tail = fw;
+		fw = next;
+	}
+	pthread_mutex_unlock(&s->lock);
+	free(s->ev_slots);
+	s->ev_slots = NULL;
+	s->ev_n = 0;
+	s->evicting = false;
+	while (w) {
+		struct ssd_req *next = w->wnext;
+
+		w->fetch_res = 0;
+		w->msg.fn = ssd_resume_msg;
+		loop_post(w->io->loop, &w->msg);
+		w = next;
+	}
+	ssd_fetch_run(s);
+	ssd_evict_run(s);
+}
+
+void ssd_evict_tick(struct ssd *s)
+{
+	if (s->evicting && s->ev_failed) {
+		s->ev_failed = false;
+		memset(&s->ev_mf, 0, sizeof(s->ev_mf));
+		s->ev_mf.loop = &s->loop;
+		s->ev_mf.cb = ssd_evict_committed;
+		meta_flush(s->meta, &s->ev_mf);
+		return;
+	}
+	ssd_evict_run(s);
+	ssd_fetch_run(s);
 }
 
 static void ssd_del_msg(struct loop_msg *m)
@@ -1240,8 +2224,15 @@ static void *ssd_thread(void *arg)
 	if (r < 0)
 		return NULL;
 	loop_run(&s->loop);
-	if (s->pool_mode)
+	if (s->pool_mode) {
+		uint64_t deadline = now_ns() + 60ull * 1000000000;
+
+		while (s->evicting && !s->ev_failed && now_ns() < deadline)
+			loop_run_once(&s->loop, 10ull * 1000000);
 		ssdflush_stop(s);
+	}
+	for (unsigned i = 0; i < SSD_FETCH_PAR; i++)
+		codec_ctx_free(s->fctx[i]);
 	loop_fini(&s->loop);
 	return NULL;
 }
@@ -1307,6 +2298,9 @@ static void ssd_free(struct ssd *s)
 	free(s->tab);
 	free(s->free_slots);
 	free(s->dels);
+	free(s->ghost_id);
+	free(s->ghost_seq);
+	free(s->ev_slots);
 	if (s->pool_cfg) {
 		zdb_pool_cfg_wipe(s->pool_cfg);
 		free(s->pool_cfg);
@@ -1513,7 +2507,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			break;
 		}
 		memcpy(&rec, val, sizeof(rec));
-		if (rec.slot >= s->nslots || used[rec.slot]) {
+		if (rec.slot != SSD_NOSLOT && (rec.slot >= s->nslots || used[rec.slot])) {
 			log_error("ssdcache: index record of object %" PRIu64
 				  " names slot %u (%s)", ssd_be64get(kout), rec.slot,
 				  rec.slot >= s->nslots ? "out of range" : "twice");
@@ -1529,13 +2523,15 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			r = -ENOMEM;
 			break;
 		}
-		used[rec.slot] = 1;
+		if (rec.slot != SSD_NOSLOT)
+			used[rec.slot] = 1;
 		e->obj = ssd_be64get(kout);
 		e->slot = rec.slot;
 		e->base = rec.base;
 		e->dropped = rec.flags & SSD_F_DROPPED;
 		e->ver = e->staged_ver = 1;
-		memcpy(e->valid, val + sizeof(rec), s->bm_bytes);
+		if (rec.slot != SSD_NOSLOT)
+			memcpy(e->valid, val + sizeof(rec), s->bm_bytes);
 		e->prec = rec.p;
 		e->hole = rec.flags & SSD_F_HOLE;
 		if (s->pool_mode && (rec.flags & SSD_F_DIRTY) &&
@@ -1550,7 +2546,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 	meta_end(t);
 	if (r < 0)
 		goto out;
-	if (bl >= 0 && (bl != sizeof(bind) ||
+	if (bl >= 0 && !created && (bl != sizeof(bind) ||
 			memcmp(&bind, &want, offsetof(struct ssd_bind, clean)))) {
 		log_error("ssdcache: the cache index belongs to another cache file "
 			  "than %s (replaced or re-created?); refusing it", o->path);
@@ -1562,13 +2558,57 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		r = -EUCLEAN;
 		goto out;
 	}
-	if (created && s->nents) {
+	if (created && s->nents && !s->pool_mode) {
 		log_error("ssdcache: %s is new but the index holds %zu objects "
 			  "(their data would be lost); refusing", o->path, s->nents);
 		r = -ESTALE;
 		goto out;
 	}
-	if (bl >= 0 && !bind.clean && s->pool_mode) {
+	if (created && s->nents) {
+		/*
+		 * The cache file was lost (or replaced by an empty one): every
+		 * object loses its slot and reads from its pool version.
+		 * Objects with writes not yet in the pool lose those:
+		 * within the contract in writethrough mode (no FLUSH covered
+		 * them), not in writeback mode (a FLUSH did).
+		 */
+		size_t ndirty = 0;
+
+		for (i = 0; i < s->nbuckets; i++)
+			for (e = s->tab[i]; e; e = e->hnext)
+				ndirty += e->on_pdirty;
+		if (ndirty && !s->writethrough && !s->discard_dirty) {
+			log_error("ssdcache: %s is new but %zu object(s) have flushed "
+				  "writes that are not in the pool yet (writeback); "
+				  "refusing to lose them (set discard_dirty to open "
+				  "anyway)", o->path, ndirty);
+			r = -ESTALE;
+			goto out;
+		}
+		for (i = 0; i < s->nbuckets; i++)
+			for (e = s->tab[i]; e; e = e->hnext) {
+				e->slot = SSD_NOSLOT;
+				memset(e->valid, 0, s->bm_bytes);
+				if (e->on_pdirty) {
+					struct ssd_ent **pp = &s->pdirty;
+
+					while (*pp != e)
+						pp = &(*pp)->pnext;
+					*pp = e->pnext;
+					e->on_pdirty = false;
+					ssd_tok_release(s, e);
+				}
+			}
+		memset(used, 0, s->nslots);
+		s->st.rebind_reverted = ndirty;
+		log_warn("ssdcache: %s is new: the index of %zu object(s) is re-bound "
+			 "to it; their data comes from the pool%s", o->path, s->nents,
+			 ndirty ? "" : " (no unflushed writes lost)");
+		if (ndirty)
+			log_warn("ssdcache: %zu object(s) lost their writes not yet in "
+				 "the pool (back to their pool version or base)", ndirty);
+	}
+	if (bl >= 0 && !bind.clean && s->pool_mode && !created) {
 		/*
 		 * Not closed cleanly: a slot may hold writes completed after
 		 * its last index record (the page cache outlives a SIGKILL),
@@ -1579,7 +2619,8 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 
 		for (i = 0; i < s->nbuckets; i++)
 			for (e = s->tab[i]; e; e = e->hnext)
-				if (!e->dropped && !e->on_pdirty) {
+				if (!e->dropped && !e->on_pdirty &&
+				    e->slot != SSD_NOSLOT) {
 					ssd_pool_dirty(s, e);
 					nre++;
 				}
@@ -1587,8 +2628,9 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			log_info("ssdcache: not closed cleanly: %zu object(s) will "
 				 "be flushed to the pool again", nre);
 	}
-	if (bl < 0 || bind.clean) {
-		/* mark "open" durably before any write can land */
+	if (bl < 0 || bind.clean || created) {
+		/* mark "open" durably before any write can land (and, re-bound,
+		 * every record without its slot) */
 		t = meta_wbegin(s->meta);
 		if (!t) {
 			r = -EIO;
@@ -1597,6 +2639,19 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 		ssd_be64put(k, 0);
 		want.clean = 0;
 		r = meta_put(t, META_T_CACHE_INDEX, k, 8, &want, sizeof(want));
+		for (i = 0; created && r == 0 && i < s->nbuckets; i++)
+			for (e = s->tab[i]; e && r == 0; e = e->hnext) {
+				struct ssd_rec rec = { .slot = SSD_NOSLOT,
+					.flags = (e->dropped ? SSD_F_DROPPED : 0) |
+						 (e->hole ? SSD_F_HOLE : 0) |
+						 (e->repair ? SSD_F_REPAIR : 0),
+					.base = e->base, .p = e->prec };
+
+				memset(val, 0, rl);
+				memcpy(val, &rec, sizeof(rec));
+				ssd_be64put(k, e->obj);
+				r = meta_put(t, META_T_CACHE_INDEX, k, 8, val, rl);
+			}
 		meta_end(t);
 		if (r < 0)
 			goto out;
@@ -1607,14 +2662,21 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			goto out;
 		}
 	}
-	/* link bases, count dependents, free what nothing needs */
+	/* link bases, count dependents, free what nothing needs; an object
+	 * with a pool version and no slot needs no base (the pool version
+	 * holds every block) */
 	for (i = 0; i < s->nbuckets; i++)
 		for (e = s->tab[i]; e; e = e->hnext) {
+			if (e->prec.version && e->slot == SSD_NOSLOT)
+				e->base = 0;
 			e->bent = e->base ? ssd_find(s, e->base) : NULL;
 			if (e->bent)
 				e->bent->deps++;
 			else
 				e->base = 0;
+			e->from_pool = s->pool_mode && !e->bent && e->prec.version;
+			if (s->pool_mode && e->slot != SSD_NOSLOT)
+				q_push(s, e, SSD_Q_MAIN);
 		}
 	s->nfree = 0;
 	for (uint64_t sl = s->nslots; sl-- > 0; )
@@ -1635,6 +2697,14 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 					gone[ng++] = e;
 		for (i = 0; i < ng; i++)
 			ssd_maybe_free(s, gone[i]);
+		/* evicted objects leave memory (loaded again on a miss) */
+		ng = 0;
+		for (i = 0; i < s->nbuckets; i++)
+			for (e = s->tab[i]; e; e = e->hnext)
+				if (ssd_forgettable(s, e))
+					gone[ng++] = e;
+		for (i = 0; i < ng; i++)
+			ssd_maybe_free(s, gone[i]);
 		free(gone);
 	}
 out:
@@ -1650,6 +2720,7 @@ static const struct objstore_ops ssd_ops = {
 	.zero = ssd_zero,
 	.flush = ssd_flush,
 	.drop = ssd_drop,
+	.prefetch = ssd_prefetch,
 	.close = ssd_close,
 };
 
@@ -1681,6 +2752,8 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	s->bm_words = (s->nblk + 63) / 64;
 	s->bm_bytes = s->bm_words * 8;
 	s->del_msg.fn = ssd_del_msg;
+	s->fq_msg.fn = ssd_fq_msg;
+	s->discard_dirty = o->discard_dirty;
 	memcpy(s->pool_id, o->pool_id, META_POOL_ID_LEN);
 	if (o->pool_cfg) {
 		const struct codec_params *cp;
@@ -1719,16 +2792,33 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	s->nslots = h.nslots;
 	if (!s->dirty_max)
 		s->dirty_max = MAX(1, s->nslots / 2);
+	/* free-slot reserve kept by the evictor (pool mode) */
+	s->high = MIN(MAX(s->nslots / 16, 2), MAX(s->nslots / 2, 1));
+	s->low = MAX(s->high / 2, 1);
+	s->ghost_mask = 1;
+	while (s->ghost_mask < 2 * s->nslots)
+		s->ghost_mask <<= 1;
+	s->ghost_mask--;
 	s->nbuckets = 1024;
 	s->tab = calloc(s->nbuckets, sizeof(*s->tab));
 	s->free_slots = calloc(s->nslots, sizeof(*s->free_slots));
-	if (!s->tab || !s->free_slots) {
+	s->ghost_id = calloc(s->ghost_mask + 1, sizeof(*s->ghost_id));
+	s->ghost_seq = calloc(s->ghost_mask + 1, sizeof(*s->ghost_seq));
+	if (!s->tab || !s->free_slots || !s->ghost_id || !s->ghost_seq) {
 		r = -ENOMEM;
 		goto fail;
 	}
 	r = ssd_load_index(s, o, &h, created);
-	if (r < 0)
+	if (r < 0) {
+		if (created) {
+			/* not ours after all: the next open sees no header */
+			static const uint8_t zero[SSD_HDR_SIZE];
+
+			if (ssd_pwrite_all(s->fd, zero, sizeof(zero), 0) == 0)
+				fdatasync(s->fd);
+		}
 		goto fail;
+	}
 	r = pthread_create(&s->thread, NULL, ssd_thread, s);
 	if (r) {
 		r = -r;
@@ -1773,5 +2863,9 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	st->repair_pending = 0;
 	for (struct ssd_ent *e = s->repair; e; e = e->rnext)
 		st->repair_pending++;
+	st->slots_free = s->nfree;
+	st->slots_dirty = 0;
+	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)
+		st->slots_dirty += e->slot != SSD_NOSLOT;
 	pthread_mutex_unlock(&s->lock);
 }

@@ -24,6 +24,9 @@
 #define SSD_GARBAGE      2u             /* shards to delete */
 #define SSD_SKEY_LEN     32u
 #define SSD_BIND_VERSION 1u
+#define SSD_NOSLOT       UINT32_MAX     /* record / entry without a slot */
+#define SSD_FETCH_PAR    4u             /* pool fetches in flight */
+enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
 
 struct ssd_hdr {
 	char magic[8];
@@ -97,6 +100,15 @@ struct ssd_ent {
 	struct ssd_ent *pnext;          /* pool-dirty list */
 	struct ssd_ent *rnext;          /* repair list */
 	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
+	/* miss path and eviction */
+	bool from_pool;                 /* blocks not valid come from the
+	                                 * pool version (no base link) */
+	bool fetching;                  /* a pool fetch is in flight */
+	struct ssd_req *fwait;          /* ops waiting for that fetch */
+	uint8_t q, freq;                /* S3-FIFO queue, 2-bit frequency */
+	struct ssd_ent *qprev, *qnext;
+	uint64_t last_end;              /* end of the last read (sequential
+	                                 * continuations are not re-accesses) */
 	uint64_t valid[];               /* one bit per block */
 };
 
@@ -104,6 +116,7 @@ struct ssd_del {
 	uint64_t obj;
 	uint32_t slot;
 	struct ssd_prec prec;           /* its pool version becomes garbage */
+	bool lookup;                    /* not in memory: read its record */
 };
 
 struct ssd_fj;
@@ -172,6 +185,27 @@ struct ssd {
 	bool fault_wrap;
 	uint64_t dirty_max, tokens;     /* backpressure: dirty objects */
 	struct ssd_req *bp_head, *bp_tail; /* writes waiting for a token */
+	/* eviction (S3-FIFO) and the miss path; under lock unless noted */
+	struct ssd_ent *qh[3], *qt[3];
+	uint64_t qn[3];
+	uint64_t *ghost_id, *ghost_seq; /* direct-mapped ghost filter */
+	uint64_t ghost_mask, ghost_now;
+	uint64_t low, high;             /* free-slot watermarks */
+	struct ssd_req *sw_head;        /* writes waiting for a free slot */
+	struct ssd_fetch *fsw_head;     /* fetches waiting for a slot (cache
+	                                 * thread) */
+	struct ssd_fetch *fq_head, *fq_tail; /* fetches posted / waiting for a
+	                                 * codec context */
+	bool fq_posted;
+	struct loop_msg fq_msg;
+	bool evicting;                  /* a batch waits for its commit */
+	bool ev_failed;                 /* its commit failed: retry */
+	struct meta_flush ev_mf;        /* cache thread */
+	uint32_t *ev_slots;             /* cache thread: that batch's slots */
+	size_t ev_n;
+	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* cache thread */
+	bool fctx_busy[SSD_FETCH_PAR];
+	bool discard_dirty;
 };
 
 /* one file I/O of a request (resubmitted on short transfers) */
@@ -186,7 +220,7 @@ struct ssd_sub {
 	uint64_t done, len;
 };
 
-enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH };
+enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH, SSD_PREFETCH };
 
 struct ssd_req {
 	struct ssd *s;
@@ -212,6 +246,10 @@ struct ssd_req {
 	void (*extra)(struct ssd *s, struct meta_txn *t, void *arg);
 	void *extra_arg;
 	uint64_t wt_gen;                /* writethrough: wait for this gen */
+	/* miss path */
+	unsigned passes;                /* resolutions done (1 = first) */
+	int fetch_res;                  /* result of the fetch waited for */
+	void (*resume)(struct ssd_req *r); /* after a fetch / a free slot */
 	struct ssd_sub subs[];
 };
 
@@ -243,6 +281,15 @@ void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e);
 /* lock held: set e->repair to on and put e on / take it off the repair
  * list (a dropped entry is never on it) */
 void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on);
+
+/* lock held: the cache thread should evict (below the low watermark) */
+void ssd_evict_kick(struct ssd *s);
+/* cache thread: evict toward the high watermark, run queued fetches */
+void ssd_evict_run(struct ssd *s);
+/* cache thread tick: retry a failed eviction commit, evict, fetch */
+void ssd_evict_tick(struct ssd *s);
+/* cache thread: start the fetches queued by reactors */
+void ssd_fetch_run(struct ssd *s);
 
 /* ssdflush.c */
 /* Start the pool side on the cache thread: open the pool, recover intents,

@@ -59,9 +59,9 @@
  *               not yet flushed to the pool.
  *   writethrough a FLUSH also waits until every object written before it is
  *               committed in the pool: additionally survives the loss of the
- *               SSD (any m backends lost as well).  NOT YET: reading an
- *               object back from the pool after the cache file is lost
- *               (the miss path) is not built.
+ *               SSD (any m backends lost as well): the index is re-bound
+ *               to a new cache file and every object reads back from its
+ *               pool version (ssd.c, "Cache file lost").
  */
 #include "cache/ssd.h"
 
@@ -276,6 +276,7 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 	}
 	ssd_unpin(s, e);
 	pthread_mutex_unlock(&s->lock);
+	ssd_evict_run(s);                       /* maybe evictable now */
 	if (err) {
 		/* the pool is failing: retry later, not in a tight loop of
 		 * intent commits */
@@ -612,6 +613,7 @@ static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 	if (s->stopping)
 		return;
 	ssd_pick(s);
+	ssd_evict_tick(s);
 	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
 }
 
@@ -623,6 +625,7 @@ static void ssd_kick_msg(struct loop_msg *m)
 	s->kick_posted = false;
 	pthread_mutex_unlock(&s->lock);
 	ssd_pick(s);
+	ssd_evict_run(s);
 }
 
 void ssdflush_kick(struct ssd *s)

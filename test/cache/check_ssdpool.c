@@ -918,6 +918,497 @@ START_TEST(test_degraded_repair)
 }
 END_TEST
 
+
+/* ------------------------------------------- miss path and eviction ---- */
+
+struct copts {
+	bool create, wt, local, fault, discard;
+	unsigned nslots;
+	uint64_t dirty_max;
+};
+
+static int cache_with(struct meta *m, const struct copts *co, struct objstore **out)
+{
+	struct ssdcache_opts o = {
+		.path = cpath, .size = 4096 + (uint64_t)co->nslots * SLOT,
+		.slot_size = SLOT, .meta = m, .create = co->create,
+		.pool_cfg = co->local ? NULL : pcfg, .codec = codec,
+		.writethrough = co->wt, .dirty_max = co->dirty_max,
+		.fault_wrap = co->fault, .discard_dirty = co->discard,
+	};
+
+	memcpy(o.pool_id, pool_id, 16);
+	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
+	return ssdcache_open(&o, out);
+}
+
+static void wait_all(struct sync_io *s, unsigned n)
+{
+	uint64_t t0 = now_ns();
+	unsigned done;
+
+	do {
+		loop_run_once(&lp, 10ull * 1000000);
+		done = 0;
+		for (unsigned i = 0; i < n; i++)
+			done += s[i].done;
+	} while (done < n && now_ns() - t0 < 120ull * 1000000000);
+	ck_assert_uint_eq(done, n);
+}
+
+#define MOBJ  48u
+#define MBASE 12u
+#define MSLOTS 16u
+
+/*
+ * A cache of 16 slots in front of the pool, 48 objects (12 frozen bases, 36
+ * objects created from a random base), random writes (unaligned too),
+ * reads, flushes and drops of nothing: every read matches the model while
+ * objects are evicted and fetched back, bases included.
+ */
+START_TEST(test_miss_model)
+{
+	struct copts co = { .create = true, .nslots = MSLOTS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *model = malloc((size_t)(MOBJ + 1) * SLOT), *buf = malloc(SLOT);
+	uint64_t base[MOBJ + 1] = { 0 };
+	bool made[MOBJ + 1] = { false };
+	struct ssdcache_stats st;
+	unsigned i, ops = 3000;
+
+	seed_init("test_miss_model");
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	memset(model, 0, (size_t)(MOBJ + 1) * SLOT);
+	for (i = 1; i <= MBASE; i++) {
+		fill(model + (size_t)i * SLOT, SLOT);
+		ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, SLOT,
+				       model + (size_t)i * SLOT), 0);
+		made[i] = true;
+	}
+	for (i = MBASE + 1; i <= MOBJ; i++)
+		base[i] = rnd() % (MBASE + 1);
+	for (unsigned n = 0; n < ops; n++) {
+		unsigned o = 1 + (unsigned)(rnd() % MOBJ), what = (unsigned)(rnd() % 10);
+		uint64_t off = rnd() % SLOT, len = 1 + rnd() % (SLOT - off);
+		uint8_t *mo = model + (size_t)o * SLOT;
+
+		if (rnd() % 2) {                /* block-aligned half the time */
+			off &= ~(uint64_t)4095;
+			len = ((len + 4095) & ~(uint64_t)4095);
+			len = MIN(len, SLOT - off);
+		}
+		if (!made[o] && o > MBASE)
+			memcpy(mo, model + (size_t)base[o] * SLOT, SLOT);
+		if (what < 4 && o > MBASE) {
+			fill(buf, len);
+			ck_assert_int_eq(do_io(c, OP_WRITE, o, base[o], off, len, buf), 0);
+			memcpy(mo + off, buf, len);
+			made[o] = true;
+		} else if (what < 9) {
+			ck_assert_int_eq(do_io(c, OP_READ, o, base[o], off, len, buf), 0);
+			ck_assert_msg(!memcmp(buf, mo + off, len),
+				      "op %u: object %u [%llu, +%llu) differs", n, o,
+				      (unsigned long long)off, (unsigned long long)len);
+		} else {
+			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		}
+	}
+	/* everything, once more, whole */
+	for (i = 1; i <= MOBJ; i++) {
+		if (!made[i] && i > MBASE)
+			memcpy(model + (size_t)i * SLOT, model + (size_t)base[i] * SLOT, SLOT);
+		ck_assert_int_eq(do_io(c, OP_READ, i, base[i], 0, SLOT, buf), 0);
+		ck_assert_msg(!memcmp(buf, model + (size_t)i * SLOT, SLOT),
+			      "object %u differs at the end", i);
+	}
+	ssdcache_get_stats(c, &st);
+	printf("test_miss_model: %llu hits, %llu misses, %llu fetches, %llu "
+	       "evictions, %llu slot waits\n", (unsigned long long)st.hits,
+	       (unsigned long long)st.misses, (unsigned long long)st.fetches,
+	       (unsigned long long)st.evictions, (unsigned long long)st.slot_waits);
+	ck_assert_uint_gt(st.evictions, 0);
+	ck_assert_uint_gt(st.fetches, 0);
+	ck_assert_uint_le(st.slots_used, MSLOTS);
+	ck_assert_uint_le(st.objects, MOBJ);
+	/* reopen: the same content (evicted objects from the pool) */
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	co.create = false;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	for (i = 1; i <= MOBJ; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, i, base[i], 0, SLOT, buf), 0);
+		ck_assert_msg(!memcmp(buf, model + (size_t)i * SLOT, SLOT),
+			      "object %u differs after reopen", i);
+	}
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(model);
+	free(buf);
+}
+END_TEST
+
+#define LOBJ 8u
+
+/* Write LOBJ objects (object i from base i-1 for odd i), FLUSH in
+ * writethrough mode, close; then the cache file is deleted. */
+static void lost_setup(uint8_t *want)
+{
+	struct copts co = { .create = true, .wt = true, .nslots = 32 };
+	struct meta *m;
+	struct objstore *c;
+
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	for (unsigned i = 1; i <= LOBJ; i++) {
+		uint8_t *w = want + (size_t)i * SLOT;
+
+		if (i % 2) {
+			fill(w, SLOT);
+			ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, SLOT, w), 0);
+		} else {
+			memcpy(w, want + (size_t)(i - 1) * SLOT, SLOT);
+			fill(w + 5000, 3000);
+			ck_assert_int_eq(do_io(c, OP_WRITE, i, i - 1, 5000, 3000,
+					       w + 5000), 0);
+		}
+	}
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(unlink(cpath), 0);
+}
+
+/*
+ * Writethrough, cache file deleted: the index is re-bound to a new file and
+ * every byte reads back from the pool; a 4 KiB miss reads fewer than k
+ * shards; 8 concurrent reads of one cold object fetch once; a prefetch
+ * brings a whole object in (later reads are hits).
+ */
+START_TEST(test_cache_lost_wt)
+{
+	struct copts co = { .create = true, .wt = true, .nslots = 32 };
+	uint8_t *want = malloc((size_t)(LOBJ + 1) * SLOT), *got = malloc(SLOT);
+	uint8_t *cb = malloc(8 * 4096);
+	struct ssdcache_stats st, st2;
+	struct sync_io sio[8];
+	struct meta *m;
+	struct objstore *c;
+
+	seed_init("test_cache_lost_wt");
+	lost_setup(want);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	co.create = false;
+	ck_assert_int_ne(cache_with(m, &co, &c), 0);    /* no file, no create */
+	co.create = true;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.slots_used, 0);
+	ck_assert_uint_eq(st.rebind_reverted, 0);
+
+	/* partial fetch: one 4 KiB block needs one data shard */
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 8192, 4096, got), 0);
+	ck_assert(!memcmp(got, want + SLOT + 8192, 4096));
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.fetches, 1);
+	ck_assert_uint_eq(st.misses, 1);
+	ck_assert_uint_lt(st.fetch_shards, K);
+	ck_assert_uint_eq(st.miss_bytes, 4096);
+
+	/* coalesced: 8 concurrent reads of one cold range, one fetch */
+	for (unsigned i = 0; i < 8; i++) {
+		sio[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+			.obj = 3, .off = 20480, .len = 4096, .buf = cb + i * 4096 } };
+		objstore_read(c, &sio[i].io);
+	}
+	wait_all(sio, 8);
+	for (unsigned i = 0; i < 8; i++) {
+		ck_assert_int_eq(sio[i].io.res, 0);
+		ck_assert(!memcmp(cb + i * 4096, want + 3 * SLOT + 20480, 4096));
+	}
+	ssdcache_get_stats(c, &st2);
+	ck_assert_uint_eq(st2.fetches - st.fetches, 1);
+
+	/* prefetch: the whole object, then reads hit */
+	{
+		struct sync_io p = { .io = { .loop = &lp, .cb = sync_cb, .obj = 5,
+			.len = SLOT } };
+
+		objstore_prefetch(c, &p.io);
+		wait_all(&p, 1);
+		ck_assert_int_eq(p.io.res, 0);
+	}
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.prefetches, 1);
+	ck_assert_int_eq(do_io(c, OP_READ, 5, 0, 0, SLOT, got), 0);
+	ck_assert(!memcmp(got, want + 5 * SLOT, SLOT));
+	ssdcache_get_stats(c, &st2);
+	ck_assert_uint_eq(st2.fetches, st.fetches);
+	ck_assert_uint_eq(st2.hits, st.hits + 1);
+
+	/* every byte of every object */
+	for (unsigned i = 1; i <= LOBJ; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, i, i % 2 ? 0 : i - 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want + (size_t)i * SLOT, SLOT),
+			      "object %u differs after the cache file was lost", i);
+	}
+	/* and a write to an evicted object keeps its other bytes */
+	fill(want + 7 * SLOT + 100, 50);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 7, 0, 100, 50, want + 7 * SLOT + 100), 0);
+	ck_assert_int_eq(do_io(c, OP_READ, 7, 0, 0, SLOT, got), 0);
+	ck_assert(!memcmp(got, want + 7 * SLOT, SLOT));
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(want);
+	free(got);
+	free(cb);
+}
+END_TEST
+
+/*
+ * Writeback with writes flushed locally but not in the pool (paused): a
+ * lost cache file is refused with a message, unless discard_dirty (the
+ * objects then read as their pool version / base).
+ */
+START_TEST(test_cache_lost_wb)
+{
+	struct copts co = { .create = true, .nslots = 32, .fault = true };
+	uint8_t *x = malloc(SLOT), *y = malloc(SLOT), *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	struct meta *m;
+	struct objstore *c;
+
+	seed_init("test_cache_lost_wb");
+	pcfg->timeout_ns = 300ull * 1000000;
+	fill(x, SLOT);
+	fill(y, SLOT);
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	settle(c, 0);                           /* object 1 is in the pool */
+	pool_pause(c, true);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, y), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, 4096, y), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 2);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(unlink(cpath), 0);
+
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	co.fault = false;
+	ck_assert_int_eq(cache_with(m, &co, &c), -ESTALE);
+	co.discard = true;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.rebind_reverted, 2);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+	ck_assert_msg(!memcmp(got, x, SLOT), "object 1 is not its pool version");
+	ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
+	for (unsigned i = 0; i < SLOT; i++)
+		ck_assert_uint_eq(got[i], 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(x);
+	free(y);
+	free(got);
+}
+END_TEST
+
+#define HOT   6u
+#define SCANN 96u
+#define SSLOTS 32u
+
+/*
+ * Scan resistance: a hot set read several times survives a one-pass read
+ * of three times as many objects as there are slots (an LRU would keep
+ * none of it).
+ */
+START_TEST(test_scan_resistance)
+{
+	struct copts co = { .create = true, .wt = true, .nslots = SSLOTS };
+	uint8_t *buf = malloc(SLOT), *got = malloc(SLOT);
+	struct ssdcache_stats st, st2;
+	struct meta *m;
+	struct objstore *c;
+	unsigned i, r;
+
+	seed_init("test_scan_resistance");
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	for (i = 1; i <= HOT + SCANN; i++) {
+		memset(buf, (int)i, SLOT);
+		ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, SLOT, buf), 0);
+		if (i % 8 == 0)
+			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	}
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	for (r = 0; r < 3; r++)
+		for (i = 1; i <= HOT; i++)
+			ck_assert_int_eq(do_io(c, OP_READ, i, 0, 0, SLOT, got), 0);
+	for (i = HOT + 1; i <= HOT + SCANN; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, i, 0, 0, SLOT, got), 0);
+		ck_assert_uint_eq(got[SLOT - 1], (uint8_t)i);
+	}
+	ssdcache_get_stats(c, &st);
+	for (i = 1; i <= HOT; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, i, 0, 0, SLOT, got), 0);
+		ck_assert_uint_eq(got[0], (uint8_t)i);
+	}
+	ssdcache_get_stats(c, &st2);
+	printf("test_scan_resistance: hot set %llu of %u hits after the scan "
+	       "(%llu evictions)\n", (unsigned long long)(st2.hits - st.hits), HOT,
+	       (unsigned long long)st2.evictions);
+	ck_assert_uint_ge((st2.hits - st.hits) * 10, HOT * 8);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(buf);
+	free(got);
+}
+END_TEST
+
+#define DN 24u
+
+/*
+ * The pool stops answering with a 16-slot cache whose dirty limit is every
+ * slot: writes of 24 objects wait (no slot can be freed: all dirty), none
+ * fails, nothing dirty is evicted; when the pool returns all complete and
+ * every object reads back.
+ */
+START_TEST(test_dirty_kept)
+{
+	struct copts co = { .create = true, .nslots = 16, .dirty_max = 16,
+		.fault = true };
+	struct sync_io s[DN];
+	uint8_t *buf[DN], *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	struct meta *m;
+	struct objstore *c;
+	unsigned i, done;
+	uint64_t t0;
+
+	seed_init("test_dirty_kept");
+	pcfg->timeout_ns = 300ull * 1000000;
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	pool_pause(c, true);
+	for (i = 0; i < DN; i++) {
+		buf[i] = malloc(SLOT);
+		fill(buf[i], SLOT);
+		s[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+			.obj = 200 + i, .len = SLOT, .buf = buf[i] } };
+		objstore_write(c, &s[i].io);
+	}
+	for (t0 = now_ns(); now_ns() - t0 < 1000ull * 1000000;)
+		loop_run_once(&lp, 10ull * 1000000);
+	for (done = 0, i = 0; i < DN; i++) {
+		done += s[i].done;
+		if (s[i].done)
+			ck_assert_int_eq(s[i].io.res, 0);
+	}
+	ck_assert_uint_le(done, 16);
+	ck_assert_uint_lt(done, DN);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.evictions, 0);
+	ck_assert_uint_gt(st.slot_waits + st.bp_stalls, 0);
+	pool_pause(c, false);
+	wait_all(s, DN);
+	for (i = 0; i < DN; i++)
+		ck_assert_int_eq(s[i].io.res, 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	settle(c, 0);
+	for (i = 0; i < DN; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, 200 + i, 0, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, buf[i], SLOT), "object %u lost", 200 + i);
+		free(buf[i]);
+	}
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_gt(st.evictions, 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(got);
+}
+END_TEST
+
+/*
+ * Records at creation: an object created from a base inside a write
+ * section has its record staged there, so after a crash (no FLUSH, but
+ * the section committed) the store still knows it and its base: a re-drop
+ * of the base at reopen keeps the base's bytes for it.
+ */
+START_TEST(test_created_record)
+{
+	struct copts co = { .create = true, .nslots = 16, .local = true };
+	uint8_t *x = malloc(SLOT), *y = malloc(100), *got = malloc(SLOT);
+	struct meta *m;
+	struct objstore *c;
+	pid_t pid;
+	int st;
+
+	seed_init("test_created_record");
+	fill(x, SLOT);
+	fill(y, 100);
+	for (int mode = 0; mode < 2; mode++) {
+		co.local = mode == 0;
+		co.create = true;
+		unlink(cpath);
+		{
+			char cmd[300];
+
+			snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", dir);
+			ck_assert_int_eq(system(cmd), 0);
+		}
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
+				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
+			struct meta_txn *t;
+
+			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
+			    cache_with(m, &co, &c) ||
+			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
+			    do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL) || meta_sync(m))
+				_exit(1);
+			t = meta_wbegin(m);
+			objstore_write(c, &s.io);       /* as vol does */
+			meta_end(t);
+			while (!s.done)
+				loop_run_once(&lp, 1000000000ull);
+			if (s.io.res || meta_sync(m))
+				_exit(2);
+			_exit(0);                       /* crash: no FLUSH, no close */
+		}
+		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+		ck_assert(WIFEXITED(st));
+		ck_assert_int_eq(WEXITSTATUS(st), 0);
+		ck_assert_int_eq(meta_at(false, &m), 0);
+		co.create = false;
+		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		objstore_drop(c, 1);                    /* vol re-drops the base */
+		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		ck_assert_int_eq(meta_sync(m), 0);
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got + 4096, x + 4096, SLOT - 4096),
+			      "%s: object 2 lost its base's bytes",
+			      mode ? "pool" : "local");
+		ck_assert(!memcmp(got, x, 4096) ||
+			  (!memcmp(got, y, 100) && !memcmp(got + 100, x + 100, 3996)));
+		objstore_close(c);
+		ck_assert_int_eq(meta_close(m), 0);
+	}
+	free(x);
+	free(y);
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -931,6 +1422,12 @@ int main(void)
 	tcase_add_test(tc, test_crash_orphans);
 	tcase_add_test(tc, test_backpressure);
 	tcase_add_test(tc, test_degraded_repair);
+	tcase_add_test(tc, test_miss_model);
+	tcase_add_test(tc, test_cache_lost_wt);
+	tcase_add_test(tc, test_cache_lost_wb);
+	tcase_add_test(tc, test_scan_resistance);
+	tcase_add_test(tc, test_dirty_kept);
+	tcase_add_test(tc, test_created_record);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
