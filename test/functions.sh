@@ -105,23 +105,25 @@ stop_nbdsrv() {
 }
 
 # nbd_attach N URI — expose an NBD export as a block device: nbdfuse mounts
-# it as a file under $_test_tmp/fuseN, a loop device on that file (the
-# kernel here has no nbd module).  Sets LOOP[N] (the device) and FUSEPID[N];
-# cleanup detaches both even on failure.  nbd_detach N undoes it cleanly.
-declare -A LOOP FUSEPID
+# it as a file under a fresh directory of this test, a loop device on that
+# file (the kernel here has no nbd module).  Sets LOOP[N] (the device),
+# FUSEDIR[N] and FUSEPID[N]; cleanup detaches both even on failure, and only
+# if they are still ours (a device number or pid freed by nbd_detach may
+# belong to another test by then).  nbd_detach N undoes it cleanly.
+declare -A LOOP FUSEPID FUSEDIR
 nbd_attach() {
-  local n=$1 uri=$2 d=$_test_tmp/fuse$1
-  mkdir -p "$d"
-  rm -f "$d.pid"
+  local n=$1 uri=$2 d
+  d=$(mktemp -d "$_test_tmp/fuse$1.XXXXXX")
+  FUSEDIR[$n]=$d
   nbdfuse -P "$d.pid" "$d/nbd" "$uri" &
   FUSEPID[$n]=$!
-  cleanup_push "fusermount3 -u '$d'; kill ${FUSEPID[$n]}; wait ${FUSEPID[$n]}"
+  cleanup_push "fusermount3 -u '$d'; grep -qs nbdfuse /proc/${FUSEPID[$n]}/cmdline && kill ${FUSEPID[$n]}"
   wait_for "[ -s '$d.pid' ] && [ -f '$d/nbd' ]" 30 || fail "nbdfuse $uri did not come up"
   LOOP[$n]=$(losetup -f --show --direct-io=off "$d/nbd") || fail "losetup $uri"
-  cleanup_push "losetup -d '${LOOP[$n]}'"
+  cleanup_push "[ \"\$(losetup -nO BACK-FILE '${LOOP[$n]}')\" = '$d/nbd' ] && losetup -d '${LOOP[$n]}'"
 }
 nbd_detach() {
   losetup -d "${LOOP[$1]}"
-  fusermount3 -u "$_test_tmp/fuse$1"
+  fusermount3 -u "${FUSEDIR[$1]}"
   wait "${FUSEPID[$1]}" || true
 }

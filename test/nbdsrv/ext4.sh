@@ -16,7 +16,7 @@ truncate -s 256M "$t/disk"
 start_nbdsrv --unix "$t/sock" --export "disk=$t/disk"
 
 nbd_attach 1 "nbd+unix:///disk?socket=$t/sock"
-[ "$(stat -c %s "$_test_tmp/fuse1/nbd")" -eq $((256 << 20)) ] || fail "fuse file size"
+[ "$(stat -c %s "${FUSEDIR[1]}/nbd")" -eq $((256 << 20)) ] || fail "fuse file size"
 loop=${LOOP[1]}
 mkfs.ext4 -q -F -E nodiscard "$loop" || fail "mkfs.ext4"
 
