@@ -11,6 +11,7 @@ int cmd_serve(int argc, char **argv);   /* cmd_serve.c: run the daemon */
 int cmd_bench(int argc, char **argv);   /* cmd_bench.c: nbdsrv bench codec|pool */
 int cmd_pool(int argc, char **argv);    /* cmd_pool.c: nbdsrv pool init|status|check */
 int cmd_key(int argc, char **argv);     /* cmd_key.c: nbdsrv key generate|check */
+int cmd_init(int argc, char **argv);    /* cmd_init.c: a pool in one folder */
 int cmd_status(int argc, char **argv);  /* cmd_status.c: ask a running daemon */
 int cmd_vol(int argc, char **argv);     /* cmd_vol.c: nbdsrv vol <sub> */
 int cmd_snap(int argc, char **argv);    /* cmd_vol.c: nbdsrv snap <sub> */

@@ -13,6 +13,7 @@ static const struct {
 	int (*fn)(int argc, char **argv);
 	const char *help;
 } cmds[] = {
+	{ "init",  cmd_init,  "create a pool in a folder (dir backends, key, cache)" },
 	{ "serve", cmd_serve, "serve exports over NBD" },
 	{ "bench", cmd_bench, "measure a component (codec, pool)" },
 	{ "pool",  cmd_pool,  "backend pool: init, status, check" },
