@@ -1809,12 +1809,34 @@ static void ssd_fetch_end(struct ssd_fetch *f, int res)
 	ssd_fetch_run(s);
 }
 
+/* Write the fetched blocks that are not valid into the slot (a valid one
+ * may be newer than the pool version: a pool-dirty object reopened).  No
+ * write runs on the entry meanwhile (ssd_modify_prep), so the bitmap read
+ * here stays true until ssd_fetch_end sets the bits. */
 static void ssd_fetch_write(struct ssd_fetch *f)
 {
 	struct ssd *s = f->s;
-	uint64_t lo = f->b0 * SSD_BLK, len = (f->b1 - f->b0) * SSD_BLK;
-	int r = ssd_pwrite_all(s->fd, f->plain, len, slot_off(s, f->e->slot) + lo);
+	struct ssd_ent *e = f->e;
+	uint64_t b = f->b0, run;
+	uint8_t *fill = calloc(f->b1 - f->b0, 1);
+	int r = fill ? 0 : -ENOMEM;
 
+	pthread_mutex_lock(&s->lock);
+	for (uint64_t i = f->b0; fill && i < f->b1; i++)
+		fill[i - f->b0] = !bit_get(e->valid, i);
+	pthread_mutex_unlock(&s->lock);
+	while (!r && b < f->b1) {
+		if (!fill[b - f->b0]) {
+			b++;
+			continue;
+		}
+		for (run = b; run < f->b1 && fill[run - f->b0]; run++)
+			;
+		r = ssd_pwrite_all(s->fd, f->plain + (b - f->b0) * SSD_BLK,
+				   (run - b) * SSD_BLK, slot_off(s, e->slot) + b * SSD_BLK);
+		b = run;
+	}
+	free(fill);
 	ssd_fetch_end(f, r);
 }
 
@@ -2124,7 +2146,9 @@ void ssd_evict_run(struct ssd *s)
 		s->ev_slots = NULL;
 		return;
 	}
+	pthread_mutex_lock(&s->lock);
 	s->ev_n = n;
+	pthread_mutex_unlock(&s->lock);
 	s->evicting = true;
 	memset(&s->ev_mf, 0, sizeof(s->ev_mf));
 	s->ev_mf.loop = &s->loop;
@@ -2147,6 +2171,7 @@ static void ssd_evict_committed(struct meta_flush *f, int res)
 	pthread_mutex_lock(&s->lock);
 	for (size_t i = 0; i < s->ev_n; i++)
 		s->free_slots[s->nfree++] = s->ev_slots[i];
+	s->ev_n = 0;
 	w = s->sw_head;
 	s->sw_head = NULL;
 	fw = s->fsw_head;
@@ -2163,7 +2188,6 @@ static void ssd_evict_committed(struct meta_flush *f, int res)
 	pthread_mutex_unlock(&s->lock);
 	free(s->ev_slots);
 	s->ev_slots = NULL;
-	s->ev_n = 0;
 	s->evicting = false;
 	while (w) {
 		struct ssd_req *next = w->wnext;
@@ -2855,7 +2879,7 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	pthread_mutex_lock(&s->lock);
 	*st = s->st;
 	st->slots = s->nslots;
-	st->slots_used = s->nslots - s->nfree;
+	st->slots_used = s->nslots - s->nfree - s->ev_n;
 	st->objects = s->nents;
 	st->pool_dirty = 0;
 	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)

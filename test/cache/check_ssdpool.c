@@ -1409,6 +1409,54 @@ START_TEST(test_created_record)
 }
 END_TEST
 
+/*
+ * An object with a pool version, partly valid in its slot, written since
+ * (pool-dirty) and reopened: a read fetches its other blocks from the pool
+ * and must not overwrite the newer valid ones with the pool's old bytes.
+ */
+START_TEST(test_reopen_partial)
+{
+	struct copts co = { .create = true, .nslots = 16, .fault = true };
+	uint8_t *a = malloc(4096), *b = malloc(4096), *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	struct meta *m;
+	struct objstore *c;
+
+	seed_init("test_reopen_partial");
+	pcfg->timeout_ns = 300ull * 1000000;
+	fill(a, 4096);
+	fill(b, 4096);
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 5 * 4096, 4096, a), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	settle(c, 0);
+	pool_pause(c, true);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 3 * 4096, 4096, b), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	co.create = false;
+	co.fault = false;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_ge(st.fetches, 1);
+	ck_assert_msg(!memcmp(got + 3 * 4096, b, 4096), "the newer block was "
+		      "overwritten by the pool's version");
+	ck_assert(!memcmp(got + 5 * 4096, a, 4096));
+	for (unsigned i = 0; i < SLOT; i++)
+		if (i / 4096 != 3 && i / 4096 != 5)
+			ck_assert_uint_eq(got[i], 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(a);
+	free(b);
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -1428,6 +1476,7 @@ int main(void)
 	tcase_add_test(tc, test_scan_resistance);
 	tcase_add_test(tc, test_dirty_kept);
 	tcase_add_test(tc, test_created_record);
+	tcase_add_test(tc, test_reopen_partial);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
