@@ -2,11 +2,13 @@
  * check_vol.c — vol/ against a plain model, crash recovery, O(1) costs and
  * bad input.
  *
- *   model    random writes/zeroes/trims/snapshots/clones/rollbacks/flattens/
- *            deletes/resizes/flushes/GC/reopens on vol+memstore and on byte
- *            arrays; every read and block status must match; at the end,
- *            with everything deleted, no object may be left and each dropped
- *            object must be dropped exactly once and be in the gc table.
+ *   model    the model test of vmodel.c (random writes/zeroes/trims/
+ *            snapshots/clones/rollbacks/flattens/deletes/resizes/flushes/
+ *            GC/reopens on vol and on byte arrays; every read and block
+ *            status must match) over memstore; at the end, with everything
+ *            deleted, no object may be left and each dropped object must be
+ *            dropped exactly once and be in the gc table.  check_vol_store
+ *            runs the same model over the SSD cache and a pool.
  *   crash    a child does random work on a persistent file-per-object
  *            store with periodic flushes, recording (fsynced) the dump of
  *            the metadata each commit makes durable and a hash of every
@@ -22,7 +24,7 @@
  *
  * Seeds: NBDSRV_SEED=<n> replays; every randomized test prints its seed.
  */
-#include "vol/vol.h"
+#include "vmodel.h"
 
 #include <check.h>
 #include <errno.h>
@@ -37,40 +39,6 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
-
-#define CS (64u << 10)
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
-
-static uint64_t rndn(uint64_t n)
-{
-	return n ? rnd() % n : 0;
-}
-
-static uint64_t seed_init(const char *test)
-{
-	const char *s = getenv("NBDSRV_SEED");
-	uint64_t seed = s ? strtoull(s, NULL, 0) :
-			(uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-
-	if (!seed)
-		seed = 1;
-	rng_state = seed;
-	printf("%s: seed %llu (NBDSRV_SEED=%llu to replay)\n", test,
-	       (unsigned long long)seed, (unsigned long long)seed);
-	fflush(stdout);
-	return seed;
-}
 
 static char basedir[64];     /* per suite run: removed even after failures */
 static char tmpdir[96];      /* per test, inside basedir */
@@ -127,206 +95,6 @@ static int pool_open(const char *path, struct objstore *s, bool create,
 	return vol_pool_open(&o, p);
 }
 
-/* ------------------------------------------------------ sync I/O shim -- */
-
-static struct loop test_loop;
-
-struct sync_io {
-	struct vol_io io;
-	bool done;
-	int res;
-};
-
-static void sync_cb(struct vol_io *io, int res)
-{
-	struct sync_io *s = container_of(io, struct sync_io, io);
-
-	s->done = true;
-	s->res = res;
-}
-
-typedef void vol_op_fn(struct vol_view *v, struct vol_io *io);
-
-static int run_io(vol_op_fn *fn, struct vol_view *v, uint64_t off, uint64_t len,
-		  void *buf, uint32_t flags)
-{
-	struct sync_io s;
-
-	memset(&s, 0, sizeof(s));
-	s.io.loop = &test_loop;
-	s.io.cb = sync_cb;
-	s.io.off = off;
-	s.io.len = len;
-	s.io.buf = buf;
-	s.io.flags = flags;
-	fn(v, &s.io);
-	ck_assert_msg(!s.done, "vol I/O completed inside the submit call");
-	while (!s.done)
-		ck_assert_int_ge(loop_run_once(&test_loop, 1000000000ull), 0);
-	return s.res;
-}
-
-/* -------------------------------------------------------------- model -- */
-
-#define MAXV 6
-#define MAXS 5
-
-struct msnap {
-	bool live;
-	char name[16];
-	uint64_t size;
-	uint8_t *data, *alloc;
-};
-
-struct mvol {
-	bool live;
-	char name[16];
-	uint64_t size;
-	uint8_t *data, *alloc;          /* alloc: per chunk, 1 = data */
-	int pv, ps;                     /* clone origin (model indices) or -1 */
-	struct msnap s[MAXS];
-};
-
-struct model {
-	struct mvol v[MAXV];
-	unsigned names;
-};
-
-static uint8_t *dup_bytes(const uint8_t *src, uint64_t n)
-{
-	uint8_t *d = malloc(n ? n : 1);
-
-	ck_assert_ptr_nonnull(d);
-	memcpy(d, src, n);
-	return d;
-}
-
-static int clones_of_snap(struct model *m, int vi, int si)
-{
-	int n = 0;
-
-	for (int i = 0; i < MAXV; i++)
-		if (m->v[i].live && m->v[i].pv == vi && m->v[i].ps == si)
-			n++;
-	return n;
-}
-
-static void view_spec(struct model *m, int vi, int si, char *buf, size_t cap)
-{
-	if (si < 0)
-		snprintf(buf, cap, "%s", m->v[vi].name);
-	else
-		snprintf(buf, cap, "%s@%s", m->v[vi].name, m->v[vi].s[si].name);
-}
-
-static int pick_vol(struct model *m)
-{
-	int live[MAXV], n = 0;
-
-	for (int i = 0; i < MAXV; i++)
-		if (m->v[i].live)
-			live[n++] = i;
-	return n ? live[rndn(n)] : -1;
-}
-
-static int pick_snap(struct mvol *v)
-{
-	int live[MAXS], n = 0;
-
-	for (int i = 0; i < MAXS; i++)
-		if (v->s[i].live)
-			live[n++] = i;
-	return n ? live[rndn(n)] : -1;
-}
-
-static int free_vol_slot(struct model *m)
-{
-	for (int i = 0; i < MAXV; i++)
-		if (!m->v[i].live)
-			return i;
-	return -1;
-}
-
-static void check_view(struct vol_pool *p, struct model *m, int vi, int si,
-		       uint64_t op)
-{
-	struct mvol *mv = &m->v[vi];
-	uint64_t size = si < 0 ? mv->size : mv->s[si].size;
-	const uint8_t *data = si < 0 ? mv->data : mv->s[si].data;
-	const uint8_t *alloc = si < 0 ? mv->alloc : mv->s[si].alloc;
-	struct vol_extent ext[64];
-	struct vol_view *v;
-	char spec[40];
-	uint64_t off, len, c = 0;
-	uint8_t *buf;
-	int n, i;
-
-	view_spec(m, vi, si, spec, sizeof(spec));
-	ck_assert_msg(vol_view_open(p, spec, &v) == 0, "op %llu: open %s: %s",
-		      (unsigned long long)op, spec, vol_last_error());
-	ck_assert_uint_eq(vol_view_size(v), size);
-	off = rndn(size);
-	len = 1 + rndn(MIN(size - off, 3 * CS));
-	if (rndn(4) == 0) {
-		off = 0;
-		len = size;
-	}
-	buf = malloc(len);
-	ck_assert_int_eq(run_io(vol_read, v, off, len, buf, 0), 0);
-	for (uint64_t j = 0; j < len; j++)
-		if (buf[j] != data[off + j])
-			ck_abort_msg(
-			      "op %llu: %s byte %llu: read %u, model %u",
-			      (unsigned long long)op, spec,
-			      (unsigned long long)(off + j), buf[j], data[off + j]);
-	free(buf);
-	n = vol_block_status(v, 0, size, ext, 64);
-	ck_assert_int_gt(n, 0);
-	for (i = 0; i < n; i++) {
-		ck_assert_uint_eq(ext[i].len % CS, 0);
-		for (uint64_t k = 0; k < ext[i].len / CS; k++, c++)
-			if (!!(ext[i].flags & VOL_EXT_HOLE) != !alloc[c])
-				ck_abort_msg(
-				      "op %llu: %s chunk %llu: block status %s, model %s",
-				      (unsigned long long)op, spec, (unsigned long long)c,
-				      ext[i].flags & VOL_EXT_HOLE ? "hole" : "data",
-				      alloc[c] ? "data" : "hole");
-	}
-	ck_assert_uint_eq(c, size / CS);
-	vol_view_close(v);
-}
-
-static void model_free(struct model *m)
-{
-	for (int i = 0; i < MAXV; i++) {
-		free(m->v[i].data);
-		free(m->v[i].alloc);
-		for (int j = 0; j < MAXS; j++) {
-			free(m->v[i].s[j].data);
-			free(m->v[i].s[j].alloc);
-		}
-	}
-}
-
-static void reset_snaps(struct mvol *v)
-{
-	for (int j = 0; j < MAXS; j++) {
-		free(v->s[j].data);
-		free(v->s[j].alloc);
-	}
-	memset(v->s, 0, sizeof(v->s));
-}
-
-static void set_vol(struct mvol *v, uint64_t size, const uint8_t *data,
-		    const uint8_t *alloc)
-{
-	free(v->data);
-	free(v->alloc);
-	v->size = size;
-	v->data = data ? dup_bytes(data, size) : calloc(1, size);
-	v->alloc = alloc ? dup_bytes(alloc, size / CS) : calloc(1, size / CS + 1);
-}
-
 /* Count gc entries and check each was dropped by the store exactly once. */
 static uint64_t gc_entries_checked(struct vol_pool *p, struct objstore *s)
 {
@@ -353,251 +121,33 @@ static uint64_t gc_entries_checked(struct vol_pool *p, struct objstore *s)
 	return n;
 }
 
+static char *mem_dir;
+static struct objstore *mem_store;
+
+static void mem_reopen(struct vm_env *e, uint64_t op)
+{
+	ck_assert_int_eq(vol_pool_close(e->p), 0);
+	ck_assert_msg(pool_open(mem_dir, mem_store, false, 0, &e->p) == 0,
+		      "op %llu: reopen: %s", (unsigned long long)op, vol_last_error());
+}
+
 START_TEST(test_model)
 {
-	struct model m;
-	struct objstore *store;
-	struct vol_pool *p;
+	struct vm_env e = { .reopen = mem_reopen };
 	struct memstore_stats ms;
 	struct meta_stats st;
 	uint64_t nops = getenv("NBDSRV_VOL_OPS") ? strtoull(getenv("NBDSRV_VOL_OPS"),
 			NULL, 0) : 2500;
-	uint64_t op;
-	char spec[40];
-	int r;
 
 	seed_init("test_model");
-	memset(&m, 0, sizeof(m));
 	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
-	ck_assert_int_eq(memstore_create(true, &store), 0);
-	ck_assert_msg(pool_open(tmpdir, store, true, 0, &p) == 0, "%s",
+	ck_assert_int_eq(memstore_create(true, &mem_store), 0);
+	mem_dir = tmpdir;
+	ck_assert_msg(pool_open(tmpdir, mem_store, true, 0, &e.p) == 0, "%s",
 		      vol_last_error());
-
-	for (op = 0; op < nops; op++) {
-		int vi = pick_vol(&m), si, k = (int)rndn(100);
-		struct mvol *mv = vi >= 0 ? &m.v[vi] : NULL;
-		struct vol_view *v;
-
-		if (!mv || k < 3) {                     /* create */
-			int ni = free_vol_slot(&m);
-			uint64_t size = (1 + rndn(8)) * CS;
-
-			if (ni < 0)
-				continue;
-			mv = &m.v[ni];
-			reset_snaps(mv);
-			snprintf(mv->name, sizeof(mv->name), "v%u", m.names++);
-			ck_assert_msg(vol_create(p, mv->name, size, CS) == 0, "%s",
-				      vol_last_error());
-			set_vol(mv, size, NULL, NULL);
-			mv->live = true;
-			mv->pv = mv->ps = -1;
-		} else if (k < 33) {                    /* write */
-			uint64_t off = rndn(mv->size);
-			uint64_t len = 1 + rndn(MIN(mv->size - off, 3 * CS));
-			uint8_t *buf;
-
-			if (rndn(3) == 0) {             /* chunk aligned */
-				uint64_t want = CS * (1 + rndn(2));
-
-				off = ROUND_DOWN(off, CS);
-				len = MIN(mv->size - off, want);
-			}
-			buf = malloc(len);
-			for (uint64_t j = 0; j < len; j++)
-				buf[j] = (uint8_t)rnd();
-			if (rndn(8) == 0)
-				memset(buf, 0, len);
-			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
-			r = run_io(vol_write, v, off, len, buf,
-				   rndn(10) == 0 ? VOL_IO_FUA : 0);
-			ck_assert_msg(r == 0, "op %llu write %llu+%llu (size %llu): %d %s", (unsigned long long)op, (unsigned long long)off, (unsigned long long)len, (unsigned long long)mv->size, r, vol_last_error());
-			vol_view_close(v);
-			memcpy(mv->data + off, buf, len);
-			for (uint64_t c = off / CS; c <= (off + len - 1) / CS; c++)
-				mv->alloc[c] = 1;
-			free(buf);
-		} else if (k < 43) {                    /* zero / trim */
-			uint64_t off = rndn(mv->size);
-			uint64_t len = 1 + rndn(MIN(mv->size - off, 3 * CS));
-
-			if (rndn(2) == 0) {
-				uint64_t want = CS * (1 + rndn(2));
-
-				off = ROUND_DOWN(off, CS);
-				len = MIN(mv->size - off, want);
-			}
-			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
-			r = run_io(rndn(2) ? vol_zero : vol_trim, v, off, len, NULL,
-				   rndn(10) == 0 ? VOL_IO_FUA : 0);
-			ck_assert_int_eq(r, 0);
-			vol_view_close(v);
-			memset(mv->data + off, 0, len);
-			for (uint64_t c = off / CS; c <= (off + len - 1) / CS; c++)
-				if (off <= c * CS && off + len >= (c + 1) * CS)
-					mv->alloc[c] = 0;
-		} else if (k < 63) {                    /* read + block status */
-			si = rndn(3) ? -1 : pick_snap(mv);
-			check_view(p, &m, vi, si, op);
-		} else if (k < 70) {                    /* snapshot */
-			struct msnap *s = NULL;
-
-			for (int j = 0; j < MAXS; j++)
-				if (!mv->s[j].live) {
-					s = &mv->s[j];
-					break;
-				}
-			if (!s)
-				continue;
-			snprintf(s->name, sizeof(s->name), "s%u", m.names++);
-			ck_assert_msg(vol_snap_create(p, mv->name, s->name) == 0, "%s",
-				      vol_last_error());
-			ck_assert_int_eq(vol_snap_create(p, mv->name, s->name), -EEXIST);
-			s->live = true;
-			s->size = mv->size;
-			free(s->data);
-			free(s->alloc);
-			s->data = dup_bytes(mv->data, mv->size);
-			s->alloc = dup_bytes(mv->alloc, mv->size / CS);
-		} else if (k < 74) {                    /* snapshot delete */
-			int nc;
-
-			si = pick_snap(mv);
-			if (si < 0)
-				continue;
-			nc = clones_of_snap(&m, vi, si);
-			r = vol_snap_delete(p, mv->name, mv->s[si].name);
-			if (nc) {
-				ck_assert_int_eq(r, -EBUSY);
-				for (int j = 0; j < MAXV; j++)
-					if (m.v[j].live && m.v[j].pv == vi && m.v[j].ps == si)
-						ck_assert_msg(strstr(vol_last_error(), m.v[j].name),
-							      "clone %s not named in '%s'",
-							      m.v[j].name, vol_last_error());
-			} else {
-				ck_assert_msg(r == 0, "%s", vol_last_error());
-				mv->s[si].live = false;
-			}
-		} else if (k < 77) {                    /* clone */
-			int ni = free_vol_slot(&m);
-			struct mvol *c;
-
-			si = pick_snap(mv);
-			if (ni < 0 || si < 0)
-				continue;
-			c = &m.v[ni];
-			reset_snaps(c);
-			snprintf(c->name, sizeof(c->name), "c%u", m.names++);
-			ck_assert_msg(vol_clone(p, mv->name, mv->s[si].name, c->name) == 0,
-				      "%s", vol_last_error());
-			set_vol(c, mv->s[si].size, mv->s[si].data, mv->s[si].alloc);
-			c->live = true;
-			c->pv = vi;
-			c->ps = si;
-		} else if (k < 79) {                    /* flatten */
-			ck_assert_msg(vol_flatten(p, mv->name) == 0, "%s", vol_last_error());
-			mv->pv = mv->ps = -1;
-		} else if (k < 82) {                    /* rollback */
-			si = pick_snap(mv);
-			if (si < 0)
-				continue;
-			ck_assert_msg(vol_rollback(p, mv->name, mv->s[si].name) == 0, "%s",
-				      vol_last_error());
-			set_vol(mv, mv->s[si].size, mv->s[si].data, mv->s[si].alloc);
-		} else if (k < 85) {                    /* resize */
-			uint64_t ns = (1 + rndn(10)) * CS;
-			uint8_t *nd = calloc(1, ns), *na = calloc(1, ns / CS);
-
-			ck_assert_msg(vol_resize(p, mv->name, ns) == 0, "%s",
-				      vol_last_error());
-			memcpy(nd, mv->data, MIN(ns, mv->size));
-			memcpy(na, mv->alloc, MIN(ns, mv->size) / CS);
-			free(mv->data);
-			free(mv->alloc);
-			mv->data = nd;
-			mv->alloc = na;
-			mv->size = ns;
-		} else if (k < 87) {                    /* volume delete */
-			int nc = 0;
-
-			for (int j = 0; j < MAXS; j++)
-				if (mv->s[j].live)
-					nc += clones_of_snap(&m, vi, j);
-			r = vol_delete(p, mv->name);
-			if (nc) {
-				ck_assert_int_eq(r, -EBUSY);
-				continue;
-			}
-			ck_assert_msg(r == 0, "%s", vol_last_error());
-			mv->live = false;
-			for (int j = 0; j < MAXS; j++)
-				mv->s[j].live = false;
-		} else if (k < 90) {                    /* flush */
-			ck_assert_int_eq(vol_view_open(p, mv->name, &v), 0);
-			ck_assert_int_eq(run_io(vol_flush, v, 0, 0, NULL, 0), 0);
-			vol_view_close(v);
-		} else if (k < 95) {                    /* gc */
-			ck_assert_int_ge(vol_gc(p, 1 + rndn(20)), 0);
-		} else if (k < 96) {                    /* reopen */
-			ck_assert_int_eq(vol_pool_close(p), 0);
-			ck_assert_msg(pool_open(tmpdir, store, false, 0, &p) == 0, "%s",
-				      vol_last_error());
-		} else if (k < 97) {                    /* rename */
-			char nn[16];
-
-			snprintf(nn, sizeof(nn), "r%u", m.names++);
-			ck_assert_int_eq(vol_rename(p, mv->name, nn), 0);
-			ck_assert_int_eq(vol_get_info(p, mv->name, &(struct vol_info){ 0 }),
-					 -ENOENT);
-			strcpy(mv->name, nn);
-		} else {                                /* consistency */
-			r = vol_check(p);
-			ck_assert_msg(r == 0, "op %llu: %s", (unsigned long long)op,
-				      vol_last_error());
-		}
-	}
-
-	/* every view one last time */
-	for (int i = 0; i < MAXV; i++) {
-		if (!m.v[i].live)
-			continue;
-		check_view(p, &m, i, -1, op);
-		for (int j = 0; j < MAXS; j++)
-			if (m.v[i].s[j].live)
-				check_view(p, &m, i, j, op);
-	}
-	ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
-
-	/* delete everything: flatten clones, then snapshots, then volumes */
-	for (int i = 0; i < MAXV; i++)
-		if (m.v[i].live)
-			ck_assert_int_eq(vol_flatten(p, m.v[i].name), 0);
-	for (int i = 0; i < MAXV; i++) {
-		if (!m.v[i].live)
-			continue;
-		for (int j = 0; j < MAXS; j++)
-			if (m.v[i].s[j].live)
-				ck_assert_msg(vol_snap_delete(p, m.v[i].name,
-					      m.v[i].s[j].name) == 0, "%s", vol_last_error());
-		ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
-		while ((r = vol_gc(p, 7)) == 1)
-			;
-		ck_assert_int_eq(r, 0);
-		snprintf(spec, sizeof(spec), "%s", m.v[i].name);
-		ck_assert_msg(vol_check(p) == 0, "%s", vol_last_error());
-		check_view(p, &m, i, -1, op);
-		ck_assert_int_eq(vol_delete(p, m.v[i].name), 0);
-	}
-	ck_assert_int_eq(vol_gc(p, 100), 0);
-	ck_assert_int_eq(vol_sync(p), 0);       /* commits; drops follow */
-	ck_assert_int_eq(vol_sync(p), 0);       /* commits the DROPPED marks */
-	ck_assert_int_eq(meta_get_stats(vol_pool_meta(p), &st), 0);
-	ck_assert_uint_eq(st.entries[META_T_MAP], 0);
-	ck_assert_uint_eq(st.entries[META_T_OBJS], 0);
-	ck_assert_uint_eq(st.entries[META_T_VOLS], 0);
-	ck_assert_uint_eq(st.entries[META_T_SNAPS], 0);
-	ck_assert_uint_eq(st.entries[META_T_NAMES], 0);
-	memstore_get_stats(store, &ms);
+	vmodel_run(&e, nops);
+	ck_assert_int_eq(meta_get_stats(vol_pool_meta(e.p), &st), 0);
+	memstore_get_stats(mem_store, &ms);
 	printf("test_model: %llu ops, %llu objects dropped, %llu commits\n",
 	       (unsigned long long)nops, (unsigned long long)ms.drops,
 	       (unsigned long long)st.commits);
@@ -605,12 +155,11 @@ START_TEST(test_model)
 	ck_assert_uint_eq(ms.double_drops, 0);
 	ck_assert_uint_eq(ms.writes_after_drop, 0);
 	ck_assert_uint_eq(ms.drops_unknown, 0);
-	ck_assert_uint_eq(gc_entries_checked(p, store), ms.drops);
+	ck_assert_uint_eq(gc_entries_checked(e.p, mem_store), ms.drops);
 	ck_assert_uint_eq(st.entries[META_T_GC], ms.drops);
-	ck_assert_int_eq(vol_pool_close(p), 0);
-	objstore_close(store);
+	ck_assert_int_eq(vol_pool_close(e.p), 0);
+	objstore_close(mem_store);
 	loop_fini(&test_loop);
-	model_free(&m);
 }
 END_TEST
 
