@@ -1,0 +1,130 @@
+# test/e2e/lib.sh — the persistent product path for the e2e tests: a pool of
+# redis-servers, a pool config with an SSD cache, the daemon started and
+# restarted on it (sourced after test/functions.sh and test/lib/backends.sh).
+#
+#   e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK]   # backends + $E2E_CONF
+#   e2e_start [serve args…]                      # serve --config, waits for ctl
+#   e2e_kill / e2e_stop                          # SIGKILL / SIGTERM (+ exit 0)
+#   e2e_uri VOL                                  # nbd+unix URI of an export
+#   e2e_dirty                                    # pool-dirty objects (status)
+#   e2e_wait_clean [SECONDS]                     # until e2e_dirty is 0
+#   e2e_drop_cache                               # delete the cache (slot) file
+#   e2e_rss_kib                                  # the daemon's VmRSS
+#   e2e_seed                                     # $E2E_SEED or random, printed
+
+E2E_DIR=
+E2E_CONF=
+E2E_SOCK=
+E2E_CACHE=
+E2E_PID=
+
+e2e_seed() {
+  E2E_SEED=${E2E_SEED:-$(( (RANDOM << 15) | RANDOM ))}
+  echo "# seed=$E2E_SEED (rerun with E2E_SEED=$E2E_SEED)" >&2
+}
+
+# e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK] — N redis-servers and a pool
+# config $E2E_CONF (k+m, encryption key, cache in DIR/cache, MODE).
+e2e_pool() {
+  local n=$1 k=$2 m=$3 dir=$4 mode=$5 csize=$6 chunk=${7:-1M}
+  E2E_DIR=$dir
+  E2E_CONF=$dir/pool.conf
+  E2E_SOCK=$dir/nbd.sock
+  E2E_CACHE=$dir/cache
+  cleanup_push '[ "$rc" = 0 ] || e2e_show_log'
+  backends_start redis "$n" "$dir"
+  "$NBDSRV" key generate "$dir/pool.key" >/dev/null || fail "nbdsrv key generate"
+  backends_config "$E2E_CONF" "$k" "$m" 0 "chunk_size = $chunk
+key_file = $dir/pool.key
+cache_path = $E2E_CACHE
+cache_size = $csize
+cache_mode = $mode"
+}
+
+# e2e_set_mode writeback|writethrough — change cache_mode in the config.
+e2e_set_mode() { sed -i "s/^cache_mode = .*/cache_mode = $1/" "$E2E_CONF"; }
+
+# e2e_start [ARGS…] — `nbdsrv serve --config $E2E_CONF --unix $E2E_SOCK ARGS…`,
+# waits for the NBD and control sockets; E2E_PID.
+# (E2E_DRYRUN=1: ephemeral volumes, --create-volume done with vol create —
+# only to rehearse the plumbing of a test, nothing survives a restart.)
+e2e_start() {
+  local a args=() create=()
+  for a in "$@"; do
+    if [ "${E2E_DRYRUN:-0}" = 1 ] && [ "${prev:-}" = --create-volume ]; then
+      create+=("$a"); unset 'args[${#args[@]}-1]'
+    else
+      args+=("$a")
+    fi
+    local prev=$a
+  done
+  [ "${E2E_DRYRUN:-0}" = 1 ] && args+=(--volumes ephemeral)
+  rm -f "$E2E_SOCK"
+  NBDSRV_LOG=$E2E_DIR/nbdsrv.log.$(date +%s%N)
+  start_nbdsrv --config "$E2E_CONF" --unix "$E2E_SOCK" "${args[@]}"
+  E2E_PID=$NBDSRV_PID
+  wait_for "[ -S '$E2E_CACHE/nbdsrv.ctl' ]" 60 ||
+    { tail -30 "$NBDSRV_LOG" >&2; fail "no control socket $E2E_CACHE/nbdsrv.ctl"; }
+  for a in "${create[@]}"; do
+    e2e_ctl vol create "${a%%=*}" "${a#*=}" >/dev/null || fail "dry run: vol create $a"
+  done
+}
+# e2e_kill — SIGKILL the daemon and wait until it is dead, also from a
+# subshell (which cannot reap it): until its metadata lock is free (a
+# killed process's leader is a zombie while its other threads still exit
+# and hold its files).
+e2e_kill() {
+  kill -9 "$E2E_PID" 2>/dev/null || true
+  wait "$E2E_PID" 2>/dev/null || true
+  wait_for "flock -n '$E2E_CACHE/meta/nbdsrv.lock' true" 30 ||
+    fail "daemon $E2E_PID killed but its lock is still held"
+}
+e2e_stop() {
+  stop_nbdsrv || { tail -30 "$NBDSRV_LOG" >&2; fail "nbdsrv exit status $? after SIGTERM"; }
+}
+e2e_uri() { echo "nbd+unix:///$1?socket=$E2E_SOCK"; }
+e2e_ctl() { "$NBDSRV" "$@" --config "$E2E_CONF"; }
+
+# e2e_dirty — the daemon's count of objects not yet in the pool (the
+# "pool_dirty" field of `status --json`, summed wherever it appears).
+e2e_dirty() {
+  e2e_ctl status --json | python3 -c '
+import json, sys
+def walk(o):
+    if isinstance(o, dict):
+        for k, v in o.items():
+            if k == "pool_dirty" and isinstance(v, int): yield v
+            else: yield from walk(v)
+    elif isinstance(o, list):
+        for v in o: yield from walk(v)
+n = list(walk(json.load(sys.stdin)))
+if not n: sys.exit("status --json has no pool_dirty")
+print(sum(n))'
+}
+e2e_wait_clean() {
+  [ "${E2E_DRYRUN:-0}" = 1 ] && return 0
+  local t=${1:-120} d
+  wait_for '[ "$(e2e_dirty)" = 0 ]' "$t" ||
+    { d=$(e2e_dirty || true); fail "still $d dirty objects after ${t}s"; }
+}
+
+# e2e_drop_cache — delete the cache's slot file <cache_path>/cache.img,
+# keeping the metadata (<cache_path>/meta): the next start finds the cache
+# file lost (ssdcache_open re-binds its index to a new, empty file).
+e2e_drop_cache() {
+  [ -f "$E2E_CACHE/cache.img" ] || fail "no cache file $E2E_CACHE/cache.img: $(ls "$E2E_CACHE")"
+  rm -f "$E2E_CACHE/cache.img"
+}
+
+# e2e_show_log — the tail of the newest daemon log and the daemon's state
+# (run at exit when the test failed).
+e2e_show_log() {
+  [ -n "${NBDSRV_LOG:-}" ] && [ -f "$NBDSRV_LOG" ] || return 0
+  {
+    echo "--- $(basename "$NBDSRV_LOG") (pid $E2E_PID: $(kill -0 "$E2E_PID" 2>/dev/null &&
+      echo running || echo gone)):"
+    tail -40 "$NBDSRV_LOG"
+  } >&2
+}
+
+e2e_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$E2E_PID/status"; }
