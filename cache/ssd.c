@@ -1138,9 +1138,11 @@ static void ssd_modify_go(struct ssd_req *r)
 	ssd_write_start(r);
 }
 
+static void ssd_modify_prep(struct ssd_req *r);
+
 static void ssd_bp_resume(struct loop_msg *m)
 {
-	ssd_modify_go(container_of(m, struct ssd_req, msg));
+	ssd_modify_prep(container_of(m, struct ssd_req, msg));
 }
 
 void ssd_tok_release(struct ssd *s, struct ssd_ent *e)
@@ -1180,8 +1182,6 @@ static void ssd_modify_fail(struct ssd_req *r, int err)
 	objstore_complete(io, err);
 }
 
-static void ssd_modify_prep(struct ssd_req *r);
-
 static void ssd_modify_resume(struct ssd_req *r)
 {
 	if (r->fetch_res < 0) {
@@ -1196,8 +1196,9 @@ static void ssd_modify_resume(struct ssd_req *r)
  * blocks come from its pool version is fetched WHOLE first (so a written
  * object never mixes new blocks with blocks only the pool has, and no
  * fetch ever races a write); a partial edge block whose old content is in
- * the pool (a base's) is fetched; then a slot (or wait for one: the
- * evictor frees some), then a dirty token (backpressure).
+ * the pool (a base's) is fetched; then a dirty token (backpressure: wait
+ * for a flush), then a slot (or wait for the evictor to free one), so
+ * writes waiting for the pool hold no slot.
  */
 static void ssd_modify_prep(struct ssd_req *r)
 {
@@ -1241,22 +1242,6 @@ static void ssd_modify_prep(struct ssd_req *r)
 			ssd_modify_fail(r, err);
 		return;
 	}
-	if (e->slot == SSD_NOSLOT && ssd_slot_take(s, e) < 0) {
-		if (!s->pool_mode) {
-			pthread_mutex_unlock(&s->lock);
-			ssd_modify_fail(r, -ENOSPC);
-			return;
-		}
-		/* everything is dirty or in use: wait for the evictor */
-		r->resume = ssd_modify_resume;
-		r->fetch_res = 0;
-		r->wnext = s->sw_head;
-		s->sw_head = r;
-		s->st.slot_waits++;
-		ssd_evict_kick(s);
-		pthread_mutex_unlock(&s->lock);
-		return;
-	}
 	if (s->pool_mode && !e->dirty_tok) {
 		if (s->tokens < s->dirty_max && !s->bp_head) {
 			e->dirty_tok = true;
@@ -1276,6 +1261,22 @@ static void ssd_modify_prep(struct ssd_req *r)
 			pthread_mutex_unlock(&s->lock);
 			return;
 		}
+	}
+	if (e->slot == SSD_NOSLOT && ssd_slot_take(s, e) < 0) {
+		if (!s->pool_mode) {
+			pthread_mutex_unlock(&s->lock);
+			ssd_modify_fail(r, -ENOSPC);
+			return;
+		}
+		/* everything is dirty or in use: wait for the evictor */
+		r->resume = ssd_modify_resume;
+		r->fetch_res = 0;
+		r->wnext = s->sw_head;
+		s->sw_head = r;
+		s->st.slot_waits++;
+		ssd_evict_kick(s);
+		pthread_mutex_unlock(&s->lock);
+		return;
 	}
 	pthread_mutex_unlock(&s->lock);
 	ssd_modify_go(r);
@@ -2816,6 +2817,9 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	s->nslots = h.nslots;
 	if (!s->dirty_max)
 		s->dirty_max = MAX(1, s->nslots / 2);
+	if (s->pool_mode && s->dirty_max > s->nslots - MIN(s->nslots - 1, 2))
+		/* keep slots a flush can fetch a base into */
+		s->dirty_max = s->nslots - MIN(s->nslots - 1, 2);
 	/* free-slot reserve kept by the evictor (pool mode) */
 	s->high = MIN(MAX(s->nslots / 16, 2), MAX(s->nslots / 2, 1));
 	s->low = MAX(s->high / 2, 1);
