@@ -13,12 +13,17 @@
  * a local disk does not vanish the way a network peer does.
  *
  * The canary file is checked and written by a job at start(); the backend
- * turns READY when that job is done.
+ * turns READY when that job is done.  The same job removes temporary files
+ * left by a put that a crash cut short: they are named ".tmp.PID.SEQ.key",
+ * and a file whose PID no longer runs is garbage (a live process, e.g. a
+ * `pool check` beside the daemon, keeps its own).
  */
 #include "zdb/zdb.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -91,7 +96,8 @@ static int dir_put(int dirfd, const char *name, const void *val, size_t len)
 	char tmp[256];
 	int fd, r;
 
-	snprintf(tmp, sizeof(tmp), ".tmp.%u.%.200s", atomic_fetch_add(&dir_tmp_seq, 1), name);
+	snprintf(tmp, sizeof(tmp), ".tmp.%ld.%u.%.200s", (long)getpid(),
+		 atomic_fetch_add(&dir_tmp_seq, 1), name);
 	fd = openat(dirfd, tmp, O_CREAT | O_WRONLY | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
@@ -147,6 +153,34 @@ exit:
 	return r;
 }
 
+/* Remove ".tmp.PID.…" files of processes that are gone (a cut put). */
+static void dir_sweep_tmp(int dirfd)
+{
+	struct dirent *de;
+	DIR *dp;
+	int fd;
+
+	fd = openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || !(dp = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	while ((de = readdir(dp))) {
+		char *end;
+		long pid;
+
+		if (strncmp(de->d_name, ".tmp.", 5))
+			continue;
+		pid = strtol(de->d_name + 5, &end, 10);
+		if (end == de->d_name + 5 || *end != '.' || pid <= 0 ||
+		    kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+			continue;
+		unlinkat(dirfd, de->d_name, 0);
+	}
+	closedir(dp);
+}
+
 static void dir_work(struct workq_job *job)
 {
 	struct dir_job *j = container_of(job, struct dir_job, job);
@@ -155,6 +189,7 @@ static void dir_work(struct workq_job *job)
 	struct stat st;
 
 	if (!r) {           /* canary */
+		dir_sweep_tmp(j->d->dirfd);
 		dir_name(ZDB_CANARY_KEY, strlen(ZDB_CANARY_KEY), name);
 		if (fstatat(j->d->dirfd, name, &st, 0) == 0) {
 			j->res = 1;

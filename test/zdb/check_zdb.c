@@ -15,6 +15,7 @@
 
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------ RESP ---- */
@@ -280,6 +282,40 @@ static void fx_close(struct fixture *fx)
 	free(fx->cfg);
 	rm_tmpdir();
 }
+
+/* A put cut by a crash leaves ".tmp.PID.SEQ.key"; the next start removes it
+ * when PID is gone, and leaves a running process's own temporary files. */
+START_TEST(test_dir_tmp_sweep)
+{
+	struct fixture fx;
+	char dead[512], live[512];
+	struct zdb_pool_opts o = { 0 };
+	pid_t pid;
+	int fd;
+
+	fx_open(&fx, 3, 0, 2, 1);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(pid, NULL, 0), pid);
+	snprintf(dead, sizeof(dead), "%s/d00/.tmp.%ld.7.abcd", tmpdir, (long)pid);
+	snprintf(live, sizeof(live), "%s/d00/.tmp.%ld.8.abcd", tmpdir, (long)getpid());
+	ck_assert_int_ge(fd = open(dead, O_CREAT | O_WRONLY, 0600), 0);
+	close(fd);
+	ck_assert_int_ge(fd = open(live, O_CREAT | O_WRONLY, 0600), 0);
+	close(fd);
+	zdb_pool_close(fx.pool);
+	while (!zdb_pool_closed(fx.pool))
+		loop_run_once(&fx.loop, 20ull * 1000000);
+	zdb_pool_free(fx.pool);
+	ck_assert_int_eq(zdb_pool_open(&fx.loop, fx.cfg, &o, &fx.pool), 0);
+	ck_assert_int_eq(zdb_pool_wait_connected(fx.pool, 10ull * 1000000000), 0);
+	ck_assert_msg(access(dead, F_OK) < 0, "a dead writer's temporary file was kept");
+	ck_assert_msg(access(live, F_OK) == 0, "a live writer's temporary file was removed");
+	fx_close(&fx);
+}
+END_TEST
 
 START_TEST(test_place)
 {
@@ -1132,6 +1168,7 @@ static Suite *zdb_suite(void)
 	tcase_add_test(tc, test_config_errors);
 	tcase_add_test(tc, test_config_ok);
 	tcase_add_test(tc, test_place);
+	tcase_add_test(tc, test_dir_tmp_sweep);
 	tcase_add_test(tc, test_chunk_faults);
 	tcase_add_test(tc, test_bad_servers);
 	tcase_add_test(tc, test_zdb_dialect_fake);
