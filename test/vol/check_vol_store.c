@@ -2,7 +2,9 @@
  * check_vol_store.c — the model test of vol/ (vmodel.c) through the real
  * object store of the product: the SSD cache, local only ("ssd") and in
  * front of a pool of `dir` backends ("pool": 3 backends, k=2 m=1, 64 KiB
- * chunks), plus the backend scan and its negative test ("scan").
+ * chunks; "evict": the same with a cache of fewer slots than objects, so
+ * eviction and the miss path run under every op), plus the backend scan
+ * and its negative test ("scan").
  *
  * Wiring, as the daemon's (nbdsrv/volumes.c): the meta store (its commit
  * hook forwarded to vol while the vol pool is open), the cache on it, vol
@@ -59,10 +61,11 @@
  * Sizes.  NBDSRV_VOL_OPS=<n> sets the ops of the model runs (default 6000;
  * a sanitizer build runs a third of them).
  * NBDSRV_VOL_SLOTS=<n> sets the cache's slots (default 1024: every object
- * fits).  NBDSRV_VOL_REF=0 drops the reference store.  NBDSRV_VOL_TRACE=1
- * prints every op, =2 also every object store op.  Seeds: NBDSRV_SEED=<n>
+ * fits; "evict": 32, fewer than the model's objects).  NBDSRV_VOL_REF=0
+ * drops the reference store.  NBDSRV_VOL_TRACE=1 prints every op, =2 also
+ * every object store op.  Seeds: NBDSRV_SEED=<n>
  * replays; every run prints its seed.
- * Usage: check_vol_store [ssd|pool|scan|regress] (no argument: all).
+ * Usage: check_vol_store [ssd|pool|evict|scan|regress] (no argument: all).
  */
 #include "vmodel.h"
 
@@ -316,6 +319,7 @@ struct vs {
 	                                 * ssdflush_key() */
 	unsigned scans, crashes, reopens;
 	uint64_t max_slots_used, drops;
+	uint64_t evictions, misses;     /* summed over the cache's sessions */
 };
 
 static uint64_t env_u64(const char *name, uint64_t dflt)
@@ -522,7 +526,12 @@ static void vs_settle(struct vs *x, const char *when)
 /* Settle, then close as the daemon does: vol, the cache, the meta store. */
 static void vs_close(struct vs *x, const char *when)
 {
+	struct ssdcache_stats st;
+
 	vs_settle(x, when);
+	ssdcache_get_stats(x->cache, &st);
+	x->evictions += st.evictions;
+	x->misses += st.misses;
 	pthread_mutex_lock(&x->hook_lock);
 	x->hook_pool = NULL;
 	pthread_mutex_unlock(&x->hook_lock);
@@ -811,7 +820,7 @@ static unsigned vs_scan(struct vs *x, const char *when)
 			continue;               /* never flushed, or a hole */
 		for (unsigned s = 0; s < K + M; s++) {
 			uint8_t key[SSD_SKEY_LEN];
-			char name[72], path[300];
+			char name[72], path[340];
 			struct codec_shard_info in;
 			size_t f;
 
@@ -1177,9 +1186,10 @@ static uint64_t model_ops(uint64_t dflt)
 	return env_u64("NBDSRV_VOL_OPS", VS_SANITIZED ? dflt / 3 : dflt);
 }
 
-static void run_model(bool pool)
+static void run_model(bool pool, uint64_t slots)
 {
-	const char *name = pool ? "test_model_pool" : "test_model_ssd";
+	const char *name = !pool ? "test_model_ssd" :
+			   slots ? "test_model_evict" : "test_model_pool";
 	struct vs x;
 	struct ssdcache_stats st;
 	uint64_t nops = model_ops(6000), t0 = now_ns();
@@ -1187,7 +1197,9 @@ static void run_model(bool pool)
 	 * same ops over memstore, "ssd" and "pool") */
 	uint64_t seed = seed_init(name);
 
-	vs_init(&x, pool, pool ? "pool" : "ssd");
+	vs_init(&x, pool, name + 11);
+	if (slots)
+		x.nslots = env_u64("NBDSRV_VOL_SLOTS", slots);
 	x.writethrough = pool && (seed >> 1 & 1);
 	x.e.priv = &x;
 	x.e.reopen = vs_reopen;
@@ -1200,6 +1212,7 @@ static void run_model(bool pool)
 	ck_assert_int_eq(loop_init(&test_loop, 256), 0);
 	vs_open(&x, true);
 	vmodel_run(&x.e, nops);
+	vs_settle(&x, "at the end");
 	ssdcache_get_stats(x.cache, &st);
 	ck_assert_uint_eq(st.objects, 0);
 	ck_assert_uint_eq(st.slots_used, 0);
@@ -1207,23 +1220,33 @@ static void run_model(bool pool)
 	vs_close_scan(&x, "at the end");
 	printf("%s: %llu ops in %.1f s: %u reopens, %u crashes, %u scans, "
 	       "%llu drops, %llu object reads compared with memstore, at most "
-	       "%llu slots used\n", name, (unsigned long long)nops,
-	       (double)(now_ns() - t0) / 1e9, x.reopens, x.crashes, x.scans,
-	       (unsigned long long)x.drops, (unsigned long long)x.px.compared,
-	       (unsigned long long)x.max_slots_used);
+	       "%llu slots used, %llu evictions, %llu misses\n", name,
+	       (unsigned long long)nops, (double)(now_ns() - t0) / 1e9, x.reopens,
+	       x.crashes, x.scans, (unsigned long long)x.drops,
+	       (unsigned long long)x.px.compared,
+	       (unsigned long long)x.max_slots_used,
+	       (unsigned long long)x.evictions, (unsigned long long)x.misses);
 	loop_fini(&test_loop);
 	vs_fini(&x);
 }
 
 START_TEST(test_model_ssd)
 {
-	run_model(false);
+	run_model(false, 0);
 }
 END_TEST
 
 START_TEST(test_model_pool)
 {
-	run_model(true);
+	run_model(true, 0);
+}
+END_TEST
+
+/* A cache with fewer slots than the model's objects: eviction and the
+ * miss path under every op. */
+START_TEST(test_model_evict)
+{
+	run_model(true, 32);
 }
 END_TEST
 
@@ -1299,7 +1322,7 @@ START_TEST(test_base_rewritten)
 END_TEST
 
 /* Every shard file on the backends: names (backend b, file) into out. */
-static size_t list_shards(struct vs *x, char (*out)[300], size_t max)
+static size_t list_shards(struct vs *x, char (*out)[600], size_t max)
 {
 	char canary[80];
 	size_t n = 0;
@@ -1312,7 +1335,7 @@ static size_t list_shards(struct vs *x, char (*out)[300], size_t max)
 		ck_assert_ptr_nonnull(d);
 		while ((de = readdir(d)))
 			if (de->d_name[0] == 'k' && strcmp(de->d_name, canary) && n < max)
-				snprintf(out[n++], 300, "%s/%s",
+				snprintf(out[n++], 600, "%s/%s",
 					 x->pcfg->backends[b].address, de->d_name);
 		closedir(d);
 	}
@@ -1336,7 +1359,7 @@ static void copy_file(const char *from, const char *to)
 /* The scan fails on broken states, and passes again once repaired. */
 START_TEST(test_scan_detects)
 {
-	static char files[64][300], saved[64][300];
+	static char files[64][600], saved[64][300];
 	struct vs x;
 	size_t n, nsaved;
 	struct stat sb;
@@ -1458,6 +1481,7 @@ int main(int argc, char **argv)
 	} cases[] = {
 		{ "ssd", test_model_ssd },
 		{ "pool", test_model_pool },
+		{ "evict", test_model_evict },
 		{ "scan", test_scan_detects },
 		{ "regress", test_base_rewritten },
 	};
@@ -1479,7 +1503,7 @@ int main(int argc, char **argv)
 		n++;
 	}
 	if (!n) {
-		fprintf(stderr, "usage: %s [ssd|pool|scan|regress]\n", argv[0]);
+		fprintf(stderr, "usage: %s [ssd|pool|evict|scan|regress]\n", argv[0]);
 		return 2;
 	}
 	sr = srunner_create(s);
