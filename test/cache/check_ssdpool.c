@@ -1149,8 +1149,20 @@ START_TEST(test_cache_lost_wt)
 	ck_assert_uint_eq(st2.fetches, st.fetches);
 	ck_assert_uint_eq(st2.hits, st.hits + 1);
 
+	/* a drop of an object not in memory deletes its record and shards */
+	ssdcache_get_stats(c, &st);
+	objstore_drop(c, 6);
+	settle(c, st.gc_versions + 1);
+	ck_assert_int_eq(meta_sync(m), 0);
+	scan();
+	ck_assert_uint_eq(pool_content(6, got), 0);
+	ck_assert_uint_eq(nfiles, (LOBJ - 1) * (K + M));
+	scan_free();
+
 	/* every byte of every object */
 	for (unsigned i = 1; i <= LOBJ; i++) {
+		if (i == 6)
+			continue;
 		ck_assert_int_eq(do_io(c, OP_READ, i, i % 2 ? 0 : i - 1, 0, SLOT, got), 0);
 		ck_assert_msg(!memcmp(got, want + (size_t)i * SLOT, SLOT),
 			      "object %u differs after the cache file was lost", i);
