@@ -175,8 +175,11 @@ static int write_done(void *ud, int *error)
 	struct slot *s = ud;
 	if (*error) {
 		failed = true;
-		if (!first_err)
+		if (!first_err) {
 			first_err = *error;
+			fprintf(stderr, "e2e_blk write: WRITE of block %" PRIu64 " failed: %s\n",
+				s->block, strerror(*error));
+		}
 	} else {
 		if (s->gen > acked[s->block])
 			acked[s->block] = s->gen;
@@ -192,8 +195,10 @@ static int flush_done(void *ud, int *error)
 	(void)ud;
 	if (*error) {
 		failed = true;
-		if (!first_err)
+		if (!first_err) {
 			first_err = *error;
+			fprintf(stderr, "e2e_blk write: FLUSH failed: %s\n", strerror(*error));
+		}
 	} else {
 		memcpy(durable, flush_snap, nblocks * 8);
 		flushes_done++;

@@ -13,6 +13,7 @@
 #   e2e_seed                                     # $E2E_SEED or random, printed
 
 E2E_DIR=
+exec {E2E_ERR}>&2      # cleanup commands run with stderr discarded
 E2E_CONF=
 E2E_SOCK=
 E2E_CACHE=
@@ -78,6 +79,16 @@ e2e_kill() {
   wait "$E2E_PID" 2>/dev/null || true
   wait_for "flock -n '$E2E_CACHE/meta/nbdsrv.lock' true" 30 ||
     fail "daemon $E2E_PID killed but its lock is still held"
+  # Its listening sockets can outlive it briefly (io_uring tears down its
+  # pending accepts asynchronously): wait until they refuse connections.
+  wait_for "! _e2e_accepts '$E2E_CACHE/nbdsrv.ctl' && ! _e2e_accepts '$E2E_SOCK'" 30 ||
+    fail "daemon $E2E_PID killed but its sockets still accept"
+}
+_e2e_accepts() {
+  python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try: s.connect(sys.argv[1])
+except OSError: sys.exit(1)' "$1"
 }
 e2e_stop() {
   stop_nbdsrv || { tail -30 "$NBDSRV_LOG" >&2; fail "nbdsrv exit status $? after SIGTERM"; }
@@ -123,8 +134,9 @@ e2e_show_log() {
   {
     echo "--- $(basename "$NBDSRV_LOG") (pid $E2E_PID: $(kill -0 "$E2E_PID" 2>/dev/null &&
       echo running || echo gone)):"
-    tail -40 "$NBDSRV_LOG"
-  } >&2
+    echo "[errors]"; grep -E ' error: ' "$NBDSRV_LOG" | tail -20
+    echo "[last lines]"; tail -20 "$NBDSRV_LOG"
+  } >&"$E2E_ERR"
 }
 
 e2e_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$E2E_PID/status"; }
