@@ -62,7 +62,8 @@
  * a sanitizer build runs a third of them).
  * NBDSRV_VOL_SLOTS=<n> sets the cache's slots (default 1024: every object
  * fits; "evict": 32, fewer than the model's objects).  NBDSRV_VOL_REF=0
- * drops the reference store.  NBDSRV_VOL_TRACE=1 prints every op, =2 also
+ * drops the reference store.  NBDSRV_VOL_WT=0|1 forces writeback or
+ * writethrough (default: a bit of the seed).  NBDSRV_VOL_TRACE=1 prints every op, =2 also
  * every object store op.  Seeds: NBDSRV_SEED=<n>
  * replays; every run prints its seed.
  * Usage: check_vol_store [ssd|pool|evict|scan|regress] (no argument: all).
@@ -1200,7 +1201,7 @@ static void run_model(bool pool, uint64_t slots)
 	vs_init(&x, pool, name + 11);
 	if (slots)
 		x.nslots = env_u64("NBDSRV_VOL_SLOTS", slots);
-	x.writethrough = pool && (seed >> 1 & 1);
+	x.writethrough = pool && env_u64("NBDSRV_VOL_WT", seed >> 1 & 1);
 	x.e.priv = &x;
 	x.e.reopen = vs_reopen;
 	x.e.crash = pool && env_u64("NBDSRV_VOL_CRASH", 0) ? vs_crash : NULL;
