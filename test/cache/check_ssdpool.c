@@ -1473,6 +1473,131 @@ START_TEST(test_reopen_partial)
 }
 END_TEST
 
+#define QD 8u
+
+struct qop {
+	struct objstore_io io;
+	bool busy, write;
+	unsigned obj;
+	uint8_t *buf;
+};
+
+static unsigned q_done_n;
+
+static void q_cb(struct objstore_io *io, int res)
+{
+	struct qop *q = container_of(io, struct qop, io);
+
+	io->res = res;
+	q->busy = false;
+	q_done_n++;
+}
+
+/*
+ * The miss model with QD 8: up to 8 ops in flight on distinct objects (so
+ * the model stays exact) while objects are evicted, fetched and written
+ * back in a 16-slot cache; occasional flushes (writethrough: FLUSH waits
+ * for the pool).  Every read matches.
+ */
+START_TEST(test_miss_concurrent)
+{
+	struct copts co = { .create = true, .nslots = MSLOTS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *model = malloc((size_t)(MOBJ + 1) * SLOT);
+	uint64_t base[MOBJ + 1] = { 0 };
+	bool inflight[MOBJ + 1] = { false };
+	struct qop q[QD];
+	struct ssdcache_stats st;
+	unsigned issued = 0, total = 3000, i;
+
+	co.wt = seed_init("test_miss_concurrent") & 1;
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	memset(model, 0, (size_t)(MOBJ + 1) * SLOT);
+	for (i = 1; i <= MBASE; i++) {
+		fill(model + (size_t)i * SLOT, SLOT);
+		ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, SLOT,
+				       model + (size_t)i * SLOT), 0);
+	}
+	for (i = MBASE + 1; i <= MOBJ; i++) {
+		base[i] = rnd() % (MBASE + 1);
+		memcpy(model + (size_t)i * SLOT, model + (size_t)base[i] * SLOT, SLOT);
+	}
+	memset(q, 0, sizeof(q));
+	for (i = 0; i < QD; i++)
+		q[i].buf = malloc(SLOT);
+	q_done_n = 0;
+	while (issued < total || q_done_n < issued) {
+		for (i = 0; i < QD && issued < total; i++) {
+			unsigned o;
+			uint64_t off, len;
+
+			if (q[i].busy || q[i].obj)
+				continue;
+			do
+				o = 1 + (unsigned)(rnd() % MOBJ);
+			while (inflight[o]);
+			off = (rnd() % 16) * 4096 + (rnd() % 2 ? rnd() % 4096 : 0);
+			off = MIN(off, SLOT - 1);
+			len = 1 + rnd() % (SLOT - off);
+			q[i].obj = o;
+			q[i].write = o > MBASE && rnd() % 2;
+			q[i].busy = true;
+			inflight[o] = true;
+			q[i].io = (struct objstore_io){ .loop = &lp, .cb = q_cb,
+				.obj = o, .base = base[o], .off = off, .len = len,
+				.buf = q[i].buf };
+			if (q[i].write) {
+				fill(q[i].buf, len);
+				memcpy(model + (size_t)o * SLOT + off, q[i].buf, len);
+				objstore_write(c, &q[i].io);
+			} else {
+				objstore_read(c, &q[i].io);
+			}
+			issued++;
+		}
+		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+		for (i = 0; i < QD; i++) {
+			struct qop *x = &q[i];
+
+			if (x->busy || !x->obj)
+				continue;
+			ck_assert_int_eq(x->io.res, 0);
+			if (!x->write)
+				ck_assert_msg(!memcmp(x->buf, model + (size_t)x->obj * SLOT +
+						      x->io.off, x->io.len),
+					      "object %u [%llu, +%llu) differs", x->obj,
+					      (unsigned long long)x->io.off,
+					      (unsigned long long)x->io.len);
+			inflight[x->obj] = false;
+			x->obj = 0;
+		}
+		if (issued % 500 == 0 && q_done_n == issued && issued < total) {
+			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+			issued++;
+			q_done_n++;
+		}
+	}
+	for (i = 1; i <= MOBJ; i++) {
+		ck_assert_int_eq(do_io(c, OP_READ, i, base[i], 0, SLOT, q[0].buf), 0);
+		ck_assert_msg(!memcmp(q[0].buf, model + (size_t)i * SLOT, SLOT),
+			      "object %u differs at the end", i);
+	}
+	ssdcache_get_stats(c, &st);
+	printf("test_miss_concurrent (%s): %llu fetches, %llu evictions, %llu slot "
+	       "waits\n", co.wt ? "writethrough" : "writeback",
+	       (unsigned long long)st.fetches, (unsigned long long)st.evictions,
+	       (unsigned long long)st.slot_waits);
+	ck_assert_uint_gt(st.evictions, 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	for (i = 0; i < QD; i++)
+		free(q[i].buf);
+	free(model);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -1493,6 +1618,7 @@ int main(void)
 	tcase_add_test(tc, test_dirty_kept);
 	tcase_add_test(tc, test_created_record);
 	tcase_add_test(tc, test_reopen_partial);
+	tcase_add_test(tc, test_miss_concurrent);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
