@@ -10,6 +10,18 @@
  * failing writes, a flushed object lands degraded and is rewritten with
  * k+m shards once the backend works again, also across a reopen.
  *
+ * Miss path and eviction (small caches, more objects than slots): random
+ * reads and writes against a model, sequential and at QD 8; a 4 KiB miss
+ * reads fewer than k shards; concurrent misses on one object fetch once;
+ * a prefetch makes later reads hits; a hot set survives a one-pass scan of
+ * three times the cache (S3-FIFO: an LRU fails this); with the pool stopped
+ * writes wait and nothing dirty is evicted; a reopened pool-dirty object's
+ * newer blocks survive the fetch of its others; a drop of an evicted
+ * object deletes its record and shards; a lost cache file: writethrough
+ * re-binds and reads every byte from the pool, writeback with unflushed
+ * objects is refused unless discard_dirty; an object created inside a
+ * write section keeps its base across a crash (records at creation).
+ *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
  * shards are then listed with KEYS / GET (the servers are FLUSHALLed at
