@@ -3,7 +3,7 @@
 # tests) on the persistent path: volume → SSD cache (writeback) → codec →
 # pool of 6 redis-servers, k=4 m=2.
 #
-# Each iteration (E2E_CRASH_ITERS, default 10; the seed is printed) restarts
+# Each iteration (E2E_CRASH_ITERS, default 12; the seed is printed) restarts
 # the daemon on the same cache and checks, before doing anything new:
 #   - volume "v": every block holds a write at least as new as the one
 #     acknowledged before the last COMPLETED flush (e2e_blk verify --floor:
@@ -14,9 +14,10 @@
 #     killed before its answer either happened or did not — wholly;
 #   - a scratch volume whose creation and writes were acknowledged and
 #     flushed reads back exactly.
-# Then one random action is killed: (0) the writer (QD 16, 4 KiB random
-# writes, a FLUSH every 50–300 ms) at a random moment, (1) a snapshot create,
-# (2) a snapshot rm, (3) a volume rm — each after a short random delay.
+# Then one random action is killed: (half the time) the writer (QD 16, 4 KiB
+# random writes, a FLUSH every 50–300 ms) at a random moment in its first
+# 2 s, else a snapshot create, a snapshot rm or a volume rm, 0–60 ms after
+# the command was sent.
 # The last iteration switches to writethrough, and the restart after its
 # kill deletes the cache file: the volume must then open from the pool alone
 # with the same guarantees (writethrough FLUSH = committed in the pool).
@@ -33,7 +34,7 @@ requires python3 redis-server flock
 BLK=$TEST_BIN_DIR/e2e/e2e_blk
 [ -x "$BLK" ] || { echo "SKIP: $(basename "$0"): no $BLK (libnbd-dev missing?)" >&2; exit 77; }
 
-iters=${E2E_CRASH_ITERS:-10}
+iters=${E2E_CRASH_ITERS:-12}
 blocks=8192            # 32 MiB of "v"
 t=$(mktempdir)
 mkdir "$t/snaps" "$t/scr"
@@ -151,7 +152,8 @@ for ((it = 1; it <= iters; it++)); do
   # work on a known, fully flushed state.
   write_v $((2 * it)) $((300 + RANDOM % 700)) || fail "iteration $it: writer failed ($(tail -1 "$t/writer.out"))"
   cp "$t/v.state" "$t/v.read"
-  op=$((RANDOM % 4))
+  op=$((RANDOM % 6))
+  op=$((op < 3 ? 0 : op - 2))      # half the kills during writes
   [ "$it" -eq 1 ] && op=1           # the first iteration makes a snapshot to work on
   [ $op = 2 ] && ! grep -qlx yes "$t"/snaps/*.st 2>/dev/null && op=1
   delay=$((RANDOM % 60))
@@ -205,6 +207,18 @@ e2e_start
 check_all "final (writethrough, cache file deleted)"
 blk verify "$(e2e_uri v)" --blocks $blocks --state "$t/v.read" --exact >/dev/null ||
   fail "v changed between two reads"
+# The check can fail: a floor one generation above what block 77 holds (a
+# flushed write that was lost) must be reported.
+python3 - "$t/v.read" "$t/v.lost" <<'PY'
+import struct, sys
+b = bytearray(open(sys.argv[1], "rb").read())
+off = 16 + 77 * 8
+struct.pack_into("<Q", b, off, struct.unpack_from("<Q", b, off)[0] + 1)
+open(sys.argv[2], "wb").write(b)
+PY
+! blk verify "$(e2e_uri v)" --blocks $blocks --state "$t/v.lost" --floor >"$t/neg.out" 2>&1 ||
+  fail "e2e_blk verify did not notice a lost write"
+grep -q "block 77 .*flushed write lost" "$t/neg.out" || { cat "$t/neg.out" >&2; fail "negative check: wrong report"; }
 e2e_stop
 info "$iters iterations in $((SECONDS - total)) s"
 echo "crash.sh: ok"
