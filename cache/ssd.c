@@ -872,6 +872,8 @@ static void ssd_read_go(struct ssd_req *r)
 		}
 	}
 	if (r->kind == SSD_PREFETCH) {
+		if (e)
+			ssd_maybe_free(s, e);   /* loaded for nothing (a hole) */
 		pthread_mutex_unlock(&s->lock);
 		ssd_read_end(r, 0);
 		return;
@@ -897,6 +899,8 @@ static void ssd_read_go(struct ssd_req *r)
 		run_lo = hi;
 		prev = src;
 	}
+	if (e)
+		ssd_maybe_free(s, e);           /* loaded for nothing (a hole) */
 	pthread_mutex_unlock(&s->lock);
 	if (r->err) {
 		ssd_read_end(r, r->err);
