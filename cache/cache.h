@@ -360,6 +360,8 @@ struct ssdcache_stats {
 	uint64_t miss_bytes;      /* bytes they decoded into slots */
 	uint64_t fetch_errors;    /* fetches that failed */
 	uint64_t prefetches;      /* prefetch ops */
+	uint64_t readaheads;      /* misses of a sequential stream that
+	                           * fetched the rest of the object */
 	uint64_t evictions;       /* objects evicted */
 	uint64_t slot_waits;      /* writes / fetches that waited for a slot */
 	uint64_t slots_free;      /* free now (not counting a batch whose

@@ -102,7 +102,11 @@
  * fetch never races a write to the same slot); a partial edge block whose
  * old bytes a base has only in the pool is fetched first.  The flusher's
  * whole-object read and prefetch (NBD_CMD_CACHE, vol warm) take the same
- * path; prefetch completes when the range is in the slot.
+ * path; prefetch completes when the range is in the slot.  Read-ahead: a
+ * miss of a read that starts where the previous read of the object ended
+ * (a sequential stream, including the first read at offset 0) fetches
+ * through the end of the object, so a stream costs one fetch (all k
+ * shards at once) per object instead of one per read (stats.readaheads).
  *
  * Eviction (pool mode; local only never evicts): S3-FIFO.  A slot taken
  * enters the small FIFO (10 % of the slots), or the main FIFO when its id
@@ -144,7 +148,8 @@
  * FLUSHed byte read back from the pool).
  *
  * Not done: lock striping of the index (one mutex, short sections),
- * O_DIRECT, read-ahead across objects (prefetch is per call).
+ * O_DIRECT, read-ahead across objects (the cache does not know which
+ * object comes next: vol would have to prefetch it).
  */
 #include "cache/ssd.h"
 
@@ -848,6 +853,13 @@ static void ssd_read_go(struct ssd_req *r)
 
 			if (r->passes == 1)
 				s->st.misses++;
+			if (p == e && e->obj == io->obj && r->kind == SSD_READ &&
+			    io->off == e->last_end && hi < s->nblk) {
+				/* a sequential stream: read ahead to the end of
+				 * the object (one fetch instead of one per read) */
+				hi = s->nblk;
+				s->st.readaheads++;
+			}
 			if (!err) {
 				r->resume = ssd_read_resume;
 				err = ssd_fetch_need(s, r, p, lo, hi);
@@ -861,15 +873,14 @@ static void ssd_read_go(struct ssd_req *r)
 			return;
 		}
 	}
-	if (r->passes == 1) {
+	if (r->passes == 1)
 		s->st.hits++;
-		if (e && e->obj == io->obj && e->slot != SSD_NOSLOT &&
-		    r->kind == SSD_READ) {
-			/* a sequential continuation is the same access */
-			if (io->off != e->last_end && e->freq < 3)
-				e->freq++;
-			e->last_end = io->off + io->len;
-		}
+	if (e && e->obj == io->obj && e->slot != SSD_NOSLOT && r->kind == SSD_READ) {
+		/* a sequential continuation is the same access; the pass
+		 * after a miss is the access that missed */
+		if (r->passes == 1 && io->off != e->last_end && e->freq < 3)
+			e->freq++;
+		e->last_end = io->off + io->len;
 	}
 	if (r->kind == SSD_PREFETCH) {
 		if (e)

@@ -1171,6 +1171,17 @@ START_TEST(test_cache_lost_wt)
 	ck_assert_uint_eq(nfiles, (LOBJ - 1) * (K + M));
 	scan_free();
 
+	/* a sequential stream through a cold object: one fetch (read-ahead) */
+	ssdcache_get_stats(c, &st);
+	for (unsigned p = 0; p < 4; p++) {
+		ck_assert_int_eq(do_io(c, OP_READ, 8, 7, p * (SLOT / 4), SLOT / 4, got), 0);
+		ck_assert(!memcmp(got, want + 8 * SLOT + p * (SLOT / 4), SLOT / 4));
+	}
+	ssdcache_get_stats(c, &st2);
+	ck_assert_uint_eq(st2.fetches - st.fetches, 1);
+	ck_assert_uint_eq(st2.readaheads - st.readaheads, 1);
+	ck_assert_uint_eq(st2.hits - st.hits, 3);
+
 	/* every byte of every object */
 	for (unsigned i = 1; i <= LOBJ; i++) {
 		if (i == 6)
