@@ -24,7 +24,8 @@
  *   reason — a foreign or damaged cache is never used silently.
  *
  * Index.  One record per object in META_T_CACHE_INDEX (key: object id, big
- * endian): {slot, flags, base, validity bitmap, one bit per 4 KiB block}.
+ * endian): {slot (or none: evicted, or new), flags, base, validity bitmap,
+ * one bit per 4 KiB block}.
  * Key 0 binds the index to one cache file (its instance id and geometry):
  * an index found with another cache file is refused (-ESTALE), since its
  * slots would point at someone else's bytes.
@@ -50,8 +51,11 @@
  * the base chain first (read-modify-write of one block, serialized per
  * object so two partial writes of one block cannot undo each other).  A
  * dropped object that is still the base of a live one is retained
- * ("dependents" count) and freed when the last dependent is dropped or has
- * every block of its own, has a pool version and was evicted.  An object
+ * ("dependents" count) and freed when its last dependent is dropped, has
+ * every block of its own, or is evicted (an evicted object reads from its
+ * pool version, never through its base).  Lazy COW needs bases to be
+ * immutable: an object is never written after another was created from it
+ * (vol must count a dependent as a reference).  An object
  * created by a write submitted inside a write section (vol's) has its
  * record {base, no slot, no valid block} staged in that section, so it
  * commits with vol's map entry that names it: after a crash the index
