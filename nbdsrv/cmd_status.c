@@ -48,6 +48,50 @@ static const char *human_bytes(char *buf, size_t len, json_int_t v)
 	return buf;
 }
 
+static json_int_t ji(json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+/* The volume store's cache and warm-up jobs (persistent mode). */
+static void print_cache(json_t *v)
+{
+	json_t *c = json_object_get(v, "cache"), *e;
+	char b[4][32];
+	size_t i;
+
+	if (json_is_object(c)) {
+		json_int_t ss = ji(c, "slot_size");
+
+		printf("cache: %s, %s of %s used (%" JSON_INTEGER_FORMAT " of %"
+		       JSON_INTEGER_FORMAT " slots), %" JSON_INTEGER_FORMAT " dirty, %"
+		       JSON_INTEGER_FORMAT " objects not yet in the pool\n",
+		       json_string_value(json_object_get(v, "cache_mode")) ?: "?",
+		       human_bytes(b[0], sizeof(b[0]), ji(c, "slots_used") * ss),
+		       human_bytes(b[1], sizeof(b[1]), ji(c, "slots") * ss),
+		       ji(c, "slots_used"), ji(c, "slots"), ji(c, "slots_dirty"),
+		       ji(c, "pool_dirty"));
+		printf("  hits %" JSON_INTEGER_FORMAT ", misses %" JSON_INTEGER_FORMAT
+		       " (%s fetched), prefetches %" JSON_INTEGER_FORMAT ", evictions %"
+		       JSON_INTEGER_FORMAT ", flushed %" JSON_INTEGER_FORMAT
+		       " versions (%" JSON_INTEGER_FORMAT " errors), writers waiting %"
+		       JSON_INTEGER_FORMAT " (stalled ever %" JSON_INTEGER_FORMAT ")\n",
+		       ji(c, "hits"), ji(c, "misses"),
+		       human_bytes(b[2], sizeof(b[2]), ji(c, "miss_bytes")),
+		       ji(c, "prefetches"), ji(c, "evictions"), ji(c, "flushed"),
+		       ji(c, "flush_errors"), ji(c, "bp_waiting"), ji(c, "bp_stalls"));
+	}
+	json_array_foreach(json_object_get(v, "warm"), i, e)
+		printf("  warm %-20s %-8s %s / %s, %s/s%s%s\n",
+		       json_string_value(json_object_get(e, "spec")) ?: "?",
+		       json_string_value(json_object_get(e, "state")) ?: "?",
+		       human_bytes(b[0], sizeof(b[0]), ji(e, "done")),
+		       human_bytes(b[1], sizeof(b[1]), ji(e, "total")),
+		       human_bytes(b[2], sizeof(b[2]), ji(e, "rate")),
+		       json_object_get(e, "error") ? ": " : "",
+		       json_string_value(json_object_get(e, "error")) ?: "");
+}
+
 static void print_human(json_t *rep)
 {
 	json_t *a, *e, *v;
@@ -97,6 +141,7 @@ static void print_human(json_t *rep)
 			printf("  in use: %-24s %" JSON_INTEGER_FORMAT " session(s)\n",
 			       json_string_value(json_object_get(e, "name")) ?: "?",
 			       json_integer_value(json_object_get(e, "sessions")));
+		print_cache(v);
 	}
 	v = json_object_get(rep, "pool_text");
 	if (json_is_string(v))

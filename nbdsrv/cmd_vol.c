@@ -8,6 +8,10 @@
  *   vol clone VOL@SNAP NEW
  *   snap create VOL@SNAP    snap ls VOL     snap rm VOL@SNAP
  *   snap diff VOL@SNAP [VOL@SNAP2]          (default: against the head)
+ *   vol warm NAME[@SNAP] [--rate R] [--wait|--no-wait]
+ *       starts a background warm-up in the daemon (warm.c); on a terminal
+ *       (or with --wait) follows its progress by polling `status` every
+ *       half second until it ends (exit 1 if it failed).
  *
  * Every command takes --json (print the daemon's reply object), --control
  * PATH or --config FILE (which daemon).  Sizes accept K/M/G/T suffixes and
@@ -26,11 +30,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 struct vol_cli {
 	const char *who;        /* "nbdsrv vol" / "nbdsrv snap" */
 	const char *control, *config;
 	const char *chunk_size;
+	const char *rate;
+	int wait;               /* -1 --no-wait, 1 --wait, 0 on a terminal */
 	bool json;
 	char **args;            /* positional: subcommand first */
 	int nargs;
@@ -45,6 +52,7 @@ static void vol_usage(FILE *f)
 "       nbdsrv vol rollback NAME@SNAP | flatten NAME | clone VOL@SNAP NEW\n"
 "       nbdsrv snap create VOL@SNAP | ls VOL | rm VOL@SNAP\n"
 "       nbdsrv snap diff VOL@SNAP [VOL@SNAP2]            (default: the head)\n"
+"       nbdsrv vol warm NAME[@SNAP] [--rate BYTES/s] [--wait|--no-wait]\n"
 "options: --control PATH | --config FILE (which daemon), --json\n");
 }
 
@@ -281,6 +289,15 @@ static int build(const struct vol_cli *c, bool snap, json_t **req)
 		*req = json_pack("{s:s}", "cmd", "vol.du");
 		if (*req && c->nargs == 2)
 			json_object_set_new(*req, "name", json_string(a[0]));
+	} else if (!strcmp(sub, "warm")) {
+		json_int_t rate = 0;
+
+		if ((r = need(c, 1, "expected NAME or VOL@SNAP")))
+			return r;
+		if (c->rate && (r = size_arg(c, c->rate, "--rate", &rate)))
+			return r;
+		*req = json_pack("{s:s, s:s, s:I}", "cmd", "vol.warm", "spec", a[0],
+				 "rate", rate);
 	} else if (!strcmp(sub, "clone")) {
 		if ((r = need(c, 2, "expected VOL@SNAP NEW")) || (r = snap_arg(c, a[0])))
 			return r;
@@ -299,6 +316,56 @@ done:
 	return 0;
 }
 
+/* Poll the daemon's status until warm job id ends; progress on stdout. */
+static int warm_follow(const struct vol_cli *c, const char *path, json_int_t id)
+{
+	bool tty = isatty(STDOUT_FILENO);
+
+	for (;;) {
+		json_t *req = json_pack("{s:s, s:s}", "cmd", "status", "format", "json");
+		json_t *rep = NULL, *jobs, *j, *found = NULL;
+		const char *state;
+		char b[3][32];
+		size_t i;
+		int rc;
+
+		if (!req)
+			return 1;
+		rc = ctl_call(c->who, path, req, &rep);
+		json_decref(req);
+		if (rc)
+			return rc;
+		jobs = json_object_get(json_object_get(rep, "volumes"), "warm");
+		json_array_foreach(jobs, i, j)
+			if (jint(j, "id") == id)
+				found = j;
+		if (!found) {
+			fprintf(stderr, "%s warm: job %lld is no longer listed\n", c->who,
+				(long long)id);
+			json_decref(rep);
+			return 1;
+		}
+		state = json_string_value(json_object_get(found, "state")) ?: "?";
+		printf("%swarm %s: %s / %s, %s/s, %s%s", tty ? "\r" : "",
+		       json_string_value(json_object_get(found, "spec")) ?: "?",
+		       hb(b[0], 32, jint(found, "done")), hb(b[1], 32, jint(found, "total")),
+		       hb(b[2], 32, jint(found, "rate")), state, tty ? "   " : "\n");
+		fflush(stdout);
+		if (strcmp(state, "queued") && strcmp(state, "running")) {
+			if (tty)
+				printf("\n");
+			rc = strcmp(state, "done") ? 1 : 0;
+			if (rc)
+				fprintf(stderr, "%s warm: %s\n", c->who,
+					json_string_value(json_object_get(found, "error")) ?: state);
+			json_decref(rep);
+			return rc;
+		}
+		json_decref(rep);
+		usleep(500 * 1000);
+	}
+}
+
 static int vol_main(int argc, char **argv, bool snap)
 {
 	static const struct option longopts[] = {
@@ -306,6 +373,9 @@ static int vol_main(int argc, char **argv, bool snap)
 		{ "config",     required_argument, NULL, 'f' },
 		{ "json",       no_argument,       NULL, 'j' },
 		{ "chunk-size", required_argument, NULL, 's' },
+		{ "rate",       required_argument, NULL, 'r' },
+		{ "wait",       no_argument,       NULL, 'w' },
+		{ "no-wait",    no_argument,       NULL, 'W' },
 		{ "help",       no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -322,6 +392,9 @@ static int vol_main(int argc, char **argv, bool snap)
 		case 'f': c.config = optarg; break;
 		case 'j': c.json = true; break;
 		case 's': c.chunk_size = optarg; break;
+		case 'r': c.rate = optarg; break;
+		case 'w': c.wait = 1; break;
+		case 'W': c.wait = -1; break;
 		case 'h': vol_usage(stdout); return 0;
 		case ':': return usage(&c, "%s: missing argument", argv[optind - 1]);
 		default: return usage(&c, "unknown option '%s'", argv[optind - 1]);
@@ -331,6 +404,8 @@ static int vol_main(int argc, char **argv, bool snap)
 	c.nargs = argc - optind;
 	if (c.nargs < 1)
 		return usage(&c, "%s", "a subcommand is required");
+	if ((c.rate || c.wait) && (snap || strcmp(c.args[0], "warm")))
+		return usage(&c, "%s", "--rate, --wait, --no-wait only go with 'vol warm'");
 	rc = build(&c, snap, &req);
 	if (rc)
 		return rc;
@@ -345,6 +420,12 @@ static int vol_main(int argc, char **argv, bool snap)
 			json_string_value(json_object_get(rep, "error")) ?: "refused");
 		json_decref(rep);
 		return 1;
+	}
+	if (!snap && !strcmp(c.args[0], "warm") &&
+	    (c.wait > 0 || (c.wait == 0 && isatty(STDOUT_FILENO)))) {
+		rc = warm_follow(&c, path, jint(rep, "warm_id"));
+		json_decref(rep);
+		return rc;
 	}
 	if (c.json) {
 		char *s = json_dumps(rep, JSON_COMPACT);

@@ -259,7 +259,23 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 			struct open_list ol = { .o = o };
 
 			volumes_foreach_open(ctl->vols, status_open_one, &ol);
-			r = ol.r ? ol.r : strbuf_printf(o, "]}");
+			r = ol.r ? ol.r : strbuf_printf(o, "]");
+		}
+		if (!r) {
+			json_t *vs = volumes_status(ctl->vols);
+			const char *key;
+			json_t *val;
+
+			json_object_foreach(vs, key, val) {
+				char *txt = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+
+				r = txt ? strbuf_printf(o, ",\"%s\":%s", key, txt) : -ENOMEM;
+				free(txt);
+				if (r)
+					break;
+			}
+			json_decref(vs);
+			r = r ? r : strbuf_printf(o, "}");
 		}
 	}
 	if (r || !ctl->pool)

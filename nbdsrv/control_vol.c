@@ -3,6 +3,7 @@
  *
  *   request (JSON line)                          reply members (after "ok")
  *   {"cmd":"vol.create","name":N,"size":B[,"chunk_size":B]}   "volume":{info}
+ *   {"cmd":"vol.warm","spec":"vol[@snap]"[,"rate":B/s]}       "warm_id":N (warm.c)
  *   {"cmd":"vol.ls"}                             "volumes":[{info}…]
  *   {"cmd":"vol.info","name":N}                  "volume":{info},"snapshots":[…]
  *   {"cmd":"vol.resize","name":N,"size":B}       "volume":{info}
@@ -432,6 +433,21 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 				 "pool's chunk_size (%lld bytes)", (long long)fixed);
 			return -EINVAL;
 		}
+	}
+	if (!strcmp(cmd, "vol.warm")) {
+		const char *spec;
+		uint64_t rate = 0, id;
+
+		if ((r = get_str(req, "spec", &spec, err, errlen)) < 0)
+			return r;
+		if (json_object_get(req, "rate") &&
+		    (r = get_u64(req, "rate", &rate, err, errlen)) < 0)
+			return r;
+		r = volumes_warm(v, spec, rate, &id, err, errlen);
+		if (r < 0)
+			return r;
+		*members = json_pack("{s:I, s:s}", "warm_id", (json_int_t)id, "spec", spec);
+		return *members ? 0 : -ENOMEM;
 	}
 	for (i = 0; i < ARRAY_SIZE(vol_cmds); i++) {
 		if (strcmp(cmd, vol_cmds[i].name))

@@ -12,6 +12,8 @@
  *                                 either way)
  *   block_status     vol_block_status (synchronous, metadata only):
  *                    unallocated chunks are holes that read as zeroes
+ *   cache            vol_prefetch (the chunks' objects into the SSD
+ *                                 cache; holes skipped)
  *
  * Each data op allocates one struct vol_io (io->priv[0]); its completion
  * frees it and calls io->done.  When that allocation fails, or for the
@@ -96,6 +98,11 @@ static void ev_write(struct export *e, struct export_io *io)
 	submit(e, io, vol_write, fua(io));
 }
 
+static void ev_cache(struct export *e, struct export_io *io)
+{
+	submit(e, io, vol_prefetch, 0);
+}
+
 static void ev_flush(struct export *e, struct export_io *io)
 {
 	submit(e, io, vol_flush, 0);
@@ -151,6 +158,7 @@ static const struct export_ops vol_export_ops = {
 	.trim = ev_trim,
 	.zero = ev_zero,
 	.block_status = ev_block_status,
+	.cache = ev_cache,
 	.close = ev_close,
 };
 
@@ -173,7 +181,7 @@ int export_vol_open(struct vol_pool *p, const char *spec, struct export **out)
 	ve->base.ops = &vol_export_ops;
 	ve->base.size = vol_view_size(ve->view);
 	ve->base.pref_block = 4096;
-	ve->base.flags = EXPORT_CAN_EXTENTS | EXPORT_CAN_MULTI_CONN;
+	ve->base.flags = EXPORT_CAN_EXTENTS | EXPORT_CAN_MULTI_CONN | EXPORT_CAN_CACHE;
 	if (vol_view_readonly(ve->view))
 		ve->base.flags |= EXPORT_READ_ONLY;
 	else

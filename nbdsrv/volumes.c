@@ -72,6 +72,8 @@ struct volumes {
 	uint64_t chunk_size;            /* persistent: the slot size */
 	pthread_mutex_t hook_lock;      /* hook_pool vs the committer thread */
 	struct vol_pool *hook_pool;
+	bool writethrough;
+	struct warm *warm;
 	struct nbd_resolver resolver;
 	pthread_mutex_t lock;           /* guards open (reactors, control) */
 	struct vol_open *open;
@@ -265,6 +267,7 @@ static int open_persistent(struct volumes *v, const struct zdb_pool_cfg *cfg)
 		goto exit;
 	}
 	v->chunk_size = cfg->chunk_size;
+	v->writethrough = cfg->cache_mode == ZDB_CACHE_WRITETHROUGH;
 
 	snprintf(path, sizeof(path), "%s/meta", v->dir);
 	mo.create = true;
@@ -395,6 +398,7 @@ static int volumes_free(struct volumes *v)
 {
 	int r = 0, r2;
 
+	warm_close(v->warm);
 	if (v->pool && v->mode == VOLUMES_PERSISTENT) {
 		r = flush_store(v->store);
 		if (r < 0)
@@ -454,6 +458,8 @@ int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
 	} else {
 		r = open_ephemeral(v);
 	}
+	if (r == 0 && (r = warm_open(v->pool, &v->warm)) < 0)
+		fprintf(stderr, "nbdsrv serve: volumes: warm-up thread: %s\n", strerror(-r));
 	if (r < 0) {
 		volumes_free(v);
 		return r;
@@ -479,6 +485,53 @@ uint64_t volumes_chunk_size(const struct volumes *v)
 struct objstore *volumes_store(struct volumes *v)
 {
 	return v->store;
+}
+
+int volumes_warm(struct volumes *v, const char *spec, uint64_t rate, uint64_t *id,
+		 char *err, size_t errlen)
+{
+	return warm_add(v->warm, spec, rate, id, err, errlen);
+}
+
+json_t *volumes_status(struct volumes *v)
+{
+	json_t *o = json_object();
+
+	if (!o)
+		return NULL;
+	json_object_set_new(o, "cache_mode", json_string(v->mode == VOLUMES_EPHEMERAL
+		? "memory" : v->writethrough ? "writethrough" : "writeback"));
+	if (v->mode == VOLUMES_PERSISTENT) {
+		struct ssdcache_stats st;
+
+		ssdcache_get_stats(v->store, &st);
+		json_object_set_new(o, "cache", json_pack(
+			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			"slot_size", (json_int_t)v->chunk_size,
+			"slots", (json_int_t)st.slots,
+			"slots_used", (json_int_t)st.slots_used,
+			"slots_dirty", (json_int_t)st.slots_dirty,
+			"slots_free", (json_int_t)st.slots_free,
+			"objects", (json_int_t)st.objects,
+			"hits", (json_int_t)st.hits,
+			"misses", (json_int_t)st.misses,
+			"fetches", (json_int_t)st.fetches,
+			"miss_bytes", (json_int_t)st.miss_bytes,
+			"fetch_errors", (json_int_t)st.fetch_errors,
+			"prefetches", (json_int_t)st.prefetches,
+			"evictions", (json_int_t)st.evictions,
+			"pool_dirty", (json_int_t)st.pool_dirty,
+			"flushed", (json_int_t)st.flushed,
+			"flush_errors", (json_int_t)st.flush_errors,
+			"gc_versions", (json_int_t)st.gc_versions,
+			"bp_waiting", (json_int_t)st.bp_waiting,
+			"bp_stalls", (json_int_t)st.bp_stalls,
+			"degraded_writes", (json_int_t)st.degraded_writes,
+			"repair_pending", (json_int_t)st.repair_pending));
+	}
+	json_object_set_new(o, "warm", warm_status(v->warm));
+	return o;
 }
 
 int volumes_ensure(struct volumes *v, const char *name, uint64_t size)

@@ -67,6 +67,26 @@ void volumes_foreach_open(struct volumes *v,
  * from the control thread about once a second. */
 void volumes_gc(struct volumes *v);
 
+/* Status of the volume store: {"cache_mode", "cache": ssdcache counters
+ * (persistent mode), "warm": [jobs]}.  The caller decrefs it; NULL without
+ * memory. */
+json_t *volumes_status(struct volumes *v);
+/* Start warming spec ("vol" or "vol@snap") into the cache at rate bytes/s
+ * (0 = unlimited) in the background; *id names the job in status.
+ * -ENOENT (message in err) for an unknown spec. */
+int volumes_warm(struct volumes *v, const char *spec, uint64_t rate, uint64_t *id,
+		 char *err, size_t errlen);
+
+/* warm.c: the background warm-up thread of a volume pool (volumes.c owns
+ * one).  warm_close stops a running job after its chunks in flight. */
+struct warm;
+int warm_open(struct vol_pool *p, struct warm **out);
+void warm_close(struct warm *w);
+int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
+	     char *err, size_t errlen);
+/* Array of the queued, running and last finished jobs (new reference). */
+json_t *warm_status(struct warm *w);
+
 /* export_vol.c: a view ("vol" read-write, "vol@snap" read-only) as an
  * export.  Returns 0 and *out (closed with export_close(), which does not
  * block: the caller flushes when it needs durability), or -errno with

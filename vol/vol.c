@@ -2361,6 +2361,39 @@ void vol_read(struct vol_view *v, struct vol_io *io)
 	vol_io_defer(io, r < 0 ? -EIO : 0);
 }
 
+void vol_prefetch(struct vol_view *v, struct vol_io *io)
+{
+	struct lvl chain[VOL_CHAIN_MAX];
+	struct meta_txn *t;
+	uint64_t cs, off;
+	unsigned used = 0;
+	int n, r = 0;
+
+	t = vol_io_begin(v, io, IO_READ);
+	if (!t)
+		return;
+	cs = v->st->rec.chunk_size;
+	n = view_chain(v, chain);
+	for (off = io->off; off < io->off + io->len && r == 0;) {
+		uint64_t chunk = off / cs, in = off % cs;
+		uint64_t len = MIN(cs - in, io->off + io->len - off);
+		struct hit h;
+
+		r = chain_lookup(t, chain, n, chunk, &h);
+		if (r == 0 && h.obj) {
+			struct vol_sub *s = vol_sub_next(io, &used);
+
+			s->sio.obj = h.obj;
+			s->sio.off = in;
+			s->sio.len = len;
+			objstore_prefetch(v->p->store, &s->sio);
+		}
+		off += len;
+	}
+	meta_end(t);
+	vol_io_defer(io, r < 0 ? -EIO : 0);
+}
+
 /* Head write / zero of [in, in+len) of one chunk, in a write section. */
 static int vol_chunk_modify(struct vol_view *v, struct meta_txn *t,
 			    struct vol_io *io, const struct lvl *chain, int n,

@@ -200,6 +200,10 @@ struct vol_io {
 
 /* Read [off, off+len) (holes read as zeros). */
 void vol_read(struct vol_view *v, struct vol_io *io);
+/* Bring [off, off+len) into the store's fastest tier (NBD_CMD_CACHE, warm
+ * up): one objstore_prefetch per chunk that has data, holes skipped; buf
+ * unused.  cb when every chunk is there (0) or one could not be fetched. */
+void vol_prefetch(struct vol_view *v, struct vol_io *io);
 /* Write buf; -EROFS on a snapshot, -EINVAL past the end. */
 void vol_write(struct vol_view *v, struct vol_io *io);
 /* Zero the range: whole chunks become holes, partial ones are zeroed. */

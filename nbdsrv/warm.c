@@ -1,0 +1,313 @@
+/*
+ * warm.c — `nbdsrv vol warm NAME[@SNAP]`: bring a whole volume or snapshot
+ * into the SSD cache in the background, rate-limited, with progress.
+ *
+ *   control thread                         warm thread (own loop)
+ *   warm_add(spec, rate) ──queue──►  job: vol_view_open(spec)
+ *                                         ├─ vol_prefetch one chunk at a
+ *                                         │  time, WARM_INFLIGHT in flight,
+ *                                         │  issued bytes <= rate x elapsed
+ *                                         │  (+ one chunk of burst)
+ *                                         └─ vol_view_close
+ *   warm_status() ◄── done/total/state under the lock
+ *
+ * Jobs run one after the other, in the order asked.  The job holds a view
+ * of its volume while it runs, so `vol rm` of that volume is refused until
+ * it finished (the reason names the open view).  Progress counts logical
+ * bytes (holes are skipped by vol_prefetch and count as done at once).
+ * The first failed chunk fails the job (its message is kept for status);
+ * the daemon's shutdown stops a running job after its chunks in flight.
+ * The last WARM_KEEP finished jobs stay listed in status.
+ */
+#include "nbdsrv/volumes.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define WARM_INFLIGHT 4
+#define WARM_KEEP     8
+
+enum warm_state { WARM_QUEUED, WARM_RUNNING, WARM_DONE, WARM_FAILED, WARM_STOPPED };
+
+static const char *const warm_state_names[] = {
+	"queued", "running", "done", "failed", "stopped",
+};
+
+struct warm_job {
+	struct warm_job *next;
+	uint64_t id;
+	char spec[2 * VOL_NAME_MAX + 2];
+	uint64_t rate;                  /* bytes/s, 0 = unlimited */
+	uint64_t total, done;
+	uint64_t t0, t1;                /* ns: start, end */
+	enum warm_state state;
+	char error[200];
+};
+
+struct warm {
+	struct vol_pool *p;
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	bool stop;
+	uint64_t next_id;
+	struct warm_job *jobs;          /* oldest first */
+	struct loop loop;
+};
+
+struct warm_io {
+	struct vol_io io;
+	struct warm_job *job;
+	unsigned *inflight;
+	int *err;
+	struct warm *w;
+};
+
+static void warm_io_done(struct vol_io *io, int res)
+{
+	struct warm_io *wi = container_of(io, struct warm_io, io);
+
+	pthread_mutex_lock(&wi->w->lock);
+	wi->job->done += io->len;
+	if (res < 0 && !*wi->err) {
+		*wi->err = res;
+		snprintf(wi->job->error, sizeof(wi->job->error),
+			 "chunk at %llu: %s", (unsigned long long)io->off, strerror(-res));
+	}
+	pthread_mutex_unlock(&wi->w->lock);
+	(*wi->inflight)--;
+	io->len = 0;                    /* free slot */
+}
+
+static void warm_run(struct warm *w, struct warm_job *j)
+{
+	struct warm_io wio[WARM_INFLIGHT];
+	struct vol_view *v;
+	uint64_t off = 0, cs, issued = 0, total;
+	unsigned inflight = 0, i;
+	int err = 0, r;
+
+	r = vol_view_open(w->p, j->spec, &v);
+	pthread_mutex_lock(&w->lock);
+	if (r < 0) {
+		j->state = WARM_FAILED;
+		snprintf(j->error, sizeof(j->error), "%s", vol_last_error());
+		pthread_mutex_unlock(&w->lock);
+		return;
+	}
+	j->total = total = vol_view_size(v);
+	j->t0 = now_ns();
+	j->state = WARM_RUNNING;
+	pthread_mutex_unlock(&w->lock);
+	cs = vol_view_chunk_size(v);
+	memset(wio, 0, sizeof(wio));
+	for (;;) {
+		bool stop = __atomic_load_n(&w->stop, __ATOMIC_RELAXED);
+		uint64_t wait_ns = 50ull * 1000 * 1000;
+
+		while (inflight < WARM_INFLIGHT && off < total && !stop && !err) {
+			if (j->rate) {
+				uint64_t el = now_ns() - j->t0;
+				unsigned __int128 allowed =
+					(unsigned __int128)j->rate * el / 1000000000u + cs;
+
+				if (issued >= allowed) {
+					wait_ns = MAX(1000000ull, (uint64_t)((unsigned __int128)
+						(issued + cs - allowed) * 1000000000u / j->rate));
+					wait_ns = MIN(wait_ns, 100ull * 1000 * 1000);
+					break;
+				}
+			}
+			for (i = 0; wio[i].io.len; i++)
+				;
+			memset(&wio[i], 0, sizeof(wio[i]));
+			wio[i].job = j;
+			wio[i].inflight = &inflight;
+			wio[i].err = &err;
+			wio[i].w = w;
+			wio[i].io.loop = &w->loop;
+			wio[i].io.cb = warm_io_done;
+			wio[i].io.off = off;
+			wio[i].io.len = MIN(cs - off % cs, total - off);
+			off += wio[i].io.len;
+			issued += wio[i].io.len;
+			inflight++;
+			vol_prefetch(v, &wio[i].io);
+		}
+		if (!inflight && (off >= total || stop || err))
+			break;
+		if (loop_run_once(&w->loop, wait_ns) < 0 && !inflight)
+			break;
+	}
+	vol_view_close(v);
+	pthread_mutex_lock(&w->lock);
+	j->t1 = now_ns();
+	j->state = err ? WARM_FAILED : off < total ? WARM_STOPPED : WARM_DONE;
+	pthread_mutex_unlock(&w->lock);
+	log_info("warm %s: %s, %llu of %llu bytes", j->spec, warm_state_names[j->state],
+		 (unsigned long long)j->done, (unsigned long long)total);
+}
+
+/* Drop finished jobs beyond the newest WARM_KEEP.  Lock held. */
+static void warm_trim(struct warm *w)
+{
+	struct warm_job **pp, *j;
+	unsigned fin = 0;
+
+	for (j = w->jobs; j; j = j->next)
+		fin += j->state >= WARM_DONE;
+	for (pp = &w->jobs; (j = *pp) && fin > WARM_KEEP;) {
+		if (j->state >= WARM_DONE) {
+			*pp = j->next;
+			free(j);
+			fin--;
+		} else {
+			pp = &j->next;
+		}
+	}
+}
+
+static void *warm_thread(void *arg)
+{
+	struct warm *w = arg;
+	/* the ring is single-issuer: created by the thread that uses it */
+	int lr = loop_init(&w->loop, 64);
+
+	if (lr < 0)
+		log_error("warm-up thread: io_uring: %s (vol warm will fail)",
+			  strerror(-lr));
+	pthread_mutex_lock(&w->lock);
+	for (;;) {
+		struct warm_job *j;
+
+		for (j = w->jobs; j && j->state != WARM_QUEUED; j = j->next)
+			;
+		if (w->stop)
+			break;
+		if (!j) {
+			pthread_cond_wait(&w->cv, &w->lock);
+			continue;
+		}
+		if (lr < 0) {
+			j->state = WARM_FAILED;
+			snprintf(j->error, sizeof(j->error), "no io_uring: %s", strerror(-lr));
+			continue;
+		}
+		pthread_mutex_unlock(&w->lock);
+		warm_run(w, j);
+		pthread_mutex_lock(&w->lock);
+		warm_trim(w);
+	}
+	pthread_mutex_unlock(&w->lock);
+	if (lr == 0)
+		loop_fini(&w->loop);
+	return NULL;
+}
+
+int warm_open(struct vol_pool *p, struct warm **out)
+{
+	struct warm *w = calloc(1, sizeof(*w));
+	int r;
+
+	*out = NULL;
+	if (!w)
+		return -ENOMEM;
+	w->p = p;
+	w->next_id = 1;
+	pthread_mutex_init(&w->lock, NULL);
+	pthread_cond_init(&w->cv, NULL);
+	r = -pthread_create(&w->thread, NULL, warm_thread, w);
+	if (r < 0)
+		goto fail;
+	w->started = true;
+	*out = w;
+	return 0;
+fail:
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+	return r;
+}
+
+void warm_close(struct warm *w)
+{
+	if (!w)
+		return;
+	pthread_mutex_lock(&w->lock);
+	__atomic_store_n(&w->stop, true, __ATOMIC_RELAXED);
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->lock);
+	pthread_join(w->thread, NULL);
+	while (w->jobs) {
+		struct warm_job *j = w->jobs;
+
+		w->jobs = j->next;
+		free(j);
+	}
+	pthread_mutex_destroy(&w->lock);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+}
+
+int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
+	     char *err, size_t errlen)
+{
+	struct warm_job *j, **pp;
+	struct vol_view *v;
+	int r;
+
+	if (strlen(spec) >= sizeof(j->spec)) {
+		snprintf(err, errlen, "name too long");
+		return -EINVAL;
+	}
+	r = vol_view_open(w->p, spec, &v);     /* unknown names fail here */
+	if (r < 0) {
+		snprintf(err, errlen, "%s", vol_last_error());
+		return r;
+	}
+	vol_view_close(v);
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	snprintf(j->spec, sizeof(j->spec), "%s", spec);
+	j->rate = rate;
+	pthread_mutex_lock(&w->lock);
+	j->id = *id = w->next_id++;
+	for (pp = &w->jobs; *pp; pp = &(*pp)->next)
+		;
+	*pp = j;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->lock);
+	return 0;
+}
+
+json_t *warm_status(struct warm *w)
+{
+	json_t *a = json_array();
+	struct warm_job *j;
+	uint64_t now = now_ns();
+
+	if (!a)
+		return NULL;
+	pthread_mutex_lock(&w->lock);
+	for (j = w->jobs; j; j = j->next) {
+		uint64_t el = j->state == WARM_QUEUED ? 0 : (j->t1 ? j->t1 : now) - j->t0;
+		json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:f}",
+				      "id", (json_int_t)j->id, "spec", j->spec,
+				      "state", warm_state_names[j->state],
+				      "done", (json_int_t)j->done, "total", (json_int_t)j->total,
+				      "rate_limit", (json_int_t)j->rate,
+				      "rate", (json_int_t)(el ? (uint64_t)((double)j->done * 1e9 / (double)el) : 0),
+				      "seconds", (double)el / 1e9);
+
+		if (o && j->error[0])
+			json_object_set_new(o, "error", json_string(j->error));
+		if (o)
+			json_array_append_new(a, o);
+	}
+	pthread_mutex_unlock(&w->lock);
+	return a;
+}
