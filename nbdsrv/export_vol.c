@@ -20,6 +20,12 @@
  * synchronous block status, the result is delivered through a NOP on the
  * reactor's ring, since export ops must never complete inside the call.
  *
+ * Sequential read-ahead: a read that starts where the session's previous
+ * read ended extends a streak; from the third one on, the chunks up to
+ * EV_RA_CHUNKS past the read's end are prefetched on the warm thread
+ * (warm_readahead), each chunk asked for once per streak.  The hit path
+ * pays a comparison and, once per chunk crossed, one posted message.
+ *
  * One export per NBD session (the resolver opens one per GO), so a view
  * lives exactly as long as the connection that uses it; `vol rm` of a
  * volume a client is connected to is refused (-EBUSY) by vol/ itself.  The
@@ -31,9 +37,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define EV_RA_CHUNKS 4
+#define EV_RA_STREAK 2
+
 struct vol_export {
 	struct export base;             /* first: e->ops */
 	struct vol_view *view;
+	struct warm *warm;              /* read-ahead; NULL: none */
+	uint64_t chunk;
+	uint64_t next_off;              /* where a sequential read starts */
+	uint64_t ra_end;                /* read-ahead asked for up to here */
+	unsigned streak;
 };
 
 static struct vol_view *export_view(struct export *e)
@@ -88,8 +102,35 @@ static uint32_t fua(const struct export_io *io)
 	return (io->flags & EXPORT_IO_FUA) ? VOL_IO_FUA : 0;
 }
 
+static void ev_readahead(struct vol_export *ve, const struct export_io *io)
+{
+	uint64_t end = io->offset + io->length, want;
+
+	if (io->offset != ve->next_off || !io->length) {
+		ve->streak = 0;
+		ve->ra_end = 0;
+		ve->next_off = end;
+		return;
+	}
+	ve->next_off = end;
+	if (++ve->streak < EV_RA_STREAK)
+		return;
+	want = MIN(ve->base.size, (end + ve->chunk - 1) / ve->chunk * ve->chunk +
+		   EV_RA_CHUNKS * ve->chunk);
+	if (ve->ra_end < end)
+		ve->ra_end = (end + ve->chunk - 1) / ve->chunk * ve->chunk;
+	if (want >= ve->ra_end + ve->chunk) {
+		warm_readahead(ve->warm, ve->base.name, ve->ra_end, want - ve->ra_end);
+		ve->ra_end = want;
+	}
+}
+
 static void ev_read(struct export *e, struct export_io *io)
 {
+	struct vol_export *ve = (struct vol_export *)e;
+
+	if (ve->warm)
+		ev_readahead(ve, io);
 	submit(e, io, vol_read, 0);
 }
 
@@ -162,7 +203,8 @@ static const struct export_ops vol_export_ops = {
 	.close = ev_close,
 };
 
-int export_vol_open(struct vol_pool *p, const char *spec, struct export **out)
+int export_vol_open(struct vol_pool *p, struct warm *warm, const char *spec,
+		    struct export **out)
 {
 	struct vol_export *ve = calloc(1, sizeof(*ve));
 	int r;
@@ -179,6 +221,8 @@ int export_vol_open(struct vol_pool *p, const char *spec, struct export **out)
 		return r;
 	}
 	ve->base.ops = &vol_export_ops;
+	ve->warm = warm;
+	ve->chunk = vol_view_chunk_size(ve->view);
 	ve->base.size = vol_view_size(ve->view);
 	ve->base.pref_block = 4096;
 	ve->base.flags = EXPORT_CAN_EXTENTS | EXPORT_CAN_MULTI_CONN | EXPORT_CAN_CACHE;

@@ -134,7 +134,8 @@ static struct export *resolver_open(void *arg, const char *name)
 	struct volumes *v = arg;
 	struct export *e;
 
-	if (export_vol_open(v->pool, name, &e) < 0)
+	if (export_vol_open(v->pool, v->mode == VOLUMES_PERSISTENT ? v->warm : NULL,
+			    name, &e) < 0)
 		return NULL;
 	count_session(v, e->name, 1);
 	return e;

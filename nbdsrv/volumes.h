@@ -86,12 +86,17 @@ int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
 	     char *err, size_t errlen);
 /* Array of the queued, running and last finished jobs (new reference). */
 json_t *warm_status(struct warm *w);
+/* Sequential read-ahead: prefetch [off, off+len) of spec on the warm
+ * thread, with a view of its own; dropped when WARM_RA_MAX are in flight.
+ * Any thread; never blocks; NULL w is a no-op. */
+void warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len);
 
 /* export_vol.c: a view ("vol" read-write, "vol@snap" read-only) as an
- * export.  Returns 0 and *out (closed with export_close(), which does not
+ * export; sequential reads trigger read-ahead on warm (may be NULL).  Returns 0 and *out (closed with export_close(), which does not
  * block: the caller flushes when it needs durability), or -errno with
  * vol_last_error() set. */
-int export_vol_open(struct vol_pool *p, const char *spec, struct export **out);
+int export_vol_open(struct vol_pool *p, struct warm *warm, const char *spec,
+		    struct export **out);
 
 /* control_vol.c: run the control command `cmd` ("vol.create", "snap.ls",
  * …) with the request's members on p.  Returns 0 with *members (an object

@@ -18,6 +18,15 @@
  * The first failed chunk fails the job (its message is kept for status);
  * the daemon's shutdown stops a running job after its chunks in flight.
  * The last WARM_KEEP finished jobs stay listed in status.
+ *
+ * Sequential read-ahead (warm_readahead, from export_vol.c on a reactor)
+ * runs on the same thread and loop: the reactor posts {spec, range}; the
+ * thread opens a view of its own, vol_prefetch()es the range and closes
+ * the view.  Its own view, not the session's, so a session may end while
+ * its read-ahead is in flight; at most WARM_RA_MAX requests in flight, more
+ * are dropped (read-ahead is advisory).  The thread idles in its loop
+ * (polling the job queue every 100 ms) and exits only once no read-ahead
+ * is in flight, before the volume pool and the cache close.
  */
 #include "nbdsrv/volumes.h"
 
@@ -25,9 +34,11 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define WARM_INFLIGHT 4
 #define WARM_KEEP     8
+#define WARM_RA_MAX   8
 
 enum warm_state { WARM_QUEUED, WARM_RUNNING, WARM_DONE, WARM_FAILED, WARM_STOPPED };
 
@@ -53,6 +64,9 @@ struct warm {
 	pthread_mutex_t lock;
 	pthread_cond_t cv;
 	bool stop;
+	bool ready;                     /* the thread set lr */
+	int lr;                         /* its loop_init result */
+	unsigned ra_inflight;           /* atomic */
 	uint64_t next_id;
 	struct warm_job *jobs;          /* oldest first */
 	struct loop loop;
@@ -180,31 +194,97 @@ static void *warm_thread(void *arg)
 		log_error("warm-up thread: io_uring: %s (vol warm will fail)",
 			  strerror(-lr));
 	pthread_mutex_lock(&w->lock);
+	w->lr = lr;
+	w->ready = true;
+	pthread_cond_broadcast(&w->cv);
 	for (;;) {
 		struct warm_job *j;
 
 		for (j = w->jobs; j && j->state != WARM_QUEUED; j = j->next)
 			;
-		if (w->stop)
+		if (w->stop && !__atomic_load_n(&w->ra_inflight, __ATOMIC_ACQUIRE))
 			break;
-		if (!j) {
-			pthread_cond_wait(&w->cv, &w->lock);
-			continue;
-		}
-		if (lr < 0) {
+		if (j && lr < 0) {
 			j->state = WARM_FAILED;
 			snprintf(j->error, sizeof(j->error), "no io_uring: %s", strerror(-lr));
 			continue;
 		}
+		if (j && !w->stop) {
+			pthread_mutex_unlock(&w->lock);
+			warm_run(w, j);
+			pthread_mutex_lock(&w->lock);
+			warm_trim(w);
+			continue;
+		}
 		pthread_mutex_unlock(&w->lock);
-		warm_run(w, j);
+		if (lr < 0)
+			usleep(100 * 1000);
+		else
+			loop_run_once(&w->loop, 100ull * 1000 * 1000);
 		pthread_mutex_lock(&w->lock);
-		warm_trim(w);
 	}
 	pthread_mutex_unlock(&w->lock);
 	if (lr == 0)
 		loop_fini(&w->loop);
 	return NULL;
+}
+
+struct warm_ra {
+	struct loop_msg msg;
+	struct warm *w;
+	struct vol_view *v;
+	struct vol_io io;
+	char spec[];
+};
+
+static void ra_free(struct warm_ra *r)
+{
+	struct warm *w = r->w;
+
+	if (r->v)
+		vol_view_close(r->v);
+	free(r);
+	__atomic_fetch_sub(&w->ra_inflight, 1, __ATOMIC_RELEASE);
+}
+
+static void ra_done(struct vol_io *io, int res)
+{
+	(void)res;              /* advisory: a failed fetch is retried by the read */
+	ra_free(container_of(io, struct warm_ra, io));
+}
+
+static void ra_start(struct loop_msg *m)
+{
+	struct warm_ra *r = container_of(m, struct warm_ra, msg);
+
+	if (vol_view_open(r->w->p, r->spec, &r->v) < 0) {
+		r->v = NULL;
+		ra_free(r);
+		return;
+	}
+	r->io.loop = &r->w->loop;
+	r->io.cb = ra_done;
+	vol_prefetch(r->v, &r->io);
+}
+
+void warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len)
+{
+	struct warm_ra *r;
+	size_t n = strlen(spec) + 1;
+
+	if (!w || w->lr < 0 || __atomic_load_n(&w->stop, __ATOMIC_RELAXED))
+		return;
+	if (__atomic_fetch_add(&w->ra_inflight, 1, __ATOMIC_ACQ_REL) >= WARM_RA_MAX ||
+	    !(r = calloc(1, sizeof(*r) + n))) {
+		__atomic_fetch_sub(&w->ra_inflight, 1, __ATOMIC_RELEASE);
+		return;
+	}
+	r->w = w;
+	memcpy(r->spec, spec, n);
+	r->io.off = off;
+	r->io.len = len;
+	r->msg.fn = ra_start;
+	loop_post(&w->loop, &r->msg);
 }
 
 int warm_open(struct vol_pool *p, struct warm **out)
@@ -222,6 +302,10 @@ int warm_open(struct vol_pool *p, struct warm **out)
 	r = -pthread_create(&w->thread, NULL, warm_thread, w);
 	if (r < 0)
 		goto fail;
+	pthread_mutex_lock(&w->lock);
+	while (!w->ready)
+		pthread_cond_wait(&w->cv, &w->lock);
+	pthread_mutex_unlock(&w->lock);
 	w->started = true;
 	*out = w;
 	return 0;
@@ -238,7 +322,6 @@ void warm_close(struct warm *w)
 		return;
 	pthread_mutex_lock(&w->lock);
 	__atomic_store_n(&w->stop, true, __ATOMIC_RELAXED);
-	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->lock);
 	pthread_join(w->thread, NULL);
 	while (w->jobs) {
@@ -279,8 +362,7 @@ int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
 	for (pp = &w->jobs; *pp; pp = &(*pp)->next)
 		;
 	*pp = j;
-	pthread_cond_signal(&w->cv);
-	pthread_mutex_unlock(&w->lock);
+	pthread_mutex_unlock(&w->lock);     /* the thread polls every 100 ms */
 	return 0;
 }
 

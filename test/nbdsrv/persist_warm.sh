@@ -3,7 +3,8 @@
 # init` with a cache (4 MiB) much smaller than the data written (12 MiB), so
 # chunks are evicted and read back from the pool; `status` shows the cache
 # (mode, slots, hits/misses, evictions) in text and JSON; NBD_CMD_CACHE is
-# advertised and answered; `vol warm` runs to "done" with done == total and
+# advertised and answered; sequential reads make read-ahead prefetches;
+# `vol warm` runs to "done" with done == total and
 # counts prefetches, refuses an unknown volume; everything reads back equal.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 requires nbdinfo nbdcopy python3 cmp
@@ -62,6 +63,28 @@ err, _, _ = c.cmd(nbd_raw.CMD_CACHE, 15 << 20, 1 << 20)   # holes only
 assert err == 0, "CACHE of holes: error %d" % err
 c.close()
 PY
+
+# --- sequential reads trigger read-ahead (prefetches counted) -------------------
+st --json >"$t/st.json"
+p0=$(jq_py "$t/st.json" 'j["volumes"]["cache"]["prefetches"]')
+python3 - "$SRC_DIR/test/nbdsrv" "$d/nbdsrv.sock" "$t/img" <<'PY' || fail "sequential read"
+import sys
+sys.path.insert(0, sys.argv[1])
+import nbd_raw
+nbd_raw.sock_path = sys.argv[2]
+img = open(sys.argv[3], "rb").read()
+c = nbd_raw.Conn()
+c.handshake()
+c.go("disk")
+for off in range(0, 8 << 20, 64 << 10):
+    err, data, _ = c.read(off, 64 << 10)
+    assert err == 0 and data == img[off:off + (64 << 10)], "read at %d" % off
+c.close()
+PY
+st --json >"$t/st.json"
+p1=$(jq_py "$t/st.json" 'j["volumes"]["cache"]["prefetches"]')
+[ "$p1" -gt "$p0" ] || fail "a sequential read made no read-ahead prefetch ($p0 -> $p1)"
+info "read-ahead: prefetches $p0 -> $p1"
 
 # --- vol warm ----------------------------------------------------------------------
 rc=0; "$NBDSRV" vol warm nosuch --wait --config "$d/pool.conf" >"$t/w.out" 2>&1 || rc=$?
