@@ -53,9 +53,17 @@
  * dropped object that is still the base of a live one is retained
  * ("dependents" count) and freed when its last dependent is dropped, has
  * every block of its own, or is evicted (an evicted object reads from its
- * pool version, never through its base).  Lazy COW needs bases to be
- * immutable: an object is never written after another was created from it
- * (vol must count a dependent as a reference).  An object
+ * pool version, never through its base).  A base's content is fixed for
+ * its dependents (the memstore contract: as if copied at creation), but vol
+ * may write in place an object some other object was created from; so
+ * before a write lands on an entry with dependents, each direct dependent
+ * that still reads the written blocks through it stops doing so: one with
+ * a pool version drops its base link and reads those blocks from its
+ * version (which holds them as they were), the others get the blocks
+ * copied into their slot (synchronously: a rare path; stats.cow_blocks).
+ * The write waits while a dependent is being flushed or written.  Not
+ * covered: a read of a dependent already submitted and still in flight
+ * when the base write lands may see the new bytes.  An object
  * created by a write submitted inside a write section (vol's) has its
  * record {base, no slot, no valid block} staged in that section, so it
  * commits with vol's map entry that names it: after a crash the index
@@ -678,6 +686,21 @@ static void ssd_resume_msg(struct loop_msg *m)
 	r->resume(r);
 }
 
+void ssd_sw_wake(struct ssd *s)
+{
+	struct ssd_req *w = s->sw_head;
+
+	s->sw_head = NULL;
+	while (w) {
+		struct ssd_req *next = w->wnext;
+
+		w->fetch_res = 0;
+		w->msg.fn = ssd_resume_msg;
+		loop_post(w->io->loop, &w->msg);
+		w = next;
+	}
+}
+
 /* --------------------------------------------------------- requests ---- */
 
 static struct ssd_req *ssd_req_new(struct ssd *s, struct objstore_io *io,
@@ -1023,6 +1046,8 @@ static void ssd_write_complete(struct ssd_req *r)
 	}
 	if (r->err && e->dirty_tok && !e->on_pdirty)
 		ssd_tok_release(s, e);
+	if (--e->writing == 0 && s->sw_head)
+		ssd_sw_wake(s);
 	if (r->need_rmw) {
 		e->rmw = false;
 		w = e->wait_head;
@@ -1201,6 +1226,9 @@ static void ssd_modify_fail(struct ssd_req *r, int err)
 	objstore_complete(io, err);
 }
 
+static int ssd_pread_all(int fd, void *buf, size_t len, uint64_t off);
+static int ssd_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+
 static void ssd_modify_resume(struct ssd_req *r)
 {
 	if (r->fetch_res < 0) {
@@ -1208,6 +1236,140 @@ static void ssd_modify_resume(struct ssd_req *r)
 		return;
 	}
 	ssd_modify_prep(r);
+}
+
+/*
+ * lock held; r writes blocks [b0, b1) of e, which other entries use as
+ * their base (e->deps).  A base's content is fixed for its dependents
+ * (the memstore contract: a copy at creation), so before the write lands
+ * every direct dependent that still reads those blocks through e stops
+ * doing so: one with a pool version reads its blocks not in its slot from
+ * that version instead (its base link is dropped: the version holds every
+ * block as it was); the others get the blocks copied into their slot.
+ * Returns 0 when done (the lock may have been dropped and retaken), 1 when
+ * r was queued to wait (a fetch, a free slot, a flush in progress) and
+ * resumes through r->resume, or -errno.
+ */
+static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
+{
+	struct ssd_ent **ds = NULL, *d;
+	size_t nd = 0, cap = 0, i;
+	uint8_t *blk = NULL;
+	int err = 0;
+
+	for (i = 0; i < s->nbuckets && e->deps; i++)
+		for (d = s->tab[i]; d; d = d->hnext) {
+			if (d->bent != e)
+				continue;
+			if (d->flushing || d->writing || d->cowing) {
+				/* its flush may be reading e, or a write of its
+				 * own is landing: wait for it */
+				r->resume = ssd_modify_resume;
+				r->fetch_res = 0;
+				r->wnext = s->sw_head;
+				s->sw_head = r;
+				free(ds);
+				return 1;
+			}
+			if (nd == cap) {
+				struct ssd_ent **n2 = realloc(ds, (cap = cap ? 2 * cap : 8) *
+							      sizeof(*ds));
+				if (!n2) {
+					free(ds);
+					return -ENOMEM;
+				}
+				ds = n2;
+			}
+			ds[nd++] = d;
+		}
+	/* plan: release what a pool version covers; fetch or slot first */
+	for (i = 0; i < nd; i++) {
+		d = ds[i];
+		if (s->pool_mode && d->prec.version) {
+			d->bent = NULL;
+			d->base = 0;
+			d->from_pool = true;
+			e->deps--;
+			ssd_mark_dirty(s, d);
+			ds[i] = NULL;
+			continue;
+		}
+		for (uint64_t b = r->b0; b < r->b1; b++) {
+			bool pool;
+			struct ssd_ent *src;
+
+			if (d->slot != SSD_NOSLOT && bit_get(d->valid, b))
+				continue;
+			src = ssd_source(e, b, &pool);
+			if (pool) {
+				free(ds);
+				r->resume = ssd_modify_resume;
+				err = ssd_fetch_need(s, r, src, b, b + 1);
+				return err ? err : 1;
+			}
+		}
+		if (d->slot == SSD_NOSLOT && ssd_slot_take(s, d) < 0) {
+			free(ds);
+			if (!s->pool_mode)
+				return -ENOSPC;
+			r->resume = ssd_modify_resume;
+			r->fetch_res = 0;
+			r->wnext = s->sw_head;
+			s->sw_head = r;
+			s->st.slot_waits++;
+			ssd_evict_kick(s);
+			return 1;
+		}
+	}
+	/* copy: one block at a time, synchronously (a rare path: vol wrote
+	 * an object in place that is still some object's base) */
+	blk = malloc(SSD_BLK);
+	for (i = 0; i < nd && !err; i++) {
+		if (!(d = ds[i]))
+			continue;
+		if (!blk) {
+			err = -ENOMEM;
+			break;
+		}
+		ssd_pin(r, d);
+		d->cowing = true;               /* its writes wait (prep) */
+		for (uint64_t b = r->b0; b < r->b1 && !err; b++) {
+			bool pool;
+			struct ssd_ent *src;
+			uint64_t from;
+
+			if (bit_get(d->valid, b))
+				continue;
+			src = ssd_source(e, b, &pool);
+			from = src ? slot_off(s, src->slot) + b * SSD_BLK : 0;
+			if (src)
+				ssd_pin(r, src);
+			pthread_mutex_unlock(&s->lock);
+			if (src)
+				err = ssd_pread_all(s->fd, blk, SSD_BLK, from);
+			else
+				memset(blk, 0, SSD_BLK);
+			if (!err)
+				err = ssd_pwrite_all(s->fd, blk, SSD_BLK,
+						     slot_off(s, d->slot) + b * SSD_BLK);
+			pthread_mutex_lock(&s->lock);
+			if (!err) {
+				bit_set(d->valid, b);
+				s->st.cow_blocks++;
+			}
+		}
+		d->cowing = false;
+		ssd_mark_dirty(s, d);
+		if (!err && d->bent == e && ssd_all_valid(s, d)) {
+			d->bent = NULL;
+			d->base = 0;
+			e->deps--;
+		}
+	}
+	free(blk);
+	free(ds);
+	ssd_sw_wake(s);
+	return err;
 }
 
 /*
@@ -1229,6 +1391,15 @@ static void ssd_modify_prep(struct ssd_req *r)
 
 	pthread_mutex_lock(&s->lock);
 	r->passes++;
+	if (e->cowing) {
+		/* a write to its base is copying blocks into it */
+		r->resume = ssd_modify_resume;
+		r->fetch_res = 0;
+		r->wnext = s->sw_head;
+		s->sw_head = r;
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	if (s->pool_mode && e->from_pool && !ssd_all_valid(s, e)) {
 		p = e;
 		hi = s->nblk;
@@ -1260,6 +1431,15 @@ static void ssd_modify_prep(struct ssd_req *r)
 		if (err)
 			ssd_modify_fail(r, err);
 		return;
+	}
+	if (e->deps) {
+		err = ssd_detach_deps(s, r, e);
+		if (err) {
+			pthread_mutex_unlock(&s->lock);
+			if (err < 0)
+				ssd_modify_fail(r, err);
+			return;
+		}
 	}
 	if (s->pool_mode && !e->dirty_tok) {
 		if (s->tokens < s->dirty_max && !s->bp_head) {
@@ -1297,6 +1477,7 @@ static void ssd_modify_prep(struct ssd_req *r)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
+	e->writing++;
 	pthread_mutex_unlock(&s->lock);
 	ssd_modify_go(r);
 }
@@ -1782,8 +1963,6 @@ static void ssd_stage_dels(struct ssd *s)
 }
 
 /* ------------------------------------------------ pool fetch (miss) ---- */
-
-static int ssd_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
 
 static void ssd_fetch_get(struct ssd_fetch *f);
 

@@ -107,6 +107,8 @@ struct ssd_ent {
 	struct ssd_req *fwait;          /* ops waiting for that fetch */
 	uint8_t q, freq;                /* S3-FIFO queue, 2-bit frequency */
 	struct ssd_ent *qprev, *qnext;
+	uint32_t writing;               /* writes in their data phase */
+	bool cowing;                    /* blocks of its base being copied in */
 	uint64_t last_end;              /* end of the last read (sequential
 	                                 * continuations are not re-accesses) */
 	uint64_t valid[];               /* one bit per block */
@@ -286,6 +288,8 @@ void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on);
 void ssd_evict_kick(struct ssd *s);
 /* cache thread: evict toward the high watermark, run queued fetches */
 void ssd_evict_run(struct ssd *s);
+/* lock held: the writes waiting for a slot / a flush / a copy retry */
+void ssd_sw_wake(struct ssd *s);
 /* cache thread tick: retry a failed eviction commit, evict, fetch */
 void ssd_evict_tick(struct ssd *s);
 /* cache thread: start the fetches queued by reactors */

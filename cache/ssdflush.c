@@ -253,6 +253,8 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 
 	pthread_mutex_lock(&s->lock);
 	e->flushing = false;
+	if (s->sw_head)
+		ssd_sw_wake(s);                 /* a base write may wait for it */
 	if (err) {
 		s->st.flush_errors++;
 	} else {

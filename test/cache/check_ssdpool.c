@@ -1621,6 +1621,73 @@ START_TEST(test_miss_concurrent)
 }
 END_TEST
 
+/*
+ * A base written in place after an object was created from it: the
+ * dependent keeps the base's content as of its creation (the memstore
+ * contract) — by a copy of the written blocks (local only, or not yet in
+ * the pool) or by reading its pool version (flushed).
+ */
+START_TEST(test_base_written)
+{
+	uint8_t *x = malloc(SLOT), *y = malloc(SLOT), *z = malloc(SLOT);
+	uint8_t *got = malloc(SLOT), *want = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_base_written");
+	fill(x, SLOT);
+	fill(y, 5000);
+	fill(z, SLOT);
+	for (int mode = 0; mode < 3; mode++) {
+		struct copts co = { .create = true, .nslots = 16, .local = mode == 0,
+			.wt = true };
+		struct meta *m;
+		struct objstore *c;
+		char cmd[300];
+
+		unlink(cpath);
+		snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", dir);
+		ck_assert_int_eq(system(cmd), 0);
+		ck_assert_int_eq(meta_at(true, &m), 0);
+		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 1000, 5000, y), 0);
+		if (mode == 2)          /* object 2 in the pool */
+			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		memcpy(want, x, SLOT);
+		memcpy(want + 1000, y, 5000);
+		/* the base rewritten in place, partly and whole */
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 8192, 20000, z), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, z), 0);
+		ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+		ck_assert(!memcmp(got, z, SLOT));
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: the dependent "
+			      "sees its base's new bytes", mode);
+		ssdcache_get_stats(c, &st);
+		if (mode < 2)
+			ck_assert_uint_gt(st.cow_blocks, 0);
+		else
+			ck_assert_uint_eq(st.cow_blocks, 0);
+		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		objstore_close(c);
+		ck_assert_int_eq(meta_close(m), 0);
+		/* and after a reopen */
+		ck_assert_int_eq(meta_at(false, &m), 0);
+		co.create = false;
+		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: after a reopen", mode);
+		objstore_close(c);
+		ck_assert_int_eq(meta_close(m), 0);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(got);
+	free(want);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -1642,6 +1709,7 @@ int main(void)
 	tcase_add_test(tc, test_created_record);
 	tcase_add_test(tc, test_reopen_partial);
 	tcase_add_test(tc, test_miss_concurrent);
+	tcase_add_test(tc, test_base_written);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
