@@ -806,7 +806,7 @@ static unsigned vs_scan(struct vs *x, const char *when)
 {
 	struct scan sc = { 0 };
 	struct sfile *files = NULL;
-	size_t nfiles = 0, fcap = 0, expected = 0, ntmp = 0, leaked = 0;
+	size_t nfiles = 0, fcap = 0, expected = 0, leaked = 0;
 	char canary[80];
 	uint8_t *plain = malloc(CS), *want = malloc(CS);
 	int cfd;
@@ -993,21 +993,13 @@ static unsigned vs_scan(struct vs *x, const char *when)
 	for (size_t f = 0; f < nfiles; f++) {
 		if (files[f].seen)
 			continue;
-		/* a put cut by a crash step's SIGKILL leaves the dir backend's
-		 * temporary file (nothing removes it: VOLCHECK 3) */
-		if (x->crashes && !strncmp(files[f].name, ".tmp.", 5)) {
-			ntmp++;
-			continue;
-		}
 		scan_problem(&sc, "leaked file on backend %u: %s (no record names "
 			     "it)", files[f].be, files[f].name);
 	}
 	if (leaked)
 		printf("scan %s: %zu object(s) leaked by crashes (VOLCHECK 2, not "
 		       "counted: NBDSRV_VOL_CRASH=2)\n", when, leaked);
-	if (ntmp)
-		printf("scan %s: %zu temporary file(s) of puts cut by a crash left "
-		       "on the dir backends (not counted)\n", when, ntmp);
+
 	x->scans++;
 	if (sc.problems)
 		printf("scan %s: %u problem(s): %zu index records, %zu vol objects, "
