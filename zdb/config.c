@@ -12,6 +12,8 @@
  *     cache_path = /var/cache/nbdsrv
  *     cache_size = 10G
  *     cache_mode = writeback      # or writethrough
+ *     cache_dirty_max = 256       # objects not yet in the pool before writers wait
+ *     flush_parallel = 4          # objects in flight to the pool
  *     listen = 0.0.0.0:10809      # repeatable; unix:/path for a socket
  *     depth = 16                  # requests in flight per backend
  *     timeout_ms = 5000           # per-request deadline
@@ -46,12 +48,12 @@ int zdb_address_check(const char *addr);   /* conn.c */
 enum {
 	PK_K, PK_M, PK_MIN, PK_CHUNK, PK_KEYFILE, PK_CPATH, PK_CSIZE, PK_CMODE,
 	PK_LISTEN, PK_DEPTH, PK_TIMEOUT, PK_CTIMEOUT, PK_HEDGE, PK_SLOW, PK_PING,
-	PK_COUNT
+	PK_DIRTYMAX, PK_FLUSHPAR, PK_COUNT
 };
 static const char *const pool_keys[PK_COUNT] = {
 	"k", "m", "min_shards", "chunk_size", "key_file", "cache_path", "cache_size",
 	"cache_mode", "listen", "depth", "timeout_ms", "connect_timeout_ms", "hedge_ms",
-	"slow_ms", "ping_ms",
+	"slow_ms", "ping_ms", "cache_dirty_max", "flush_parallel",
 };
 
 enum { BK_KIND, BK_ADDR, BK_NS, BK_PW, BK_PWFILE, BK_ZONE, BK_COUNT };
@@ -221,6 +223,16 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 		if (cfg_num(it->value, 1, 1024, &v, err, errlen, "depth") < 0)
 			return -EINVAL;
 		c->depth = (unsigned)v;
+		return 0;
+	case PK_DIRTYMAX:
+		if (cfg_num(it->value, 1, 1u << 30, &v, err, errlen, "cache_dirty_max") < 0)
+			return -EINVAL;
+		c->cache_dirty_max = v;
+		return 0;
+	case PK_FLUSHPAR:
+		if (cfg_num(it->value, 1, 256, &v, err, errlen, "flush_parallel") < 0)
+			return -EINVAL;
+		c->flush_parallel = (unsigned)v;
 		return 0;
 	case PK_TIMEOUT:
 	case PK_CTIMEOUT:

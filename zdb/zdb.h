@@ -276,6 +276,9 @@ struct zdb_pool_cfg {
 	char cache_path[512];
 	uint64_t cache_size;
 	enum zdb_cache_mode cache_mode;
+	uint64_t cache_dirty_max;   /* objects not yet in the pool before
+	                             * writers wait; 0 = the cache's default */
+	unsigned flush_parallel;    /* objects in flight to the pool; 0 = default */
 	char listen[8][256];
 	unsigned nlisten;
 	unsigned depth;             /* in flight per backend, default 16 */
