@@ -323,7 +323,7 @@ int cmd_init(int argc, char **argv)
 		goto out;
 	}
 	if (o.nvols) {
-		r = volumes_open(VOLUMES_PERSISTENT, cfg, &vols);
+		r = volumes_open(VOLUMES_PERSISTENT, cfg, 0, &vols);
 		if (r < 0)
 			goto out;
 		stores = true;          /* the pool exists now: keep key + conf */

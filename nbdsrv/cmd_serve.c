@@ -81,6 +81,9 @@ static void serve_usage(FILE *f)
 "  --create-volume NAME=SIZE\n"
 "                          create this volume at start unless it exists\n"
 "                          (repeatable)\n"
+"  --discard-dirty         writeback cache file lost: start anyway, every\n"
+"                          volume from its last pool version (writes that had\n"
+"                          not reached the pool are lost)\n"
 "  --listen HOST:PORT      TCP listener (repeatable; IPv6 as [::1]:10809)\n"
 "  --unix PATH             unix socket listener (repeatable), removed at exit\n"
 "  --export NAME=PATH[,ro][,desc=TEXT]\n"
@@ -118,6 +121,7 @@ struct serve_opts {
 	const char *control;
 	const char *config;
 	const char *volumes;
+	bool discard_dirty;
 	const char **create_vols;
 	size_t n_create_vols;
 };
@@ -457,6 +461,7 @@ int cmd_serve(int argc, char **argv)
 		{ "config",    required_argument, NULL, 'C' },
 		{ "volumes",   required_argument, NULL, 'V' },
 		{ "create-volume", required_argument, NULL, 'N' },
+		{ "discard-dirty", no_argument,     NULL, 'D' },
 		{ "help",      no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -519,6 +524,9 @@ int cmd_serve(int argc, char **argv)
 				goto out;
 			}
 			o.volumes = optarg;
+			break;
+		case 'D':
+			o.discard_dirty = true;
 			break;
 		case 'N': {
 			const char *eq = strchr(optarg, '=');
@@ -643,7 +651,8 @@ int cmd_serve(int argc, char **argv)
 		goto out;
 	}
 	if (o.volumes) {
-		r = volumes_open(vmode, cfg, &vols);
+		r = volumes_open(vmode, cfg, o.discard_dirty ? VOLUMES_DISCARD_DIRTY : 0,
+				 &vols);
 		if (r < 0)
 			goto out;
 		srv.resolver = volumes_resolver(vols);

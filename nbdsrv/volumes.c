@@ -73,6 +73,7 @@ struct volumes {
 	pthread_mutex_t hook_lock;      /* hook_pool vs the committer thread */
 	struct vol_pool *hook_pool;
 	bool writethrough;
+	bool discard_dirty;             /* opts: accept losing unflushed writes */
 	struct warm *warm;
 	struct nbd_resolver resolver;
 	pthread_mutex_t lock;           /* guards open (reactors, control) */
@@ -301,8 +302,18 @@ static int open_persistent(struct volumes *v, const struct zdb_pool_cfg *cfg)
 	so.codec = v->codec;
 	memcpy(so.shard_key_seed, seed, sizeof(seed));
 	so.writethrough = cfg->cache_mode == ZDB_CACHE_WRITETHROUGH;
+	so.dirty_max = cfg->cache_dirty_max;
+	so.flush_parallel = cfg->flush_parallel;
+	so.discard_dirty = v->discard_dirty;
 	r = ssdcache_open(&so, &v->store);
 	sodium_memzero(&so, sizeof(so));
+	if (r == -ESTALE && !v->discard_dirty && cfg->cache_mode == ZDB_CACHE_WRITEBACK) {
+		fprintf(stderr, "nbdsrv serve: the cache file %s/cache.img was lost or "
+			"replaced while it held writes not yet in the pool (writeback).  "
+			"Restore it, or start once with --discard-dirty to serve every "
+			"volume from its last pool version (those writes are lost)\n", v->dir);
+		goto exit;
+	}
 	if (r < 0) {
 		fprintf(stderr, "nbdsrv serve: cache %s/cache.img: %s (the log says why)\n",
 			v->dir, strerror(-r));
@@ -438,7 +449,7 @@ static int volumes_free(struct volumes *v)
 }
 
 int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
-		 struct volumes **out)
+		 unsigned flags, struct volumes **out)
 {
 	struct volumes *v = calloc(1, sizeof(*v));
 	int r;
@@ -447,6 +458,7 @@ int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
 	if (!v)
 		return -ENOMEM;
 	v->mode = mode;
+	v->discard_dirty = flags & VOLUMES_DISCARD_DIRTY;
 	pthread_mutex_init(&v->lock, NULL);
 	pthread_mutex_init(&v->hook_lock, NULL);
 	if (mode == VOLUMES_PERSISTENT) {

@@ -35,9 +35,12 @@ int volumes_parse_mode(const char *s, enum volumes_mode *out);
 /* Open the store in `mode` (PERSISTENT needs cfg with cache_path and
  * key_file; cfg is only read during the call).  Blocking (main thread,
  * before the reactors).  Returns 0 and *out, or -errno after printing why
- * (-EBUSY: another process uses the cache_path). */
+ * (-EBUSY: another process uses the cache_path; -ESTALE: the cache file
+ * was lost in writeback mode and flags lacks VOLUMES_DISCARD_DIRTY). */
+#define VOLUMES_DISCARD_DIRTY 1u  /* cache file lost in writeback mode: open
+                                   * anyway, unflushed-to-pool writes lost */
 int volumes_open(enum volumes_mode mode, const struct zdb_pool_cfg *cfg,
-		 struct volumes **out);
+		 unsigned flags, struct volumes **out);
 /* Make everything written durable (cache flush + metadata commit), close
  * the volume pool, the object store and the metadata store (the cache is
  * marked clean), remove an ephemeral mode's directory, free v.  No export
