@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# persist_lost.sh — the cache file is lost: once the pool holds everything
-# (status: no object dirty for the pool), cache.img is deleted; the daemon
-# starts again (writeback, with --discard-dirty accepted and nothing to
-# discard) and every volume reads back from the pool.  Also: the config
-# knobs cache_dirty_max / flush_parallel are accepted, and a bad value is
+# persist_lost.sh — the cache file is lost.
+#  1. dir backends, writeback: once the pool holds everything (status: no
+#     object dirty for the pool) cache.img is deleted; the daemon starts
+#     again and every volume reads back from the pool.
+#  2. redis backends SIGSTOPped, writeback: data written and flushed (on the
+#     SSD only), daemon SIGKILLed, cache.img deleted: the restart is refused
+#     with a message naming --discard-dirty; with it the daemon starts and
+#     the volume reads as its pool version (zeros here).
+#  3. same with writethrough: the FLUSH waited for the pool, so after
+#     SIGKILL + cache.img deleted everything flushed reads back.
+# Also: cache_dirty_max / flush_parallel are accepted, a bad value is
 # refused with FILE:LINE.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
-requires nbdcopy python3 cmp
+source "$SRC_DIR/test/lib/backends.sh"
+requires nbdcopy qemu-io python3 cmp
 t=$(mktempdir)
 d=$t/data
 MiB=$((1 << 20))
@@ -50,4 +57,50 @@ nbdcopy "$u" "$t/out" || fail "nbdcopy out"
 cmp -n $((6 * MiB)) "$t/out" "$t/img" || fail "data lost with the cache file although the pool had it"
 rc=0; stop_nbdsrv || rc=$?
 [ "$rc" = 0 ] || fail "second SIGTERM: exit $rc"
+info "1: cache.img lost after the pool caught up: data intact"
+
+# --- 2, 3: redis backends paused while writing ----------------------------------
+backends_start redis 6 "$t"
+"$NBDSRV" key generate "$t/r.key" >/dev/null || fail "key generate"
+ru="nbd+unix:///v?socket=$t/r.sock"
+for mode in writeback writethrough; do
+  c=$t/cache-$mode
+  backends_config "$t/r-$mode.conf" 4 2 0 "chunk_size = 256K
+key_file = $t/r.key
+cache_path = $c
+cache_size = 8M
+cache_mode = $mode
+timeout_ms = 500"
+  NBDSRV_LOG=$t/r-$mode-1.log
+  start_nbdsrv --config "$t/r-$mode.conf" --unix "$t/r.sock" --create-volume v=4M
+  if [ $mode = writeback ]; then
+    for ((i = 0; i < 6; i++)); do backend_stop $i; done
+    qemu-io -f raw -c "write -P 0x77 0 1M" -c flush "$ru" >/dev/null || fail "$mode: write"
+  else
+    qemu-io -f raw -c "write -P 0x77 0 1M" -c flush "$ru" >/dev/null || fail "$mode: write"
+    for ((i = 0; i < 6; i++)); do backend_stop $i; done
+  fi
+  kill -9 "$NBDSRV_PID"; wait "$NBDSRV_PID" 2>/dev/null || true
+  rm "$c/cache.img"
+  for ((i = 0; i < 6; i++)); do backend_cont $i; done
+  rm -f "$t/r.sock"
+  if [ $mode = writeback ]; then
+    rc=0; "$NBDSRV" serve --config "$t/r-$mode.conf" --unix "$t/r.sock" >"$t/r.out" 2>&1 || rc=$?
+    [ "$rc" = 1 ] && grep -q -- "--discard-dirty" "$t/r.out" ||
+      { cat "$t/r.out" >&2; fail "writeback, dirty cache.img lost: exit $rc without the message"; }
+    rm -f "$t/r.sock"
+    NBDSRV_LOG=$t/r-$mode-2.log
+    start_nbdsrv --config "$t/r-$mode.conf" --unix "$t/r.sock" --discard-dirty
+    want=0
+  else
+    NBDSRV_LOG=$t/r-$mode-2.log
+    start_nbdsrv --config "$t/r-$mode.conf" --unix "$t/r.sock"
+    want=0x77
+  fi
+  qemu-io -f raw -c "read -P $want 0 1M" "$ru" >"$t/qio" || fail "$mode: read after the loss"
+  ! grep -q "Pattern verification failed" "$t/qio" || fail "$mode: after cache.img loss the volume does not read $want"
+  rc=0; stop_nbdsrv || rc=$?
+  [ "$rc" = 0 ] || fail "$mode: SIGTERM: exit $rc"
+  info "$mode: cache.img lost after SIGKILL: reads $want as promised"
+done
 echo "ok"
