@@ -358,7 +358,9 @@ struct ssdcache_stats {
 	uint64_t fetches;         /* pool fetches (coalesced misses count once) */
 	uint64_t fetch_shards;    /* shards those fetches read */
 	uint64_t miss_bytes;      /* bytes they decoded into slots */
-	uint64_t fetch_errors;    /* fetches that failed */
+	uint64_t fetch_errors;    /* fetches that failed (their ops got -EIO
+	                           * after retrying for 2 minutes) */
+	uint64_t fetch_retries;   /* fetch attempts the pool could not serve */
 	uint64_t prefetches;      /* prefetch ops */
 	uint64_t readaheads;      /* misses of a sequential stream that
 	                           * fetched the rest of the object */

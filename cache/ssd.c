@@ -108,7 +108,11 @@
  * missing or bad), decoded (AES-GCM per data shard), pwritten into the
  * entry's slot, valid bits set; then the op resolves again on its own loop,
  * the fetched entry pinned by it meanwhile.  One fetch per entry at a time;
- * concurrent misses wait on it (entry's fwait list).  WRITES: an entry
+ * concurrent misses wait on it (entry's fwait list).  A fetch the pool
+ * cannot serve (backends down, paused, timing out) is retried with backoff
+ * (50 ms doubling to 2 s) for 2 minutes before its ops fail -EIO, so a
+ * paused pool makes reads and writes wait, as the flusher does; a version
+ * whose placement lacks k shards fails at once.  WRITES: an entry
  * whose blocks come from the pool is fetched whole before any write to it
  * (so a written object never mixes local blocks with pool-only ones, and a
  * fetch never races a write to the same slot); a partial edge block whose
@@ -642,7 +646,15 @@ struct ssd_fetch {
 	struct zdb_shard zs[CODEC_MAX_SHARDS];
 	struct zdb_chunk_get get;
 	struct workq_job job;
+	uint64_t t0, backoff_ns;        /* first failure, retry delay */
+	struct loop_timer retry;
 };
+
+/* A fetch the pool cannot serve (backends down or paused) is retried with
+ * backoff this long before its ops fail -EIO: a paused pool makes reads
+ * and writes wait, like the flusher, not fail. */
+#define SSD_FETCH_GIVEUP_NS (120ull * 1000000000)
+#define SSD_FETCH_BACKOFF_MAX_NS (2ull * 1000000000)
 
 /* lock held: r waits until p's blocks [b0, b1) were fetched from the pool
  * (or a fetch of p already in flight ends); r->resume then runs on r's
@@ -2067,6 +2079,38 @@ static void ssd_fetch_decoded(struct workq_job *job)
 	ssd_fetch_write(f);
 }
 
+static void ssd_fetch_retry_fired(struct loop_op *op, int res, uint32_t flags)
+{
+	struct ssd_fetch *f = container_of(op, struct ssd_fetch, retry.op);
+
+	(void)res;
+	(void)flags;
+	ssd_fetch_get(f);
+}
+
+/* The pool could not give k shards now: retry later, or give up. */
+static void ssd_fetch_retry(struct ssd_fetch *f, int res)
+{
+	struct ssd *s = f->s;
+	uint64_t now = now_ns();
+
+	if (!f->t0)
+		f->t0 = now;
+	if (s->stopping || now - f->t0 > SSD_FETCH_GIVEUP_NS) {
+		ssd_fetch_end(f, res);
+		return;
+	}
+	f->backoff_ns = MIN(MAX(f->backoff_ns * 2, 50ull * 1000000),
+			    SSD_FETCH_BACKOFF_MAX_NS);
+	if (f->backoff_ns == 50ull * 1000000)
+		log_warn("ssdcache: fetching object %" PRIu64 " from the pool failed "
+			 "(%s); retrying", f->obj, strerror(-res));
+	pthread_mutex_lock(&s->lock);
+	s->st.fetch_retries++;
+	pthread_mutex_unlock(&s->lock);
+	loop_timer_arm(&s->loop, &f->retry, f->backoff_ns, ssd_fetch_retry_fired);
+}
+
 static void ssd_fetch_got(struct zdb_chunk_get *op)
 {
 	struct ssd_fetch *f = op->priv;
@@ -2079,7 +2123,7 @@ static void ssd_fetch_got(struct zdb_chunk_get *op)
 			ssd_fetch_get(f);
 			return;
 		}
-		ssd_fetch_end(f, -EIO);
+		ssd_fetch_retry(f, -EIO);
 		return;
 	}
 	memset(f->sh, 0, sizeof(f->sh));
@@ -2109,6 +2153,10 @@ static void ssd_fetch_get(struct ssd_fetch *f)
 	unsigned i, n = 0;
 	int r;
 
+	if (!s->pool) {
+		ssd_fetch_end(f, -EIO);
+		return;
+	}
 	for (i = 0; i < s->k && !f->full; i++)
 		if ((mask >> i & 1) && f->prec.place[i] == 0xffffu)
 			f->full = true;
@@ -2135,7 +2183,7 @@ static void ssd_fetch_get(struct ssd_fetch *f)
 	f->get.priv = f;
 	r = zdb_pool_get_chunk(s->pool, &f->get);
 	if (r < 0)
-		ssd_fetch_end(f, r);
+		ssd_fetch_retry(f, r);
 }
 
 /* Cache thread: start f (its entry has a slot; a codec context is free). */

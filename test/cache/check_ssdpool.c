@@ -1688,6 +1688,51 @@ START_TEST(test_base_written)
 }
 END_TEST
 
+/* A miss while the pool does not answer waits (retries), then completes
+ * with the right bytes when the pool is back: never -EIO for a pause. */
+START_TEST(test_miss_paused)
+{
+	struct copts co = { .create = true, .wt = true, .nslots = 16 };
+	uint8_t *x = malloc(SLOT), *got = malloc(SLOT);
+	struct ssdcache_stats st;
+	struct sync_io rd;
+	struct meta *m;
+	struct objstore *c;
+	uint64_t t0;
+
+	seed_init("test_miss_paused");
+	pcfg->timeout_ns = 300ull * 1000000;
+	fill(x, SLOT);
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	objstore_close(c);
+	ck_assert_int_eq(unlink(cpath), 0);
+	co.fault = true;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);    /* everything evicted */
+	pool_pause(c, true);
+	rd = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb, .obj = 1,
+		.len = SLOT, .buf = got } };
+	objstore_read(c, &rd.io);
+	for (t0 = now_ns(); now_ns() - t0 < 1500ull * 1000000;)
+		loop_run_once(&lp, 10ull * 1000000);
+	ck_assert_msg(!rd.done, "a read completed (%d) while the pool was paused",
+		      rd.io.res);
+	pool_pause(c, false);
+	wait_all(&rd, 1);
+	ck_assert_int_eq(rd.io.res, 0);
+	ck_assert(!memcmp(got, x, SLOT));
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_gt(st.fetch_retries, 0);
+	ck_assert_uint_eq(st.fetch_errors, 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	free(x);
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -1710,6 +1755,7 @@ int main(void)
 	tcase_add_test(tc, test_reopen_partial);
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
+	tcase_add_test(tc, test_miss_paused);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
