@@ -417,22 +417,27 @@ void vol_pool_commit_hook(void *arg, uint64_t gen)
 	pthread_mutex_unlock(&p->drop_lock);
 	if (!done)
 		return;
-	for (i = 0; i < nd; i++)
-		objstore_drop(p->store, done[i].obj);
+	/* The drops happen inside the section that stages their DROPPED
+	 * marks, so a store that stages its own records for a drop (the SSD
+	 * cache: index deletion, garbage intent) lands them in the same
+	 * commit: a crash never leaves a DROPPED object the store still
+	 * holds, nor a store record vol will never drop again. */
 	t = meta_wbegin(p->m);
-	if (t) {
-		for (i = 0; i < nd; i++) {
-			uint8_t k[8];
-			struct gc_rec g;
+	for (i = 0; i < nd; i++) {
+		uint8_t k[8];
+		struct gc_rec g;
 
-			be64put(k, done[i].obj);
-			if (meta_get(t, META_T_GC, k, 8, &g, sizeof(g)) == sizeof(g)) {
-				g.state = GC_DROPPED;
-				meta_put(t, META_T_GC, k, 8, &g, sizeof(g));
-			}
+		objstore_drop(p->store, done[i].obj);
+		if (!t)
+			continue;
+		be64put(k, done[i].obj);
+		if (meta_get(t, META_T_GC, k, 8, &g, sizeof(g)) == sizeof(g)) {
+			g.state = GC_DROPPED;
+			meta_put(t, META_T_GC, k, 8, &g, sizeof(g));
 		}
-		meta_end(t);
 	}
+	if (t)
+		meta_end(t);
 	free(done);
 }
 
