@@ -22,7 +22,9 @@
  * control (main) thread, never on a reactor — those that take the volume
  * write lock for O(entries) (rm, rollback, flatten, shrink) stall I/O on
  * every volume while they run, as vol.h says, but never block a reactor's
- * ring.  Errors carry vol_last_error()'s message.  Arguments are checked
+ * ring.  A command that changes something is committed (vol_sync: one
+ * group commit, a few ms of fsync) before its reply, so an acknowledged
+ * change survives a crash.  Errors carry vol_last_error()'s message.  Arguments are checked
  * for type here (a missing or mistyped member is a clear error); values
  * (names, sizes) are vol/'s to judge.
  */
@@ -38,6 +40,7 @@
 struct vol_cmd {
 	const char *name;
 	int (*fn)(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen);
+	bool mutates;           /* committed (vol_sync) before the reply */
 };
 
 static int arg_err(char *err, size_t errlen, const char *what, const char *want)
@@ -397,20 +400,20 @@ static int c_snap_diff(struct vol_pool *p, json_t *req, json_t *out, char *err,
 }
 
 static const struct vol_cmd vol_cmds[] = {
-	{ "vol.create", c_create },
-	{ "vol.ls", c_ls },
-	{ "vol.info", c_info },
-	{ "vol.resize", c_resize },
-	{ "vol.rm", c_rm },
-	{ "vol.rename", c_rename },
-	{ "vol.rollback", c_rollback },
-	{ "vol.flatten", c_flatten },
-	{ "vol.du", c_du },
-	{ "vol.clone", c_clone },
-	{ "snap.create", c_snap_create },
-	{ "snap.ls", c_snap_ls },
-	{ "snap.rm", c_snap_rm },
-	{ "snap.diff", c_snap_diff },
+	{ "vol.create", c_create, true },
+	{ "vol.ls", c_ls, false },
+	{ "vol.info", c_info, false },
+	{ "vol.resize", c_resize, true },
+	{ "vol.rm", c_rm, true },
+	{ "vol.rename", c_rename, true },
+	{ "vol.rollback", c_rollback, true },
+	{ "vol.flatten", c_flatten, true },
+	{ "vol.du", c_du, false },
+	{ "vol.clone", c_clone, true },
+	{ "snap.create", c_snap_create, true },
+	{ "snap.ls", c_snap_ls, false },
+	{ "snap.rm", c_snap_rm, true },
+	{ "snap.diff", c_snap_diff, false },
 };
 
 int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **members,
@@ -456,6 +459,11 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 		if (!*members)
 			return -ENOMEM;
 		r = vol_cmds[i].fn(volumes_pool(v), req, *members, err, errlen);
+		/* an acknowledged change survives a crash: commit before the
+		 * reply (one group commit, a few ms) */
+		if (r >= 0 && vol_cmds[i].mutates && (r = vol_sync(volumes_pool(v))) < 0)
+			snprintf(err, errlen, "the change could not be committed: %s",
+				 vol_last_error());
 		if (r < 0) {
 			json_decref(*members);
 			*members = NULL;
