@@ -33,8 +33,9 @@
  *   - the records that are not dropped are exactly vol's live objects
  *     (META_T_OBJS), a dropped record is still some record's base;
  *   - every record that is not pool-dirty decodes from its shards to the
- *     bytes the cache file holds for it (its valid blocks, the rest from
- *     its base chain, zeros past the chain).
+ *     bytes the cache file holds for it (its valid blocks, the rest along
+ *     its base chain, zeros past the chain; blocks that resolve to a pool
+ *     version — an evicted object — are not compared).
  * At the end of the model test everything is deleted, so the scan must
  * find empty backends and an index holding only its binding record.
  *
@@ -52,7 +53,7 @@
  * durable with vol's DROPPED mark: today a crash between the two leaks
  * the object and its shards (/work/notes/nbd-bugs.md, VOLCHECK 2).
  * NBDSRV_VOL_CRASH=2 counts those leaks as a note, to look past the
- * first crash for other crash bugs.
+ * first crash for other crash bugs (ctest's check_vol_crash runs so).
  *
  * The "scan" test shows the scan fails on a broken state: a deleted shard
  * file (lost reference), a shard restored after its GC (leak: the
@@ -66,9 +67,10 @@
  * NBDSRV_VOL_SLOTS=<n> sets the cache's slots (default 1024: every object
  * fits; "evict": 32, fewer than the model's objects).  NBDSRV_VOL_REF=0
  * drops the reference store.  NBDSRV_VOL_WT=0|1 forces writeback or
- * writethrough (default: a bit of the seed).  NBDSRV_VOL_TRACE=1 prints every op, =2 also
- * every object store op.  Seeds: NBDSRV_SEED=<n>
- * replays; every run prints its seed.
+ * writethrough (default: a bit of the seed).  NBDSRV_VOL_TRACE=1 prints
+ * every op, =2 also every object store op.  Seeds: NBDSRV_SEED=<n>
+ * replays (the same ops over memstore, "ssd", "pool" and "evict"); every
+ * run prints its seed.
  * Usage: check_vol_store [ssd|pool|evict|scan|regress] (no argument: all).
  */
 #include "vmodel.h"
