@@ -520,7 +520,8 @@ json_t *volumes_status(struct volumes *v)
 		ssdcache_get_stats(v->store, &st);
 		json_object_set_new(o, "cache", json_pack(
 			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			" s:I}",
 			"slot_size", (json_int_t)v->chunk_size,
 			"slots", (json_int_t)st.slots,
 			"slots_used", (json_int_t)st.slots_used,
@@ -541,7 +542,11 @@ json_t *volumes_status(struct volumes *v)
 			"bp_waiting", (json_int_t)st.bp_waiting,
 			"bp_stalls", (json_int_t)st.bp_stalls,
 			"degraded_writes", (json_int_t)st.degraded_writes,
-			"repair_pending", (json_int_t)st.repair_pending));
+			"repair_pending", (json_int_t)st.repair_pending,
+			"fetch_shards", (json_int_t)st.fetch_shards,
+			"readaheads", (json_int_t)st.readaheads,
+			"slot_waits", (json_int_t)st.slot_waits,
+			"cow_blocks", (json_int_t)st.cow_blocks));
 	}
 	json_object_set_new(o, "warm", warm_status(v->warm));
 	return o;
