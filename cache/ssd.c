@@ -431,6 +431,7 @@ static bool ssd_forgettable(const struct ssd *s, const struct ssd_ent *e)
 }
 
 static void ssd_post_dels(struct ssd *s);
+static void ssd_queue_del(struct ssd *s, struct ssd_del d);
 
 /* Free e if nothing needs it any more (lock held); may cascade to bases.
  * A clean entry without a slot leaves memory (its record stays). */
@@ -463,11 +464,19 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 			/* never staged: no record to delete */
 			if (e->slot != SSD_NOSLOT)
 				s->free_slots[s->nfree++] = e->slot;
+		} else if (e->del_staged) {
+			/* drop() staged the deletion and nothing restaged the
+			 * record since: the slot is free, the pool version goes
+			 * after the commit */
+			if (e->slot != SSD_NOSLOT)
+				s->free_slots[s->nfree++] = e->slot;
+			ssd_queue_del(s, (struct ssd_del){ .obj = e->obj,
+				.slot = SSD_NOSLOT, .prec = e->prec, .staged = true });
 		} else if (s->ndels < s->cap_dels ||
 			   (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
 			    ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
-			s->dels[s->ndels++] = (struct ssd_del){ e->obj, e->slot,
-								e->prec, false };
+			s->dels[s->ndels++] = (struct ssd_del){ .obj = e->obj,
+				.slot = e->slot, .prec = e->prec };
 			ssd_post_dels(s);
 		} else {
 			log_error("ssdcache: out of memory: slot %u of object %"
@@ -1626,6 +1635,7 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 		err = meta_put(t, META_T_CACHE_INDEX, k, 8, p + 16, rl);
 		if (!err) {
 			e->staged_ver = ver;
+			e->del_staged = false;  /* the record is back */
 			s->st.index_puts++;
 		}
 	}
@@ -1811,11 +1821,60 @@ static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 
 /* ------------------------------------------------------------- drop ---- */
 
+/* lock held: queue a deletion for the cache thread (lookup: read the
+ * record there; staged: already staged, only the GC of its pool version
+ * remains). */
+static void ssd_queue_del(struct ssd *s, struct ssd_del d)
+{
+	if (s->ndels < s->cap_dels ||
+	    (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
+	     ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
+		s->dels[s->ndels++] = d;
+		ssd_post_dels(s);
+	} else {
+		log_error("ssdcache: out of memory: the record of dropped object %"
+			  PRIu64 " stays until restart", d.obj);
+		s->cap_dels = s->ndels = 0;
+	}
+}
+
+/* lock held, t a write section of this thread, e dropped and nobody's
+ * base: stage its record's deletion (and its pool version's GARBAGE
+ * intent) now, in the caller's section, so it commits with vol's DROPPED
+ * mark (a crash cannot keep one and lose the other). */
+static void ssd_drop_stage(struct ssd *s, struct meta_txn *t, struct ssd_ent *e)
+{
+	uint8_t k[8];
+
+	if (!e->staged_ver)
+		return;                         /* no record */
+	ssd_be64put(k, e->obj);
+	if (meta_del(t, META_T_CACHE_INDEX, k, 8) < 0)
+		return;
+	if (e->prec.version && e->prec.meta_len) {
+		struct ssd_intent in = { .state = SSD_GARBAGE, .n = s->k + s->m,
+			.obj = e->obj };
+
+		memcpy(in.place, e->prec.place, sizeof(in.place));
+		ssd_be64put(k, e->prec.version);
+		if (meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in)) < 0)
+			return;                 /* the record goes: found at open */
+	}
+	e->ver++;
+	e->staged_ver = e->ver;
+	e->del_staged = true;
+	ssd_dirty_remove(s, e);
+	s->st.index_dels++;
+}
+
 static void ssd_drop(struct objstore *so, uint64_t obj)
 {
 	struct ssd *s = (struct ssd *)so;
+	struct meta_txn *t = meta_thread_txn(s->meta);
 	struct ssd_ent *e;
 
+	if (t && !meta_txn_is_write(t))
+		t = NULL;
 	pthread_mutex_lock(&s->lock);
 	e = ssd_find(s, obj);
 	if (e && !e->dropped) {
@@ -1835,21 +1894,48 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 		ssd_repair_set(s, e, false);
 		if (e->deps)
 			ssd_mark_dirty(s, e);   /* retained as a base */
+		else if (t)
+			ssd_drop_stage(s, t, e);
 		ssd_maybe_free(s, e);
 	} else if (!e && obj && s->pool_mode) {
-		/* not in memory (evicted): its record and pool version go;
-		 * the cache thread reads the record */
-		if (s->ndels < s->cap_dels ||
-		    (s->dels = realloc(s->dels, (s->cap_dels = s->cap_dels
-		     ? 2 * s->cap_dels : 64) * sizeof(*s->dels)))) {
-			s->dels[s->ndels++] = (struct ssd_del){ .obj = obj,
-				.slot = SSD_NOSLOT, .lookup = true };
-			ssd_post_dels(s);
-		} else {
-			log_error("ssdcache: out of memory: the record of dropped "
-				  "object %" PRIu64 " stays until restart", obj);
-			s->cap_dels = s->ndels = 0;
+		/* not in memory (evicted): its record and pool version go */
+		struct ssd_del d = { .obj = obj, .slot = SSD_NOSLOT, .lookup = true };
+
+		if (t) {
+			size_t rl = ssd_rec_len(s);
+			uint8_t k[8], *val = malloc(rl);
+			struct ssd_rec rec;
+			int vl;
+
+			ssd_be64put(k, obj);
+			vl = val ? meta_get(t, META_T_CACHE_INDEX, k, 8, val, rl) : -ENOMEM;
+			if (vl == (int)rl)
+				memcpy(&rec, val, sizeof(rec));
+			free(val);
+			if (vl == -ENOENT) {
+				pthread_mutex_unlock(&s->lock);
+				return;
+			}
+			if (vl == (int)rl && rec.slot == SSD_NOSLOT &&
+			    !(rec.flags & SSD_F_DROPPED) &&
+			    meta_del(t, META_T_CACHE_INDEX, k, 8) == 0) {
+				d.prec = rec.p;
+				d.lookup = false;
+				d.staged = true;
+				if (d.prec.version && d.prec.meta_len) {
+					struct ssd_intent in = { .state = SSD_GARBAGE,
+						.n = s->k + s->m, .obj = obj };
+
+					memcpy(in.place, d.prec.place, sizeof(in.place));
+					ssd_be64put(k, d.prec.version);
+					if (meta_put(t, META_T_INTENTS, k, 8, &in,
+						     sizeof(in)) < 0)
+						d.prec.version = 0;  /* found at open */
+				}
+				s->st.index_dels++;
+			}
 		}
+		ssd_queue_del(s, d);
 	}
 	pthread_mutex_unlock(&s->lock);
 }
@@ -1905,6 +1991,8 @@ static void ssd_stage_dels(struct ssd *s)
 		uint8_t k[8];
 
 		ssd_be64put(k, d[i].obj);
+		if (d[i].staged)
+			continue;               /* staged by drop() */
 		if (d[i].lookup) {
 			size_t rl = ssd_rec_len(s);
 			uint8_t *val = malloc(rl);

@@ -109,6 +109,7 @@ struct ssd_ent {
 	struct ssd_ent *qprev, *qnext;
 	uint32_t writing;               /* writes in their data phase */
 	bool cowing;                    /* blocks of its base being copied in */
+	bool del_staged;                /* drop() staged its deletion */
 	uint64_t last_end;              /* end of the last read (sequential
 	                                 * continuations are not re-accesses) */
 	uint64_t valid[];               /* one bit per block */
@@ -119,6 +120,7 @@ struct ssd_del {
 	uint32_t slot;
 	struct ssd_prec prec;           /* its pool version becomes garbage */
 	bool lookup;                    /* not in memory: read its record */
+	bool staged;                    /* drop() staged it already */
 };
 
 struct ssd_fj;
