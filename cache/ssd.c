@@ -73,11 +73,13 @@
  * submitted there too (reads hit the cache file directly from the caller's
  * ring).  The in-memory index (hash of entries) is guarded by one mutex held
  * only for lookups and bitmap updates, never across I/O or a meta section.
- * The cache's own thread (own loop) stages index deletions: drop() may be
- * called inside a meta section (vol's crash recovery), where it must not
- * open one, so it queues the deletion; the freed slot is reused only after
- * its deletion has been staged, so two committed records never claim one
- * slot.  In-flight ops pin the entries they touch; a pinned entry is freed
+ * drop() called inside a write section (vol's, with its DROPPED mark)
+ * stages the record's deletion and its pool version's GARBAGE intent right
+ * there, so both commit together; called elsewhere (or for an entry still
+ * pinned whose record a flush in flight restages) it queues the deletion
+ * for the cache thread (own loop), since it must not open a section.  A
+ * freed slot is reused only after its deletion has been staged, so two
+ * committed records never claim one slot.  In-flight ops pin the entries they touch; a pinned entry is freed
  * when its last op completes.
  *
  * Index records with a pool also carry the object's committed pool version
