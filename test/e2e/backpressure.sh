@@ -4,9 +4,9 @@
 # or failing; when the backends resume, everything is flushed and reads back.
 #
 # 6 redis-servers, k=4 m=2, writeback, a 32 MiB cache of 256 KiB slots (128
-# slots; the default dirty limit is half of them, 16 MiB), a 128 MiB volume:
-# e2e_blk keeps 64 random 4 KiB writes in flight over the whole volume, so
-# it dirties far more chunks than the limit within a second.
+# slots), cache_dirty_max = 16 objects, a 128 MiB volume: e2e_blk keeps 64
+# random 4 KiB writes in flight over the whole volume, so it dirties far
+# more chunks than the limit within a second.
 #
 # Asserted while the backends are stopped (~8 s, sampled every 0.25 s):
 #   - the daemon's VmRSS never exceeds the first sample by more than 48 MiB.
@@ -16,7 +16,8 @@
 #     (depth 16 × 64 KiB shards × 6, ~6 MiB).  A daemon that buffered the
 #     writes it cannot flush in RAM would grow by the writer's ~100+ MiB/s.
 #   - the daemon counts writes that waited for the dirty limit (bp_stalls
-#     or bp_waiting > 0): the writer really was held back;
+#     or bp_waiting > 0): the writer really was held back, and its count of
+#     objects not in the pool (pool_dirty, sampled) never exceeds the limit;
 #   - the writer does not fail (no error reaches the client).
 # After SIGCONT: the writer finishes (exit 0, final FLUSH), `status` reaches
 # 0 pool-dirty objects, every block reads back exactly what was written,
@@ -32,7 +33,8 @@ BLK=$TEST_BIN_DIR/e2e/e2e_blk
 blocks=32768          # 128 MiB
 t=$(mktempdir)
 e2e_seed
-e2e_pool 6 4 2 "$t" writeback 32M 256K
+dirty_max=16
+e2e_pool 6 4 2 "$t" writeback 32M 256K "cache_dirty_max = $dirty_max"
 e2e_start --create-volume v=128M
 
 # stat NAME — the daemon's counter NAME (summed over `status --json`).
@@ -59,18 +61,21 @@ cleanup_push "for p in ${BACKEND_PID[*]}; do kill -CONT \$p; done"
 info "backends stopped"
 rss0=$(e2e_rss_kib)
 max=$rss0
-stalled=0
+dmax=0
 for ((s = 0; s < 32; s++)); do
   sleep 0.25
   kill -0 "$wpid" 2>/dev/null || { cat "$t/writer.out" >&2; fail "the writer ended while the backends were stopped"; }
   r=$(e2e_rss_kib)
   [ "$r" -gt "$max" ] && max=$r
+  d=$(stat pool_dirty)
+  [ "$d" -gt "$dmax" ] && dmax=$d
 done
 # The control thread answers status without the pool (stopped backends).
 w=$(stat bp_waiting)
 st=$(stat bp_stalls)
-d=$(stat pool_dirty)
-info "RSS first ${rss0} KiB, max ${max} KiB over 8 s; dirty $d, bp_waiting $w, bp_stalls $st"
+info "RSS first ${rss0} KiB, max ${max} KiB over 8 s; pool_dirty max $dmax (limit $dirty_max), bp_waiting $w, bp_stalls $st"
+[ "$dmax" -le "$dirty_max" ] || fail "pool_dirty reached $dmax, above cache_dirty_max = $dirty_max"
+[ "$dmax" -gt 0 ] || fail "pool_dirty stayed 0 with the backends stopped"
 [ $((max - rss0)) -le $((48 * 1024)) ] || fail "RSS grew by $((max - rss0)) KiB with the backends stopped"
 [ "$w" -gt 0 ] || [ "$st" -gt 0 ] || fail "no write ever waited for the dirty limit"
 kill -0 "$wpid" || fail "writer gone"

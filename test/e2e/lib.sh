@@ -2,7 +2,7 @@
 # redis-servers, a pool config with an SSD cache, the daemon started and
 # restarted on it (sourced after test/functions.sh and test/lib/backends.sh).
 #
-#   e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK]   # backends + $E2E_CONF
+#   e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA-POOL-LINES]]
 #   e2e_start [serve args…]                      # serve --config, waits for ctl
 #   e2e_kill / e2e_stop                          # SIGKILL / SIGTERM (+ exit 0)
 #   e2e_uri VOL                                  # nbd+unix URI of an export
@@ -24,10 +24,11 @@ e2e_seed() {
   echo "# seed=$E2E_SEED (rerun with E2E_SEED=$E2E_SEED)" >&2
 }
 
-# e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK] — N redis-servers and a pool
-# config $E2E_CONF (k+m, encryption key, cache in DIR/cache, MODE).
+# e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA]] — N redis-servers and
+# a pool config $E2E_CONF (k+m, encryption key, cache in DIR/cache, MODE,
+# EXTRA lines for [pool]).
 e2e_pool() {
-  local n=$1 k=$2 m=$3 dir=$4 mode=$5 csize=$6 chunk=${7:-1M}
+  local n=$1 k=$2 m=$3 dir=$4 mode=$5 csize=$6 chunk=${7:-1M} extra=${8:-}
   E2E_DIR=$dir
   E2E_CONF=$dir/pool.conf
   E2E_SOCK=$dir/nbd.sock
@@ -39,7 +40,8 @@ e2e_pool() {
 key_file = $dir/pool.key
 cache_path = $E2E_CACHE
 cache_size = $csize
-cache_mode = $mode"
+cache_mode = $mode${extra:+
+$extra}"
 }
 
 # e2e_set_mode writeback|writethrough — change cache_mode in the config.
