@@ -50,8 +50,9 @@
  * the reference store starts over from what the cache holds for vol's
  * objects then.
  * OFF by default (NBDSRV_VOL_CRASH=1 turns it on) until a drop becomes
- * durable with vol's DROPPED mark: today a crash between the two leaks
- * the object and its shards (/work/notes/nbd-bugs.md, VOLCHECK 2).
+ * durable with vol's DROPPED mark: today (VOLCHECK 2b) a crash between
+ * the two still leaks an object kept as a base (its DROPPED flag waits for
+ * the next cache flush) and its shards (/work/notes/nbd-bugs.md).
  * NBDSRV_VOL_CRASH=2 counts those leaks as a note, to look past the
  * first crash for other crash bugs (ctest's check_vol_crash runs so).
  *
@@ -1338,10 +1339,10 @@ static void rw(struct vs *x, vol_op_fn *fn, const char *spec, uint64_t off,
 }
 
 /* Regression (VOLCHECK 4, found by the model test, seed 10510353233 over
- * "ssd"): vol writes in place to an object that became private again after
- * a rollback and a snapshot delete, while an object created from it as its
- * base still lives in another snapshot; the cache's copy-on-write is lazy,
- * so that snapshot must not see the write. */
+ * "ssd", fixed in 84f84d9): vol writes in place to an object that became
+ * private again after a rollback and a snapshot delete, while an object
+ * created from it as its base still lives in another snapshot; the cache's
+ * copy-on-write is lazy, so that snapshot must not see the write. */
 START_TEST(test_base_rewritten)
 {
 	struct vs x;
