@@ -18,9 +18,10 @@
 # random writes, a FLUSH every 50–300 ms) at a random moment in its first
 # 2 s, else a snapshot create, a snapshot rm or a volume rm, 0–60 ms after
 # the command was sent.
-# The last iteration switches to writethrough, and the restart after its
-# kill deletes the cache file: the volume must then open from the pool alone
-# with the same guarantees (writethrough FLUSH = committed in the pool).
+# The last iteration switches to writethrough and kills during writes; the
+# restart after its kill deletes the cache file: the volume must then open
+# from the pool alone with the same guarantees (writethrough FLUSH =
+# committed in the pool).
 #
 # fio --verify=crc32c too: in the first iteration fio fills volume "f"
 # (16 MiB, 4 KiB random writes QD 16, end_fsync) just before the kill; every
@@ -171,6 +172,7 @@ for ((it = 1; it <= iters; it++)); do
   op=$((RANDOM % 6))
   op=$((op < 3 ? 0 : op - 2))      # half the kills during writes
   [ "$it" -eq 1 ] && op=1           # the first iteration makes a snapshot to work on
+  [ "$it" -eq "$iters" ] && op=0     # writethrough: flushed = in the pool, under writes
   [ $op = 2 ] && ! grep -qlx yes "$t"/snaps/*.st 2>/dev/null && op=1
   delay=$((RANDOM % 60))
   case $op in
