@@ -49,29 +49,15 @@ e2e_set_mode() { sed -i "s/^cache_mode = .*/cache_mode = $1/" "$E2E_CONF"; }
 
 # e2e_start [ARGS…] — `nbdsrv serve --config $E2E_CONF --unix $E2E_SOCK ARGS…`,
 # waits for the NBD and control sockets; E2E_PID.
-# (E2E_DRYRUN=1: ephemeral volumes, --create-volume done with vol create —
-# only to rehearse the plumbing of a test, nothing survives a restart.)
 e2e_start() {
-  local a args=() create=()
-  for a in "$@"; do
-    if [ "${E2E_DRYRUN:-0}" = 1 ] && [ "${prev:-}" = --create-volume ]; then
-      create+=("$a"); unset 'args[${#args[@]}-1]'
-    else
-      args+=("$a")
-    fi
-    local prev=$a
-  done
-  [ "${E2E_DRYRUN:-0}" = 1 ] && args+=(--volumes ephemeral)
   rm -f "$E2E_SOCK"
   NBDSRV_LOG=$E2E_DIR/nbdsrv.log.$(date +%s%N)
-  start_nbdsrv --config "$E2E_CONF" --unix "$E2E_SOCK" "${args[@]}"
+  start_nbdsrv --config "$E2E_CONF" --unix "$E2E_SOCK" "$@"
   E2E_PID=$NBDSRV_PID
   wait_for "[ -S '$E2E_CACHE/nbdsrv.ctl' ]" 60 ||
     { tail -30 "$NBDSRV_LOG" >&2; fail "no control socket $E2E_CACHE/nbdsrv.ctl"; }
-  for a in "${create[@]}"; do
-    e2e_ctl vol create "${a%%=*}" "${a#*=}" >/dev/null || fail "dry run: vol create $a"
-  done
 }
+
 # e2e_kill — SIGKILL the daemon and wait until it is dead, also from a
 # subshell (which cannot reap it): until its metadata lock is free (a
 # killed process's leader is a zombie while its other threads still exit
@@ -115,7 +101,6 @@ if not n: sys.exit("status --json has no pool_dirty")
 print(sum(n))'
 }
 e2e_wait_clean() {
-  [ "${E2E_DRYRUN:-0}" = 1 ] && return 0
   local t=${1:-120} d
   wait_for '[ "$(e2e_dirty)" = 0 ]' "$t" ||
     { d=$(e2e_dirty || true); fail "still $d dirty objects after ${t}s"; }
