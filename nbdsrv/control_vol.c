@@ -25,8 +25,10 @@
  * ring.  A command that changes something is committed (vol_sync: one
  * group commit, a few ms of fsync) before its reply, so an acknowledged
  * change survives a crash.  Errors carry vol_last_error()'s message.  Arguments are checked
- * for type here (a missing or mistyped member is a clear error); values
- * (names, sizes) are vol/'s to judge.
+ * for type here (a missing or mistyped member is a clear error), the common
+ * ones ("name", "spec", "new_name", "size") decoded once from each command's
+ * entry in vol_cmds[] before it runs; values (names, sizes) are vol/'s to
+ * judge.
  */
 #include "nbdsrv/volumes.h"
 
@@ -37,9 +39,29 @@
 
 #define DEFAULT_CHUNK_SIZE (1ull << 20)
 
+/* The arguments a command takes, decoded (and type-checked) from the
+ * request before the command runs, in this order: the strings, then the
+ * sizes, then the split of "spec". */
+enum {
+	ARG_NAME = 1 << 0,      /* "name": a string */
+	ARG_SPEC = 1 << 1,      /* "spec": "VOLUME@SNAPSHOT" → vol, snap */
+	ARG_NEW_NAME = 1 << 2,  /* "new_name": a string */
+	ARG_SIZE = 1 << 3,      /* "size": a byte count */
+};
+
+struct vol_args {
+	const char *name, *spec, *new_name;
+	char vol[VOL_NAME_MAX + 1];     /* spec's volume part */
+	const char *snap;               /* spec's snapshot part */
+	uint64_t size;
+	char *err;                      /* the message of a failed command */
+	size_t errlen;
+};
+
 struct vol_cmd {
 	const char *name;
-	int (*fn)(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen);
+	int (*fn)(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out);
+	unsigned args;          /* ARG_* */
 	bool mutates;           /* committed (vol_sync) before the reply */
 };
 
@@ -69,10 +91,56 @@ static int get_u64(json_t *req, const char *key, uint64_t *out, char *err, size_
 	return 0;
 }
 
+/* An optional byte count: *out keeps its default when key is absent. */
+static int get_opt_u64(json_t *req, const char *key, uint64_t *out, char *err,
+		       size_t errlen)
+{
+	return json_object_get(req, key) ? get_u64(req, key, out, err, errlen) : 0;
+}
+
+/* Split "vol@snap" (both parts required). */
+static int split(const char *spec, char vol[VOL_NAME_MAX + 1], const char **snap,
+		 char *err, size_t errlen)
+{
+	const char *at = strchr(spec, '@');
+
+	if (!at || at == spec || !at[1] || (size_t)(at - spec) > VOL_NAME_MAX) {
+		snprintf(err, errlen, "'%.140s': expected VOLUME@SNAPSHOT", spec);
+		return -EINVAL;
+	}
+	memcpy(vol, spec, (size_t)(at - spec));
+	vol[at - spec] = '\0';
+	*snap = at + 1;
+	return 0;
+}
+
+static int decode_args(json_t *req, unsigned want, struct vol_args *a)
+{
+	int r = 0;
+
+	if (want & ARG_NAME)
+		r = get_str(req, "name", &a->name, a->err, a->errlen);
+	if (r >= 0 && (want & ARG_SPEC))
+		r = get_str(req, "spec", &a->spec, a->err, a->errlen);
+	if (r >= 0 && (want & ARG_NEW_NAME))
+		r = get_str(req, "new_name", &a->new_name, a->err, a->errlen);
+	if (r >= 0 && (want & ARG_SIZE))
+		r = get_u64(req, "size", &a->size, a->err, a->errlen);
+	if (r >= 0 && (want & ARG_SPEC))
+		r = split(a->spec, a->vol, &a->snap, a->err, a->errlen);
+	return r;
+}
+
 static int verr(int r, char *err, size_t errlen)
 {
 	snprintf(err, errlen, "%s", vol_last_error());
 	return r;
+}
+
+/* r of a vol/ call, with vol_last_error() as the message when it failed. */
+static int vdone(int r, const struct vol_args *a)
+{
+	return r < 0 ? verr(r, a->err, a->errlen) : 0;
 }
 
 static json_t *info_json(const struct vol_info *vi)
@@ -99,321 +167,209 @@ static json_t *snap_json(const struct vol_snap_info *si)
 			 "ctime", (json_int_t)si->ctime, "clones", (json_int_t)si->nclones);
 }
 
-/* out.volume = info of name. */
-static int put_info(struct vol_pool *p, const char *name, json_t *out, char *err,
-		    size_t errlen)
+/* out[key] = v (taken); -ENOMEM when it cannot be set. */
+static int put(json_t *out, const char *key, json_t *v)
+{
+	return json_object_set_new(out, key, v) ? -ENOMEM : 0;
+}
+
+/* After the vol/ call that returned r: out.volume = info of name. */
+static int put_info(struct vol_pool *p, int r, const char *name, json_t *out,
+		    struct vol_args *a)
 {
 	struct vol_info vi;
-	int r = vol_get_info(p, name, &vi);
 
+	if (r >= 0)
+		r = vol_get_info(p, name, &vi);
 	if (r < 0)
-		return verr(r, err, errlen);
-	return json_object_set_new(out, "volume", info_json(&vi)) ? -ENOMEM : 0;
+		return verr(r, a->err, a->errlen);
+	return put(out, "volume", info_json(&vi));
 }
 
-static int c_create(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_create(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name;
-	uint64_t size, chunk = DEFAULT_CHUNK_SIZE;
-	int r;
+	uint64_t chunk = DEFAULT_CHUNK_SIZE;
+	int r = get_opt_u64(req, "chunk_size", &chunk, a->err, a->errlen);
 
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0 ||
-	    (r = get_u64(req, "size", &size, err, errlen)) < 0)
-		return r;
-	if (json_object_get(req, "chunk_size") &&
-	    (r = get_u64(req, "chunk_size", &chunk, err, errlen)) < 0)
-		return r;
-	r = vol_create(p, name, size, chunk);
 	if (r < 0)
-		return verr(r, err, errlen);
-	return put_info(p, name, out, err, errlen);
+		return r;
+	return put_info(p, vol_create(p, a->name, a->size, chunk), a->name, out, a);
 }
 
-static int c_ls(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_ls(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
 	struct vol_info *vols;
-	json_t *a = json_array();
+	json_t *arr;
 	size_t n, i;
 	int r = vol_list(p, &vols, &n);
 
-	if (r < 0) {
-		json_decref(a);
-		return verr(r, err, errlen);
-	}
+	if (r < 0)
+		return verr(r, a->err, a->errlen);
+	arr = json_array();
 	for (i = 0; i < n; i++)
-		json_array_append_new(a, info_json(&vols[i]));
+		json_array_append_new(arr, info_json(&vols[i]));
 	free(vols);
-	return json_object_set_new(out, "volumes", a) ? -ENOMEM : 0;
+	return put(out, "volumes", arr);
 }
 
-static int snaps_of(struct vol_pool *p, const char *vol, json_t **out, char *err,
-		    size_t errlen)
+/* out.snapshots = the snapshots of vol. */
+static int put_snaps(struct vol_pool *p, const char *vol, json_t *out, struct vol_args *a)
 {
 	struct vol_snap_info *snaps;
+	json_t *arr;
 	size_t n, i;
 	int r = vol_snap_list(p, vol, &snaps, &n);
 
 	if (r < 0)
-		return verr(r, err, errlen);
-	*out = json_array();
+		return verr(r, a->err, a->errlen);
+	arr = json_array();
 	for (i = 0; i < n; i++)
-		json_array_append_new(*out, snap_json(&snaps[i]));
+		json_array_append_new(arr, snap_json(&snaps[i]));
 	free(snaps);
-	return 0;
+	return put(out, "snapshots", arr);
 }
 
-static int c_info(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_info(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name;
-	json_t *snaps;
-	int r;
+	int r = put_info(p, 0, a->name, out, a);
 
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0 ||
-	    (r = put_info(p, name, out, err, errlen)) < 0 ||
-	    (r = snaps_of(p, name, &snaps, err, errlen)) < 0)
-		return r;
-	return json_object_set_new(out, "snapshots", snaps) ? -ENOMEM : 0;
+	return r < 0 ? r : put_snaps(p, a->name, out, a);
 }
 
-static int c_resize(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_resize(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name;
-	uint64_t size;
-	int r;
-
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0 ||
-	    (r = get_u64(req, "size", &size, err, errlen)) < 0)
-		return r;
-	r = vol_resize(p, name, size);
-	if (r < 0)
-		return verr(r, err, errlen);
-	return put_info(p, name, out, err, errlen);
+	return put_info(p, vol_resize(p, a->name, a->size), a->name, out, a);
 }
 
-static int c_rm(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_rm(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name;
-	int r;
-
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0)
-		return r;
-	r = vol_delete(p, name);
-	return r < 0 ? verr(r, err, errlen) : 0;
+	return vdone(vol_delete(p, a->name), a);
 }
 
-static int c_rename(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
+static int c_rename(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name, *nn;
-	int r;
-
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0 ||
-	    (r = get_str(req, "new_name", &nn, err, errlen)) < 0)
-		return r;
-	r = vol_rename(p, name, nn);
-	return r < 0 ? verr(r, err, errlen) : 0;
+	return vdone(vol_rename(p, a->name, a->new_name), a);
 }
 
-/* Split "vol@snap" (both parts required). */
-static int split(const char *spec, char vol[VOL_NAME_MAX + 1], const char **snap,
-		 char *err, size_t errlen)
+static int c_rollback(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *at = strchr(spec, '@');
-
-	if (!at || at == spec || !at[1] || (size_t)(at - spec) > VOL_NAME_MAX) {
-		snprintf(err, errlen, "'%.140s': expected VOLUME@SNAPSHOT", spec);
-		return -EINVAL;
-	}
-	memcpy(vol, spec, (size_t)(at - spec));
-	vol[at - spec] = '\0';
-	*snap = at + 1;
-	return 0;
+	return put_info(p, vol_rollback(p, a->vol, a->snap), a->vol, out, a);
 }
 
-static int c_rollback(struct vol_pool *p, json_t *req, json_t *out, char *err,
-		      size_t errlen)
+static int c_flatten(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *spec, *snap;
-	char vol[VOL_NAME_MAX + 1];
-	int r;
-
-	if ((r = get_str(req, "spec", &spec, err, errlen)) < 0 ||
-	    (r = split(spec, vol, &snap, err, errlen)) < 0)
-		return r;
-	r = vol_rollback(p, vol, snap);
-	if (r < 0)
-		return verr(r, err, errlen);
-	return put_info(p, vol, out, err, errlen);
+	return put_info(p, vol_flatten(p, a->name), a->name, out, a);
 }
 
-static int c_flatten(struct vol_pool *p, json_t *req, json_t *out, char *err,
-		     size_t errlen)
+/* Append the du of volume name (or "V@S") to arr. */
+static int du_one(struct vol_pool *p, const char *name, json_t *arr, struct vol_args *a)
 {
-	const char *name;
-	int r;
-
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0)
-		return r;
-	r = vol_flatten(p, name);
-	if (r < 0)
-		return verr(r, err, errlen);
-	return put_info(p, name, out, err, errlen);
-}
-
-static json_t *du_json(const char *name, const struct vol_du *d)
-{
-	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}", "name", name,
-			 "logical", (json_int_t)d->logical,
-			 "provisioned", (json_int_t)d->provisioned,
-			 "used", (json_int_t)d->used, "exclusive", (json_int_t)d->exclusive,
-			 "stored", (json_int_t)d->stored,
-			 "map_entries", (json_int_t)d->map_entries);
-}
-
-static int c_du(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
-{
-	json_t *a = json_array();
 	struct vol_du d;
+	int r = vol_du(p, name, &d);
+
+	if (r < 0)
+		return verr(r, a->err, a->errlen);
+	json_array_append_new(arr, json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I}",
+		"name", name, "logical", (json_int_t)d.logical,
+		"provisioned", (json_int_t)d.provisioned, "used", (json_int_t)d.used,
+		"exclusive", (json_int_t)d.exclusive, "stored", (json_int_t)d.stored,
+		"map_entries", (json_int_t)d.map_entries));
+	return 0;
+}
+
+static int c_du(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
+{
+	json_t *arr = json_array();
 	int r = 0;
 
 	if (json_object_get(req, "name")) {
 		const char *name;
 
-		if ((r = get_str(req, "name", &name, err, errlen)) < 0)
-			goto fail;
-		if ((r = vol_du(p, name, &d)) < 0) {
-			verr(r, err, errlen);
-			goto fail;
-		}
-		json_array_append_new(a, du_json(name, &d));
+		if ((r = get_str(req, "name", &name, a->err, a->errlen)) >= 0)
+			r = du_one(p, name, arr, a);
 	} else {
 		struct vol_info *vols;
 		size_t n, i;
 
 		if ((r = vol_list(p, &vols, &n)) < 0) {
-			verr(r, err, errlen);
-			goto fail;
+			verr(r, a->err, a->errlen);
+		} else {
+			for (i = 0; i < n && r >= 0; i++)
+				r = du_one(p, vols[i].name, arr, a);
+			free(vols);
 		}
-		for (i = 0; i < n && r >= 0; i++) {
-			r = vol_du(p, vols[i].name, &d);
-			if (r < 0)
-				verr(r, err, errlen);
-			else
-				json_array_append_new(a, du_json(vols[i].name, &d));
-		}
-		free(vols);
-		if (r < 0)
-			goto fail;
 	}
-	return json_object_set_new(out, "du", a) ? -ENOMEM : 0;
-fail:
-	json_decref(a);
-	return r;
-}
-
-static int c_clone(struct vol_pool *p, json_t *req, json_t *out, char *err, size_t errlen)
-{
-	const char *spec, *snap, *nn;
-	char vol[VOL_NAME_MAX + 1];
-	int r;
-
-	if ((r = get_str(req, "spec", &spec, err, errlen)) < 0 ||
-	    (r = get_str(req, "new_name", &nn, err, errlen)) < 0 ||
-	    (r = split(spec, vol, &snap, err, errlen)) < 0)
+	if (r < 0) {
+		json_decref(arr);
 		return r;
-	r = vol_clone(p, vol, snap, nn);
-	if (r < 0)
-		return verr(r, err, errlen);
-	return put_info(p, nn, out, err, errlen);
+	}
+	return put(out, "du", arr);
 }
 
-static int c_snap_create(struct vol_pool *p, json_t *req, json_t *out, char *err,
-			 size_t errlen)
+static int c_clone(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *spec, *snap;
-	char vol[VOL_NAME_MAX + 1];
-	int r;
-
-	if ((r = get_str(req, "spec", &spec, err, errlen)) < 0 ||
-	    (r = split(spec, vol, &snap, err, errlen)) < 0)
-		return r;
-	r = vol_snap_create(p, vol, snap);
-	if (r < 0)
-		return verr(r, err, errlen);
-	return json_object_set_new(out, "snapshot", json_string(spec)) ? -ENOMEM : 0;
+	return put_info(p, vol_clone(p, a->vol, a->snap, a->new_name), a->new_name, out, a);
 }
 
-static int c_snap_ls(struct vol_pool *p, json_t *req, json_t *out, char *err,
-		     size_t errlen)
+static int c_snap_create(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *name;
-	json_t *snaps;
-	int r;
+	int r = vdone(vol_snap_create(p, a->vol, a->snap), a);
 
-	if ((r = get_str(req, "name", &name, err, errlen)) < 0 ||
-	    (r = snaps_of(p, name, &snaps, err, errlen)) < 0)
-		return r;
-	return json_object_set_new(out, "snapshots", snaps) ? -ENOMEM : 0;
+	return r < 0 ? r : put(out, "snapshot", json_string(a->spec));
 }
 
-static int c_snap_rm(struct vol_pool *p, json_t *req, json_t *out, char *err,
-		     size_t errlen)
+static int c_snap_ls(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
-	const char *spec, *snap;
-	char vol[VOL_NAME_MAX + 1];
-	int r;
-
-	if ((r = get_str(req, "spec", &spec, err, errlen)) < 0 ||
-	    (r = split(spec, vol, &snap, err, errlen)) < 0)
-		return r;
-	r = vol_snap_delete(p, vol, snap);
-	return r < 0 ? verr(r, err, errlen) : 0;
+	return put_snaps(p, a->name, out, a);
 }
 
-static int c_snap_diff(struct vol_pool *p, json_t *req, json_t *out, char *err,
-		       size_t errlen)
+static int c_snap_rm(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
+{
+	return vdone(vol_snap_delete(p, a->vol, a->snap), a);
+}
+
+static int c_snap_diff(struct vol_pool *p, struct vol_args *a, json_t *req, json_t *out)
 {
 	const char *from, *to, *snap;
 	char vol[VOL_NAME_MAX + 1];
 	struct vol_range *rg;
-	json_t *a;
+	json_t *arr;
 	size_t n, i;
 	int r;
 
-	if ((r = get_str(req, "from", &from, err, errlen)) < 0 ||
-	    (r = split(from, vol, &snap, err, errlen)) < 0)
+	if ((r = get_str(req, "from", &from, a->err, a->errlen)) < 0 ||
+	    (r = split(from, vol, &snap, a->err, a->errlen)) < 0)
 		return r;
-	if (json_object_get(req, "to")) {
-		if ((r = get_str(req, "to", &to, err, errlen)) < 0)
-			return r;
-	} else {
-		to = vol;               /* the head */
-	}
+	to = vol;               /* the head, unless "to" names another */
+	if (json_object_get(req, "to") &&
+	    (r = get_str(req, "to", &to, a->err, a->errlen)) < 0)
+		return r;
 	r = vol_diff(p, from, to, &rg, &n);
 	if (r < 0)
-		return verr(r, err, errlen);
-	a = json_array();
+		return verr(r, a->err, a->errlen);
+	arr = json_array();
 	for (i = 0; i < n; i++)
-		json_array_append_new(a, json_pack("{s:I, s:I}", "offset", (json_int_t)rg[i].off,
-						    "length", (json_int_t)rg[i].len));
+		json_array_append_new(arr, json_pack("{s:I, s:I}", "offset",
+			(json_int_t)rg[i].off, "length", (json_int_t)rg[i].len));
 	free(rg);
-	return json_object_set_new(out, "extents", a) ? -ENOMEM : 0;
+	return put(out, "extents", arr);
 }
 
 static const struct vol_cmd vol_cmds[] = {
-	{ "vol.create", c_create, true },
-	{ "vol.ls", c_ls, false },
-	{ "vol.info", c_info, false },
-	{ "vol.resize", c_resize, true },
-	{ "vol.rm", c_rm, true },
-	{ "vol.rename", c_rename, true },
-	{ "vol.rollback", c_rollback, true },
-	{ "vol.flatten", c_flatten, true },
-	{ "vol.du", c_du, false },
-	{ "vol.clone", c_clone, true },
-	{ "snap.create", c_snap_create, true },
-	{ "snap.ls", c_snap_ls, false },
-	{ "snap.rm", c_snap_rm, true },
-	{ "snap.diff", c_snap_diff, false },
+	{ "vol.create", c_create, ARG_NAME | ARG_SIZE, true },
+	{ "vol.ls", c_ls, 0, false },
+	{ "vol.info", c_info, ARG_NAME, false },
+	{ "vol.resize", c_resize, ARG_NAME | ARG_SIZE, true },
+	{ "vol.rm", c_rm, ARG_NAME, true },
+	{ "vol.rename", c_rename, ARG_NAME | ARG_NEW_NAME, true },
+	{ "vol.rollback", c_rollback, ARG_SPEC, true },
+	{ "vol.flatten", c_flatten, ARG_NAME, true },
+	{ "vol.du", c_du, 0, false },
+	{ "vol.clone", c_clone, ARG_SPEC | ARG_NEW_NAME, true },
+	{ "snap.create", c_snap_create, ARG_SPEC, true },
+	{ "snap.ls", c_snap_ls, ARG_NAME, false },
+	{ "snap.rm", c_snap_rm, ARG_SPEC, true },
+	{ "snap.diff", c_snap_diff, 0, false },
 };
 
 int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **members,
@@ -441,10 +397,8 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 		const char *spec;
 		uint64_t rate = 0, id;
 
-		if ((r = get_str(req, "spec", &spec, err, errlen)) < 0)
-			return r;
-		if (json_object_get(req, "rate") &&
-		    (r = get_u64(req, "rate", &rate, err, errlen)) < 0)
+		if ((r = get_str(req, "spec", &spec, err, errlen)) < 0 ||
+		    (r = get_opt_u64(req, "rate", &rate, err, errlen)) < 0)
 			return r;
 		r = volumes_warm(v, spec, rate, &id, err, errlen);
 		if (r < 0)
@@ -453,12 +407,16 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 		return *members ? 0 : -ENOMEM;
 	}
 	for (i = 0; i < ARRAY_SIZE(vol_cmds); i++) {
+		struct vol_args a = { .err = err, .errlen = errlen };
+
 		if (strcmp(cmd, vol_cmds[i].name))
 			continue;
+		if ((r = decode_args(req, vol_cmds[i].args, &a)) < 0)
+			return r;
 		*members = json_object();
 		if (!*members)
 			return -ENOMEM;
-		r = vol_cmds[i].fn(volumes_pool(v), req, *members, err, errlen);
+		r = vol_cmds[i].fn(volumes_pool(v), &a, req, *members);
 		/* an acknowledged change survives a crash: commit before the
 		 * reply (one group commit, a few ms) */
 		if (r >= 0 && vol_cmds[i].mutates && (r = vol_sync(volumes_pool(v))) < 0)
