@@ -127,7 +127,8 @@ static void finish(struct export_io *io, int res, bool synced)
 
 /* ---- read ---- */
 
-static void read_submit(struct export_io *io)
+/* Submit the rest of a read or a write: at most 1 GiB per SQE. */
+static void rw_submit(struct export_io *io, bool write)
 {
 	struct file_export *f = io_export(io);
 	uint64_t done = io->priv[P_DONE];
@@ -135,8 +136,15 @@ static void read_submit(struct export_io *io)
 	uint64_t left = io->length - done;
 	unsigned n = left > (1u << 30) ? (1u << 30) : (unsigned)left;
 
-	io_uring_prep_read(sqe, f->fd, (uint8_t *)io->buf + done, n,
-			   io->offset + done);
+	if (write) {
+		io_uring_prep_write(sqe, f->fd, (uint8_t *)io->buf + done, n,
+				    io->offset + done);
+		if (io->flags & EXPORT_IO_FUA)
+			sqe->rw_flags = RWF_DSYNC;
+		sqe->flags |= IOSQE_ASYNC;      /* it would be punted anyway */
+		return;
+	}
+	io_uring_prep_read(sqe, f->fd, (uint8_t *)io->buf + done, n, io->offset + done);
 	/* A large copy from the page cache goes to an io-wq worker so that
 	 * the reactor keeps receiving and sending meanwhile (the other cores
 	 * do the memcpy); small ones complete inline, cheaper. */
@@ -144,27 +152,29 @@ static void read_submit(struct export_io *io)
 		sqe->flags |= IOSQE_ASYNC;
 }
 
-static void read_cb(struct loop_op *op, int res, uint32_t flags)
+/* A read or write completed res bytes: retry, continue after a short
+ * transfer, or end the op (no progress at all — the file shrank under a
+ * read — is -EIO). */
+static void rw_complete(struct export_io *io, int res, bool write)
 {
-	struct export_io *io = container_of(op, struct export_io, op);
-
 	if (res == -EINTR || res == -EAGAIN) {
-		read_submit(io);
+		rw_submit(io, write);
 		return;
 	}
-	if (res < 0) {
-		io->done(io, res);
-		return;
-	}
-	if (res == 0) {                 /* the file shrank under us */
-		io->done(io, -EIO);
+	if (res <= 0) {
+		io->done(io, res < 0 ? res : -EIO);
 		return;
 	}
 	io->priv[P_DONE] += (unsigned)res;
 	if (io->priv[P_DONE] < io->length)
-		read_submit(io);
+		rw_submit(io, write);
 	else
 		io->done(io, 0);
+}
+
+static void read_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	rw_complete(container_of(op, struct export_io, op), res, false);
 }
 
 static void sync_cb(struct loop_op *op, int res, uint32_t flags)
@@ -183,47 +193,14 @@ static void file_read(struct export *e, struct export_io *io)
 		return;
 	}
 	io_start(e, io, read_cb, ST_IO);
-	read_submit(io);
+	rw_submit(io, false);
 }
 
 /* ---- write ---- */
 
-static void write_submit(struct export_io *io)
-{
-	struct file_export *f = io_export(io);
-	uint64_t done = io->priv[P_DONE];
-	struct io_uring_sqe *sqe = loop_sqe(io->loop, &io->op);
-	uint64_t left = io->length - done;
-	unsigned n = left > (1u << 30) ? (1u << 30) : (unsigned)left;
-
-	io_uring_prep_write(sqe, f->fd, (uint8_t *)io->buf + done, n,
-			    io->offset + done);
-	if (io->flags & EXPORT_IO_FUA)
-		sqe->rw_flags = RWF_DSYNC;
-	sqe->flags |= IOSQE_ASYNC;      /* it would be punted anyway */
-}
-
 static void write_cb(struct loop_op *op, int res, uint32_t flags)
 {
-	struct export_io *io = container_of(op, struct export_io, op);
-
-	if (res == -EINTR || res == -EAGAIN) {
-		write_submit(io);
-		return;
-	}
-	if (res < 0) {
-		io->done(io, res);
-		return;
-	}
-	if (res == 0) {
-		io->done(io, -EIO);
-		return;
-	}
-	io->priv[P_DONE] += (unsigned)res;
-	if (io->priv[P_DONE] < io->length)
-		write_submit(io);
-	else
-		io->done(io, 0);
+	rw_complete(container_of(op, struct export_io, op), res, true);
 }
 
 static int pwrite_all(struct file_export *f, struct export_io *io)
@@ -276,7 +253,7 @@ static void file_write(struct export *e, struct export_io *io)
 	}
 	if (io->length >= FILE_ASYNC_MIN) {
 		io_start(e, io, write_cb, ST_IO);
-		write_submit(io);
+		rw_submit(io, true);
 		return;
 	}
 	io->priv[P_EXPORT] = (uintptr_t)e;
