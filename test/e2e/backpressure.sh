@@ -37,20 +37,6 @@ dirty_max=16
 e2e_pool 6 4 2 "$t" writeback 32M 256K "cache_dirty_max = $dirty_max"
 e2e_start --create-volume v=128M
 
-# stat NAME — the daemon's counter NAME (summed over `status --json`).
-stat() {
-  e2e_ctl status --json | python3 -c '
-import json, sys
-def walk(o):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k == sys.argv[1] and isinstance(v, int): yield v
-            else: yield from walk(v)
-    elif isinstance(o, list):
-        for v in o: yield from walk(v)
-print(sum(walk(json.load(sys.stdin))))' "$1"
-}
-
 "$BLK" write "$(e2e_uri v)" --blocks $blocks --seed "$E2E_SEED" --state "$t/none" \
   --out "$t/v.state" --qd 64 --flush-ms 200 --duration-ms 4000 >"$t/writer.out" 2>&1 &
 wpid=$!
@@ -67,12 +53,12 @@ for ((s = 0; s < 32; s++)); do
   kill -0 "$wpid" 2>/dev/null || { cat "$t/writer.out" >&2; fail "the writer ended while the backends were stopped"; }
   r=$(e2e_rss_kib)
   [ "$r" -gt "$max" ] && max=$r
-  d=$(stat pool_dirty)
+  d=$(e2e_stat pool_dirty)
   [ "$d" -gt "$dmax" ] && dmax=$d
 done
 # The control thread answers status without the pool (stopped backends).
-w=$(stat bp_waiting)
-st=$(stat bp_stalls)
+w=$(e2e_stat bp_waiting)
+st=$(e2e_stat bp_stalls)
 info "RSS first ${rss0} KiB, max ${max} KiB over 8 s; pool_dirty max $dmax (limit $dirty_max), bp_waiting $w, bp_stalls $st"
 [ "$dmax" -le "$dirty_max" ] || fail "pool_dirty reached $dmax, above cache_dirty_max = $dirty_max"
 [ "$dmax" -gt 0 ] || fail "pool_dirty stayed 0 with the backends stopped"

@@ -26,10 +26,6 @@ e2e_seed
 e2e_pool 20 16 4 "$t" writeback 192M 1M
 e2e_start --create-volume disk=2G
 
-mount_disk() {   # mount_disk [OPTS] — attach the volume and mount it
-  nbd_attach 1 "$(e2e_uri disk)"
-  mount ${1:+-o "$1"} "${LOOP[1]}" "$t/mnt" || fail "mount"
-}
 umount_disk() {
   umount "$t/mnt" || fail "umount"
   nbd_detach 1
@@ -88,25 +84,12 @@ verify_all() {
   umount_disk
   info "$1: fsck + $(wc -l <"$t/sums") files verified in $((SECONDS - start)) s"
 }
-# stat NAME — the daemon's counter NAME (status --json, summed).
-stat() {
-  e2e_ctl status --json | python3 -c '
-import json, sys
-def walk(o):
-    if isinstance(o, dict):
-        for k, v in o.items():
-            if k == sys.argv[1] and isinstance(v, int): yield v
-            else: yield from walk(v)
-    elif isinstance(o, list):
-        for v in o: yield from walk(v)
-print(sum(walk(json.load(sys.stdin))))' "$1"
-}
 
 # 2. Empty cache: everything from the pool.
 e2e_drop_cache
 e2e_start
 verify_all "empty cache"
-f=$(stat miss_bytes)
+f=$(e2e_stat miss_bytes)
 info "empty cache: $((f >> 20)) MiB decoded from the pool"
 [ "$f" -ge $((mb << 19)) ] || fail "only $f bytes fetched from the pool: the cache was not really empty"
 e2e_stop

@@ -6,6 +6,7 @@
 #   e2e_start [serve args…]                      # serve --config, waits for ctl
 #   e2e_kill / e2e_stop                          # SIGKILL / SIGTERM (+ exit 0)
 #   e2e_uri VOL                                  # nbd+unix URI of an export
+#   e2e_stat NAME                                # a status --json counter, summed
 #   e2e_dirty                                    # pool-dirty objects (status)
 #   e2e_wait_clean [SECONDS]                     # until e2e_dirty is 0
 #   e2e_drop_cache                               # delete the cache (slot) file
@@ -84,21 +85,26 @@ e2e_stop() {
 e2e_uri() { echo "nbd+unix:///$1?socket=$E2E_SOCK"; }
 e2e_ctl() { "$NBDSRV" "$@" --config "$E2E_CONF"; }
 
-# e2e_dirty — the daemon's count of objects not yet in the pool (the
-# "pool_dirty" field of `status --json`, summed wherever it appears).
-e2e_dirty() {
+# e2e_stat NAME — the daemon's counter NAME: the integer members called NAME
+# in `status --json`, summed wherever they appear (0 when there are none).
+e2e_stat() { _e2e_status_sum "$1" 0; }
+# e2e_dirty — the daemon's count of objects not yet in the pool (e2e_stat
+# pool_dirty, but failing when status has no such member).
+e2e_dirty() { _e2e_status_sum pool_dirty 1; }
+_e2e_status_sum() {
   e2e_ctl status --json | python3 -c '
 import json, sys
+key, required = sys.argv[1], sys.argv[2] == "1"
 def walk(o):
     if isinstance(o, dict):
         for k, v in o.items():
-            if k == "pool_dirty" and isinstance(v, int): yield v
+            if k == key and isinstance(v, int): yield v
             else: yield from walk(v)
     elif isinstance(o, list):
         for v in o: yield from walk(v)
 n = list(walk(json.load(sys.stdin)))
-if not n: sys.exit("status --json has no pool_dirty")
-print(sum(n))'
+if required and not n: sys.exit("status --json has no " + key)
+print(sum(n))' "$1" "$2"
 }
 e2e_wait_clean() {
   local t=${1:-120} d
