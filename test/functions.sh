@@ -6,6 +6,7 @@
 #   cleanup_push "kill $pid"            # run at exit, last pushed first, even on failure
 #   start_nbdsrv --unix "$t/sock" --export "disk=$t/img"   # waits until it serves
 #   fail "what went wrong"              # print to stderr and exit 1
+#   jq_py "$t/x.json" 'j["size"]'       # a Python expression over a JSON file
 #
 # Environment (set by ctest): NBDSRV (the binary), SRC_DIR, BUILD_DIR, TEST_BIN_DIR.
 # Every test must clean up after itself even when it fails; this file's EXIT
@@ -64,6 +65,17 @@ wait_for() {
     sleep 0.05
   done
   return 1
+}
+
+# jq_py FILE EXPR — print a Python expression evaluated over the JSON object
+# `j` read from FILE (a bool prints as 1 or 0).
+jq_py() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+r = eval(sys.argv[2])
+print(r if not isinstance(r, bool) else int(r))
+PY
 }
 
 # free_port — a TCP port on 127.0.0.1 that nothing listens on right now.

@@ -256,6 +256,17 @@ class Conn:
         return self.reply(c, read_len=length)
 
 
+def open_export(path, name="disk"):
+    """A client in transmission on export @name of the server at @path (for
+    the shell tests that import this module)."""
+    global sock_path
+    sock_path = path
+    c = Conn()
+    c.handshake()
+    c.go(name)
+    return c
+
+
 def parse_infos(infos):
     facts = {}
     for d in infos:

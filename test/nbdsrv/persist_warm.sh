@@ -13,15 +13,6 @@ d=$t/data
 MiB=$((1 << 20))
 u="nbd+unix:///disk?socket=$d/nbdsrv.sock"
 st() { "$NBDSRV" status --config "$d/pool.conf" "$@"; }
-# jq_py FILE EXPR — evaluate a Python expression over the JSON object `j`.
-jq_py() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-r = eval(sys.argv[2])
-print(r if not isinstance(r, bool) else int(r))
-PY
-}
 
 "$NBDSRV" init "$d" --cache-size 4M --chunk-size 256K --volume disk=16M >/dev/null 2>&1 ||
   fail "init"
@@ -53,10 +44,7 @@ python3 - "$SRC_DIR/test/nbdsrv" "$d/nbdsrv.sock" <<'PY' || fail "NBD_CMD_CACHE"
 import sys
 sys.path.insert(0, sys.argv[1])
 import nbd_raw
-nbd_raw.sock_path = sys.argv[2]
-c = nbd_raw.Conn()
-c.handshake()
-c.go("disk")
+c = nbd_raw.open_export(sys.argv[2], "disk")
 err, _, _ = c.cmd(nbd_raw.CMD_CACHE, 1 << 20, 2 << 20)
 assert err == 0, "CACHE error %d" % err
 err, _, _ = c.cmd(nbd_raw.CMD_CACHE, 15 << 20, 1 << 20)   # holes only
@@ -71,11 +59,8 @@ python3 - "$SRC_DIR/test/nbdsrv" "$d/nbdsrv.sock" "$t/img" <<'PY' || fail "seque
 import sys
 sys.path.insert(0, sys.argv[1])
 import nbd_raw
-nbd_raw.sock_path = sys.argv[2]
 img = open(sys.argv[3], "rb").read()
-c = nbd_raw.Conn()
-c.handshake()
-c.go("disk")
+c = nbd_raw.open_export(sys.argv[2], "disk")
 for off in range(0, 8 << 20, 64 << 10):
     err, data, _ = c.read(off, 64 << 10)
     assert err == 0 and data == img[off:off + (64 << 10)], "read at %d" % off

@@ -15,15 +15,6 @@ ctl=$t/ctl
 uri() { echo "nbd+unix:///$1?socket=$t/sock"; }
 vol() { "$NBDSRV" vol --control "$ctl" "$@"; }
 snap() { "$NBDSRV" snap --control "$ctl" "$@"; }
-# jq_py FILE EXPR — evaluate a Python expression over the JSON object `j`.
-jq_py() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-r = eval(sys.argv[2])
-print(r if not isinstance(r, bool) else int(r))
-PY
-}
 MiB=$((1 << 20))
 
 NBDSRV_LOG=$t/serve.log
