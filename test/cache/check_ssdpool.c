@@ -250,17 +250,49 @@ static int meta_at(bool create, struct meta **m)
 	return meta_open(mdir, &o, m);
 }
 
-static int cache_at(struct meta *m, bool create, bool wt, struct objstore **out)
+/* How a test opens the cache (NSLOTS slots unless nslots says otherwise). */
+struct copts {
+	bool create, wt, local, fault, discard;
+	unsigned nslots;
+	uint64_t dirty_max;
+};
+
+static int cache_with(struct meta *m, const struct copts *co, struct objstore **out)
 {
 	struct ssdcache_opts o = {
-		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
-		.slot_size = SLOT, .meta = m, .create = create,
-		.pool_cfg = pcfg, .codec = codec, .writethrough = wt,
+		.path = cpath, .size = 4096 + (uint64_t)(co->nslots ?: NSLOTS) * SLOT,
+		.slot_size = SLOT, .meta = m, .create = co->create,
+		.pool_cfg = co->local ? NULL : pcfg, .codec = codec,
+		.writethrough = co->wt, .dirty_max = co->dirty_max,
+		.fault_wrap = co->fault, .discard_dirty = co->discard,
 	};
 
 	memcpy(o.pool_id, pool_id, 16);
 	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
 	return ssdcache_open(&o, out);
+}
+
+/* Open the metadata and the cache over it, both created when co->create. */
+static void open_store(const struct copts *co, struct meta **m, struct objstore **c)
+{
+	ck_assert_int_eq(meta_at(co->create, m), 0);
+	ck_assert_int_eq(cache_with(*m, co, c), 0);
+}
+
+static void close_store(struct meta *m, struct objstore *c)
+{
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+}
+
+/* Start again from nothing: no cache file, no metadata. */
+static void wipe_store(void)
+{
+	char cmd[300];
+
+	unlink(cpath);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", dir);
+	ck_assert_int_eq(system(cmd), 0);
 }
 
 struct sync_io {
@@ -292,6 +324,46 @@ static int do_io(struct objstore *st, enum op op, uint64_t obj, uint64_t base,
 	while (!s.done)
 		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
 	return s.io.res;
+}
+
+static int do_flush(struct objstore *st)
+{
+	return do_io(st, OP_FLUSH, 0, 0, 0, 0, NULL);
+}
+
+/* Run the loop for ns nanoseconds. */
+static void run_for(uint64_t ns)
+{
+	for (uint64_t t0 = now_ns(); now_ns() - t0 < ns;)
+		loop_run_once(&lp, 10ull * 1000000);
+}
+
+/* How many of s[0..n) completed; those that did, successfully (asserted). */
+static unsigned count_done(const struct sync_io *s, unsigned n)
+{
+	unsigned done = 0;
+
+	for (unsigned i = 0; i < n; i++) {
+		done += s[i].done;
+		if (s[i].done)
+			ck_assert_int_eq(s[i].io.res, 0);
+	}
+	return done;
+}
+
+/* Wait (bounded, 120 s) until s[0..n) have all completed (asserted). */
+static void wait_all(struct sync_io *s, unsigned n)
+{
+	uint64_t t0 = now_ns();
+	unsigned done;
+
+	do {
+		loop_run_once(&lp, 10ull * 1000000);
+		done = 0;
+		for (unsigned i = 0; i < n; i++)
+			done += s[i].done;
+	} while (done < n && now_ns() - t0 < 120ull * 1000000000);
+	ck_assert_uint_eq(done, n);
 }
 
 static void fill(uint8_t *b, size_t n)
@@ -475,6 +547,7 @@ START_TEST(test_writethrough)
 	struct objstore *c;
 	uint8_t *x1 = malloc(SLOT), *x2 = malloc(SLOT), *y = malloc(200);
 	uint8_t *got = malloc(SLOT), *want = malloc(SLOT);
+	struct copts co = { .create = true, .wt = true };
 	struct ssdcache_stats st;
 	struct meta_stats ms;
 
@@ -482,11 +555,10 @@ START_TEST(test_writethrough)
 	fill(x1, SLOT);
 	fill(x2, SLOT);
 	fill(y, 200);
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_at(m, true, true, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x1), 0);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 5000, 200, y), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.pool_dirty, 0);
 	ck_assert_uint_ge(st.flushed, 2);
@@ -504,7 +576,7 @@ START_TEST(test_writethrough)
 
 	/* overwrite: a new version, the old one's shards deleted */
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x2), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	settle(c, 1);
 	scan();
 	ck_assert_uint_eq(pool_content(1, got), 1);
@@ -523,17 +595,15 @@ START_TEST(test_writethrough)
 	ck_assert_uint_eq(ms.entries[META_T_INTENTS], 0);
 
 	/* reopen: nothing dirty, content intact */
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
-	ck_assert_int_eq(meta_at(false, &m), 0);
-	ck_assert_int_eq(cache_at(m, false, true, &c), 0);
+	close_store(m, c);
+	co.create = false;
+	open_store(&co, &m, &c);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.pool_dirty, 0);
 	ck_assert_uint_eq(st.intents_recovered, 0);
 	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
 	ck_assert(!memcmp(got, x2, SLOT));
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	scan_free();
 	free(x1);
 	free(x2);
@@ -547,13 +617,14 @@ END_TEST
 
 static void child(uint64_t seed)
 {
+	struct copts co = { 0 };
 	struct meta *m;
 	struct objstore *c;
 	uint8_t *buf = malloc(SLOT);
 
 	rs = seed;
 	if (loop_init(&lp, 256) < 0 || meta_at(false, &m) < 0 ||
-	    cache_at(m, false, false, &c) < 0)
+	    cache_with(m, &co, &c) < 0)
 		_exit(3);
 	for (;;) {
 		uint64_t obj = 1 + rnd() % COBJ, off = (rnd() % 16) * 4096;
@@ -562,7 +633,7 @@ static void child(uint64_t seed)
 		if (do_io(c, OP_WRITE, obj, 0, off, 4096, buf))
 			_exit(4);
 		if (rnd() % 4 == 0) {
-			if (do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL) || meta_sync(m))
+			if (do_flush(c) || meta_sync(m))
 				_exit(5);
 		}
 		usleep(1000);
@@ -572,16 +643,16 @@ static void child(uint64_t seed)
 START_TEST(test_crash_orphans)
 {
 	uint64_t seed = seed_init("test_crash_orphans");
+	struct copts co = { .create = true };
 	uint8_t *got = malloc(SLOT), *pool = malloc(SLOT);
 	struct meta *m;
 	struct objstore *c;
 	struct ssdcache_stats st;
 	uint64_t recovered = 0;
 
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_at(m, true, false, &c), 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	open_store(&co, &m, &c);
+	close_store(m, c);
+	co.create = false;
 	for (int it = 0; it < 6; it++) {
 		pid_t pid = fork();
 		int status;
@@ -596,8 +667,7 @@ START_TEST(test_crash_orphans)
 			      WEXITSTATUS(status));
 
 		/* reopen: orphans deleted, dirty objects flushed again */
-		ck_assert_int_eq(meta_at(false, &m), 0);
-		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		open_store(&co, &m, &c);
 		for (int i = 0; i < 2000; i++) {
 			ssdcache_get_stats(c, &st);
 			if (!st.pool_dirty)
@@ -608,18 +678,16 @@ START_TEST(test_crash_orphans)
 		recovered += st.intents_recovered;
 		/* let the GC of intents finish, then close (which waits) */
 		usleep(100000);
-		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		ck_assert_int_eq(do_flush(c), 0);
 		ck_assert_int_eq(meta_sync(m), 0);
-		objstore_close(c);
-		ck_assert_int_eq(meta_close(m), 0);
+		close_store(m, c);
 
 		/* exactly one version per object written, equal to the cache */
-		ck_assert_int_eq(meta_at(false, &m), 0);
-		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		open_store(&co, &m, &c);
 		usleep(100000);
 		objstore_close(c);
 		scan();
-		ck_assert_int_eq(cache_at(m, false, false, &c), 0);
+		ck_assert_int_eq(cache_with(m, &co, &c), 0);
 		for (uint64_t o = 1; o <= COBJ; o++) {
 			unsigned n = pool_content(o, pool);
 
@@ -640,8 +708,7 @@ START_TEST(test_crash_orphans)
 				      it, (unsigned long long)o);
 		}
 		ck_assert_uint_le(npv, COBJ);
-		objstore_close(c);
-		ck_assert_int_eq(meta_close(m), 0);
+		close_store(m, c);
 	}
 	printf("test_crash_orphans: %llu orphan version(s) deleted at reopen\n",
 	       (unsigned long long)recovered);
@@ -693,27 +760,18 @@ static void pool_pause(struct objstore *c, bool stop)
  * comes back everything lands in it. */
 START_TEST(test_backpressure)
 {
+	struct copts co = { .create = true, .dirty_max = BPMAX, .fault = true };
 	struct meta *m;
 	struct objstore *c;
-	struct ssdcache_opts o = {
-		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
-		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
-		.codec = codec, .dirty_max = BPMAX, .fault_wrap = true,
-	};
 	struct sync_io s[BPN];
 	uint64_t rss0;
 	uint8_t *buf[BPN], *got = malloc(SLOT);
 	struct ssdcache_stats st;
-	unsigned done, i;
-	uint64_t t0;
+	unsigned i;
 
 	seed_init("test_backpressure");
 	pcfg->timeout_ns = 300ull * 1000000;
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	o.meta = m;
-	memcpy(o.pool_id, pool_id, 16);
-	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
-	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	open_store(&co, &m, &c);
 	for (i = 0; i < BPN; i++) {
 		buf[i] = malloc(SLOT);
 		fill(buf[i], SLOT);
@@ -725,28 +783,16 @@ START_TEST(test_backpressure)
 	/* the first BPMAX complete (local writes) ... */
 	for (i = 0; i < BPMAX; i++)
 		objstore_write(c, &s[i].io);
-	for (t0 = now_ns(), done = 0; done < BPMAX && now_ns() - t0 < 60ull * 1000000000;) {
-		loop_run_once(&lp, 10ull * 1000000);
-		for (done = 0, i = 0; i < BPN; i++)
-			done += s[i].done;
-	}
-	ck_assert_uint_eq(done, BPMAX);
+	wait_all(s, BPMAX);
 	/* (the flusher's jobs, bounded, have their buffers by now) */
-	for (t0 = now_ns(); now_ns() - t0 < 300ull * 1000000;)
-		loop_run_once(&lp, 10ull * 1000000);
+	run_for(300ull * 1000000);
 	rss0 = rss_kib();
 	for (i = BPMAX; i < BPN; i++)
 		objstore_write(c, &s[i].io);
 	/* ... and the others wait while the pool is down (a failed flush
 	 * retries, never gives the token back) */
-	for (t0 = now_ns(); now_ns() - t0 < 800ull * 1000000;)
-		loop_run_once(&lp, 10ull * 1000000);
-	for (done = 0, i = 0; i < BPN; i++) {
-		done += s[i].done;
-		if (s[i].done)
-			ck_assert_int_eq(s[i].io.res, 0);
-	}
-	ck_assert_uint_eq(done, BPMAX);
+	run_for(800ull * 1000000);
+	ck_assert_uint_eq(count_done(s, BPN), BPMAX);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.bp_waiting, BPN - BPMAX);
 	ck_assert_uint_eq(st.pool_dirty, BPMAX);
@@ -760,21 +806,14 @@ START_TEST(test_backpressure)
 	       (unsigned long long)rss0, (unsigned long long)rss_kib(), BPN - BPMAX);
 
 	pool_pause(c, false);
-	for (t0 = now_ns(); done < BPN && now_ns() - t0 < 60ull * 1000000000;) {
-		loop_run_once(&lp, 10ull * 1000000);
-		for (done = 0, i = 0; i < BPN; i++)
-			done += s[i].done;
-	}
-	ck_assert_uint_eq(done, BPN);
-	for (i = 0; i < BPN; i++)
-		ck_assert_int_eq(s[i].io.res, 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	wait_all(s, BPN);
+	ck_assert_uint_eq(count_done(s, BPN), BPN);
+	ck_assert_int_eq(do_flush(c), 0);
 	settle(c, 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.flushed, BPN);
 	ck_assert_uint_eq(st.bp_waiting, 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	scan();
 	for (i = 0; i < BPN; i++) {
 		ck_assert_uint_eq(pool_content(100 + i, got), 1);
@@ -837,13 +876,9 @@ static void wait_repaired(struct objstore *c, uint64_t repairs)
  * deleted. */
 START_TEST(test_degraded_repair)
 {
+	struct copts co = { .create = true, .wt = true, .fault = true };
 	struct meta *m;
 	struct objstore *c;
-	struct ssdcache_opts o = {
-		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
-		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
-		.codec = codec, .writethrough = true, .fault_wrap = true,
-	};
 	struct zdb_fault fail = { .fail_permille = 1000 }, none = { 0 };
 	uint8_t *x1 = malloc(SLOT), *x2 = malloc(SLOT), *got = malloc(SLOT);
 	struct ssdcache_stats st;
@@ -853,16 +888,12 @@ START_TEST(test_degraded_repair)
 	fill(x1, SLOT);
 	fill(x2, SLOT);
 	pcfg->min_shards = K + 1;
-	memcpy(o.pool_id, pool_id, 16);
-	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
 
 	/* session 1: backend DEGBE fails every write */
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	o.meta = m;
-	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(ssdcache_set_fault(c, DEGBE, &fail), 0);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x1), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.pool_dirty, 0);
 	/* (≥: the flusher may already have retried the repair, degraded
@@ -870,8 +901,7 @@ START_TEST(test_degraded_repair)
 	ck_assert_uint_ge(st.degraded_writes, 1);
 	ck_assert_uint_eq(st.repair_pending, 1);
 	ck_assert_uint_eq(st.repairs, 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	scan();
 	at = pool_only(1, got);
 	ck_assert_msg(!memcmp(got, x1, SLOT), "degraded object 1 does not decode");
@@ -881,10 +911,8 @@ START_TEST(test_degraded_repair)
 	ck_assert_uint_eq(nfiles, K + M - 1);
 
 	/* session 2: the pool is whole; the mark survived the reopen */
-	o.create = false;
-	ck_assert_int_eq(meta_at(false, &m), 0);
-	o.meta = m;
-	ck_assert_int_eq(ssdcache_open(&o, &c), 0);
+	co.create = false;
+	open_store(&co, &m, &c);
 	wait_repaired(c, 1);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.degraded_writes, 0);
@@ -893,7 +921,7 @@ START_TEST(test_degraded_repair)
 	 * fails, and is repaired once it works */
 	ck_assert_int_eq(ssdcache_set_fault(c, DEGBE, &fail), 0);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, SLOT, x2), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.degraded_writes, 1);
 	ck_assert_uint_eq(st.repair_pending, 1);
@@ -908,8 +936,7 @@ START_TEST(test_degraded_repair)
 	wait_repaired(c, 2);
 	ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
 	ck_assert(!memcmp(got, x2, SLOT));
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 
 	/* each object: one version, k+m shards on k+m backends, the degraded
 	 * versions' shards gone */
@@ -933,41 +960,6 @@ END_TEST
 
 /* ------------------------------------------- miss path and eviction ---- */
 
-struct copts {
-	bool create, wt, local, fault, discard;
-	unsigned nslots;
-	uint64_t dirty_max;
-};
-
-static int cache_with(struct meta *m, const struct copts *co, struct objstore **out)
-{
-	struct ssdcache_opts o = {
-		.path = cpath, .size = 4096 + (uint64_t)co->nslots * SLOT,
-		.slot_size = SLOT, .meta = m, .create = co->create,
-		.pool_cfg = co->local ? NULL : pcfg, .codec = codec,
-		.writethrough = co->wt, .dirty_max = co->dirty_max,
-		.fault_wrap = co->fault, .discard_dirty = co->discard,
-	};
-
-	memcpy(o.pool_id, pool_id, 16);
-	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
-	return ssdcache_open(&o, out);
-}
-
-static void wait_all(struct sync_io *s, unsigned n)
-{
-	uint64_t t0 = now_ns();
-	unsigned done;
-
-	do {
-		loop_run_once(&lp, 10ull * 1000000);
-		done = 0;
-		for (unsigned i = 0; i < n; i++)
-			done += s[i].done;
-	} while (done < n && now_ns() - t0 < 120ull * 1000000000);
-	ck_assert_uint_eq(done, n);
-}
-
 #define MOBJ  48u
 #define MBASE 12u
 #define MSLOTS 16u
@@ -990,8 +982,7 @@ START_TEST(test_miss_model)
 	unsigned i, ops = 3000;
 
 	seed_init("test_miss_model");
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	memset(model, 0, (size_t)(MOBJ + 1) * SLOT);
 	for (i = 1; i <= MBASE; i++) {
 		fill(model + (size_t)i * SLOT, SLOT);
@@ -1024,7 +1015,7 @@ START_TEST(test_miss_model)
 				      "op %u: object %u [%llu, +%llu) differs", n, o,
 				      (unsigned long long)off, (unsigned long long)len);
 		} else {
-			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+			ck_assert_int_eq(do_flush(c), 0);
 		}
 	}
 	/* everything, once more, whole */
@@ -1045,19 +1036,16 @@ START_TEST(test_miss_model)
 	ck_assert_uint_le(st.slots_used, MSLOTS);
 	ck_assert_uint_le(st.objects, MOBJ);
 	/* reopen: the same content (evicted objects from the pool) */
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
-	ck_assert_int_eq(meta_at(false, &m), 0);
+	ck_assert_int_eq(do_flush(c), 0);
+	close_store(m, c);
 	co.create = false;
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	for (i = 1; i <= MOBJ; i++) {
 		ck_assert_int_eq(do_io(c, OP_READ, i, base[i], 0, SLOT, buf), 0);
 		ck_assert_msg(!memcmp(buf, model + (size_t)i * SLOT, SLOT),
 			      "object %u differs after reopen", i);
 	}
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(model);
 	free(buf);
 }
@@ -1073,8 +1061,7 @@ static void lost_setup(uint8_t *want)
 	struct meta *m;
 	struct objstore *c;
 
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	for (unsigned i = 1; i <= LOBJ; i++) {
 		uint8_t *w = want + (size_t)i * SLOT;
 
@@ -1088,9 +1075,8 @@ static void lost_setup(uint8_t *want)
 					       w + 5000), 0);
 		}
 	}
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(do_flush(c), 0);
+	close_store(m, c);
 	ck_assert_int_eq(unlink(cpath), 0);
 }
 
@@ -1195,8 +1181,7 @@ START_TEST(test_cache_lost_wt)
 	ck_assert_int_eq(do_io(c, OP_WRITE, 7, 0, 100, 50, want + 7 * SLOT + 100), 0);
 	ck_assert_int_eq(do_io(c, OP_READ, 7, 0, 0, SLOT, got), 0);
 	ck_assert(!memcmp(got, want + 7 * SLOT, SLOT));
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(want);
 	free(got);
 	free(cb);
@@ -1220,15 +1205,14 @@ START_TEST(test_cache_lost_wb)
 	pcfg->timeout_ns = 300ull * 1000000;
 	fill(x, SLOT);
 	fill(y, SLOT);
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	settle(c, 0);                           /* object 1 is in the pool */
 	pool_pause(c, true);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, y), 0);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, 4096, y), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.pool_dirty, 2);
 	objstore_close(c);
@@ -1250,8 +1234,7 @@ START_TEST(test_cache_lost_wb)
 	ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
 	for (unsigned i = 0; i < SLOT; i++)
 		ck_assert_uint_eq(got[i], 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(x);
 	free(y);
 	free(got);
@@ -1277,15 +1260,14 @@ START_TEST(test_scan_resistance)
 	unsigned i, r;
 
 	seed_init("test_scan_resistance");
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	for (i = 1; i <= HOT + SCANN; i++) {
 		memset(buf, (int)i, SLOT);
 		ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, SLOT, buf), 0);
 		if (i % 8 == 0)
-			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+			ck_assert_int_eq(do_flush(c), 0);
 	}
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	for (r = 0; r < 3; r++)
 		for (i = 1; i <= HOT; i++)
 			ck_assert_int_eq(do_io(c, OP_READ, i, 0, 0, SLOT, got), 0);
@@ -1303,8 +1285,7 @@ START_TEST(test_scan_resistance)
 	       "(%llu evictions)\n", (unsigned long long)(st2.hits - st.hits), HOT,
 	       (unsigned long long)st2.evictions);
 	ck_assert_uint_ge((st2.hits - st.hits) * 10, HOT * 8);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(buf);
 	free(got);
 }
@@ -1328,12 +1309,10 @@ START_TEST(test_dirty_kept)
 	struct meta *m;
 	struct objstore *c;
 	unsigned i, done;
-	uint64_t t0;
 
 	seed_init("test_dirty_kept");
 	pcfg->timeout_ns = 300ull * 1000000;
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	pool_pause(c, true);
 	for (i = 0; i < DN; i++) {
 		buf[i] = malloc(SLOT);
@@ -1342,13 +1321,8 @@ START_TEST(test_dirty_kept)
 			.obj = 200 + i, .len = SLOT, .buf = buf[i] } };
 		objstore_write(c, &s[i].io);
 	}
-	for (t0 = now_ns(); now_ns() - t0 < 1000ull * 1000000;)
-		loop_run_once(&lp, 10ull * 1000000);
-	for (done = 0, i = 0; i < DN; i++) {
-		done += s[i].done;
-		if (s[i].done)
-			ck_assert_int_eq(s[i].io.res, 0);
-	}
+	run_for(1000ull * 1000000);
+	done = count_done(s, DN);
 	ck_assert_uint_le(done, 16);
 	ck_assert_uint_lt(done, DN);
 	ssdcache_get_stats(c, &st);
@@ -1356,9 +1330,8 @@ START_TEST(test_dirty_kept)
 	ck_assert_uint_gt(st.slot_waits + st.bp_stalls, 0);
 	pool_pause(c, false);
 	wait_all(s, DN);
-	for (i = 0; i < DN; i++)
-		ck_assert_int_eq(s[i].io.res, 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_uint_eq(count_done(s, DN), DN);
+	ck_assert_int_eq(do_flush(c), 0);
 	settle(c, 0);
 	for (i = 0; i < DN; i++) {
 		ck_assert_int_eq(do_io(c, OP_READ, 200 + i, 0, 0, SLOT, got), 0);
@@ -1367,8 +1340,7 @@ START_TEST(test_dirty_kept)
 	}
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_gt(st.evictions, 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(got);
 }
 END_TEST
@@ -1394,13 +1366,7 @@ START_TEST(test_created_record)
 	for (int mode = 0; mode < 2; mode++) {
 		co.local = mode == 0;
 		co.create = true;
-		unlink(cpath);
-		{
-			char cmd[300];
-
-			snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", dir);
-			ck_assert_int_eq(system(cmd), 0);
-		}
+		wipe_store();
 		pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
@@ -1411,7 +1377,7 @@ START_TEST(test_created_record)
 			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
 			    cache_with(m, &co, &c) ||
 			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
-			    do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL) || meta_sync(m))
+			    do_flush(c) || meta_sync(m))
 				_exit(1);
 			t = meta_wbegin(m);
 			objstore_write(c, &s.io);       /* as vol does */
@@ -1425,11 +1391,10 @@ START_TEST(test_created_record)
 		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
 		ck_assert(WIFEXITED(st));
 		ck_assert_int_eq(WEXITSTATUS(st), 0);
-		ck_assert_int_eq(meta_at(false, &m), 0);
 		co.create = false;
-		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		open_store(&co, &m, &c);
 		objstore_drop(c, 1);                    /* vol re-drops the base */
-		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+		ck_assert_int_eq(do_flush(c), 0);
 		ck_assert_int_eq(meta_sync(m), 0);
 		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
 		ck_assert_msg(!memcmp(got + 4096, x + 4096, SLOT - 4096),
@@ -1437,8 +1402,7 @@ START_TEST(test_created_record)
 			      mode ? "pool" : "local");
 		ck_assert(!memcmp(got, x, 4096) ||
 			  (!memcmp(got, y, 100) && !memcmp(got + 100, x + 100, 3996)));
-		objstore_close(c);
-		ck_assert_int_eq(meta_close(m), 0);
+		close_store(m, c);
 	}
 	free(x);
 	free(y);
@@ -1463,22 +1427,20 @@ START_TEST(test_reopen_partial)
 	pcfg->timeout_ns = 300ull * 1000000;
 	fill(a, 4096);
 	fill(b, 4096);
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 5 * 4096, 4096, a), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	settle(c, 0);
 	pool_pause(c, true);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 3 * 4096, 4096, b), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	objstore_close(c);
 	if (getenv("NBDSRV_SSD_BACKEND_PIDS"))
 		pool_pause(NULL, false);
 	ck_assert_int_eq(meta_close(m), 0);
-	ck_assert_int_eq(meta_at(false, &m), 0);
 	co.create = false;
 	co.fault = false;
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.fetches, 1);
@@ -1488,8 +1450,7 @@ START_TEST(test_reopen_partial)
 	for (unsigned i = 0; i < SLOT; i++)
 		if (i / 4096 != 3 && i / 4096 != 5)
 			ck_assert_uint_eq(got[i], 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(a);
 	free(b);
 	free(got);
@@ -1535,8 +1496,7 @@ START_TEST(test_miss_concurrent)
 	unsigned issued = 0, total = 3000, i;
 
 	co.wt = seed_init("test_miss_concurrent") & 1;
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	memset(model, 0, (size_t)(MOBJ + 1) * SLOT);
 	for (i = 1; i <= MBASE; i++) {
 		fill(model + (size_t)i * SLOT, SLOT);
@@ -1597,7 +1557,7 @@ START_TEST(test_miss_concurrent)
 			x->obj = 0;
 		}
 		if (issued % 500 == 0 && q_done_n == issued && issued < total) {
-			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+			ck_assert_int_eq(do_flush(c), 0);
 			issued++;
 			q_done_n++;
 		}
@@ -1613,8 +1573,7 @@ START_TEST(test_miss_concurrent)
 	       (unsigned long long)st.fetches, (unsigned long long)st.evictions,
 	       (unsigned long long)st.slot_waits);
 	ck_assert_uint_gt(st.evictions, 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	for (i = 0; i < QD; i++)
 		free(q[i].buf);
 	free(model);
@@ -1642,17 +1601,13 @@ START_TEST(test_base_written)
 			.wt = true };
 		struct meta *m;
 		struct objstore *c;
-		char cmd[300];
 
-		unlink(cpath);
-		snprintf(cmd, sizeof(cmd), "rm -rf '%s/meta'", dir);
-		ck_assert_int_eq(system(cmd), 0);
-		ck_assert_int_eq(meta_at(true, &m), 0);
-		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		wipe_store();
+		open_store(&co, &m, &c);
 		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
 		ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 1000, 5000, y), 0);
 		if (mode == 2)          /* object 2 in the pool */
-			ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+			ck_assert_int_eq(do_flush(c), 0);
 		memcpy(want, x, SLOT);
 		memcpy(want + 1000, y, 5000);
 		/* the base rewritten in place, partly and whole */
@@ -1668,17 +1623,14 @@ START_TEST(test_base_written)
 			ck_assert_uint_gt(st.cow_blocks, 0);
 		else
 			ck_assert_uint_eq(st.cow_blocks, 0);
-		ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
-		objstore_close(c);
-		ck_assert_int_eq(meta_close(m), 0);
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
 		/* and after a reopen */
-		ck_assert_int_eq(meta_at(false, &m), 0);
 		co.create = false;
-		ck_assert_int_eq(cache_with(m, &co, &c), 0);
+		open_store(&co, &m, &c);
 		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
 		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: after a reopen", mode);
-		objstore_close(c);
-		ck_assert_int_eq(meta_close(m), 0);
+		close_store(m, c);
 	}
 	free(x);
 	free(y);
@@ -1698,15 +1650,13 @@ START_TEST(test_miss_paused)
 	struct sync_io rd;
 	struct meta *m;
 	struct objstore *c;
-	uint64_t t0;
 
 	seed_init("test_miss_paused");
 	pcfg->timeout_ns = 300ull * 1000000;
 	fill(x, SLOT);
-	ck_assert_int_eq(meta_at(true, &m), 0);
-	ck_assert_int_eq(cache_with(m, &co, &c), 0);
+	open_store(&co, &m, &c);
 	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
-	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(do_flush(c), 0);
 	objstore_close(c);
 	ck_assert_int_eq(unlink(cpath), 0);
 	co.fault = true;
@@ -1715,8 +1665,7 @@ START_TEST(test_miss_paused)
 	rd = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb, .obj = 1,
 		.len = SLOT, .buf = got } };
 	objstore_read(c, &rd.io);
-	for (t0 = now_ns(); now_ns() - t0 < 1500ull * 1000000;)
-		loop_run_once(&lp, 10ull * 1000000);
+	run_for(1500ull * 1000000);
 	ck_assert_msg(!rd.done, "a read completed (%d) while the pool was paused",
 		      rd.io.res);
 	pool_pause(c, false);
@@ -1726,8 +1675,7 @@ START_TEST(test_miss_paused)
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_gt(st.fetch_retries, 0);
 	ck_assert_uint_eq(st.fetch_errors, 0);
-	objstore_close(c);
-	ck_assert_int_eq(meta_close(m), 0);
+	close_store(m, c);
 	free(x);
 	free(got);
 }
