@@ -75,7 +75,9 @@
  * only for lookups and bitmap updates, never across I/O or a meta section.
  * drop() called inside a write section (vol's, with its DROPPED mark)
  * stages the record's deletion and its pool version's GARBAGE intent right
- * there, so both commit together; called elsewhere (or for an entry still
+ * there, so both commit together (for an entry still some object's base:
+ * the DROPPED flag of its record; the record goes when its last dependent
+ * lets go, at reopen too); called elsewhere (or for an entry still
  * pinned whose record a flush in flight restages) it queues the deletion
  * for the cache thread (own loop), since it must not open a section.  A
  * freed slot is reused only after its deletion has been staged, so two
@@ -1633,6 +1635,15 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 			continue;       /* freed since, or a newer one is staged */
 		uint8_t k[8];
 
+		if (e->dropped) {
+			/* dropped after the snapshot: keep the flag drop()
+			 * staged (a drop is final) */
+			struct ssd_rec rec;
+
+			memcpy(&rec, p + 16, sizeof(rec));
+			rec.flags |= SSD_F_DROPPED;
+			memcpy(p + 16, &rec, sizeof(rec));
+		}
 		ssd_be64put(k, obj);
 		err = meta_put(t, META_T_CACHE_INDEX, k, 8, p + 16, rl);
 		if (!err) {
@@ -1869,6 +1880,35 @@ static void ssd_drop_stage(struct ssd *s, struct meta_txn *t, struct ssd_ent *e)
 	s->st.index_dels++;
 }
 
+/* lock held, t a write section of this thread, e dropped but retained as
+ * a base: set DROPPED on its record as staged so far, in the caller's
+ * section, so the flag commits with vol's DROPPED mark (else a crash keeps
+ * a live-looking record nobody drops again).  Only the flag changes: the
+ * slot and valid bits stay those a flush staged after its fdatasync (the
+ * current ones may name blocks not yet durable); the next flush stages the
+ * whole record, flag included (ssd_stage). */
+static void ssd_drop_stage_flag(struct ssd *s, struct meta_txn *t,
+				struct ssd_ent *e)
+{
+	size_t rl = ssd_rec_len(s);
+	struct ssd_rec rec;
+	uint8_t k[8], *val;
+
+	if (!e->staged_ver || !(val = malloc(rl)))
+		return;                         /* no record (or a flush's) */
+	ssd_be64put(k, e->obj);
+	if (meta_get(t, META_T_CACHE_INDEX, k, 8, val, rl) == (int)rl) {
+		memcpy(&rec, val, sizeof(rec));
+		if (!(rec.flags & SSD_F_DROPPED)) {
+			rec.flags |= SSD_F_DROPPED;
+			memcpy(val, &rec, sizeof(rec));
+			if (meta_put(t, META_T_CACHE_INDEX, k, 8, val, rl) == 0)
+				s->st.index_puts++;
+		}
+	}
+	free(val);
+}
+
 static void ssd_drop(struct objstore *so, uint64_t obj)
 {
 	struct ssd *s = (struct ssd *)so;
@@ -1894,9 +1934,11 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 		if (e->dirty_tok)
 			ssd_tok_release(s, e);
 		ssd_repair_set(s, e, false);
-		if (e->deps)
+		if (e->deps) {
 			ssd_mark_dirty(s, e);   /* retained as a base */
-		else if (t)
+			if (t)
+				ssd_drop_stage_flag(s, t, e);
+		} else if (t)
 			ssd_drop_stage(s, t, e);
 		ssd_maybe_free(s, e);
 	} else if (!e && obj && s->pool_mode) {

@@ -49,12 +49,11 @@
  * and snapshots, checks every view against the model, and scans again;
  * the reference store starts over from what the cache holds for vol's
  * objects then.
- * OFF by default (NBDSRV_VOL_CRASH=1 turns it on) until a drop becomes
- * durable with vol's DROPPED mark: today (VOLCHECK 2b) a crash between
- * the two still leaks an object kept as a base (its DROPPED flag waits for
- * the next cache flush) and its shards (/work/notes/nbd-bugs.md).
- * NBDSRV_VOL_CRASH=2 counts those leaks as a note, to look past the
- * first crash for other crash bugs (ctest's check_vol_crash runs so).
+ * OFF by default (NBDSRV_VOL_CRASH=1 turns it on; ctest's check_vol_crash
+ * runs so): an object or shard a crash leaks fails the test (a drop is
+ * durable with vol's DROPPED mark, also for an object kept as a base).
+ * NBDSRV_VOL_CRASH=2 only counts leaks as a note, to look past them for
+ * other crash bugs.
  *
  * The "scan" test shows the scan fails on a broken state: a deleted shard
  * file (lost reference), a shard restored after its GC (leak: the
