@@ -258,7 +258,7 @@ static int listen_unix(struct server *srv, const char *path)
 	struct listener *l;
 	int fd;
 
-	fd = server_unix_listen(path, 0777, SOMAXCONN);
+	fd = server_unix_listen(path, 0777, SOMAXCONN, false);
 	if (fd == -ENAMETOOLONG) {
 		fprintf(stderr, "nbdsrv serve: --unix: '%s': path empty or too long\n",
 			path);
@@ -382,8 +382,8 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
  * replies cannot hold the exit up forever).  The control socket, if any,
  * runs on the same (main thread) ring. */
 static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
-			      const char *pidfile, struct pool_thread *pool,
-			      struct volumes *vols)
+			      bool ctl_owned, const char *pidfile,
+			      struct pool_thread *pool, struct volumes *vols)
 {
 	struct sigwait w;
 	struct control *ctl = NULL;
@@ -401,7 +401,7 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 	w.op.cb = sig_cb;
 	sig_arm(&w);
 	if (ctl_path) {
-		r = control_open(&ctl, ctl_path, srv, &w.loop);
+		r = control_open(&ctl, ctl_path, ctl_owned, srv, &w.loop);
 		if (r < 0)
 			goto out;
 		if (pool)
@@ -750,7 +750,11 @@ int cmd_serve(int argc, char **argv)
 			 (unsigned long long)srv.exports[i]->size,
 			 (srv.exports[i]->flags & EXPORT_READ_ONLY) ? ", read-only" : "");
 
-	r = serve_until_signal(&srv, sfd, control, o.pidfile, pool, vols);
+	/* The persistent volumes hold <cache_path>/meta's lock: a control
+	 * socket at the default path in <cache_path> is ours (stale if found). */
+	r = serve_until_signal(&srv, sfd, control,
+			       control == ctl_path && vmode == VOLUMES_PERSISTENT,
+			       o.pidfile, pool, vols);
 	if (r == -EINVAL)
 		rc = 2;                 /* --control value does not parse */
 	else

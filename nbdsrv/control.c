@@ -548,8 +548,8 @@ static void ctl_accept_arm(struct control *ctl)
 	ctl->accept_armed = true;
 }
 
-int control_open(struct control **out, const char *path, struct server *srv,
-		 struct loop *loop)
+int control_open(struct control **out, const char *path, bool owned,
+		 struct server *srv, struct loop *loop)
 {
 	struct control *ctl;
 
@@ -562,15 +562,18 @@ int control_open(struct control **out, const char *path, struct server *srv,
 	ctl->loop = loop;
 	ctl->srv = srv;
 	/* Management is for the daemon's owner only. */
-	ctl->fd = server_unix_listen(path, 0600, 16);
+	ctl->fd = server_unix_listen(path, 0600, 16, owned);
 	if (ctl->fd < 0) {
 		int err = ctl->fd;
 
 		if (err == -ENAMETOOLONG)
 			fprintf(stderr, "nbdsrv serve: --control: '%s': path empty or too long\n",
 				path);
+		else if (err == -EADDRINUSE)
+			fprintf(stderr, "nbdsrv serve: control socket '%s' is in use: "
+				"another daemon listens on it\n", path);
 		else
-			fprintf(stderr, "nbdsrv serve: --control: '%s': %s\n", path,
+			fprintf(stderr, "nbdsrv serve: control socket '%s': %s\n", path,
 				strerror(-err));
 		free(ctl->path);
 		free(ctl);

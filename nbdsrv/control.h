@@ -29,10 +29,12 @@ int strbuf_printf(struct strbuf *b, const char *fmt, ...)
 int strbuf_json_str(struct strbuf *b, const char *s);
 
 /* Listen on path (mode 0600; a stale socket is replaced, a live one is an
- * error) and serve requests on loop.  srv is borrowed for the control
- * socket's lifetime.  Prints a message and returns -errno on failure. */
-int control_open(struct control **out, const char *path, struct server *srv,
-		 struct loop *loop);
+ * error; owned: the caller's lock makes it path's only user, see
+ * server_unix_listen) and serve requests on loop.  srv is borrowed for the
+ * control socket's lifetime.  Prints a message and returns -errno on
+ * failure. */
+int control_open(struct control **out, const char *path, bool owned,
+		 struct server *srv, struct loop *loop);
 /* Let `status` report the pool run by pt (borrowed; it must outlive every
  * request: stop it only once control_idle()). */
 void control_set_pool(struct control *ctl, struct pool_thread *pt);

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REACTOR_RING    1024
@@ -317,29 +318,52 @@ void server_stop(struct server *srv)
 	pthread_barrier_destroy(&srv->started);
 }
 
-/* Is path a socket nobody accepts on (left behind by a dead process)? */
-static bool server_unix_stale(const char *path, const struct sockaddr_un *sa)
+/* Who holds the unix socket at path: 1 nobody (a dead process left it:
+ * connect is refused), 0 a listener accepts there, -ENOENT gone meanwhile,
+ * -EEXIST not a socket, other -errno: cannot tell. */
+static int server_unix_probe(const char *path, const struct sockaddr_un *sa)
 {
 	struct stat st;
-	bool stale = false;
-	int probe;
+	int probe, r;
 
-	if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode))
-		return false;
-	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lstat(path, &st) < 0)
+		return -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (probe < 0)
-		return false;
-	if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) < 0 &&
-	    errno == ECONNREFUSED)
-		stale = true;
+		return -errno;
+	if (connect(probe, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+		r = 0;
+	else if (errno == ECONNREFUSED)
+		r = 1;
+	else if (errno == EAGAIN)
+		r = 0;                          /* a live listener's full backlog */
+	else
+		r = -errno;
 	close(probe);
-	return stale;
+	return r;
 }
 
-int server_unix_listen(const char *path, unsigned mode, int backlog)
+/*
+ * Taking over a socket path.  bind() fails with EADDRINUSE while the path
+ * exists, even when the process that bound it is dead; so a socket nobody
+ * listens on is unlinked and bound again.  "Nobody listens" is not
+ * instantaneous after SIGKILL: a killed daemon's listening socket is also
+ * held by the accept pending in its io_uring, and the kernel tears the
+ * ring down asynchronously, a few ms (more on a loaded machine) after the
+ * process is gone, accepting connections meanwhile.  So a socket that
+ * accepts is probed again for about a second before it counts as live.
+ * owned: the caller holds a lock that makes it the path's only user (the
+ * persistent daemon's directory lock): a socket found there is stale,
+ * whatever answers on it.
+ */
+int server_unix_listen(const char *path, unsigned mode, int backlog, bool owned)
 {
 	struct sockaddr_un sa;
-	int fd, err;
+	unsigned wait_ms = 2, tries;
+	struct stat st;
+	int fd, err, p;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sun_family = AF_UNIX;
@@ -353,16 +377,29 @@ int server_unix_listen(const char *path, unsigned mode, int backlog)
 	 * at bind: no window with looser permissions. */
 	if (fchmod(fd, mode) < 0)
 		goto fail;
-	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
-		if (errno != EADDRINUSE)
+	if (owned && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+		unlink(path);
+	for (tries = 0; bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0; tries++) {
+		if (errno != EADDRINUSE || tries == 16)
 			goto fail;
-		if (!server_unix_stale(path, &sa)) {
+		p = server_unix_probe(path, &sa);
+		if (p == 0 && wait_ms <= 512) {
+			struct timespec ts = { 0, wait_ms * 1000000L };
+
+			nanosleep(&ts, NULL);
+			wait_ms *= 2;
+			continue;
+		}
+		if (p == 0) {
 			errno = EADDRINUSE;
 			goto fail;
 		}
-		unlink(path);
-		if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		if (p < 0 && p != -ENOENT) {
+			errno = -p;
 			goto fail;
+		}
+		if (p == 1)
+			unlink(path);
 	}
 	if (listen(fd, backlog) < 0) {
 		err = errno;

@@ -100,10 +100,14 @@ void server_stop(struct server *srv);
 
 /* A listening unix stream socket at path with file mode `mode` (set before
  * bind, so it is never reachable with looser permissions).  A stale socket
- * left by a dead process is replaced; a live one is not (-EADDRINUSE).
- * Returns the fd (close-on-exec) or -errno; -ENAMETOOLONG when the path is
- * empty or does not fit in sockaddr_un. */
-int server_unix_listen(const char *path, unsigned mode, int backlog);
+ * left by a dead process is replaced (also one a SIGKILLed process's
+ * io_uring still holds for a moment: a listener must stay for ~1 s to count
+ * as live); a live one is not (-EADDRINUSE), nor a file that is no socket
+ * (-EEXIST).  owned: the caller's lock makes it the path's only user, so any
+ * socket there is replaced at once.  Returns the fd (close-on-exec) or
+ * -errno; -ENAMETOOLONG when the path is empty or does not fit in
+ * sockaddr_un. */
+int server_unix_listen(const char *path, unsigned mode, int backlog, bool owned);
 
 /* conn.c — called on the owning reactor's thread only. */
 

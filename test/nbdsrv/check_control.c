@@ -73,12 +73,12 @@ START_TEST(test_control_status_and_errors)
 	ck_assert_ptr_nonnull(mkdtemp(path));
 	snprintf(sock, sizeof(sock), "%s/ctl", path);
 	ck_assert_int_eq(loop_init(&l, 64), 0);
-	ck_assert_int_eq(control_open(&ctl, sock, &srv, &l), 0);
+	ck_assert_int_eq(control_open(&ctl, sock, false, &srv, &l), 0);
 	/* A second daemon may not steal a live control socket. */
 	{
 		struct control *other;
 
-		ck_assert_int_eq(control_open(&other, sock, &srv, &l), -EADDRINUSE);
+		ck_assert_int_eq(control_open(&other, sock, false, &srv, &l), -EADDRINUSE);
 	}
 
 	{

@@ -92,7 +92,7 @@ START_TEST(test_status_pending_in_order)
 	free(cfg);
 	snprintf(sock, sizeof(sock), "%s/ctl", dir);
 	ck_assert_int_eq(loop_init(&l, 64), 0);
-	ck_assert_int_eq(control_open(&ctl, sock, &srv, &l), 0);
+	ck_assert_int_eq(control_open(&ctl, sock, false, &srv, &l), 0);
 	control_set_pool(ctl, pt);
 
 	out = roundtrip(&l, sock, "{\"cmd\":\"status\"}\n{\"cmd\":\"status\",\"format\":\"text\"}\n"
