@@ -504,6 +504,16 @@ static void scan(void)
 	}
 }
 
+/* Decode version pv[i] into out (missing shards are erasures). */
+static void pv_decode(unsigned i, uint8_t *out)
+{
+	struct codec_id id = { .chunk = pv[i].chunk, .version = pv[i].version };
+
+	memcpy(id.pool, pool_id, 16);
+	ck_assert_int_eq(codec_decode(cctx, &id, NULL, (const uint8_t *const *)pv[i].sh,
+				      pv[i].len, out, SLOT, NULL), (int)SLOT);
+}
+
 /* The one version of obj in the pool, decoded into out; returns how many
  * versions of obj there are. */
 static unsigned pool_content(uint64_t obj, uint8_t *out)
@@ -511,16 +521,11 @@ static unsigned pool_content(uint64_t obj, uint8_t *out)
 	unsigned n = 0;
 
 	for (unsigned i = 0; i < npv; i++) {
-		struct codec_id id = { .chunk = obj, .version = pv[i].version };
-
 		if (pv[i].chunk != obj)
 			continue;
 		n++;
-		memcpy(id.pool, pool_id, 16);
 		ck_assert_uint_eq(pv[i].nsh, K + M);
-		ck_assert_int_eq(codec_decode(cctx, &id, NULL,
-					      (const uint8_t *const *)pv[i].sh,
-					      pv[i].len, out, SLOT, NULL), (int)SLOT);
+		pv_decode(i, out);
 	}
 	return n;
 }
@@ -838,14 +843,7 @@ static unsigned pool_only(uint64_t obj, uint8_t *out)
 		}
 	ck_assert_msg(n == 1, "object %llu has %u versions in the pool",
 		      (unsigned long long)obj, n);
-	{
-		struct codec_id id = { .chunk = obj, .version = pv[at].version };
-
-		memcpy(id.pool, pool_id, 16);
-		ck_assert_int_eq(codec_decode(cctx, &id, NULL,
-					      (const uint8_t *const *)pv[at].sh,
-					      pv[at].len, out, SLOT, NULL), (int)SLOT);
-	}
+	pv_decode(at, out);
 	return at;
 }
 
