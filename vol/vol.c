@@ -2329,7 +2329,10 @@ static struct meta_txn *vol_io_begin(struct vol_view *v, struct vol_io *io, int 
 	return t;
 }
 
-void vol_read(struct vol_view *v, struct vol_io *io)
+/* Read io's range (prefetch: only bring it into the cache, no buffer):
+ * each chunk from the first level of the view's chain that maps it; a
+ * chunk no level maps reads as zeroes. */
+static void vol_read_range(struct vol_view *v, struct vol_io *io, bool prefetch)
 {
 	struct lvl chain[VOL_CHAIN_MAX];
 	struct meta_txn *t;
@@ -2345,12 +2348,13 @@ void vol_read(struct vol_view *v, struct vol_io *io)
 	for (off = io->off; off < io->off + io->len && r == 0;) {
 		uint64_t chunk = off / cs, in = off % cs;
 		uint64_t len = MIN(cs - in, io->off + io->len - off);
-		uint8_t *dst = (uint8_t *)io->buf + (off - io->off);
+		uint8_t *dst = prefetch ? NULL : (uint8_t *)io->buf + (off - io->off);
 		struct hit h;
 
 		r = chain_lookup(t, chain, n, chunk, &h);
 		if (r == 0 && !h.obj) {
-			memset(dst, 0, len);
+			if (dst)
+				memset(dst, 0, len);
 		} else if (r == 0) {
 			struct vol_sub *s = vol_sub_next(io, &used);
 
@@ -2358,7 +2362,10 @@ void vol_read(struct vol_view *v, struct vol_io *io)
 			s->sio.off = in;
 			s->sio.len = len;
 			s->sio.buf = dst;
-			objstore_read(v->p->store, &s->sio);
+			if (prefetch)
+				objstore_prefetch(v->p->store, &s->sio);
+			else
+				objstore_read(v->p->store, &s->sio);
 		}
 		off += len;
 	}
@@ -2366,37 +2373,14 @@ void vol_read(struct vol_view *v, struct vol_io *io)
 	vol_io_defer(io, r < 0 ? -EIO : 0);
 }
 
+void vol_read(struct vol_view *v, struct vol_io *io)
+{
+	vol_read_range(v, io, false);
+}
+
 void vol_prefetch(struct vol_view *v, struct vol_io *io)
 {
-	struct lvl chain[VOL_CHAIN_MAX];
-	struct meta_txn *t;
-	uint64_t cs, off;
-	unsigned used = 0;
-	int n, r = 0;
-
-	t = vol_io_begin(v, io, IO_READ);
-	if (!t)
-		return;
-	cs = v->st->rec.chunk_size;
-	n = view_chain(v, chain);
-	for (off = io->off; off < io->off + io->len && r == 0;) {
-		uint64_t chunk = off / cs, in = off % cs;
-		uint64_t len = MIN(cs - in, io->off + io->len - off);
-		struct hit h;
-
-		r = chain_lookup(t, chain, n, chunk, &h);
-		if (r == 0 && h.obj) {
-			struct vol_sub *s = vol_sub_next(io, &used);
-
-			s->sio.obj = h.obj;
-			s->sio.off = in;
-			s->sio.len = len;
-			objstore_prefetch(v->p->store, &s->sio);
-		}
-		off += len;
-	}
-	meta_end(t);
-	vol_io_defer(io, r < 0 ? -EIO : 0);
+	vol_read_range(v, io, true);
 }
 
 /* Head write / zero of [in, in+len) of one chunk, in a write section. */
