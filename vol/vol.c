@@ -183,6 +183,13 @@ static void mapkey(uint8_t k[24], uint64_t vol, uint64_t chunk, uint64_t epoch)
 	be64put(k + 16, epoch);
 }
 
+/* The META_T_SNAPS key of volume vol's snapshot at epoch. */
+static void snapkey(uint8_t k[16], uint64_t vol, uint64_t epoch)
+{
+	be64put(k, vol);
+	be64put(k + 8, epoch);
+}
+
 static bool name_ok(const char *s)
 {
 	size_t n;
@@ -299,8 +306,7 @@ static int snap_find(struct meta_txn *t, uint64_t vol, const char *vname,
 	size_t kl;
 	int r;
 
-	be64put(k, vol);
-	be64put(k + 8, 0);
+	snapkey(k, vol, 0);
 	for (enum meta_seek how = META_GE;; how = META_GT) {
 		r = meta_seek_prefix(t, META_T_SNAPS, how, k, 16, 8, kout, 16, &kl,
 				     rec, sizeof(*rec));
@@ -318,6 +324,16 @@ static int snap_find(struct meta_txn *t, uint64_t vol, const char *vname,
 	return vol_err(-ENOENT, "volume '%s' has no snapshot '%s'", vname, name);
 }
 
+/* Volume vol and its snapshot snap, both required (-ENOENT with a message). */
+static int vol_snap_find(struct meta_txn *t, const char *vol, const char *snap,
+			 uint64_t *id, struct vol_rec *rec, uint64_t *epoch,
+			 struct snap_rec *s)
+{
+	int r = vol_find(t, vol, id, rec);
+
+	return r == 0 ? snap_find(t, *id, vol, snap, epoch, s) : r;
+}
+
 /* Live snapshot epochs of vol, ascending.  *out freed by the caller. */
 static int snap_epochs(struct meta_txn *t, uint64_t vol, uint64_t **out, size_t *n)
 {
@@ -326,8 +342,7 @@ static int snap_epochs(struct meta_txn *t, uint64_t vol, uint64_t **out, size_t 
 	size_t cnt = 0, cap = 0, kl;
 	int r;
 
-	be64put(k, vol);
-	be64put(k + 8, 0);
+	snapkey(k, vol, 0);
 	for (enum meta_seek how = META_GE;; how = META_GT) {
 		r = meta_seek_prefix(t, META_T_SNAPS, how, k, 16, 8, kout, 16, &kl,
 				     NULL, 0);
@@ -1007,8 +1022,7 @@ static void info_fill(struct meta_txn *t, uint64_t id, const struct vol_rec *rec
 		struct snap_rec s;
 
 		snprintf(out->parent, sizeof(out->parent), "%s", pr.name);
-		be64put(k, rec->parent);
-		be64put(k + 8, rec->parent_epoch);
+		snapkey(k, rec->parent, rec->parent_epoch);
 		if (meta_get(t, META_T_SNAPS, k, 16, &s, sizeof(s)) == sizeof(s)) {
 			s.name[VOL_NAME_MAX] = 0;
 			snprintf(out->parent_snap, sizeof(out->parent_snap), "%s", s.name);
@@ -1188,8 +1202,7 @@ int vol_delete(struct vol_pool *p, const char *name)
 	if (r == 0)
 		r = snap_epochs(t, id, &ep, &n);
 	for (i = 0; r == 0 && i < n; i++) {
-		be64put(k, id);
-		be64put(k + 8, ep[i]);
+		snapkey(k, id, ep[i]);
 		r = meta_del(t, META_T_SNAPS, k, 16);
 	}
 	if (r == 0)
@@ -1273,8 +1286,7 @@ int vol_snap_create(struct vol_pool *p, const char *vol, const char *snap)
 	s.size = rec.size;
 	s.ctime = (uint64_t)time(NULL);
 	snprintf(s.name, sizeof(s.name), "%s", snap);
-	be64put(k, id);
-	be64put(k + 8, rec.cur_epoch);
+	snapkey(k, id, rec.cur_epoch);
 	r = meta_put(t, META_T_SNAPS, k, 16, &s, sizeof(s));
 	if (r < 0) {
 		r = vol_merr(r);
@@ -1317,8 +1329,7 @@ int vol_snap_list(struct vol_pool *p, const char *vol,
 		uint8_t k[16];
 		int nc;
 
-		be64put(k, id);
-		be64put(k + 8, ep[i]);
+		snapkey(k, id, ep[i]);
 		r = meta_get(t, META_T_SNAPS, k, 16, &s, sizeof(s));
 		if (r != sizeof(s)) {
 			r = r < 0 ? vol_merr(r) : vol_err(-EUCLEAN, "corrupt snapshot");
@@ -1363,9 +1374,7 @@ int vol_snap_delete(struct vol_pool *p, const char *vol, const char *snap)
 	t = meta_wbegin(p->m);
 	if (!t)
 		return vol_merr(-EIO);
-	r = vol_find(t, vol, &id, &rec);
-	if (r == 0)
-		r = snap_find(t, id, vol, snap, &ep, &s);
+	r = vol_snap_find(t, vol, snap, &id, &rec, &ep, &s);
 	if (r < 0)
 		goto exit;
 	if (views_open(p, id, false, ep)) {
@@ -1380,8 +1389,7 @@ int vol_snap_delete(struct vol_pool *p, const char *vol, const char *snap)
 	}
 	if (r < 0)
 		goto exit;
-	be64put(k, id);
-	be64put(k + 8, ep);
+	snapkey(k, id, ep);
 	r = meta_del(t, META_T_SNAPS, k, 16);
 	if (r < 0) {
 		r = vol_merr(r);
@@ -1414,9 +1422,7 @@ int vol_rollback(struct vol_pool *p, const char *vol, const char *snap)
 	t = meta_wbegin(p->m);
 	if (!t)
 		return vol_merr(-EIO);
-	r = vol_find(t, vol, &id, &rec);
-	if (r == 0)
-		r = snap_find(t, id, vol, snap, &ep, &s);
+	r = vol_snap_find(t, vol, snap, &id, &rec, &ep, &s);
 	if (r == 0)
 		r = chain_build(t, id, &rec, rec.cur_epoch, head, &nh);
 	if (r == 0)
@@ -1468,9 +1474,7 @@ int vol_clone(struct vol_pool *p, const char *vol, const char *snap,
 	t = meta_wbegin(p->m);
 	if (!t)
 		return vol_merr(-EIO);
-	r = vol_find(t, vol, &id, &rec);
-	if (r == 0)
-		r = snap_find(t, id, vol, snap, &ep, &s);
+	r = vol_snap_find(t, vol, snap, &id, &rec, &ep, &s);
 	if (r == 0)
 		r = chain_build(t, id, &rec, ep, chain, &n);
 	if (r == 0 && n >= VOL_CHAIN_MAX)
@@ -1970,8 +1974,7 @@ int vol_check(struct vol_pool *p)
 		}
 		if (!rec.parent)
 			continue;
-		be64put(sk, rec.parent);
-		be64put(sk + 8, rec.parent_epoch);
+		snapkey(sk, rec.parent, rec.parent_epoch);
 		if (vol_rec_get(t, rec.parent, &pr) < 0 ||
 		    meta_get(t, META_T_SNAPS, sk, 16, NULL, 0) < 0) {
 			r = vol_err(-EUCLEAN, "origin of clone '%s' is missing", rec.name);
