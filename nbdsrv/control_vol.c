@@ -413,6 +413,8 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 			continue;
 		if ((r = decode_args(req, vol_cmds[i].args, &a)) < 0)
 			return r;
+		if (!strcmp(cmd, "vol.rm"))     /* their views would hold it */
+			volumes_warm_stop(v, a.name, "volume removed");
 		*members = json_object();
 		if (!*members)
 			return -ENOMEM;

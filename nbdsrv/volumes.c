@@ -506,6 +506,11 @@ int volumes_warm(struct volumes *v, const char *spec, uint64_t rate, uint64_t *i
 	return warm_add(v->warm, spec, rate, id, err, errlen);
 }
 
+void volumes_warm_stop(struct volumes *v, const char *vol, const char *reason)
+{
+	warm_stop(v->warm, vol, reason);
+}
+
 json_t *volumes_status(struct volumes *v)
 {
 	json_t *o = json_object();

@@ -79,6 +79,8 @@ json_t *volumes_status(struct volumes *v);
  * -ENOENT (message in err) for an unknown spec. */
 int volumes_warm(struct volumes *v, const char *spec, uint64_t rate, uint64_t *id,
 		 char *err, size_t errlen);
+/* Stop the warm jobs of volume vol (before `vol rm`): see warm_stop. */
+void volumes_warm_stop(struct volumes *v, const char *vol, const char *reason);
 
 /* warm.c: the background warm-up thread of a volume pool (volumes.c owns
  * one).  warm_close stops a running job after its chunks in flight. */
@@ -89,6 +91,10 @@ int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
 	     char *err, size_t errlen);
 /* Array of the queued, running and last finished jobs (new reference). */
 json_t *warm_status(struct warm *w);
+/* Stop every queued or running job of volume vol (its head or snapshots),
+ * state "stopped" with reason; returns once the running one has closed its
+ * view (after its chunks in flight).  The number stopped; NULL w: 0. */
+unsigned warm_stop(struct warm *w, const char *vol, const char *reason);
 /* Sequential read-ahead: prefetch [off, off+len) of spec on the warm
  * thread, with a view of its own; dropped when WARM_RA_MAX are in flight.
  * Any thread; never blocks; NULL w is a no-op. */

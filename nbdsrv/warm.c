@@ -12,8 +12,12 @@
  *   warm_status() ◄── done/total/state under the lock
  *
  * Jobs run one after the other, in the order asked.  The job holds a view
- * of its volume while it runs, so `vol rm` of that volume is refused until
- * it finished (the reason names the open view).  Progress counts logical
+ * of its volume while it runs, which would make `vol rm` of that volume
+ * refuse; so `vol rm` first stops the volume's jobs (warm_stop: queued ones
+ * at once, the running one after its chunks in flight, the caller waiting
+ * for its view to close), state "stopped", reason "volume removed".  A job
+ * is marked running (under the lock) before the thread opens its view, so a
+ * stop never misses a view about to open.  Progress counts logical
  * bytes (holes are skipped by vol_prefetch and count as done at once).
  * The first failed chunk fails the job (its message is kept for status);
  * the daemon's shutdown stops a running job after its chunks in flight.
@@ -54,7 +58,9 @@ struct warm_job {
 	uint64_t total, done;
 	uint64_t t0, t1;                /* ns: start, end */
 	enum warm_state state;
+	bool cancel;                    /* warm_stop: stop after the chunks in flight */
 	char error[200];
+	char reason[64];                /* why it was stopped */
 };
 
 struct warm {
@@ -109,17 +115,19 @@ static void warm_run(struct warm *w, struct warm_job *j)
 	if (r < 0) {
 		j->state = WARM_FAILED;
 		snprintf(j->error, sizeof(j->error), "%s", vol_last_error());
+		j->t1 = now_ns();
+		pthread_cond_broadcast(&w->cv);
 		pthread_mutex_unlock(&w->lock);
 		return;
 	}
 	j->total = total = vol_view_size(v);
 	j->t0 = now_ns();
-	j->state = WARM_RUNNING;
 	pthread_mutex_unlock(&w->lock);
 	cs = vol_view_chunk_size(v);
 	memset(wio, 0, sizeof(wio));
 	for (;;) {
-		bool stop = __atomic_load_n(&w->stop, __ATOMIC_RELAXED);
+		bool stop = __atomic_load_n(&w->stop, __ATOMIC_RELAXED) ||
+			    __atomic_load_n(&j->cancel, __ATOMIC_RELAXED);
 		uint64_t wait_ns = 50ull * 1000 * 1000;
 
 		while (inflight < WARM_INFLIGHT && off < total && !stop && !err) {
@@ -160,6 +168,7 @@ static void warm_run(struct warm *w, struct warm_job *j)
 	pthread_mutex_lock(&w->lock);
 	j->t1 = now_ns();
 	j->state = err ? WARM_FAILED : off < total ? WARM_STOPPED : WARM_DONE;
+	pthread_cond_broadcast(&w->cv);         /* warm_stop waits for this */
 	pthread_mutex_unlock(&w->lock);
 	log_info("warm %s: %s, %llu of %llu bytes", j->spec, warm_state_names[j->state],
 		 (unsigned long long)j->done, (unsigned long long)total);
@@ -210,6 +219,8 @@ static void *warm_thread(void *arg)
 			continue;
 		}
 		if (j && !w->stop) {
+			j->state = WARM_RUNNING;        /* its view is about to open */
+			j->t0 = now_ns();
 			pthread_mutex_unlock(&w->lock);
 			warm_run(w, j);
 			pthread_mutex_lock(&w->lock);
@@ -366,6 +377,51 @@ int warm_add(struct warm *w, const char *spec, uint64_t rate, uint64_t *id,
 	return 0;
 }
 
+/* Does spec ("vol" or "vol@snap") name a view of volume vol? */
+static bool warm_of(const char *spec, const char *vol)
+{
+	size_t n = strlen(vol);
+
+	return !strncmp(spec, vol, n) && (!spec[n] || spec[n] == '@');
+}
+
+unsigned warm_stop(struct warm *w, const char *vol, const char *reason)
+{
+	struct warm_job *j;
+	unsigned n = 0;
+	bool running;
+
+	if (!w)
+		return 0;
+	pthread_mutex_lock(&w->lock);
+	for (j = w->jobs; j; j = j->next) {
+		if (j->state > WARM_RUNNING || !warm_of(j->spec, vol))
+			continue;
+		snprintf(j->reason, sizeof(j->reason), "%s", reason);
+		if (j->state == WARM_QUEUED) {
+			j->state = WARM_STOPPED;
+			j->t0 = j->t1 = now_ns();
+		} else {
+			__atomic_store_n(&j->cancel, true, __ATOMIC_RELAXED);
+		}
+		n++;
+	}
+	do {
+		/* by spec, not pointer: the thread may free a finished job */
+		running = false;
+		for (j = w->jobs; j; j = j->next)
+			running |= j->state == WARM_RUNNING && j->cancel &&
+				   warm_of(j->spec, vol);
+		if (running)
+			pthread_cond_wait(&w->cv, &w->lock);
+	} while (running);
+	warm_trim(w);
+	pthread_mutex_unlock(&w->lock);
+	if (n)
+		log_info("warm: %u job(s) of %s stopped: %s", n, vol, reason);
+	return n;
+}
+
 json_t *warm_status(struct warm *w)
 {
 	json_t *a = json_array();
@@ -387,6 +443,8 @@ json_t *warm_status(struct warm *w)
 
 		if (o && j->error[0])
 			json_object_set_new(o, "error", json_string(j->error));
+		if (o && j->reason[0])
+			json_object_set_new(o, "reason", json_string(j->reason));
 		if (o)
 			json_array_append_new(a, o);
 	}

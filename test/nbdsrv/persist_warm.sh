@@ -5,7 +5,9 @@
 # (mode, slots, hits/misses, evictions) in text and JSON; NBD_CMD_CACHE is
 # advertised and answered; sequential reads make read-ahead prefetches;
 # `vol warm` runs to "done" with done == total and
-# counts prefetches, refuses an unknown volume; everything reads back equal.
+# counts prefetches, refuses an unknown volume; everything reads back equal;
+# `vol rm` of a volume with a running and a queued warm job stops both
+# (state "stopped", reason "volume removed") and removes it.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 requires nbdinfo nbdcopy python3 cmp
 t=$(mktempdir)
@@ -86,6 +88,33 @@ st --json >"$t/st.json"
 "$NBDSRV" vol warm disk --no-wait --config "$d/pool.conf" >/dev/null || fail "vol warm --no-wait"
 nbdcopy "$u" "$t/out" || fail "nbdcopy out after warm"
 cmp -n $((12 * MiB)) "$t/out" "$t/img" || fail "data changed by warm-up"
+
+# --- vol rm stops the volume's warm jobs (running and queued) --------------------
+# At 1 MiB/s a 16 MiB volume warms for ~16 s: rm comes while it runs.
+v() { "$NBDSRV" vol "$@" --config "$d/pool.conf"; }
+wjob() {  # wjob ID KEY — a field of warm job ID in status
+  st --json >"$t/stw.json" &&
+    jq_py "$t/stw.json" "[w for w in j['volumes']['warm'] if w['id'] == $1][0].get('$2', '')"
+}
+v create w2 16M >/dev/null || fail "vol create w2"
+v create w3 16M >/dev/null || fail "vol create w3"
+id1=$(v warm w2 --rate 1M --no-wait --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["warm_id"])') ||
+  fail "vol warm w2"
+id2=$(v warm w2 --no-wait --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["warm_id"])') ||
+  fail "vol warm w2 (queued)"
+id3=$(v warm w3 --no-wait --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["warm_id"])') ||
+  fail "vol warm w3 (queued)"
+wait_for "[ \"\$(wjob $id1 state)\" = running ]" 30 || fail "warm of w2 never ran"
+v rm w2 >"$t/rm.out" 2>&1 || { cat "$t/rm.out" >&2; fail "vol rm refused while a warm job ran"; }
+rc=0; v info w2 >/dev/null 2>&1 || rc=$?
+[ "$rc" != 0 ] || fail "w2 still there after vol rm"
+for id in $id1 $id2; do
+  [ "$(wjob $id state)" = stopped ] && [ "$(wjob $id reason)" = "volume removed" ] ||
+    { cat "$t/stw.json" >&2; fail "warm job $id of the removed volume: not stopped/volume removed"; }
+done
+wait_for "[ \"\$(wjob $id3 state)\" = done ]" 60 ||
+  { cat "$t/stw.json" >&2; fail "the warm job of another volume did not run to done"; }
+info "vol rm of a volume being warmed: its jobs stopped (volume removed), others run"
 rc=0; stop_nbdsrv || rc=$?
 [ "$rc" = 0 ] || fail "SIGTERM: exit $rc"
 echo "ok"
