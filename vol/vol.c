@@ -2270,16 +2270,40 @@ static void vol_io_defer(struct vol_io *io, int err)
 	loop_sqe(io->loop, &io->op);
 }
 
-static struct vol_sub *vol_sub_next(struct vol_io *io, unsigned *used)
+/* A data I/O's walk over the chunks of its range: one meta section over
+ * the view's chain, and the sub-I/Os handed to the store so far. */
+struct vol_walk {
+	struct vol_view *v;
+	struct vol_io *io;
+	struct meta_txn *t;
+	struct lvl chain[VOL_CHAIN_MAX];
+	int n;                  /* levels in chain */
+	unsigned used;          /* of io->subs */
+};
+
+/* One chunk's part of a walk: [in, in+len) of chunk, which is byte pos of
+ * the I/O's range.  0 or -errno (ends the walk). */
+typedef int vol_chunk_fn(struct vol_walk *w, uint64_t chunk, uint64_t in, uint64_t len,
+			 uint64_t pos);
+
+/* The next sub-I/O of w's I/O, for [off, off+len) of obj (over base). */
+static struct objstore_io *vol_sub_add(struct vol_walk *w, uint64_t obj, uint64_t base,
+				       uint64_t off, uint64_t len, void *buf)
 {
-	struct vol_sub *s = (struct vol_sub *)io->subs + (*used)++;
+	struct vol_io *io = w->io;
+	struct vol_sub *s = (struct vol_sub *)io->subs + w->used++;
 
 	memset(s, 0, sizeof(*s));
 	s->io = io;
 	s->sio.loop = io->loop;
 	s->sio.cb = vol_sub_done;
+	s->sio.obj = obj;
+	s->sio.base = base;
+	s->sio.off = off;
+	s->sio.len = len;
+	s->sio.buf = buf;
 	io->pending++;
-	return s;
+	return &s->sio;
 }
 
 /* Validate and prepare; returns the number of chunks or -errno. */
@@ -2332,71 +2356,90 @@ static struct meta_txn *vol_io_begin(struct vol_view *v, struct vol_io *io, int 
 	return t;
 }
 
-/* Read io's range (prefetch: only bring it into the cache, no buffer):
- * each chunk from the first level of the view's chain that maps it; a
- * chunk no level maps reads as zeroes. */
-static void vol_read_range(struct vol_view *v, struct vol_io *io, bool prefetch)
+/* Run step on each chunk of io's range in one meta section (read or write
+ * by kind), up to the first error.  Returns that error or 0 — io still to
+ * be completed by the caller — or 1 when io was already completed (a bad
+ * or empty range, no section). */
+static int vol_walk(struct vol_view *v, struct vol_io *io, int kind, vol_chunk_fn *step)
 {
-	struct lvl chain[VOL_CHAIN_MAX];
-	struct meta_txn *t;
+	struct vol_walk w = { .v = v, .io = io };
 	uint64_t cs, off;
-	unsigned used = 0;
-	int n, r = 0;
+	int r = 0;
 
-	t = vol_io_begin(v, io, IO_READ);
-	if (!t)
-		return;
+	w.t = vol_io_begin(v, io, kind);
+	if (!w.t)
+		return 1;
 	cs = v->st->rec.chunk_size;
-	n = view_chain(v, chain);
+	w.n = view_chain(v, w.chain);
 	for (off = io->off; off < io->off + io->len && r == 0;) {
-		uint64_t chunk = off / cs, in = off % cs;
-		uint64_t len = MIN(cs - in, io->off + io->len - off);
-		uint8_t *dst = prefetch ? NULL : (uint8_t *)io->buf + (off - io->off);
-		struct hit h;
+		uint64_t in = off % cs, len = MIN(cs - in, io->off + io->len - off);
 
-		r = chain_lookup(t, chain, n, chunk, &h);
-		if (r == 0 && !h.obj) {
-			if (dst)
-				memset(dst, 0, len);
-		} else if (r == 0) {
-			struct vol_sub *s = vol_sub_next(io, &used);
-
-			s->sio.obj = h.obj;
-			s->sio.off = in;
-			s->sio.len = len;
-			s->sio.buf = dst;
-			if (prefetch)
-				objstore_prefetch(v->p->store, &s->sio);
-			else
-				objstore_read(v->p->store, &s->sio);
-		}
+		r = step(&w, off / cs, in, len, off - io->off);
 		off += len;
 	}
-	meta_end(t);
-	vol_io_defer(io, r < 0 ? -EIO : 0);
+	meta_end(w.t);
+	return r;
+}
+
+/* Read a chunk from the first level of the chain that maps it; zeroes
+ * when none does. */
+static int vol_chunk_read(struct vol_walk *w, uint64_t chunk, uint64_t in, uint64_t len,
+			  uint64_t pos)
+{
+	uint8_t *dst = (uint8_t *)w->io->buf + pos;
+	struct hit h;
+	int r = chain_lookup(w->t, w->chain, w->n, chunk, &h);
+
+	if (r < 0)
+		return r;
+	if (!h.obj)
+		memset(dst, 0, len);
+	else
+		objstore_read(w->v->p->store, vol_sub_add(w, h.obj, 0, in, len, dst));
+	return 0;
+}
+
+/* Bring a mapped chunk into the cache (no buffer). */
+static int vol_chunk_prefetch(struct vol_walk *w, uint64_t chunk, uint64_t in,
+			      uint64_t len, uint64_t pos)
+{
+	struct hit h;
+	int r = chain_lookup(w->t, w->chain, w->n, chunk, &h);
+
+	if (r == 0 && h.obj)
+		objstore_prefetch(w->v->p->store, vol_sub_add(w, h.obj, 0, in, len, NULL));
+	return r;
 }
 
 void vol_read(struct vol_view *v, struct vol_io *io)
 {
-	vol_read_range(v, io, false);
+	int r = vol_walk(v, io, IO_READ, vol_chunk_read);
+
+	if (r <= 0)
+		vol_io_defer(io, r < 0 ? -EIO : 0);
 }
 
 void vol_prefetch(struct vol_view *v, struct vol_io *io)
 {
-	vol_read_range(v, io, true);
+	int r = vol_walk(v, io, IO_READ, vol_chunk_prefetch);
+
+	if (r <= 0)
+		vol_io_defer(io, r < 0 ? -EIO : 0);
 }
 
 /* Head write / zero of [in, in+len) of one chunk, in a write section. */
-static int vol_chunk_modify(struct vol_view *v, struct meta_txn *t,
-			    struct vol_io *io, const struct lvl *chain, int n,
-			    uint64_t chunk, uint64_t in, uint64_t len, void *src,
-			    unsigned *used)
+static int vol_chunk_modify(struct vol_walk *w, uint64_t chunk, uint64_t in, uint64_t len,
+			    uint64_t pos)
 {
+	struct vol_view *v = w->v;
 	struct vol_pool *p = v->p;
+	struct meta_txn *t = w->t;
+	const struct lvl *chain = w->chain;
+	int n = w->n;
 	uint64_t cs = v->st->rec.chunk_size, E = chain[0].epoch, obj = 0, base;
 	bool whole = in == 0 && len == cs;
-	bool zero = io->kind == IO_ZERO;
-	struct vol_sub *s;
+	bool zero = w->io->kind == IO_ZERO;
+	struct objstore_io *sio;
 	struct obj_rec o;
 	struct hit h;
 	int r;
@@ -2425,43 +2468,20 @@ static int vol_chunk_modify(struct vol_view *v, struct meta_txn *t,
 	if (r < 0)
 		return r;
 submit:
-	s = vol_sub_next(io, used);
-	s->sio.obj = obj;
-	s->sio.base = base;
-	s->sio.off = in;
-	s->sio.len = len;
-	s->sio.buf = src;
+	sio = vol_sub_add(w, obj, base, in, len, zero ? NULL : (uint8_t *)w->io->buf + pos);
 	if (zero)
-		objstore_zero(p->store, &s->sio);
+		objstore_zero(p->store, sio);
 	else
-		objstore_write(p->store, &s->sio);
+		objstore_write(p->store, sio);
 	return 0;
 }
 
 static void vol_modify(struct vol_view *v, struct vol_io *io, int kind)
 {
-	struct lvl chain[VOL_CHAIN_MAX];
-	struct meta_txn *t;
-	uint64_t cs, off;
-	unsigned used = 0;
-	int n, r = 0;
+	int r = vol_walk(v, io, kind, vol_chunk_modify);
 
-	t = vol_io_begin(v, io, kind);
-	if (!t)
+	if (r > 0)
 		return;
-	cs = v->st->rec.chunk_size;
-	n = view_chain(v, chain);
-	for (off = io->off; off < io->off + io->len && r == 0;) {
-		uint64_t chunk = off / cs, in = off % cs;
-		uint64_t len = MIN(cs - in, io->off + io->len - off);
-
-		r = vol_chunk_modify(v, t, io, chain, n, chunk, in, len,
-				     kind == IO_WRITE ?
-				     (uint8_t *)io->buf + (off - io->off) : NULL,
-				     &used);
-		off += len;
-	}
-	meta_end(t);
 	if (r < 0)
 		log_error("vol: %s", vol_last_error());
 	vol_io_defer(io, r < 0 ? (r == -ENOMEM ? -ENOMEM : -EIO) : 0);
