@@ -33,19 +33,7 @@ static void status_usage(FILE *f)
 
 static const char *human_bytes(char *buf, size_t len, json_int_t v)
 {
-	static const char unit[] = "BKMGTPE";
-	double d = (double)v;
-	int i = 0;
-
-	while (d >= 1024 && i < 6) {
-		d /= 1024;
-		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, v);
-	else
-		snprintf(buf, len, "%.1f%c", d, unit[i]);
-	return buf;
+	return ctl_human_bytes(buf, len, v, false);
 }
 
 static json_int_t ji(json_t *o, const char *k)

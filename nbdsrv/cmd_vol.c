@@ -79,21 +79,7 @@ static const char *jstr(json_t *o, const char *k)
 
 static const char *hb(char *buf, size_t len, json_int_t v)
 {
-	static const char unit[] = "BKMGTPE";
-	double d = (double)v;
-	int i = 0;
-
-	while (d >= 1024 && i < 6) {
-		d /= 1024;
-		i++;
-	}
-	if (i == 0)
-		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, v);
-	else if (d == (double)(json_int_t)d)
-		snprintf(buf, len, "%.0f%c", d, unit[i]);
-	else
-		snprintf(buf, len, "%.1f%c", d, unit[i]);
-	return buf;
+	return ctl_human_bytes(buf, len, v, true);
 }
 
 static void print_vols(json_t *a)

@@ -160,3 +160,22 @@ out:
 	free(in);
 	return rc;
 }
+
+const char *ctl_human_bytes(char *buf, size_t len, json_int_t v, bool trim)
+{
+	static const char unit[] = "BKMGTPE";
+	double d = (double)v;
+	int i = 0;
+
+	while (d >= 1024 && i < 6) {
+		d /= 1024;
+		i++;
+	}
+	if (i == 0)
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, v);
+	else if (trim && d == (double)(json_int_t)d)
+		snprintf(buf, len, "%.0f%c", d, unit[i]);
+	else
+		snprintf(buf, len, "%.1f%c", d, unit[i]);
+	return buf;
+}

@@ -7,6 +7,7 @@
 #define NBDSRV_CTL_CLIENT_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 struct zdb_pool_cfg;
@@ -27,5 +28,9 @@ int ctl_resolve(const char *who, const char *control, const char *config,
  * {"ok":false} reply is still 0), or 1 after printing why the daemon could
  * not be asked (`who` prefixes the message). */
 int ctl_call(const char *who, const char *path, json_t *req, json_t **reply);
+
+/* v bytes for people, into buf: "512", "1.5M"; a whole multiple of a
+ * unit prints as "4M" when trim, "4.0M" otherwise.  Returns buf. */
+const char *ctl_human_bytes(char *buf, size_t len, json_int_t v, bool trim);
 
 #endif /* NBDSRV_CTL_CLIENT_H */
