@@ -116,6 +116,15 @@ stop_nbdsrv() {
   return $rc
 }
 
+# requires_nbd_attach — skip unless nbd_attach can work here: root, nbdfuse,
+# fusermount3, losetup, /dev/fuse and loop devices.
+requires_nbd_attach() {
+  requires_root
+  requires nbdfuse fusermount3 losetup
+  [ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse" >&2; exit 77; }
+  [ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
+}
+
 # nbd_attach N URI — expose an NBD export as a block device: nbdfuse mounts
 # it as a file under a fresh directory of this test, a loop device on that
 # file (the kernel here has no nbd module).  Sets LOOP[N] (the device),

@@ -14,10 +14,8 @@
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
-requires_root
-requires nbdfuse fusermount3 losetup mkfs.ext4 e2fsck mount umount sha256sum python3 redis-server
-[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse" >&2; exit 77; }
-[ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
+requires_nbd_attach
+requires mkfs.ext4 e2fsck mount umount sha256sum python3 redis-server
 
 mb=${E2E_EXT4_MB:-1024}
 t=$(mktempdir)

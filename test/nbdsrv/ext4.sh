@@ -5,10 +5,8 @@
 # Cleanup unmounts, detaches the loop device and the fuse mount even on
 # failure.  Needs root (mount, losetup).
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
-requires_root
-requires nbdfuse fusermount3 losetup mkfs.ext4 e2fsck fstrim mount umount sha256sum
-[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse" >&2; exit 77; }
-[ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
+requires_nbd_attach
+requires mkfs.ext4 e2fsck fstrim mount umount sha256sum
 
 t=$(mktempdir)
 mkdir "$t/mnt"

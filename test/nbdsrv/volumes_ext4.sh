@@ -5,10 +5,8 @@
 # holds exactly the snapshot's files and passes e2fsck -fn.  Cleanup unmounts
 # and detaches even on failure.  Needs root (mount, losetup).
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
-requires_root
-requires nbdfuse fusermount3 losetup mkfs.ext4 e2fsck mount umount sha256sum python3
-[ -e /dev/fuse ] || { echo "SKIP: no /dev/fuse" >&2; exit 77; }
-[ -e /dev/loop-control ] || { echo "SKIP: no loop devices" >&2; exit 77; }
+requires_nbd_attach
+requires mkfs.ext4 e2fsck mount umount sha256sum python3
 
 t=$(mktempdir)
 mkdir "$t/mnt1" "$t/mnt2"
