@@ -6,6 +6,7 @@
  * Seeds: NBDSRV_SEED=<n> replays the randomized test; it prints its seed.
  */
 #include "cache/cache.h"
+#include "test/lib/rng.h"
 
 #include <check.h>
 #include <errno.h>
@@ -58,15 +59,6 @@ static void teardown(void)
 	rm_rf(dir);
 }
 
-static uint64_t rs;
-
-static uint64_t rnd(void)
-{
-	rs ^= rs << 13;
-	rs ^= rs >> 7;
-	rs ^= rs << 17;
-	return rs;
-}
 
 #define NKEYS 300
 
@@ -92,12 +84,9 @@ static int model_seek(enum meta_seek how, int i)
 
 START_TEST(test_overlay_model)
 {
-	const char *s = getenv("NBDSRV_SEED");
 	struct meta *m;
-	uint64_t seed = s ? strtoull(s, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
 
-	rs = seed ? seed : 1;
-	printf("test_overlay_model: seed %llu\n", (unsigned long long)rs);
+	seed_init("test_overlay_model");
 	ck_assert_int_eq(meta_open(dir, &base_opts, &m), 0);
 	for (int i = 0; i < NKEYS; i++)
 		model[i] = -1;

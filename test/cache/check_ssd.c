@@ -8,6 +8,7 @@
  * Seeds: NBDSRV_SEED=<n> replays the randomized tests; they print the seed.
  */
 #include "cache/cache.h"
+#include "test/lib/rng.h"
 
 #include <check.h>
 #include <errno.h>
@@ -27,28 +28,6 @@ static char dir[64], cpath[96];
 static const uint8_t pool_a[16] = "ssd-test-pool-A!";
 static struct loop lp;
 
-static uint64_t rs;
-
-static uint64_t rnd(void)
-{
-	rs ^= rs << 13;
-	rs ^= rs >> 7;
-	rs ^= rs << 17;
-	return rs;
-}
-
-static uint64_t seed_init(const char *what)
-{
-	const char *e = getenv("NBDSRV_SEED");
-	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
-
-	if (!seed)
-		seed = 1;
-	printf("%s: seed %llu (NBDSRV_SEED)\n", what, (unsigned long long)seed);
-	fflush(stdout);
-	rs = seed;
-	return seed;
-}
 
 static void setup(void)
 {

@@ -32,6 +32,7 @@
 #include "cache/cache.h"
 #include "codec/codec.h"
 #include "zdb/zdb.h"
+#include "test/lib/rng.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -62,28 +63,6 @@ static struct codec *codec;
 static struct codec_ctx *cctx;
 static struct zdb_pool_cfg *pcfg;
 
-static uint64_t rs;
-
-static uint64_t rnd(void)
-{
-	rs ^= rs << 13;
-	rs ^= rs >> 7;
-	rs ^= rs << 17;
-	return rs;
-}
-
-static uint64_t seed_init(const char *what)
-{
-	const char *e = getenv("NBDSRV_SEED");
-	uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
-
-	if (!seed)
-		seed = 1;
-	printf("%s: seed %llu (NBDSRV_SEED)\n", what, (unsigned long long)seed);
-	fflush(stdout);
-	rs = seed;
-	return seed;
-}
 
 /* ---------------------------------------- a tiny blocking RESP client -- */
 

@@ -8,6 +8,7 @@
 #include "codec/codec.h"
 #include "codec/codec_int.h"
 #include "common/common.h"
+#include "test/lib/rng.h"
 
 #include <check.h>
 #include <endian.h>
@@ -21,28 +22,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static uint64_t rng_state;
-
-static uint64_t rnd(void)
-{
-	uint64_t x = rng_state;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return rng_state = x;
-}
-
-static void seed_rng(const char *test)
-{
-	const char *e = getenv("NBDSRV_SEED");
-
-	rng_state = e ? strtoull(e, NULL, 0) : (uint64_t)now_ns() | 1;
-	printf("%s: seed %llu (NBDSRV_SEED=%llu to replay)\n", test,
-	       (unsigned long long)rng_state, (unsigned long long)rng_state);
-	fflush(stdout);
-}
 
 static const uint8_t test_key_bytes[CODEC_KEY_SIZE] = "0123456789abcdef0123456789abcde";
 
@@ -185,7 +164,7 @@ START_TEST(test_roundtrip_grid)
 	static const uint32_t chunks[] = { 64 << 10, 256 << 10, 1 << 20 };
 	uint8_t *plain = malloc(1 << 20), *out = malloc(1 << 20);
 
-	seed_rng("roundtrip_grid");
+	seed_init("roundtrip_grid");
 	for (unsigned g = 0; g < ARRAY_SIZE(km); g++)
 		for (unsigned ci = 0; ci < ARRAY_SIZE(chunks); ci++)
 			for (int comp = 0; comp <= 2; comp++) {
@@ -226,7 +205,7 @@ START_TEST(test_all_erasures_small)
 	static const unsigned km[][2] = { {2, 1}, {4, 2}, {3, 3}, {5, 3}, {6, 2} };
 	uint8_t plain[5000], out[5000];
 
-	seed_rng("all_erasures_small");
+	seed_init("all_erasures_small");
 	for (unsigned g = 0; g < ARRAY_SIZE(km); g++) {
 		struct fix f;
 		unsigned n = km[g][0] + km[g][1];
@@ -279,14 +258,14 @@ static void random_erasures(unsigned k, unsigned m, uint32_t chunk, int trials)
 
 START_TEST(test_random_erasures_16_4)
 {
-	seed_rng("random_erasures_16_4");
+	seed_init("random_erasures_16_4");
 	random_erasures(16, 4, 256 << 10, 60);
 }
 END_TEST
 
 START_TEST(test_random_erasures_32_8)
 {
-	seed_rng("random_erasures_32_8");
+	seed_init("random_erasures_32_8");
 	random_erasures(32, 8, 256 << 10, 60);
 }
 END_TEST
@@ -300,7 +279,7 @@ START_TEST(test_rs_kernels_agree)
 	uint8_t *src[CODEC_MAX_K], *d1[CODEC_MAX_M], *d2[CODEC_MAX_M];
 	const size_t maxlen = 5000;
 
-	seed_rng("rs_kernels_agree");
+	seed_init("rs_kernels_agree");
 	printf("rs kernel: %s\n", rs_kernel_name());
 	for (unsigned i = 0; i < CODEC_MAX_K; i++) {
 		src[i] = malloc(maxlen);
@@ -371,7 +350,7 @@ START_TEST(test_big_chunks)
 	const size_t ch = 8u << 20;
 	uint8_t *plain = malloc(ch), *out = malloc(ch);
 
-	seed_rng("big_chunks");
+	seed_init("big_chunks");
 	fill(plain, ch, 0);
 	for (unsigned g = 0; g < ARRAY_SIZE(km); g++) {
 		struct fix f;
@@ -403,7 +382,7 @@ START_TEST(test_parity_mac_poly1305)
 	static const uint8_t nonce[12] = "FLECC1/pmac";
 	uint8_t *plain = malloc(256 << 10);
 
-	seed_rng("parity_mac_poly1305");
+	seed_init("parity_mac_poly1305");
 	ck_assert_int_eq(sodium_init() < 0, 0);
 	for (unsigned g = 0; g < ARRAY_SIZE(geo); g++) {
 		for (int t = 0; t < 4; t++) {
@@ -472,7 +451,7 @@ START_TEST(test_every_byte_corruption)
 	/* _i: 0 = plain random bytes, 1 = an lz4-compressed chunk */
 	enum codec_compress comp = _i ? CODEC_COMPRESS_LZ4 : CODEC_COMPRESS_NONE;
 
-	seed_rng("every_byte_corruption");
+	seed_init("every_byte_corruption");
 	fix_init(&f, 4, 2, 64 << 10, comp);
 	fill(plain, sizeof(plain), _i ? 1 : 0);
 	fix_encode(&f, plain, sizeof(plain));
@@ -532,7 +511,7 @@ START_TEST(test_too_many_corruptions)
 	struct fix f;
 	uint8_t plain[3000], out[3000];
 
-	seed_rng("too_many_corruptions");
+	seed_init("too_many_corruptions");
 	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
 	fill(plain, sizeof(plain), 0);
 	fix_encode(&f, plain, sizeof(plain));
@@ -588,7 +567,7 @@ START_TEST(test_forged_parity)
 	struct codec_meta forged_meta;
 	uint32_t crc;
 
-	seed_rng("forged_parity");
+	seed_init("forged_parity");
 	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
 	fill(plain, sizeof(plain), 0);
 	fix_encode(&f, plain, sizeof(plain));
@@ -648,7 +627,7 @@ START_TEST(test_misplaced_shards)
 				       .version = 3 };
 	struct codec_id others[4];
 
-	seed_rng("misplaced_shards");
+	seed_init("misplaced_shards");
 	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
 	fill(plain, sizeof(plain), 0);
 	f.id = base;
@@ -737,7 +716,7 @@ START_TEST(test_wrong_key_and_lengths)
 	size_t lens[6];
 	uint8_t other_key[CODEC_KEY_SIZE];
 
-	seed_rng("wrong_key_and_lengths");
+	seed_init("wrong_key_and_lengths");
 	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
 	memcpy(other_key, test_key_bytes, sizeof(other_key));
 	other_key[0] ^= 1;
@@ -781,7 +760,7 @@ START_TEST(test_ranges)
 	uint32_t chunk = 256 << 10;
 	uint8_t *plain = malloc(chunk), *out = malloc(chunk);
 
-	seed_rng("ranges");
+	seed_init("ranges");
 	for (int comp = 0; comp <= 2; comp++) {
 		fix_init(&f, 16, 4, chunk, comp);
 		fill(plain, chunk, comp ? 1 : 0);
@@ -838,7 +817,7 @@ START_TEST(test_rebuild_and_info)
 	struct codec_shard_info info;
 	size_t pl;
 
-	seed_rng("rebuild_and_info");
+	seed_init("rebuild_and_info");
 	fix_init(&f, 4, 3, 64 << 10, CODEC_COMPRESS_LZ4);
 	fill(plain, sizeof(plain), 1);
 	fix_encode(&f, plain, sizeof(plain));
@@ -882,7 +861,7 @@ START_TEST(test_fresh_salt)
 	uint8_t first[200];
 	uint8_t salt[CODEC_SALT_SIZE];
 
-	seed_rng("fresh_salt");
+	seed_init("fresh_salt");
 	fix_init(&f, 4, 2, 64 << 10, CODEC_COMPRESS_NONE);
 	fill(plain, sizeof(plain), 0);
 	fix_encode(&f, plain, sizeof(plain));
