@@ -7,6 +7,7 @@
  */
 #include "cache/cache.h"
 #include "test/lib/rng.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -436,8 +437,6 @@ int main(void)
 {
 	Suite *s = suite_create("meta");
 	TCase *tc = tcase_create("meta");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_unchecked_fixture(tc, base_setup, base_teardown);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -449,9 +448,5 @@ int main(void)
 	tcase_add_test(tc, test_memstore);
 	tcase_add_test(tc, test_commit_failure);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -9,6 +9,7 @@
  */
 #include "cache/cache.h"
 #include "test/lib/rng.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -532,8 +533,6 @@ int main(void)
 {
 	Suite *s = suite_create("ssdcache");
 	TCase *tc = tcase_create("local");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -542,9 +541,5 @@ int main(void)
 	tcase_add_test(tc, test_refuse);
 	tcase_add_test(tc, test_crash);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -33,6 +33,7 @@
 #include "codec/codec.h"
 #include "zdb/zdb.h"
 #include "test/lib/rng.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -1662,8 +1663,6 @@ int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
 	TCase *tc = tcase_create("dir");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 300);
@@ -1682,9 +1681,5 @@ int main(void)
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_miss_paused);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

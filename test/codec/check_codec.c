@@ -9,6 +9,7 @@
 #include "codec/codec_int.h"
 #include "common/common.h"
 #include "test/lib/rng.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <endian.h>
@@ -1052,8 +1053,6 @@ int main(void)
 {
 	Suite *s = suite_create("codec");
 	TCase *tc = tcase_create("codec");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_params);
@@ -1077,9 +1076,5 @@ int main(void)
 	tcase_add_test(tc, test_golden_vectors);
 	tcase_add_test(tc, test_threads);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -3,6 +3,7 @@
  * (operations, timers, cross-thread posts) and the worker queue.
  */
 #include "common/common.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -215,8 +216,6 @@ int main(void)
 {
 	Suite *s = suite_create("common");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_parse_u64);
 	tcase_add_test(tc, test_parse_size);
@@ -224,9 +223,5 @@ int main(void)
 	tcase_add_test(tc, test_loop_timer);
 	tcase_add_test(tc, test_workq_roundtrip);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -5,6 +5,7 @@
  */
 #include "nbdsrv/control.h"
 #include "nbdsrv/server.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -123,14 +124,8 @@ int main(void)
 {
 	Suite *s = suite_create("nbd-control");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_control_status_and_errors);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -9,6 +9,7 @@
 #include "nbdsrv/control.h"
 #include "nbdsrv/pool_thread.h"
 #include "nbdsrv/server.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -134,15 +135,9 @@ int main(void)
 {
 	Suite *s = suite_create("nbd-control-pool");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_status_pending_in_order);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

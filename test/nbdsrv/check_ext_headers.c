@@ -7,6 +7,7 @@
  * disconnect when the client falls back to the compact request magic.
  */
 #include "nbdsrv/proto.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <endian.h>
@@ -265,16 +266,10 @@ int main(void)
 {
 	Suite *s = suite_create("nbd-ext-headers");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	signal(SIGPIPE, SIG_IGN);
 	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_extended_session);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -5,6 +5,7 @@
  */
 #include "nbdsrv/export.h"
 #include "nbdsrv/proto.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <endian.h>
@@ -574,8 +575,6 @@ int main(void)
 {
 	Suite *s = suite_create("nbd-proto");
 	TCase *tc = tcase_create("core");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_test(tc, test_bad_client_flags);
 	tcase_add_test(tc, test_unknown_option_continues);
@@ -590,9 +589,5 @@ int main(void)
 	tcase_add_test(tc, test_read_chunks);
 	tcase_add_test(tc, test_errno_map);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -25,6 +25,7 @@
  * Seeds: NBDSRV_SEED=<n> replays; every randomized test prints its seed.
  */
 #include "vmodel.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -1149,11 +1150,5 @@ static Suite *vol_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(vol_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(vol_suite());
 }

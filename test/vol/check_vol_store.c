@@ -78,6 +78,7 @@
 #include "cache/ssd.h"
 #include "codec/codec.h"
 #include "zdb/zdb.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -1545,8 +1546,7 @@ int main(int argc, char **argv)
 	};
 	const char *only = argc > 1 ? argv[1] : NULL;
 	Suite *s = suite_create("vol-store");
-	SRunner *sr;
-	int failed, n = 0;
+	int n = 0;
 
 	for (size_t i = 0; i < ARRAY_SIZE(cases); i++) {
 		TCase *tc;
@@ -1564,9 +1564,5 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: %s [ssd|pool|evict|scan|regress]\n", argv[0]);
 		return 2;
 	}
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

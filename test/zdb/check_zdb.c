@@ -12,6 +12,7 @@
  *     0-db runs in test-pool-zdb.sh when installed.
  */
 #include "zdb/zdb.h"
+#include "test/lib/check_run.h"
 
 #include <check.h>
 #include <errno.h>
@@ -1178,11 +1179,5 @@ static Suite *zdb_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(zdb_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(zdb_suite());
 }
