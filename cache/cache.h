@@ -308,7 +308,7 @@ struct ssdcache_opts {
 	                           * the raw key): shard keys are a keyed hash
 	                           * of (pool id, version, shard) under it */
 	bool writethrough;        /* FLUSH waits for the pool commit */
-	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 4 */
+	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 8 */
 	uint64_t dirty_max;       /* objects not yet in the pool before new
 	                           * writes wait (backpressure); 0 = half the
 	                           * slots */
@@ -373,6 +373,9 @@ struct ssdcache_stats {
 	uint64_t slots_dirty;     /* slots of pool-dirty objects now */
 	uint64_t rebind_reverted; /* at open: objects reverted to their pool
 	                           * version after the cache file was lost */
+	uint64_t intent_commits;  /* flusher commits of INTENT groups */
+	uint64_t record_commits;  /* flusher commits of record groups (each
+	                           * covers one or more flushed versions) */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);

@@ -1740,20 +1740,28 @@ static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
 
 static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 			 void (*extra)(struct ssd *, struct meta_txn *, void *),
-			 void *arg, bool wt, struct ssd_ent *force);
+			 void *arg, bool wt, struct ssd_ent *const *force,
+			 size_t nforce);
 
 static void ssd_flush(struct objstore *so, struct objstore_io *io)
 {
 	struct ssd *s = (struct ssd *)so;
 
-	ssd_flush_do(s, io, NULL, NULL, s->writethrough, NULL);
+	ssd_flush_do(s, io, NULL, NULL, s->writethrough, NULL, 0);
 }
 
 void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
 		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg,
 		   struct ssd_ent *force)
 {
-	ssd_flush_do(s, io, extra, arg, false, force);
+	ssd_flush_do(s, io, extra, arg, false, &force, force ? 1 : 0);
+}
+
+void ssd_flush_ext_many(struct ssd *s, struct objstore_io *io,
+			void (*extra)(struct ssd *, struct meta_txn *, void *),
+			void *arg, struct ssd_ent *const *force, size_t nforce)
+{
+	ssd_flush_do(s, io, extra, arg, false, force, nforce);
 }
 
 void ssd_read_obj(struct ssd *s, struct objstore_io *io)
@@ -1796,10 +1804,12 @@ static int ssd_snapshot_locked(struct ssd *s, struct ssd_req *r)
 
 static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 			 void (*extra)(struct ssd *, struct meta_txn *, void *),
-			 void *arg, bool wt, struct ssd_ent *force)
+			 void *arg, bool wt, struct ssd_ent *const *force,
+			 size_t nforce)
 {
 	struct ssd_req *r = ssd_req_new(s, io, SSD_FLUSH, 1);
 	struct io_uring_sqe *sqe;
+	size_t i;
 
 	if (!r) {
 		objstore_complete(io, -ENOMEM);
@@ -1810,14 +1820,16 @@ static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 	pthread_mutex_lock(&s->lock);
 	s->st.flush_ops++;
 	r->wt_gen = wt ? s->wgen + 1 : 0;  /* +1: nonzero even before writes */
-	if (force && !force->on_dirty) {
+	for (i = 0; i < nforce; i++) {
 		/* extra() must land with (or after) force's current record
 		 * even when another flush's snapshot took it and has not
 		 * staged it yet: stage it here too (same version: whichever
 		 * stages first wins, the other is skipped) */
-		force->on_dirty = true;
-		force->dnext = s->dirty;
-		s->dirty = force;
+		if (force[i]->on_dirty)
+			continue;
+		force[i]->on_dirty = true;
+		force[i]->dnext = s->dirty;
+		s->dirty = force[i];
 	}
 	if (ssd_snapshot_locked(s, r) < 0) {
 		pthread_mutex_unlock(&s->lock);
@@ -3179,7 +3191,7 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 		s->k = cp->k;
 		s->m = cp->m;
 		memcpy(s->skey, o->shard_key_seed, sizeof(s->skey));
-		s->flush_par = o->flush_parallel ? o->flush_parallel : 4;
+		s->flush_par = o->flush_parallel ? o->flush_parallel : SSD_FLUSH_PAR;
 		s->dirty_max = o->dirty_max;
 		s->fault_wrap = o->fault_wrap;
 		s->pool_cfg = malloc(sizeof(*s->pool_cfg));

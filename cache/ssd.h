@@ -26,6 +26,8 @@
 #define SSD_BIND_VERSION 1u
 #define SSD_NOSLOT       UINT32_MAX     /* record / entry without a slot */
 #define SSD_FETCH_PAR    4u             /* pool fetches in flight */
+#define SSD_FLUSH_PAR    8u             /* default flush_parallel: objects
+                                         * between pick and put done */
 enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
 
 struct ssd_hdr {
@@ -169,7 +171,10 @@ struct ssd {
 	bool wq_started;
 	struct codec_ctx **ctxs;        /* one per flush in flight */
 	bool *ctx_busy;
-	unsigned flush_par, nflushing;
+	unsigned flush_par, nflushing;  /* nflushing: jobs before put done */
+	struct ssd_fj *recq;            /* puts done, records not yet staged */
+	bool rec_busy;                  /* a record group is being committed */
+	unsigned nrec;                  /* jobs past their put, not ended */
 	struct loop_timer ftimer;
 	bool stopping;
 	unsigned ngc;                   /* GC deletions in flight */
@@ -269,6 +274,11 @@ uint64_t ssd_be64get(const uint8_t *p);
 void ssd_flush_ext(struct ssd *s, struct objstore_io *io,
 		   void (*extra)(struct ssd *, struct meta_txn *, void *), void *arg,
 		   struct ssd_ent *force);
+/* ssd_flush_ext forcing each of force[0..nforce) (the array must live
+ * until io completes). */
+void ssd_flush_ext_many(struct ssd *s, struct objstore_io *io,
+			void (*extra)(struct ssd *, struct meta_txn *, void *),
+			void *arg, struct ssd_ent *const *force, size_t nforce);
 /* Read as objstore read (any loop). */
 void ssd_read_obj(struct ssd *s, struct objstore_io *io);
 /* lock held: unpin e, free it if nothing needs it */

@@ -82,11 +82,18 @@
 struct ssd_fj {
 	struct ssd *s;
 	struct ssd_ent *e;
+	struct ssd_fj *next;            /* in its intent group / s->recq /
+	                                 * its record group */
 	uint64_t obj, base, gen, version;
 	struct ssd_prec old;
+	struct ssd_prec newp;           /* the record once the put is done */
 	unsigned ctx_i;
+	bool data;                      /* holds buffers, ctxs[ctx_i] and one
+	                                 * of flush_par slots */
+	bool in_rec;                    /* past its put (counted in nrec) */
 	bool repair;                    /* e's version was degraded at pick */
 	bool degraded;                  /* the put stored fewer than k+m */
+	bool hole;
 	int enc_res;
 	uint8_t *plain;
 	uint8_t *shard_buf;
@@ -97,8 +104,17 @@ struct ssd_fj {
 	struct codec_meta cm;
 	struct workq_job job;
 	struct objstore_io io;
-	struct meta_flush mf;
 	struct zdb_chunk_put put;
+};
+
+/* jobs whose intents (or records) share one commit */
+struct ssd_fgrp {
+	struct ssd *s;
+	struct ssd_fj *jobs;
+	unsigned n;
+	struct objstore_io io;          /* record group: the staging flush */
+	struct meta_flush mf;
+	struct ssd_ent *ents[];         /* record group: forced records */
 };
 
 struct ssd_gc {
@@ -234,18 +250,26 @@ static void ssd_sweep_failed(struct ssd *s)
 /* ----------------------------------------------------------- flushing -- */
 
 static void ssd_pick(struct ssd *s);
+static void ssd_rec_run(struct ssd *s);
 
-static void ssd_fj_free(struct ssd_fj *j)
+/* The data phase is over (put done or failed): give back the buffers, the
+ * codec context and the flush_par slot. */
+static void ssd_fj_release(struct ssd_fj *j)
 {
 	struct ssd *s = j->s;
 
+	if (!j->data)
+		return;
+	j->data = false;
 	s->ctx_busy[j->ctx_i] = false;
 	s->nflushing--;
 	free(j->plain);
 	free(j->shard_buf);
-	free(j);
+	j->plain = j->shard_buf = NULL;
 }
 
+/* The job is over; the caller runs ssd_evict_run and ssd_pick after a
+ * group of them. */
 static void ssd_fj_end(struct ssd_fj *j, int err)
 {
 	struct ssd *s = j->s;
@@ -278,7 +302,6 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 	}
 	ssd_unpin(s, e);
 	pthread_mutex_unlock(&s->lock);
-	ssd_evict_run(s);                       /* maybe evictable now */
 	if (err) {
 		/* the pool is failing: retry later, not in a tight loop of
 		 * intent commits */
@@ -301,80 +324,163 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 			s->repair_backoff_ns = 0;
 		}
 	}
-	ssd_fj_free(j);
-	if (!err)
+	ssd_fj_release(j);
+	if (j->in_rec)
+		s->nrec--;
+	free(j);
+}
+
+/* One job failed outside a group. */
+static void ssd_fj_fail(struct ssd_fj *j, int err)
+{
+	struct ssd *s = j->s;
+
+	ssd_fj_end(j, err);
+	ssd_evict_run(s);
+}
+
+/* ------------------------------------------------------ record groups -- */
+
+static void ssd_rg_committed(struct meta_flush *f, int res)
+{
+	struct ssd_fgrp *g = container_of(f, struct ssd_fgrp, mf);
+	struct ssd *s = g->s;
+	struct ssd_fj *j, *next;
+
+	if (res < 0)
+		log_error("ssdcache: commit after flushing %u object(s) failed: %s "
+			  "(retried by the next commit; the objects are flushed "
+			  "again)", g->n, f->err);
+	else {
+		pthread_mutex_lock(&s->lock);
+		s->st.record_commits++;
+		pthread_mutex_unlock(&s->lock);
+	}
+	for (j = g->jobs; j; j = next) {
+		next = j->next;
+		/* not committed: the old version stays referenced by the
+		 * durable record; its GARBAGE intent, staged, goes with the
+		 * next commit and is collected at the next open */
+		if (res == 0 && j->old.version && j->old.meta_len)
+			ssd_gc_version(s, j->old.version, j->old.place, s->k + s->m);
+		ssd_fj_end(j, res < 0 ? -EIO : 0);
+	}
+	free(g);
+	s->rec_busy = false;
+	ssd_evict_run(s);                       /* maybe evictable now */
+	ssd_rec_run(s);
+	if (res == 0)
 		ssd_pick(s);
 }
 
-static void ssd_fj_committed(struct meta_flush *f, int res)
+/* In the records' section: each version's intent goes, each replaced
+ * version becomes GARBAGE. */
+static void ssd_rg_extra(struct ssd *s, struct meta_txn *t, void *arg)
 {
-	struct ssd_fj *j = container_of(f, struct ssd_fj, mf);
-
-	if (res < 0)
-		log_error("ssdcache: commit after flushing object %" PRIu64
-			  " failed: %s (retried by the next commit)", j->obj,
-			  f->err);
-	if (j->old.version && j->old.meta_len)
-		ssd_gc_version(j->s, j->old.version, j->old.place, j->s->k + j->s->m);
-	ssd_fj_end(j, 0);
-}
-
-static void ssd_fj_extra(struct ssd *s, struct meta_txn *t, void *arg)
-{
-	struct ssd_fj *j = arg;
+	struct ssd_fgrp *g = arg;
+	struct ssd_fj *j;
 	uint8_t k[8];
 
-	ssd_be64put(k, j->version);
-	meta_del(t, META_T_INTENTS, k, 8);
-	if (j->old.version && j->old.meta_len) {
-		struct ssd_intent in = { .state = SSD_GARBAGE, .n = s->k + s->m,
-			.obj = j->obj };
+	for (j = g->jobs; j; j = j->next) {
+		ssd_be64put(k, j->version);
+		meta_del(t, META_T_INTENTS, k, 8);
+		if (j->old.version && j->old.meta_len) {
+			struct ssd_intent in = { .state = SSD_GARBAGE,
+				.n = s->k + s->m, .obj = j->obj };
 
-		memcpy(in.place, j->old.place, sizeof(in.place));
-		ssd_be64put(k, j->old.version);
-		meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in));
+			memcpy(in.place, j->old.place, sizeof(in.place));
+			ssd_be64put(k, j->old.version);
+			meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in));
+		}
 	}
 }
 
-static void ssd_fj_staged(struct objstore_io *io, int res)
+static void ssd_rg_staged(struct objstore_io *io, int res)
 {
-	struct ssd_fj *j = container_of(io, struct ssd_fj, io);
+	struct ssd_fgrp *g = container_of(io, struct ssd_fgrp, io);
+	struct ssd *s = g->s;
+	struct ssd_fj *j, *next;
 
-	if (res < 0) {
-		ssd_fj_end(j, res);
+	if (res >= 0) {
+		g->mf.loop = &s->loop;
+		g->mf.cb = ssd_rg_committed;
+		meta_flush(s->meta, &g->mf);
 		return;
 	}
-	j->mf.loop = &j->s->loop;
-	j->mf.cb = ssd_fj_committed;
-	meta_flush(j->s->meta, &j->mf);
+	for (j = g->jobs; j; j = next) {
+		next = j->next;
+		ssd_fj_end(j, res);
+	}
+	free(g);
+	s->rec_busy = false;
+	ssd_evict_run(s);
+	ssd_rec_run(s);
 }
 
-/* The new version is in the pool (or is a hole): record it. */
+/* Stage the records of every job whose put is done in ONE flush (one
+ * fdatasync, one section with their intents' deletions) and commit them
+ * together; the next group starts when this one is committed. */
+static void ssd_rec_run(struct ssd *s)
+{
+	struct ssd_fgrp *g;
+	struct ssd_fj *j;
+	unsigned n = 0;
+
+	if (s->rec_busy || !s->recq)
+		return;
+	for (j = s->recq; j; j = j->next)
+		n++;
+	g = calloc(1, sizeof(*g) + n * sizeof(g->ents[0]));
+	if (!g)
+		return;                         /* the tick retries */
+	g->s = s;
+	g->jobs = s->recq;
+	g->n = n;
+	s->recq = NULL;
+	s->rec_busy = true;
+	n = 0;
+	pthread_mutex_lock(&s->lock);
+	for (j = g->jobs; j; j = j->next) {
+		struct ssd_ent *e = j->e;
+
+		e->prec = j->newp;
+		e->hole = j->hole;
+		e->pool_gen = j->gen;
+		ssd_repair_set(s, e, j->degraded);
+		ssd_mark_dirty(s, e);
+		g->ents[n++] = e;
+	}
+	pthread_mutex_unlock(&s->lock);
+	g->io.loop = &s->loop;
+	g->io.cb = ssd_rg_staged;
+	ssd_flush_ext_many(s, &g->io, ssd_rg_extra, g, g->ents, n);
+}
+
+/* The new version is in the pool (or is a hole): queue its record. */
 static void ssd_fj_record(struct ssd_fj *j, bool hole)
 {
 	struct ssd *s = j->s;
-	struct ssd_prec p = { .version = j->version };
+	struct ssd_prec *p = &j->newp;
 	unsigned i;
 
+	memset(p, 0, sizeof(*p));
+	p->version = j->version;
 	for (i = 0; i < CODEC_MAX_SHARDS; i++)
-		p.place[i] = SSD_NOWHERE;
+		p->place[i] = SSD_NOWHERE;
 	if (!hole) {
 		for (i = 0; i < s->k + s->m; i++)
-			p.place[i] = j->zs[i].backend >= 0 ?
-				     (uint16_t)j->zs[i].backend : SSD_NOWHERE;
-		p.meta_len = (uint16_t)codec_meta_pack(&j->cm, p.meta);
+			p->place[i] = j->zs[i].backend >= 0 ?
+				      (uint16_t)j->zs[i].backend : SSD_NOWHERE;
+		p->meta_len = (uint16_t)codec_meta_pack(&j->cm, p->meta);
 	}
-	pthread_mutex_lock(&s->lock);
-	j->e->prec = p;
-	j->e->hole = hole;
-	j->e->pool_gen = j->gen;
-	ssd_repair_set(s, j->e, j->degraded);
-	ssd_mark_dirty(s, j->e);
-	pthread_mutex_unlock(&s->lock);
-	memset(&j->io, 0, sizeof(j->io));
-	j->io.loop = &s->loop;
-	j->io.cb = ssd_fj_staged;
-	ssd_flush_ext(s, &j->io, ssd_fj_extra, j, j->e);
+	j->hole = hole;
+	ssd_fj_release(j);
+	j->in_rec = true;
+	s->nrec++;
+	j->next = s->recq;
+	s->recq = j;
+	ssd_rec_run(s);
+	ssd_pick(s);                            /* a data slot is free */
 }
 
 static void ssd_fj_put_done(struct zdb_chunk_put *op)
@@ -398,7 +504,7 @@ static void ssd_fj_put_done(struct zdb_chunk_put *op)
 				s->failed[s->nfailed++] = j->version;
 			}
 		}
-		ssd_fj_end(j, op->result);
+		ssd_fj_fail(j, op->result);
 		return;
 	}
 	if (op->result == 1) {
@@ -429,7 +535,7 @@ static void ssd_fj_encoded(struct workq_job *job)
 	int r;
 
 	if (j->enc_res < 0) {
-		ssd_fj_end(j, j->enc_res);
+		ssd_fj_fail(j, j->enc_res);
 		return;
 	}
 	if (j->enc_res == CODEC_HOLE) {
@@ -451,7 +557,7 @@ static void ssd_fj_encoded(struct workq_job *job)
 	j->put.priv = j;
 	r = zdb_pool_put_chunk(s->pool, &j->put);
 	if (r < 0)
-		ssd_fj_end(j, r);
+		ssd_fj_fail(j, r);
 }
 
 static void ssd_fj_read_done(struct objstore_io *io, int res)
@@ -459,7 +565,7 @@ static void ssd_fj_read_done(struct objstore_io *io, int res)
 	struct ssd_fj *j = container_of(io, struct ssd_fj, io);
 
 	if (res < 0) {
-		ssd_fj_end(j, res);
+		ssd_fj_fail(j, res);
 		return;
 	}
 	j->job.work = ssd_fj_encode;
@@ -468,14 +574,8 @@ static void ssd_fj_read_done(struct objstore_io *io, int res)
 	workq_submit(&j->s->wq, &j->job);
 }
 
-static void ssd_fj_intent_done(struct meta_flush *f, int res)
+static void ssd_fj_read(struct ssd_fj *j)
 {
-	struct ssd_fj *j = container_of(f, struct ssd_fj, mf);
-
-	if (res < 0) {
-		ssd_fj_end(j, -EIO);
-		return;
-	}
 	memset(&j->io, 0, sizeof(j->io));
 	j->io.loop = &j->s->loop;
 	j->io.cb = ssd_fj_read_done;
@@ -486,36 +586,76 @@ static void ssd_fj_intent_done(struct meta_flush *f, int res)
 	ssd_read_obj(j->s, &j->io);
 }
 
-static void ssd_fj_start(struct ssd_fj *j)
+/* ------------------------------------------------------ intent groups -- */
+
+static void ssd_ig_done(struct meta_flush *f, int res)
 {
-	struct ssd *s = j->s;
-	struct ssd_intent in = { .state = SSD_INTENT, .n = s->k + s->m,
-		.obj = j->obj };
-	struct meta_txn *t;
+	struct ssd_fgrp *g = container_of(f, struct ssd_fgrp, mf);
+	struct ssd *s = g->s;
+	struct ssd_fj *j, *next;
 
-	if (j->old.version && j->old.meta_len) {
-		in.old_version = j->old.version;
-		memcpy(in.old_place, j->old.place, sizeof(in.old_place));
+	if (res == 0) {
+		pthread_mutex_lock(&s->lock);
+		s->st.intent_commits++;
+		pthread_mutex_unlock(&s->lock);
 	}
-	t = meta_wbegin(s->meta);
-	uint8_t k[8];
-	int r;
+	for (j = g->jobs; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		if (res < 0)
+			ssd_fj_end(j, -EIO);
+		else
+			ssd_fj_read(j);
+	}
+	free(g);
+	if (res < 0)
+		ssd_evict_run(s);
+}
 
-	if (!t) {
-		ssd_fj_end(j, -EIO);
-		return;
+/* Reserve a version for each job of the list and stage its INTENT, all in
+ * one section, and commit them together: no version leaves the node before
+ * this commit covers its id. */
+static void ssd_ig_start(struct ssd *s, struct ssd_fj *jobs)
+{
+	struct ssd_fgrp *g = calloc(1, sizeof(*g));
+	struct meta_txn *t = g ? meta_wbegin(s->meta) : NULL;
+	struct ssd_fj *j, *next;
+	int r = t ? 0 : -EIO;
+
+	if (!g)
+		r = -ENOMEM;
+	for (j = jobs; j && r == 0; j = j->next) {
+		struct ssd_intent in = { .state = SSD_INTENT, .n = s->k + s->m,
+			.obj = j->obj };
+		uint8_t k[8];
+
+		if (j->old.version && j->old.meta_len) {
+			in.old_version = j->old.version;
+			memcpy(in.old_place, j->old.place, sizeof(in.old_place));
+		}
+		j->version = meta_alloc_id(t);
+		ssd_be64put(k, j->version);
+		r = j->version ? meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in))
+			       : -EIO;
 	}
-	j->version = meta_alloc_id(t);
-	ssd_be64put(k, j->version);
-	r = j->version ? meta_put(t, META_T_INTENTS, k, 8, &in, sizeof(in)) : -EIO;
-	meta_end(t);
+	if (t)
+		meta_end(t);
 	if (r < 0) {
-		ssd_fj_end(j, r);
+		/* intents already staged name versions never written: their
+		 * (absent) shards are deleted at the next open */
+		for (j = jobs; j; j = next) {
+			next = j->next;
+			ssd_fj_end(j, r);
+		}
+		free(g);
+		ssd_evict_run(s);
 		return;
 	}
-	j->mf.loop = &s->loop;
-	j->mf.cb = ssd_fj_intent_done;
-	meta_flush(s->meta, &j->mf);
+	g->s = s;
+	g->jobs = jobs;
+	g->mf.loop = &s->loop;
+	g->mf.cb = ssd_ig_done;
+	meta_flush(s->meta, &g->mf);
 }
 
 /* Whether the pool has k+m backends a put would use (not DOWN), i.e. a
@@ -550,9 +690,11 @@ static struct ssd_ent *ssd_pick_repair(struct ssd *s)
 	return e;
 }
 
+/* Fill the free data slots with jobs; their intents share one commit. */
 static void ssd_pick(struct ssd *s)
 {
 	size_t smax = codec_shard_max(s->codec);
+	struct ssd_fj *jobs = NULL, **tail = &jobs;
 
 	if (s->retry_at && now_ns() < s->retry_at)
 		return;
@@ -569,7 +711,7 @@ static void ssd_pick(struct ssd *s)
 			e = ssd_pick_repair(s);
 		if (!e) {
 			pthread_mutex_unlock(&s->lock);
-			return;
+			break;
 		}
 		j = calloc(1, sizeof(*j));
 		if (j) {
@@ -583,7 +725,7 @@ static void ssd_pick(struct ssd *s)
 				free(j->shard_buf);
 			}
 			free(j);
-			return;                 /* the tick retries */
+			break;                  /* the tick retries */
 		}
 		e->flushing = true;
 		e->pins++;
@@ -599,11 +741,15 @@ static void ssd_pick(struct ssd *s)
 			;
 		s->ctx_busy[c] = true;
 		j->ctx_i = c;
+		j->data = true;
 		for (unsigned i = 0; i < s->k + s->m; i++)
 			j->shards[i] = j->shard_buf + i * smax;
 		s->nflushing++;
-		ssd_fj_start(j);
+		*tail = j;
+		tail = &j->next;
 	}
+	if (jobs)
+		ssd_ig_start(s, jobs);
 }
 
 static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
@@ -614,6 +760,7 @@ static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 	(void)flags;
 	if (s->stopping)
 		return;
+	ssd_rec_run(s);
 	ssd_pick(s);
 	ssd_evict_tick(s);
 	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
@@ -779,15 +926,17 @@ void ssdflush_stop(struct ssd *s)
 
 	s->stopping = true;
 	loop_timer_cancel(&s->loop, &s->ftimer);
-	while ((s->nflushing || s->ftimer.armed) && now_ns() < deadline)
+	while ((s->nflushing || s->nrec || s->ftimer.armed) &&
+	       now_ns() < deadline)
 		loop_run_once(&s->loop, 10ull * 1000000);
 	if (s->pool)
 		ssd_sweep_failed(s);
 	while (s->ngc && now_ns() < deadline)
 		loop_run_once(&s->loop, 10ull * 1000000);
-	if (s->nflushing || s->ngc)
+	if (s->nflushing || s->nrec || s->ngc)
 		log_warn("ssdcache: closing with %u flush(es) and %u deletion(s) "
-			 "unfinished (recovered at the next open)", s->nflushing, s->ngc);
+			 "unfinished (recovered at the next open)",
+			 s->nflushing + s->nrec, s->ngc);
 	if (s->pool) {
 		zdb_pool_close(s->pool);
 		while (!zdb_pool_closed(s->pool))

@@ -36,6 +36,7 @@
 #include "test/lib/check_run.h"
 
 #include <check.h>
+#include <pthread.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1659,6 +1660,267 @@ START_TEST(test_miss_paused)
 }
 END_TEST
 
+/* ------------------------------------------------- flusher groups ---- */
+
+#define GOBJ 8u
+
+static struct objstore *gate_cache;     /* the hook's cache (or NULL) */
+static pthread_mutex_t gate_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t gate_cond = PTHREAD_COND_INITIALIZER;
+static bool gate_closed;
+
+/* Commit hook: once the flusher's first INTENT group is committed, hold
+ * every later commit (already durable) before its waiters complete, until
+ * the gate opens. */
+static void gate_hook(void *arg, uint64_t gen)
+{
+	struct ssdcache_stats st;
+
+	(void)arg;
+	(void)gen;
+	pthread_mutex_lock(&gate_lock);
+	while (gate_closed && gate_cache) {
+		ssdcache_get_stats(gate_cache, &st);
+		if (!st.intent_commits)
+			break;
+		pthread_cond_wait(&gate_cond, &gate_lock);
+	}
+	pthread_mutex_unlock(&gate_lock);
+}
+
+static void gate_open(void)
+{
+	pthread_mutex_lock(&gate_lock);
+	gate_closed = false;
+	pthread_cond_broadcast(&gate_cond);
+	pthread_mutex_unlock(&gate_lock);
+}
+
+static int meta_gated(struct meta **m)
+{
+	struct meta_opts o = { .commit_delay_ns = UINT64_MAX, .hook = gate_hook };
+	char mdir[128];
+
+	snprintf(mdir, sizeof(mdir), "%s/meta", dir);
+	memcpy(o.pool_id, pool_id, 16);
+	return meta_open(mdir, &o, m);
+}
+
+static int cache_par(struct meta *m, bool create, bool fault, struct objstore **out)
+{
+	struct ssdcache_opts o = {
+		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
+		.slot_size = SLOT, .meta = m, .create = create,
+		.pool_cfg = pcfg, .codec = codec, .flush_parallel = GOBJ,
+		.fault_wrap = fault,
+	};
+
+	memcpy(o.pool_id, pool_id, 16);
+	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
+	return ssdcache_open(&o, out);
+}
+
+/* How many objects have a version with all k+m shards on the backends. */
+static unsigned stored_whole(void)
+{
+	unsigned n = 0;
+
+	scan();
+	for (unsigned i = 0; i < npv; i++)
+		n += pv[i].nsh == K + M;
+	return n;
+}
+
+/* Exactly one whole version per object in the pool, equal to want[o] and
+ * to what the cache reads (want given; without, unflushed overwrites may
+ * survive in the cache file, so only the pool's shape is checked). */
+static void check_pool_one(struct objstore *c, uint8_t (*want)[SLOT], const char *when)
+{
+	uint8_t *got = malloc(SLOT), *pool = malloc(SLOT);
+
+	scan();
+	for (uint64_t o = 1; o <= GOBJ; o++) {
+		unsigned n = pool_content(o, pool);
+
+		ck_assert_msg(n == 1, "%s: object %llu has %u versions in the pool",
+			      when, (unsigned long long)o, n);
+		ck_assert_int_eq(do_io(c, OP_READ, o, 0, 0, SLOT, got), 0);
+		if (!want)
+			continue;
+		ck_assert_msg(!memcmp(got, pool, SLOT), "%s: object %llu differs "
+			      "in the pool", when, (unsigned long long)o);
+		ck_assert_msg(!memcmp(got, want[o - 1], SLOT), "%s: object "
+				      "%llu lost its flushed data", when,
+				      (unsigned long long)o);
+	}
+	ck_assert_uint_eq(npv, GOBJ);
+	free(got);
+	free(pool);
+}
+
+/* Child: write every object (want), then (flush) FLUSH it to the SSD,
+ * report on fd and wait for the SIGKILL.  pause: the pool is a blackhole
+ * (the flusher's intents commit, no put ever lands); gated: the commit
+ * hook holds every commit after the first intent group. */
+static void group_child(int fd, uint8_t (*want)[SLOT], bool blackhole, bool gated)
+{
+	struct meta *m;
+	struct objstore *c;
+	char b = 1;
+
+	if (loop_init(&lp, 256) < 0 ||
+	    (gated ? meta_gated(&m) : meta_at(false, &m)) < 0 ||
+	    cache_par(m, false, blackhole, &c) < 0)
+		_exit(3);
+	if (blackhole)
+		pool_pause(c, true);
+	if (gated) {
+		gate_closed = true;
+		gate_cache = c;
+	}
+	for (uint64_t o = 1; o <= GOBJ; o++)
+		if (do_io(c, OP_WRITE, o, 0, 0, SLOT, want[o - 1]))
+			_exit(4);
+	if (!gated && (do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL) || meta_sync(m)))
+		_exit(5);
+	for (int i = 0; blackhole && i < 6000; i++) {
+		struct ssdcache_stats st;
+
+		ssdcache_get_stats(c, &st);
+		if (st.intent_commits)
+			break;                  /* a group's puts are hanging */
+		usleep(10000);
+	}
+	if (write(fd, &b, 1) != 1)
+		_exit(6);
+	for (;;)
+		pause();
+}
+
+static void group_kill(uint8_t (*want)[SLOT], bool blackhole, bool gated,
+		       unsigned wait_whole)
+{
+	int p[2], status;
+	pid_t pid;
+	char b;
+
+	ck_assert_int_eq(pipe(p), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(p[0]);
+		group_child(p[1], want, blackhole, gated);
+	}
+	close(p[1]);
+	ck_assert_int_eq(read(p[0], &b, 1), 1);
+	close(p[0]);
+	for (int i = 0; i < 6000 && stored_whole() < wait_whole; i++)
+		usleep(10000);
+	ck_assert_uint_ge(stored_whole(), wait_whole);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFSIGNALED(status));
+}
+
+/* The flusher's groups: the INTENTs of every object picked together share
+ * one commit, the records of every object whose put is done share one
+ * fdatasync and one commit (commits < objects, through the stats); no
+ * object leaves pool-dirty before the commit of its record completes; a
+ * SIGKILL in the middle of an intent group (shards never written) and in
+ * the middle of a record group (one group committed, its GC not done, the
+ * next staged only) leaves, after reopen and reflush, exactly one version
+ * per object in the pool, equal to the cache. */
+START_TEST(test_flush_groups)
+{
+	uint64_t seed = seed_init("test_flush_groups");
+	uint8_t (*want)[SLOT] = malloc(GOBJ * SLOT), (*want2)[SLOT] = malloc(GOBJ * SLOT);
+	struct ssdcache_stats st;
+	struct meta *m;
+	struct objstore *c;
+
+	(void)seed;
+	for (unsigned i = 0; i < GOBJ; i++) {
+		fill(want[i], SLOT);
+		fill(want2[i], SLOT);
+	}
+	ck_assert_int_eq(meta_at(true, &m), 0);
+	ck_assert_int_eq(cache_par(m, true, false, &c), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+
+	/* 1. killed with every object FLUSHed to the SSD, intents committed,
+	 * no put landed */
+	group_kill(want, true, false, 0);
+
+	/* 2. reopen: the GOBJ objects are picked together (one INTENT
+	 * commit); with the commits after it held, every put lands and no
+	 * object is flushed yet; released, the records commit in at most two
+	 * groups */
+	gate_closed = true;
+	ck_assert_int_eq(meta_gated(&m), 0);
+	ck_assert_int_eq(cache_par(m, false, false, &c), 0);
+	pthread_mutex_lock(&gate_lock);
+	gate_cache = c;
+	pthread_mutex_unlock(&gate_lock);
+	for (int i = 0; i < 6000 && stored_whole() < GOBJ; i++)
+		usleep(10000);
+	ck_assert_uint_eq(stored_whole(), GOBJ);
+	usleep(100000);                 /* the puts' completions run */
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_ge(st.intents_recovered, 1);
+	ck_assert_uint_eq(st.flushed, 0);
+	ck_assert_uint_eq(st.pool_dirty, GOBJ);
+	ck_assert_uint_eq(st.intent_commits, 1);
+	gate_open();
+	for (int i = 0; i < 6000; i++) {
+		ssdcache_get_stats(c, &st);
+		if (!st.pool_dirty)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_uint_eq(st.flushed, GOBJ);
+	ck_assert_uint_eq(st.flush_errors, 0);
+	ck_assert_uint_eq(st.intent_commits, 1);
+	ck_assert_msg(st.record_commits >= 1 && st.record_commits <= 2,
+		      "%llu record commits for %u objects",
+		      (unsigned long long)st.record_commits, GOBJ);
+	check_pool_one(c, want, "after the intent-group crash");
+	pthread_mutex_lock(&gate_lock);
+	gate_cache = NULL;
+	pthread_mutex_unlock(&gate_lock);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+
+	/* 3. killed while a record group's commit is held (its GC not run)
+	 * and the next group is staged only: overwrites, no FLUSH */
+	group_kill(want2, false, true, GOBJ + 1);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	ck_assert_int_eq(cache_par(m, false, false, &c), 0);
+	for (int i = 0; i < 6000; i++) {
+		ssdcache_get_stats(c, &st);
+		if (!st.pool_dirty && !st.repair_pending)
+			break;
+		usleep(10000);
+	}
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	usleep(200000);                 /* GC of recovered versions */
+	ck_assert_int_eq(do_io(c, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(meta_sync(m), 0);
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	ck_assert_int_eq(meta_at(false, &m), 0);
+	ck_assert_int_eq(cache_par(m, false, false, &c), 0);
+	usleep(100000);
+	check_pool_one(c, NULL, "after the record-group crash");
+	objstore_close(c);
+	ck_assert_int_eq(meta_close(m), 0);
+	scan_free();
+	free(want);
+	free(want2);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -1680,6 +1942,7 @@ int main(void)
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_miss_paused);
+	tcase_add_test(tc, test_flush_groups);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
