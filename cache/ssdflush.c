@@ -4,25 +4,49 @@
  * own thread, whose loop owns the zdb pool (zdb.h: a pool belongs to one
  * loop); reactors only post a kick (ssdflush_kick).
  *
- * One object's flush (a "job"; at most flush_parallel at once, each with its
- * own codec context, so memory is bounded):
+ * One object's flush is a "job"; jobs move through the pipeline in
+ * groups, so the per-object cost is the data work (read, encode, put),
+ * not an fsync:
  *
- *   pick a pool-dirty entry (pinned; gen = its last write's gen)
- *   → INTENT: version = meta_alloc_id, stage intents[version] = {INTENT,
- *     obj}, meta commit (the version never leaves the store before a commit
- *     covers its id: DESIGN's nonce/key uniqueness)
- *   → read the whole object from the cache (blocks never written come from
- *     the base chain, as any read)
- *   → codec_encode on the workq (an all-zero chunk is a HOLE: no shards)
- *   → zdb_pool_put_chunk: k+m shards on distinct backends
- *   → the entry's pool record {version, placement, packed codec meta} and
- *     pool_gen = gen go into its index record, staged by an internal FLUSH
- *     (fdatasync first, as every index change) in ONE section with
- *     del intents[version] and intents[old version] = {GARBAGE, placement}
- *   → meta commit → the old version's shards are deleted (GC), then its
- *     intent record
- *   → the entry leaves the pool-dirty list unless written since (its
- *     dirty_gen moved past gen: per-object generation, not a flag).
+ *   pick: every pool-dirty entry (then repair entry) that fits in the free
+ *     data slots (flush_parallel, default 8) becomes a job (pinned, gen =
+ *     its last write's gen, with its own buffers and codec context)
+ *   → INTENT group: ONE meta section reserves a version for each job
+ *     (meta_alloc_id) and stages intents[version] = {INTENT, obj, old
+ *     version}; ONE meta commit covers them all (no version leaves the
+ *     node before a commit covers its id: DESIGN's nonce/key uniqueness)
+ *   → per job, as soon as its group is committed: read the whole object
+ *     from the cache (blocks never written come from the base chain, as
+ *     any read) → codec_encode on the workq (2 workers; an all-zero chunk
+ *     is a HOLE: no shards) → zdb_pool_put_chunk: k+m shards on distinct
+ *     backends
+ *   → put done: the job's record {version, placement, packed codec meta}
+ *     is computed, its buffers, codec context and data slot are released
+ *     (the next pick starts at once: reads, encodes and puts of new jobs
+ *     overlap the commits of old ones) and it joins the record queue
+ *   → record group: when no group is being committed, every queued job
+ *     forms one: its entries get their pool records and pool_gen = gen,
+ *     and ONE internal FLUSH (one fdatasync, as every index change, with
+ *     all their records forced into its snapshot) stages them in ONE
+ *     section with, per job, del intents[version] and intents[old
+ *     version] = {GARBAGE, placement}; ONE meta commit.  Jobs whose put
+ *     finishes meanwhile form the next group when this one is committed
+ *     (group commit: the busier the flusher, the larger the groups)
+ *   → per job, after that commit: the old version's shards are deleted
+ *     (GC), then its intent record; the entry leaves the pool-dirty list
+ *     unless written since (its dirty_gen moved past gen: per-object
+ *     generation, not a flag).  A failed commit flushes the group's
+ *     objects again (the staged changes stay for the next commit; the
+ *     old versions are collected from their GARBAGE intents at the next
+ *     open).
+ *
+ * Memory is bounded by flush_parallel: each job in its data phase holds
+ * one object (slot_size), k+m shard buffers and a codec context (about
+ * 2 x slot_size + m + 1 shards); a job waiting for its record holds a
+ * few KiB.  8 in the data phase keeps both workq workers encoding while
+ * the puts of the others are on the wire (1 MiB objects: about 40 MiB).
+ * Stats: intent_commits and record_commits (each covering one or more
+ * versions) against flushed.
  *
  * Degraded writes and repair.  With fewer than k+m usable backends (but
  * at least min_shards) a put stores only some shards and says so
