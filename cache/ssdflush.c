@@ -318,7 +318,11 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 				pp = &(*pp)->pnext;
 			*pp = e->pnext;
 			e->on_pdirty = false;
-			ssd_tok_release(s, e);
+			/* a write in its data phase makes it pool-dirty again
+			 * with the token it counted on (else one more than
+			 * dirty_max); a failed one gives it back */
+			if (!e->writing)
+				ssd_tok_release(s, e);
 		} else {
 			e->first_dirty = j->gen + 1;
 		}
