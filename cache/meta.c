@@ -392,34 +392,33 @@ static void meta_txn_put(struct meta_txn *t)
 	pthread_mutex_unlock(&m->pool_lock);
 }
 
-struct meta_txn *meta_rbegin(struct meta *m)
+/* Take m's lock (shared, or exclusive to write) and a pooled section. */
+static struct meta_txn *meta_begin(struct meta *m, bool write)
 {
 	struct meta_txn *t;
 
-	pthread_rwlock_rdlock(&m->rw);
+	if (write)
+		pthread_rwlock_wrlock(&m->rw);
+	else
+		pthread_rwlock_rdlock(&m->rw);
 	t = meta_txn_get(m);
 	if (!t) {
 		pthread_rwlock_unlock(&m->rw);
 		return NULL;
 	}
-	t->write = false;
+	t->write = write;
 	meta_cur = t;
 	return t;
 }
 
+struct meta_txn *meta_rbegin(struct meta *m)
+{
+	return meta_begin(m, false);
+}
+
 struct meta_txn *meta_wbegin(struct meta *m)
 {
-	struct meta_txn *t;
-
-	pthread_rwlock_wrlock(&m->rw);
-	t = meta_txn_get(m);
-	if (!t) {
-		pthread_rwlock_unlock(&m->rw);
-		return NULL;
-	}
-	t->write = true;
-	meta_cur = t;
-	return t;
+	return meta_begin(m, true);
 }
 
 struct meta_txn *meta_thread_txn(struct meta *m)
