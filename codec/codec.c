@@ -135,7 +135,6 @@
 #include <openssl/evp.h>
 #include <openssl/params.h>
 #include <sodium.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,52 +301,38 @@ struct codec_ctx {
 	uint64_t dt_clock;
 };
 
-static void errmsg(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void errmsg(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || !errlen)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 int codec_params_check(const struct codec_params *p, char *err, size_t errlen)
 {
 	uint32_t S;
 
 	if (p->k < 1 || p->k > CODEC_MAX_K) {
-		errmsg(err, errlen, "k = %u: data shards must be 1..%d", p->k, CODEC_MAX_K);
+		codec_errmsg(err, errlen, "k = %u: data shards must be 1..%d", p->k, CODEC_MAX_K);
 		return -EINVAL;
 	}
 	if (p->m > CODEC_MAX_M) {
-		errmsg(err, errlen, "m = %u: parity shards must be 0..%d", p->m, CODEC_MAX_M);
+		codec_errmsg(err, errlen, "m = %u: parity shards must be 0..%d", p->m, CODEC_MAX_M);
 		return -EINVAL;
 	}
 	if (!IS_POW2(p->max_chunk) || p->max_chunk < CODEC_MIN_CHUNK ||
 	    p->max_chunk > CODEC_MAX_CHUNK) {
-		errmsg(err, errlen, "chunk size %u: must be a power of two from 64 KiB to 8 MiB",
-		       p->max_chunk);
+		codec_errmsg(err, errlen, "chunk size %u: must be a power of two from 64 KiB to 8 MiB",
+		             p->max_chunk);
 		return -EINVAL;
 	}
 	if ((unsigned)p->compress > CODEC_COMPRESS_ZSTD) {
-		errmsg(err, errlen, "compression %d: must be none, lz4 or zstd", p->compress);
+		codec_errmsg(err, errlen, "compression %d: must be none, lz4 or zstd", p->compress);
 		return -EINVAL;
 	}
 	if (p->zstd_level < 0 || p->zstd_level > ZSTD_maxCLevel()) {
-		errmsg(err, errlen, "zstd level %d: must be 0..%d", p->zstd_level,
-		       ZSTD_maxCLevel());
+		codec_errmsg(err, errlen, "zstd level %d: must be 0..%d", p->zstd_level,
+		             ZSTD_maxCLevel());
 		return -EINVAL;
 	}
 	S = body_len_for(p->max_chunk, p->k);
 	if (record_len(S, p->k, p->k + p->m) > CODEC_MAX_RECORD) {
-		errmsg(err, errlen, "chunk size %u with k = %u gives shards of %zu bytes, over "
-		       "zdb's limit of %u: use a larger k or a smaller chunk", p->max_chunk,
-		       p->k, record_len(S, p->k, p->k + p->m), CODEC_MAX_RECORD);
+		codec_errmsg(err, errlen, "chunk size %u with k = %u gives shards of %zu bytes, over "
+		             "zdb's limit of %u: use a larger k or a smaller chunk", p->max_chunk,
+		             p->k, record_len(S, p->k, p->k + p->m), CODEC_MAX_RECORD);
 		return -EINVAL;
 	}
 	return 0;
@@ -370,7 +355,7 @@ int codec_new(const struct codec_params *p, const struct codec_key *key,
 	c->smax = body_len_for(p->max_chunk, p->k);
 	r = codec_key_from_bytes(key->raw, &c->key);
 	if (r < 0) {
-		errmsg(err, errlen, "cannot allocate locked memory for the key");
+		codec_errmsg(err, errlen, "cannot allocate locked memory for the key");
 		goto fail;
 	}
 	c->enc_matrix = malloc((size_t)(p->k + p->m) * p->k);

@@ -11,6 +11,10 @@ struct codec_key {
 	uint8_t raw[CODEC_KEY_SIZE];
 };
 
+/* Format a message into err (nothing when err is NULL or errlen 0). */
+void codec_errmsg(char *err, size_t errlen, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
 /* libsodium initialised (idempotent, thread-safe); 0 or -EIO. */
 int codec_sodium_init(void);
 

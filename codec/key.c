@@ -29,10 +29,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static void key_err(char *err, size_t errlen, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void key_err(char *err, size_t errlen, const char *fmt, ...)
+void codec_errmsg(char *err, size_t errlen, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -84,13 +81,13 @@ int codec_key_generate(const char *path, char *err, size_t errlen)
 	int fd, r = 0;
 
 	if (codec_sodium_init() < 0) {
-		key_err(err, errlen, "libsodium failed to initialise");
+		codec_errmsg(err, errlen, "libsodium failed to initialise");
 		return -EIO;
 	}
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0) {
 		r = -errno;
-		key_err(err, errlen, "cannot create key file %s: %s", path, strerror(-r));
+		codec_errmsg(err, errlen, "cannot create key file %s: %s", path, strerror(-r));
 		return r;
 	}
 	/* The umask may only remove bits; make sure of 0600 anyway. */
@@ -116,7 +113,7 @@ exit:
 	sodium_memzero(raw, sizeof(raw));
 	close(fd);
 	if (r < 0) {
-		key_err(err, errlen, "cannot write key file %s: %s", path, strerror(-r));
+		codec_errmsg(err, errlen, "cannot write key file %s: %s", path, strerror(-r));
 		unlink(path);
 	}
 	return r;
@@ -134,36 +131,36 @@ int codec_key_load(const char *path, struct codec_key **out, char *err, size_t e
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
 	if (fd < 0) {
 		r = -errno;
-		key_err(err, errlen, "cannot open key file %s: %s%s", path, strerror(-r),
+		codec_errmsg(err, errlen, "cannot open key file %s: %s%s", path, strerror(-r),
 			r == -ELOOP ? " (symbolic links are refused)" : "");
 		return r;
 	}
 	if (fstat(fd, &st) < 0) {
 		r = -errno;
-		key_err(err, errlen, "cannot stat key file %s: %s", path, strerror(-r));
+		codec_errmsg(err, errlen, "cannot stat key file %s: %s", path, strerror(-r));
 		goto exit;
 	}
 	if (!S_ISREG(st.st_mode)) {
 		r = -EINVAL;
-		key_err(err, errlen, "key file %s is not a regular file", path);
+		codec_errmsg(err, errlen, "key file %s is not a regular file", path);
 		goto exit;
 	}
 	if (st.st_mode & 077) {
 		r = -EPERM;
-		key_err(err, errlen, "key file %s is accessible by group/others (mode %04o); "
+		codec_errmsg(err, errlen, "key file %s is accessible by group/others (mode %04o); "
 			"run: chmod 600 %s", path, (unsigned)(st.st_mode & 07777), path);
 		goto exit;
 	}
 	if (st.st_size != CODEC_KEY_SIZE) {
 		r = -EINVAL;
-		key_err(err, errlen, "key file %s has %lld bytes; a pool key is exactly %d "
+		codec_errmsg(err, errlen, "key file %s has %lld bytes; a pool key is exactly %d "
 			"random bytes (create one with the key generator)", path,
 			(long long)st.st_size, CODEC_KEY_SIZE);
 		goto exit;
 	}
 	r = key_alloc(&k);
 	if (r < 0) {
-		key_err(err, errlen, "cannot allocate locked memory for the key");
+		codec_errmsg(err, errlen, "cannot allocate locked memory for the key");
 		goto exit;
 	}
 	while (done < CODEC_KEY_SIZE) {
@@ -173,7 +170,7 @@ int codec_key_load(const char *path, struct codec_key **out, char *err, size_t e
 			continue;
 		if (n <= 0) {
 			r = n < 0 ? -errno : -EINVAL;
-			key_err(err, errlen, "cannot read key file %s: %s", path,
+			codec_errmsg(err, errlen, "cannot read key file %s: %s", path,
 				n < 0 ? strerror(-r) : "file shrank while reading");
 			goto exit;
 		}
@@ -182,7 +179,7 @@ int codec_key_load(const char *path, struct codec_key **out, char *err, size_t e
 	/* The file may have grown between fstat and read. */
 	if (read(fd, &extra, 1) != 0) {
 		r = -EINVAL;
-		key_err(err, errlen, "key file %s changed while reading", path);
+		codec_errmsg(err, errlen, "key file %s changed while reading", path);
 		goto exit;
 	}
 	*out = k;
