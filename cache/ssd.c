@@ -429,7 +429,7 @@ static bool ssd_forgettable(const struct ssd *s, const struct ssd_ent *e)
 {
 	return s->pool_mode && !e->dropped && e->slot == SSD_NOSLOT &&
 	       e->from_pool && !e->bent && e->prec.version && !e->pins &&
-	       !e->deps && !e->on_pdirty && !e->flushing && !e->on_dirty &&
+	       !e->deps && !e->odeps && !e->obent && !e->on_pdirty && !e->flushing && !e->on_dirty &&
 	       !e->fetching && !e->fwait && !e->dirty_tok && !e->on_repair &&
 	       e->staged_ver;
 }
@@ -446,8 +446,8 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 		free(e);
 		return;
 	}
-	while (e && e->dropped && !e->deps && !e->pins) {
-		struct ssd_ent *b = e->bent;
+	while (e && e->dropped && !e->deps && !e->odeps && !e->pins) {
+		struct ssd_ent *b = e->bent, *ob = e->obent;
 
 		ssd_unlink(s, e);
 		q_remove(s, e);
@@ -489,10 +489,52 @@ static void ssd_maybe_free(struct ssd *s, struct ssd_ent *e)
 			s->ndels = 0;
 		}
 		free(e);
+		if (ob) {
+			/* e's record goes (staged or queued) before ob's */
+			ob->odeps--;
+			ssd_maybe_free(s, ob);
+		}
 		if (b)
 			b->deps--;
 		e = b;
 	}
+}
+
+/* lock held: d stops reading through its base (every block its own, or
+ * detached).  The base stays held (obent) until a record of d without it
+ * is staged: otherwise a dropped base's record could be deleted while d's
+ * committed record still names it, and after a crash d's blocks whose
+ * valid bits were not yet committed would read as zeros. */
+static void ssd_base_unlink(struct ssd *s, struct ssd_ent *d)
+{
+	struct ssd_ent *b = d->bent;
+
+	d->bent = NULL;
+	d->base = 0;
+	ssd_mark_dirty(s, d);
+	if (!b)
+		return;
+	b->deps--;
+	if (d->obent) {                 /* not expected: one base per life */
+		d->obent->odeps--;
+		ssd_maybe_free(s, d->obent);
+	}
+	d->obent = b;
+	d->obent_ver = d->ver;
+	b->odeps++;
+}
+
+/* lock held: a record of d at version ver (or none: evicted, base 0) is
+ * staged; the former base it no longer names may go. */
+static void ssd_obent_release(struct ssd *s, struct ssd_ent *d, uint64_t ver)
+{
+	struct ssd_ent *b = d->obent;
+
+	if (!b || ver < d->obent_ver)
+		return;
+	d->obent = NULL;
+	b->odeps--;
+	ssd_maybe_free(s, b);
 }
 
 void ssd_unpin(struct ssd *s, struct ssd_ent *e)
@@ -1056,15 +1098,9 @@ static void ssd_write_complete(struct ssd_req *r)
 			bit_set(e->valid, b);
 		for (b = 0; b < s->nblk && all; b++)
 			all = bit_get(e->valid, b);
-		if (all && e->bent) {
+		if (all && e->bent)
 			/* every block is its own: the base is no longer needed */
-			struct ssd_ent *old = e->bent;
-
-			e->bent = NULL;
-			e->base = 0;
-			old->deps--;
-			ssd_maybe_free(s, old);
-		}
+			ssd_base_unlink(s, e);
 		ssd_mark_dirty(s, e);
 		if (s->pool_mode)
 			ssd_pool_dirty(s, e);
@@ -1311,11 +1347,8 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 	for (i = 0; i < nd; i++) {
 		d = ds[i];
 		if (s->pool_mode && d->prec.version) {
-			d->bent = NULL;
-			d->base = 0;
 			d->from_pool = true;
-			e->deps--;
-			ssd_mark_dirty(s, d);
+			ssd_base_unlink(s, d);
 			ds[i] = NULL;
 			continue;
 		}
@@ -1385,11 +1418,8 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 		}
 		d->cowing = false;
 		ssd_mark_dirty(s, d);
-		if (!err && d->bent == e && ssd_all_valid(s, d)) {
-			d->bent = NULL;
-			d->base = 0;
-			e->deps--;
-		}
+		if (!err && d->bent == e && ssd_all_valid(s, d))
+			ssd_base_unlink(s, d);
 	}
 	free(blk);
 	free(ds);
@@ -1650,6 +1680,7 @@ static int ssd_stage(struct ssd *s, struct ssd_req *r)
 			e->staged_ver = ver;
 			e->del_staged = false;  /* the record is back */
 			s->st.index_puts++;
+			ssd_obent_release(s, e, ver);
 		}
 	}
 	pthread_mutex_unlock(&s->lock);
@@ -1946,7 +1977,7 @@ static void ssd_drop(struct objstore *so, uint64_t obj)
 		if (e->dirty_tok)
 			ssd_tok_release(s, e);
 		ssd_repair_set(s, e, false);
-		if (e->deps) {
+		if (e->deps || e->odeps) {
 			ssd_mark_dirty(s, e);   /* retained as a base */
 			if (t)
 				ssd_drop_stage_flag(s, t, e);
@@ -2527,6 +2558,7 @@ void ssd_evict_run(struct ssd *s)
 			b->deps--;
 			ssd_maybe_free(s, b);
 		}
+		ssd_obent_release(s, e, e->ver);
 		ssd_maybe_free(s, e);
 	}
 	pthread_mutex_unlock(&s->lock);

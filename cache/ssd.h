@@ -89,6 +89,10 @@ struct ssd_ent {
 	uint64_t obj, base;
 	uint32_t slot;
 	uint32_t deps;                  /* live entries whose bent is this */
+	uint32_t odeps;                 /* entries whose obent is this */
+	struct ssd_ent *obent;          /* former base, held until a record
+	                                 * without it is staged (ver >= obent_ver) */
+	uint64_t obent_ver;
 	uint32_t pins;                  /* ops in flight that read/write it */
 	bool dropped, on_dirty, rmw;
 	uint64_t ver, staged_ver;       /* record versions: changed / staged */
