@@ -1390,6 +1390,96 @@ START_TEST(test_created_record)
 END_TEST
 
 /*
+ * A dependent that stops needing its base: object 2 (base 1, its first
+ * block written and FLUSHed) gets every block written after vol dropped
+ * object 1, with no FLUSH after.  A crash then must find object 1 still
+ * there: object 2's committed record names it and marks only its first
+ * block valid, so its other blocks read through it (the base's record was
+ * deleted as soon as its last dependent let go: they read zeros).
+ */
+START_TEST(test_base_unlink_crash)
+{
+	struct copts co = { .create = true, .nslots = 16, .local = true };
+	uint8_t *x = malloc(SLOT), *y = malloc(100), *z = malloc(SLOT),
+		*got = malloc(SLOT);
+	struct meta *m;
+	struct objstore *c;
+	pid_t pid;
+	int st;
+
+	seed_init("test_base_unlink_crash");
+	fill(x, SLOT);
+	fill(y, 100);
+	fill(z, SLOT);
+	for (int mode = 0; mode < 2; mode++) {
+		co.local = mode == 0;
+		co.create = true;
+		wipe_store();
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
+				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
+			struct ssdcache_stats st0, st1;
+			struct meta_txn *t;
+
+			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
+			    cache_with(m, &co, &c) ||
+			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
+			    do_flush(c) || meta_sync(m))
+				_exit(1);
+			t = meta_wbegin(m);
+			objstore_write(c, &s.io);       /* as vol does */
+			meta_end(t);
+			while (!s.done)
+				loop_run_once(&lp, 1000000000ull);
+			if (s.io.res || do_flush(c) || meta_sync(m))
+				_exit(2);
+			t = meta_wbegin(m);
+			objstore_drop(c, 1);            /* as vol's commit hook */
+			meta_end(t);
+			if (meta_sync(m))
+				_exit(3);
+			ssdcache_get_stats(c, &st0);
+			if (do_io(c, OP_WRITE, 2, 1, 0, SLOT, z))
+				_exit(4);
+			/* give a deletion of object 1's record the time to
+			 * commit (none must come) */
+			for (int i = 0; i < 50; i++) {
+				run_for(10ull * 1000000);
+				ssdcache_get_stats(c, &st1);
+				if (st1.index_dels > st0.index_dels)
+					break;
+			}
+			if (meta_sync(m))
+				_exit(5);
+			_exit(0);                       /* crash: no FLUSH, no close */
+		}
+		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+		ck_assert(WIFEXITED(st));
+		ck_assert_int_eq(WEXITSTATUS(st), 0);
+		co.create = false;
+		open_store(&co, &m, &c);
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, z, 4096) ||
+			      (!memcmp(got, y, 100) && !memcmp(got + 100, x + 100, 3996)),
+			      "%s: object 2's first block", mode ? "pool" : "local");
+		for (size_t b = 4096; b < SLOT; b += 4096)
+			ck_assert_msg(!memcmp(got + b, z + b, 4096) ||
+				      !memcmp(got + b, x + b, 4096),
+				      "%s: object 2's block %zu is neither its new nor "
+				      "its old content (its base went too early)",
+				      mode ? "pool" : "local", b / 4096);
+		close_store(m, c);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(got);
+}
+END_TEST
+
+/*
  * An object with a pool version, partly valid in its slot, written since
  * (pool-dirty) and reopened: a read fetches its other blocks from the pool
  * and must not overwrite the newer valid ones with the pool's old bytes.
@@ -1938,6 +2028,7 @@ int main(void)
 	tcase_add_test(tc, test_scan_resistance);
 	tcase_add_test(tc, test_dirty_kept);
 	tcase_add_test(tc, test_created_record);
+	tcase_add_test(tc, test_base_unlink_crash);
 	tcase_add_test(tc, test_reopen_partial);
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
