@@ -252,7 +252,9 @@ START_TEST(test_model)
 END_TEST
 
 /* A base dropped while a dependent needs it is retained, across a reopen,
- * and freed once the dependent owns every block. */
+ * and freed once the dependent owns every block and a FLUSH staged its
+ * record without the base (before, a crash would find the record naming
+ * it). */
 START_TEST(test_base_retained)
 {
 	struct meta *m;
@@ -279,8 +281,11 @@ START_TEST(test_base_retained)
 	memcpy(x + 5000, y, 100);
 	ck_assert_int_eq(do_io(ssd, OP_READ, 2, 1, 0, SLOT, r), 0);
 	ck_assert_msg(memcmp(r, x, SLOT) == 0, "dependent lost its base's bytes");
-	/* the dependent takes every block: the base goes */
+	/* the dependent takes every block: the base goes after a FLUSH */
 	ck_assert_int_eq(do_io(ssd, OP_WRITE, 2, 1, 0, SLOT, x), 0);
+	ssdcache_get_stats(ssd, &st);
+	ck_assert_uint_eq(st.slots_used, 2);
+	ck_assert_int_eq(do_io(ssd, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
 	for (int i = 0; i < 1000; i++) {
 		ssdcache_get_stats(ssd, &st);
 		if (st.slots_used == 1)
