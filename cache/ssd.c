@@ -53,7 +53,9 @@
  * dropped object that is still the base of a live one is retained
  * ("dependents" count) and freed when its last dependent is dropped, has
  * every block of its own, or is evicted (an evicted object reads from its
- * pool version, never through its base).  A base's content is fixed for
+ * pool version, never through its base) — in the last two cases only once
+ * the dependent's record without the base is staged (obent), so a crash
+ * never finds a committed record naming a base whose record is gone.  A base's content is fixed for
  * its dependents (the memstore contract: as if copied at creation), but vol
  * may write in place an object some other object was created from; so
  * before a write lands on an entry with dependents, each direct dependent
