@@ -364,6 +364,8 @@ struct ssdcache_stats {
 	uint64_t prefetches;      /* prefetch ops */
 	uint64_t readaheads;      /* misses of a sequential stream that
 	                           * fetched the rest of the object */
+	uint64_t read_fetches;    /* fetches a read started itself (its miss
+	                           * found no prefetch / read-ahead in flight) */
 	uint64_t evictions;       /* objects evicted */
 	uint64_t cow_blocks;      /* blocks copied into dependents before a
 	                           * write to their base landed */

@@ -108,12 +108,21 @@
  * op resolves along the object's chain to a slot (valid bit), zeros, or
  * the pool version of an entry marked from_pool (an evicted object, or a
  * resident one whose base is gone; such an entry has no base link: its
- * pool version holds every block).  Pool blocks are fetched on the cache
+ * pool version holds every block).  Pool blocks are fetched by the cache
  * thread (which owns the pool and the workq): only the data shards that
  * cover them (codec_range_shards; all k+m with a rebuild if one is
- * missing or bad), decoded (AES-GCM per data shard), pwritten into the
- * entry's slot, valid bits set; then the op resolves again on its own loop,
- * the fetched entry pinned by it meanwhile.  One fetch per entry at a time;
+ * missing or bad); then ONE workq job decodes them (AES-GCM per data
+ * shard, with one of SSD_FETCH_PAR codec contexts: at most one busy per
+ * worker) and pwrites the blocks into the entry's slot, so neither the
+ * decryption nor the copy into the page cache runs on the cache thread,
+ * which only moves shards; back on it the valid bits are set (after the
+ * data is in the slot) and the op resolves again on its own loop, the
+ * fetched entry pinned by it meanwhile.  Up to SSD_FETCH_MAX fetches run
+ * at once (FIFO queue behind them), enough to keep the pool's backends
+ * busy with 1 MiB chunks of k shards; memory: each holds the plaintext of
+ * its range and (k+m) shard buffers, so at most SSD_FETCH_MAX x (chunk +
+ * (k+m) x shard) bytes (32 x 2.3 MiB with 1 MiB chunks, k=16 m=4).  One
+ * fetch per entry at a time;
  * concurrent misses wait on it (entry's fwait list).  A fetch the pool
  * cannot serve (backends down, paused, timing out) is retried with backoff
  * (50 ms doubling to 2 s) for 2 minutes before its ops fail -EIO, so a
@@ -129,6 +138,10 @@
  * (a sequential stream, including the first read at offset 0) fetches
  * through the end of the object, so a stream costs one fetch (all k
  * shards at once) per object instead of one per read (stats.readaheads).
+ * Read-ahead ACROSS objects is the daemon's (nbdsrv/export_vol.c: a window
+ * of chunks ahead of a session's sequential stream, prefetched on the warm
+ * thread); stats.read_fetches counts the fetches a read had to start
+ * itself, i.e. the misses no prefetch hid.
  *
  * Eviction (pool mode; local only never evicts): S3-FIFO.  A slot taken
  * enters the small FIFO (10 % of the slots), or the main FIFO when its id
@@ -170,8 +183,8 @@
  * FLUSHed byte read back from the pool).
  *
  * Not done: lock striping of the index (one mutex, short sections),
- * O_DIRECT, read-ahead across objects (the cache does not know which
- * object comes next: vol would have to prefetch it).
+ * O_DIRECT; a read waiting for a fetch is served from the slot afterwards
+ * (a page-cache copy), not from the fetch's buffer.
  */
 #include "cache/ssd.h"
 
@@ -692,8 +705,9 @@ struct ssd_fetch {
 	uint64_t obj, b0, b1;           /* block range */
 	struct ssd_prec prec;
 	bool hole, full;
-	int res;
-	unsigned ctx_i, nsh;
+	int res;                        /* decode result */
+	int wres;                       /* slot write result */
+	unsigned nsh;
 	struct codec_meta cm;
 	uint8_t *plain, *sbuf;
 	uint8_t idx[CODEC_MAX_SHARDS];
@@ -733,6 +747,8 @@ static int ssd_fetch_need(struct ssd *s, struct ssd_req *r, struct ssd_ent *p,
 		f->b1 = b1;
 		p->pins++;
 		p->fetching = true;
+		if (r->kind == SSD_READ)
+			s->st.read_fetches++;
 		if (s->fq_tail)
 			s->fq_tail->next = f;
 		else
@@ -2189,29 +2205,30 @@ static void ssd_fetch_end(struct ssd_fetch *f, int res)
 		loop_post(w->io->loop, &w->msg);
 		w = next;
 	}
-	if (f->plain)
-		s->fctx_busy[f->ctx_i] = false;
+	s->nfetching--;
 	free(f->plain);
 	free(f->sbuf);
 	free(f);
 	ssd_fetch_run(s);
 }
 
-/* Write the fetched blocks that are not valid into the slot (a valid one
- * may be newer than the pool version: a pool-dirty object reopened).  No
- * write runs on the entry meanwhile (ssd_modify_prep), so the bitmap read
- * here stays true until ssd_fetch_end sets the bits. */
-static void ssd_fetch_write(struct ssd_fetch *f)
+/* Worker: write the fetched blocks that are not valid into the slot (a
+ * valid one may be newer than the pool version: a pool-dirty object
+ * reopened).  No write runs on the entry meanwhile (ssd_modify_prep) and
+ * a fetching entry is never evicted, so the bitmap and the slot read here
+ * stay true until ssd_fetch_end sets the bits. */
+static int ssd_fetch_write(struct ssd_fetch *f)
 {
 	struct ssd *s = f->s;
 	struct ssd_ent *e = f->e;
-	uint64_t b = f->b0, run;
+	uint64_t b = f->b0, run, foff;
 	uint8_t *fill = calloc(f->b1 - f->b0, 1);
 	int r = fill ? 0 : -ENOMEM;
 
 	pthread_mutex_lock(&s->lock);
 	for (uint64_t i = f->b0; fill && i < f->b1; i++)
 		fill[i - f->b0] = !bit_get(e->valid, i);
+	foff = slot_off(s, e->slot);
 	pthread_mutex_unlock(&s->lock);
 	while (!r && b < f->b1) {
 		if (!fill[b - f->b0]) {
@@ -2221,23 +2238,69 @@ static void ssd_fetch_write(struct ssd_fetch *f)
 		for (run = b; run < f->b1 && fill[run - f->b0]; run++)
 			;
 		r = ssd_pwrite_all(s->fd, f->plain + (b - f->b0) * SSD_BLK,
-				   (run - b) * SSD_BLK, slot_off(s, e->slot) + b * SSD_BLK);
+				   (run - b) * SSD_BLK, foff + b * SSD_BLK);
 		b = run;
 	}
 	free(fill);
-	ssd_fetch_end(f, r);
+	return r;
 }
 
+/* Worker: a decode context (at most one per worker is ever busy, so the
+ * array never runs out), created on first use. */
+static int ssd_fctx_take(struct ssd *s, struct codec_ctx **x)
+{
+	unsigned c;
+	int r = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (c = 0; c < SSD_FETCH_PAR && s->fctx_busy[c]; c++)
+		;
+	if (c == SSD_FETCH_PAR) {
+		pthread_mutex_unlock(&s->lock);
+		return -EBUSY;
+	}
+	s->fctx_busy[c] = true;
+	pthread_mutex_unlock(&s->lock);
+	if (!s->fctx[c])
+		r = codec_ctx_new(s->codec, &s->fctx[c]);
+	if (r < 0) {
+		pthread_mutex_lock(&s->lock);
+		s->fctx_busy[c] = false;
+		pthread_mutex_unlock(&s->lock);
+		return r;
+	}
+	*x = s->fctx[c];
+	return (int)c;
+}
+
+/* Worker: decode the shards (not for a hole: plain is zeros) and write
+ * the blocks into the slot, both off the cache thread. */
 static void ssd_fetch_decode(struct workq_job *job)
 {
 	struct ssd_fetch *f = container_of(job, struct ssd_fetch, job);
 	struct ssd *s = f->s;
 	struct codec_id id = { .chunk = f->obj, .version = f->prec.version };
+	struct codec_ctx *x;
+	int c;
 
-	memcpy(id.pool, s->pool_id, sizeof(id.pool));
-	f->res = codec_decode_range(s->fctx[f->ctx_i], &id, &f->cm, f->sh, f->lens,
-				    f->b0 * SSD_BLK, (f->b1 - f->b0) * SSD_BLK,
-				    f->plain, NULL);
+	f->res = f->wres = 0;
+	if (!f->hole) {
+		c = ssd_fctx_take(s, &x);
+		if (c < 0) {
+			f->wres = c;
+			return;
+		}
+		memcpy(id.pool, s->pool_id, sizeof(id.pool));
+		f->res = codec_decode_range(x, &id, &f->cm, f->sh, f->lens,
+					    f->b0 * SSD_BLK, (f->b1 - f->b0) * SSD_BLK,
+					    f->plain, NULL);
+		pthread_mutex_lock(&s->lock);
+		s->fctx_busy[c] = false;
+		pthread_mutex_unlock(&s->lock);
+		if (f->res < 0)
+			return;
+	}
+	f->wres = ssd_fetch_write(f);
 }
 
 static void ssd_fetch_decoded(struct workq_job *job)
@@ -2249,11 +2312,15 @@ static void ssd_fetch_decoded(struct workq_job *job)
 		ssd_fetch_get(f);
 		return;
 	}
-	if (f->res < 0) {
-		ssd_fetch_end(f, f->res);
-		return;
-	}
-	ssd_fetch_write(f);
+	ssd_fetch_end(f, f->res < 0 ? f->res : f->wres);
+}
+
+static void ssd_fetch_work(struct ssd_fetch *f)
+{
+	f->job.work = ssd_fetch_decode;
+	f->job.done = ssd_fetch_decoded;
+	f->job.loop = &f->s->loop;
+	workq_submit(&f->s->wq, &f->job);
 }
 
 static void ssd_fetch_retry_fired(struct loop_op *op, int res, uint32_t flags)
@@ -2314,10 +2381,7 @@ static void ssd_fetch_got(struct zdb_chunk_get *op)
 	pthread_mutex_lock(&s->lock);
 	s->st.fetch_shards += got;
 	pthread_mutex_unlock(&s->lock);
-	f->job.work = ssd_fetch_decode;
-	f->job.done = ssd_fetch_decoded;
-	f->job.loop = &s->loop;
-	workq_submit(&s->wq, &f->job);
+	ssd_fetch_work(f);
 }
 
 /* Ask for the data shards covering the range (or, f->full, any k). */
@@ -2363,29 +2427,23 @@ static void ssd_fetch_get(struct ssd_fetch *f)
 		ssd_fetch_retry(f, r);
 }
 
-/* Cache thread: start f (its entry has a slot; a codec context is free). */
+/* Cache thread: start f (its entry has a slot; counted in nfetching). */
 static void ssd_fetch_start(struct ssd_fetch *f)
 {
 	struct ssd *s = f->s;
-	unsigned c;
 
 	pthread_mutex_lock(&s->lock);
 	f->obj = f->e->obj;
 	f->prec = f->e->prec;
 	f->hole = f->e->hole;
 	pthread_mutex_unlock(&s->lock);
-	for (c = 0; s->fctx_busy[c]; c++)
-		;
-	s->fctx_busy[c] = true;
-	f->ctx_i = c;
 	f->plain = calloc(f->b1 - f->b0, SSD_BLK);
 	if (!f->plain) {
-		s->fctx_busy[c] = false;
 		ssd_fetch_end(f, -ENOMEM);
 		return;
 	}
 	if (f->hole) {
-		ssd_fetch_write(f);
+		ssd_fetch_work(f);
 		return;
 	}
 	f->sbuf = malloc(codec_shard_max(s->codec) * (s->k + s->m));
@@ -2399,16 +2457,9 @@ static void ssd_fetch_start(struct ssd_fetch *f)
 
 void ssd_fetch_run(struct ssd *s)
 {
-	for (;;) {
+	while (s->nfetching < SSD_FETCH_MAX) {
 		struct ssd_fetch *f;
-		unsigned c;
 
-		for (c = 0; c < SSD_FETCH_PAR && s->fctx_busy[c]; c++)
-			;
-		if (c == SSD_FETCH_PAR)
-			return;
-		if (!s->fctx[c] && codec_ctx_new(s->codec, &s->fctx[c]) < 0)
-			return;
 		pthread_mutex_lock(&s->lock);
 		f = s->fq_head;
 		if (f) {
@@ -2428,6 +2479,7 @@ void ssd_fetch_run(struct ssd *s)
 		pthread_mutex_unlock(&s->lock);
 		if (!f)
 			return;
+		s->nfetching++;
 		ssd_fetch_start(f);
 	}
 }

@@ -25,7 +25,9 @@
 #define SSD_SKEY_LEN     32u
 #define SSD_BIND_VERSION 1u
 #define SSD_NOSLOT       UINT32_MAX     /* record / entry without a slot */
-#define SSD_FETCH_PAR    4u             /* pool fetches in flight */
+#define SSD_FETCH_MAX    32u            /* pool fetches in flight */
+#define SSD_FETCH_PAR    4u             /* their decode contexts (>= the
+                                         * workq's threads) */
 #define SSD_FLUSH_PAR    8u             /* default flush_parallel: objects
                                          * between pick and put done */
 enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
@@ -216,8 +218,9 @@ struct ssd {
 	struct meta_flush ev_mf;        /* cache thread */
 	uint32_t *ev_slots;             /* cache thread: that batch's slots */
 	size_t ev_n;
-	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* cache thread */
-	bool fctx_busy[SSD_FETCH_PAR];
+	unsigned nfetching;             /* cache thread: fetches started */
+	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* decode contexts (workers) */
+	bool fctx_busy[SSD_FETCH_PAR];  /* under lock */
 	bool discard_dirty;
 };
 

@@ -21,10 +21,17 @@
  * reactor's ring, since export ops must never complete inside the call.
  *
  * Sequential read-ahead: a read that starts where the session's previous
- * read ended extends a streak; from the third one on, the chunks up to
- * EV_RA_CHUNKS past the read's end are prefetched on the warm thread
- * (warm_readahead), each chunk asked for once per streak.  The hit path
- * pays a comparison and, once per chunk crossed, one posted message.
+ * read ended extends a streak; from the second one on, the chunks up to a
+ * window past the read's end are prefetched on the warm thread
+ * (warm_readahead), each chunk asked for once per streak.  The window
+ * starts at EV_RA_CHUNKS chunks and grows by one chunk per chunk the
+ * stream crosses, up to EV_RA_BYTES (at least one chunk): a long stream
+ * keeps about EV_RA_BYTES of fetches ahead of the client, enough to fill
+ * the cache's fetch slots (SSD_FETCH_MAX) and the pool's depth, while a
+ * short one does not fetch far past its end.  Requests go out in batches
+ * of a quarter of the window (one view open and one message per batch,
+ * not per chunk); a read that breaks the streak resets the window.  The
+ * hit path pays a comparison and, once per batch, one posted message.
  *
  * One export per NBD session (the resolver opens one per GO), so a view
  * lives exactly as long as the connection that uses it; `vol rm` of a
@@ -39,6 +46,7 @@
 
 #define EV_RA_CHUNKS 4
 #define EV_RA_STREAK 2
+#define EV_RA_BYTES  (32ull << 20)
 
 struct vol_export {
 	struct export base;             /* first: e->ops */
@@ -47,6 +55,8 @@ struct vol_export {
 	uint64_t chunk;
 	uint64_t next_off;              /* where a sequential read starts */
 	uint64_t ra_end;                /* read-ahead asked for up to here */
+	uint64_t ra_win;                /* window, chunks */
+	uint64_t ra_max;                /* its bound, chunks */
 	unsigned streak;
 };
 
@@ -104,22 +114,27 @@ static uint32_t fua(const struct export_io *io)
 
 static void ev_readahead(struct vol_export *ve, const struct export_io *io)
 {
-	uint64_t end = io->offset + io->length, want;
+	uint64_t end = io->offset + io->length, want, cend, batch;
 
 	if (io->offset != ve->next_off || !io->length) {
 		ve->streak = 0;
 		ve->ra_end = 0;
+		ve->ra_win = MIN(EV_RA_CHUNKS, ve->ra_max);
 		ve->next_off = end;
 		return;
 	}
+	/* chunks crossed by this read grow the window */
+	ve->ra_win = MIN(ve->ra_max, ve->ra_win + end / ve->chunk - io->offset / ve->chunk);
 	ve->next_off = end;
 	if (++ve->streak < EV_RA_STREAK)
 		return;
-	want = MIN(ve->base.size, (end + ve->chunk - 1) / ve->chunk * ve->chunk +
-		   EV_RA_CHUNKS * ve->chunk);
-	if (ve->ra_end < end)
-		ve->ra_end = (end + ve->chunk - 1) / ve->chunk * ve->chunk;
-	if (want >= ve->ra_end + ve->chunk) {
+	cend = (end + ve->chunk - 1) / ve->chunk * ve->chunk;
+	want = MIN(ve->base.size, cend + ve->ra_win * ve->chunk);
+	if (ve->ra_end < cend)
+		ve->ra_end = cend;
+	batch = MAX(1, ve->ra_win / 4) * ve->chunk;
+	if (want >= ve->ra_end + batch ||
+	    (want == ve->base.size && want > ve->ra_end)) {
 		warm_readahead(ve->warm, ve->base.name, ve->ra_end, want - ve->ra_end);
 		ve->ra_end = want;
 	}
@@ -223,6 +238,8 @@ int export_vol_open(struct vol_pool *p, struct warm *warm, const char *spec,
 	ve->base.ops = &vol_export_ops;
 	ve->warm = warm;
 	ve->chunk = vol_view_chunk_size(ve->view);
+	ve->ra_max = MAX(1, EV_RA_BYTES / ve->chunk);
+	ve->ra_win = MIN(EV_RA_CHUNKS, ve->ra_max);
 	ve->base.size = vol_view_size(ve->view);
 	ve->base.pref_block = 4096;
 	ve->base.flags = EXPORT_CAN_EXTENTS | EXPORT_CAN_MULTI_CONN | EXPORT_CAN_CACHE;

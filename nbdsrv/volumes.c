@@ -526,7 +526,7 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(o, "cache", json_pack(
 			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I}",
+			" s:I, s:I, s:I, s:I}",
 			"slot_size", (json_int_t)v->chunk_size,
 			"slots", (json_int_t)st.slots,
 			"slots_used", (json_int_t)st.slots_used,
@@ -550,6 +550,7 @@ json_t *volumes_status(struct volumes *v)
 			"repair_pending", (json_int_t)st.repair_pending,
 			"fetch_shards", (json_int_t)st.fetch_shards,
 			"readaheads", (json_int_t)st.readaheads,
+			"read_fetches", (json_int_t)st.read_fetches,
 			"slot_waits", (json_int_t)st.slot_waits,
 			"cow_blocks", (json_int_t)st.cow_blocks,
 			"intent_commits", (json_int_t)st.intent_commits,

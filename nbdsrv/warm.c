@@ -28,7 +28,9 @@
  * thread opens a view of its own, vol_prefetch()es the range and closes
  * the view.  Its own view, not the session's, so a session may end while
  * its read-ahead is in flight; at most WARM_RA_MAX requests in flight, more
- * are dropped (read-ahead is advisory).  The thread idles in its loop
+ * are dropped (read-ahead is advisory; export_vol.c batches a stream's
+ * chunks, a quarter of its window per request, so WARM_RA_MAX requests
+ * cover several streams' windows).  The thread idles in its loop
  * (polling the job queue every 100 ms) and exits only once no read-ahead
  * is in flight, before the volume pool and the cache close.
  */
@@ -42,7 +44,7 @@
 
 #define WARM_INFLIGHT 4
 #define WARM_KEEP     8
-#define WARM_RA_MAX   8
+#define WARM_RA_MAX   16
 
 enum warm_state { WARM_QUEUED, WARM_RUNNING, WARM_DONE, WARM_FAILED, WARM_STOPPED };
 
