@@ -119,9 +119,11 @@
  * data is in the slot) and the op resolves again on its own loop, the
  * fetched entry pinned by it meanwhile.  Up to SSD_FETCH_MAX fetches run
  * at once (FIFO queue behind them), enough to keep the pool's backends
- * busy with 1 MiB chunks of k shards; memory: each holds the plaintext of
- * its range and (k+m) shard buffers, so at most SSD_FETCH_MAX x (chunk +
- * (k+m) x shard) bytes (32 x 2.3 MiB with 1 MiB chunks, k=16 m=4).  One
+ * busy with 1 MiB chunks of k shards; memory: each holds one buffer, a
+ * slot's plaintext then (k+m) shards, so at most SSD_FETCH_MAX x (chunk +
+ * (k+m) x shard) bytes (32 x 2.3 MiB with 1 MiB chunks, k=16 m=4); the
+ * buffers are reused while fetches run and freed when none does (no
+ * allocation, zeroing or page fault per fetch in a stream of misses).  One
  * fetch per entry at a time;
  * concurrent misses wait on it (entry's fwait list).  A fetch the pool
  * cannot serve (backends down, paused, timing out) is retried with backoff
@@ -2169,6 +2171,14 @@ static void ssd_stage_dels(struct ssd *s)
 
 /* ------------------------------------------------ pool fetch (miss) ---- */
 
+/* Cache thread: free the idle fetch buffers (no fetch runs: a stream of
+ * misses reuses them, an idle cache holds none). */
+static void ssd_fbuf_trim(struct ssd *s)
+{
+	while (s->nfbuf)
+		free(s->fbuf[--s->nfbuf]);
+}
+
 static void ssd_fetch_get(struct ssd_fetch *f);
 
 /* Cache thread: f is over; its waiters resume on their loops. */
@@ -2206,10 +2216,14 @@ static void ssd_fetch_end(struct ssd_fetch *f, int res)
 		w = next;
 	}
 	s->nfetching--;
-	free(f->plain);
-	free(f->sbuf);
+	if (f->plain && s->nfbuf < SSD_FETCH_MAX)
+		s->fbuf[s->nfbuf++] = f->plain;
+	else
+		free(f->plain);
 	free(f);
 	ssd_fetch_run(s);
+	if (!s->nfetching)
+		ssd_fbuf_trim(s);
 }
 
 /* Worker: write the fetched blocks that are not valid into the slot (a
@@ -2437,19 +2451,21 @@ static void ssd_fetch_start(struct ssd_fetch *f)
 	f->prec = f->e->prec;
 	f->hole = f->e->hole;
 	pthread_mutex_unlock(&s->lock);
-	f->plain = calloc(f->b1 - f->b0, SSD_BLK);
+	/* one buffer: the plaintext (a slot) then k+m shards, reused */
+	f->plain = s->nfbuf ? s->fbuf[--s->nfbuf]
+		: malloc(s->slot_size + codec_shard_max(s->codec) * (s->k + s->m));
 	if (!f->plain) {
 		ssd_fetch_end(f, -ENOMEM);
 		return;
 	}
+	f->sbuf = f->plain + s->slot_size;
 	if (f->hole) {
+		memset(f->plain, 0, (f->b1 - f->b0) * SSD_BLK);
 		ssd_fetch_work(f);
 		return;
 	}
-	f->sbuf = malloc(codec_shard_max(s->codec) * (s->k + s->m));
-	if (!f->sbuf || !s->pool ||
-	    codec_meta_unpack(f->prec.meta, f->prec.meta_len, &f->cm) < 0) {
-		ssd_fetch_end(f, f->sbuf ? -EIO : -ENOMEM);
+	if (!s->pool || codec_meta_unpack(f->prec.meta, f->prec.meta_len, &f->cm) < 0) {
+		ssd_fetch_end(f, -EIO);
 		return;
 	}
 	ssd_fetch_get(f);
@@ -2734,6 +2750,7 @@ static void *ssd_thread(void *arg)
 	}
 	for (unsigned i = 0; i < SSD_FETCH_PAR; i++)
 		codec_ctx_free(s->fctx[i]);
+	ssd_fbuf_trim(s);
 	loop_fini(&s->loop);
 	return NULL;
 }

@@ -219,6 +219,8 @@ struct ssd {
 	uint32_t *ev_slots;             /* cache thread: that batch's slots */
 	size_t ev_n;
 	unsigned nfetching;             /* cache thread: fetches started */
+	uint8_t *fbuf[SSD_FETCH_MAX];   /* cache thread: idle fetch buffers */
+	unsigned nfbuf;
 	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* decode contexts (workers) */
 	bool fctx_busy[SSD_FETCH_PAR];  /* under lock */
 	bool discard_dirty;
