@@ -118,14 +118,15 @@
  * which only moves shards; back on it the valid bits are set (after the
  * data is in the slot) and the op resolves again on its own loop, the
  * fetched entry pinned by it meanwhile.  Up to SSD_FETCH_MAX fetches run
- * at once (FIFO queue behind them), enough to keep the pool's backends
- * busy with 1 MiB chunks of k shards; memory: each holds one buffer, a
- * slot's plaintext then (k+m) shards, so at most SSD_FETCH_MAX x (chunk +
- * (k+m) x shard) bytes (32 x 2.3 MiB with 1 MiB chunks, k=16 m=4); the
- * buffers are reused while fetches run and freed when none does (no
- * allocation, zeroing or page fault per fetch in a stream of misses).  One
- * fetch per entry at a time;
- * concurrent misses wait on it (entry's fwait list).  A fetch the pool
+ * at once (FIFO queue behind them): 16 x k shard requests keep the pool's
+ * backends pipelined, while deeper (32) measured slower on 2 busy cores
+ * (more buffers in flight than the CPU caches hold: the shards are cold
+ * when decoded).  Memory: each fetch holds one buffer, a slot's plaintext
+ * then (k+m) shards, so at most SSD_FETCH_MAX x (chunk + (k+m) x shard)
+ * bytes (16 x 2.3 MiB with 1 MiB chunks, k=16 m=4); the buffers are reused
+ * while fetches run and freed when none does (no allocation, zeroing or
+ * page fault per fetch in a stream of misses).  One fetch per entry at a
+ * time; concurrent misses wait on it (entry's fwait list).  A fetch the pool
  * cannot serve (backends down, paused, timing out) is retried with backoff
  * (50 ms doubling to 2 s) for 2 minutes before its ops fail -EIO, so a
  * paused pool makes reads and writes wait, as the flusher does; a version

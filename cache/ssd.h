@@ -25,7 +25,7 @@
 #define SSD_SKEY_LEN     32u
 #define SSD_BIND_VERSION 1u
 #define SSD_NOSLOT       UINT32_MAX     /* record / entry without a slot */
-#define SSD_FETCH_MAX    32u            /* pool fetches in flight */
+#define SSD_FETCH_MAX    16u            /* pool fetches in flight */
 #define SSD_FETCH_PAR    4u             /* their decode contexts (>= the
                                          * workq's threads) */
 #define SSD_FLUSH_PAR    8u             /* default flush_parallel: objects
