@@ -55,17 +55,20 @@
  * every block of its own, or is evicted (an evicted object reads from its
  * pool version, never through its base) — in the last two cases only once
  * the dependent's record without the base is staged (obent), so a crash
- * never finds a committed record naming a base whose record is gone.  A base's content is fixed for
- * its dependents (the memstore contract: as if copied at creation), but vol
- * may write in place an object some other object was created from; so
- * before a write lands on an entry with dependents, each direct dependent
- * that still reads the written blocks through it stops doing so: one with
- * a pool version drops its base link and reads those blocks from its
- * version (which holds them as they were), the others get the blocks
- * copied into their slot (synchronously: a rare path; stats.cow_blocks).
- * The write waits while a dependent is being flushed or written.  Not
- * covered: a read of a dependent already submitted and still in flight
- * when the base write lands may see the new bytes.  An object
+ * never finds a committed record naming a base whose record is gone.  A
+ * base's content is fixed for its dependents (the memstore contract: as
+ * if copied at creation), but vol may write in place an object some other
+ * object was created from; so before a write lands on an entry with
+ * dependents, each direct dependent that still reads the written blocks
+ * through it stops doing so: one with a pool version drops its base link
+ * and reads those blocks from its version (which holds them as they
+ * were), the others get the blocks copied into their slot (synchronously:
+ * a rare path; stats.cow_blocks).  The write waits while a dependent is
+ * being flushed or written, and, when a dependent changed, until an index
+ * flush (fdatasync, stage) and its commit made the change durable
+ * (ssd_dcommit: else a crash would show the dependent the base's new
+ * bytes).  Not covered: a read of a dependent already submitted and still
+ * in flight when the base write lands may see the new bytes.  An object
  * created by a write submitted inside a write section (vol's) has its
  * record {base, no slot, no valid block} staged in that section, so it
  * commits with vol's map entry that names it: after a crash the index
@@ -1328,15 +1331,18 @@ static void ssd_modify_resume(struct ssd_req *r)
  * doing so: one with a pool version reads its blocks not in its slot from
  * that version instead (its base link is dropped: the version holds every
  * block as it was); the others get the blocks copied into their slot.
- * Returns 0 when done (the lock may have been dropped and retaken), 1 when
- * r was queued to wait (a fetch, a free slot, a flush in progress) and
- * resumes through r->resume, or -errno.
+ * Returns 0 when done and nothing changed, 2 when done and a dependent
+ * changed (its record must commit before the write lands: ssd_dcommit),
+ * 1 when r was queued to wait (a fetch, a free slot, a flush in progress)
+ * and resumes through r->resume, or -errno.  The lock may have been
+ * dropped and retaken.
  */
 static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 {
 	struct ssd_ent **ds = NULL, *d;
 	size_t nd = 0, cap = 0, i;
 	uint8_t *blk = NULL;
+	bool changed = false;
 	int err = 0;
 
 	for (i = 0; i < s->nbuckets && e->deps; i++)
@@ -1371,6 +1377,7 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 			d->from_pool = true;
 			ssd_base_unlink(s, d);
 			ds[i] = NULL;
+			changed = true;
 			continue;
 		}
 		for (uint64_t b = r->b0; b < r->b1; b++) {
@@ -1435,17 +1442,91 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 			if (!err) {
 				bit_set(d->valid, b);
 				s->st.cow_blocks++;
+				changed = true;
 			}
 		}
 		d->cowing = false;
 		ssd_mark_dirty(s, d);
-		if (!err && d->bent == e && ssd_all_valid(s, d))
+		if (!err && d->bent == e && ssd_all_valid(s, d)) {
 			ssd_base_unlink(s, d);
+			changed = true;
+		}
 	}
 	free(blk);
 	free(ds);
 	ssd_sw_wake(s);
-	return err;
+	return err ? err : changed ? 2 : 0;
+}
+
+static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
+			 void (*extra)(struct ssd *, struct meta_txn *, void *),
+			 void *arg, bool wt, struct ssd_ent *const *force,
+			 size_t nforce);
+
+/*
+ * Detached dependents commit before the write lands: their records still
+ * name the base and lack the copied blocks until the next FLUSH, and the
+ * base's new bytes reach the file (page cache) at once, so a crash in
+ * between would show the dependents the base's new bytes.  The write
+ * waits for a flush of the index (fdatasync: the copied blocks; stage) and
+ * its commit; other writes to the base wait too (e->dcommit).
+ */
+struct ssd_dcommit {
+	struct objstore_io io;
+	struct meta_flush mf;
+	struct ssd_req *r;
+};
+
+static void ssd_dcommit_end(struct ssd_req *r, int res)
+{
+	struct ssd *s = r->s;
+
+	pthread_mutex_lock(&s->lock);
+	r->ent->dcommit = false;
+	ssd_sw_wake(s);
+	pthread_mutex_unlock(&s->lock);
+	r->fetch_res = res;
+	ssd_modify_resume(r);
+}
+
+static void ssd_dcommit_committed(struct meta_flush *mf, int res)
+{
+	struct ssd_dcommit *dc = container_of(mf, struct ssd_dcommit, mf);
+	struct ssd_req *r = dc->r;
+
+	free(dc);
+	ssd_dcommit_end(r, res < 0 ? -EIO : 0);
+}
+
+static void ssd_dcommit_flushed(struct objstore_io *io, int res)
+{
+	struct ssd_dcommit *dc = container_of(io, struct ssd_dcommit, io);
+
+	if (res < 0) {
+		struct ssd_req *r = dc->r;
+
+		free(dc);
+		ssd_dcommit_end(r, res);
+		return;
+	}
+	dc->mf.loop = io->loop;
+	dc->mf.cb = ssd_dcommit_committed;
+	meta_flush(dc->r->s->meta, &dc->mf);
+}
+
+/* lock NOT held; r->ent->dcommit set by the caller. */
+static void ssd_dcommit_start(struct ssd_req *r)
+{
+	struct ssd_dcommit *dc = calloc(1, sizeof(*dc));
+
+	if (!dc) {
+		ssd_dcommit_end(r, -ENOMEM);
+		return;
+	}
+	dc->r = r;
+	dc->io.loop = r->io->loop;
+	dc->io.cb = ssd_dcommit_flushed;
+	ssd_flush_do(r->s, &dc->io, NULL, NULL, false, NULL, 0);
 }
 
 /*
@@ -1467,8 +1548,9 @@ static void ssd_modify_prep(struct ssd_req *r)
 
 	pthread_mutex_lock(&s->lock);
 	r->passes++;
-	if (e->cowing) {
-		/* a write to its base is copying blocks into it */
+	if (e->cowing || e->dcommit) {
+		/* a write to its base is copying blocks into it, or one to it
+		 * waits for its detached dependents' commit */
 		r->resume = ssd_modify_resume;
 		r->fetch_res = 0;
 		r->wnext = s->sw_head;
@@ -1510,6 +1592,12 @@ static void ssd_modify_prep(struct ssd_req *r)
 	}
 	if (e->deps) {
 		err = ssd_detach_deps(s, r, e);
+		if (err == 2) {
+			e->dcommit = true;
+			pthread_mutex_unlock(&s->lock);
+			ssd_dcommit_start(r);
+			return;
+		}
 		if (err) {
 			pthread_mutex_unlock(&s->lock);
 			if (err < 0)

@@ -118,6 +118,8 @@ struct ssd_ent {
 	uint32_t writing;               /* writes in their data phase */
 	bool cowing;                    /* blocks of its base being copied in */
 	bool del_staged;                /* drop() staged its deletion */
+	bool dcommit;                   /* a write waits for the commit of its
+	                                 * detached dependents' records */
 	uint64_t last_end;              /* end of the last read (sequential
 	                                 * continuations are not re-accesses) */
 	uint64_t valid[];               /* one bit per block */

@@ -1390,6 +1390,78 @@ START_TEST(test_created_record)
 END_TEST
 
 /*
+ * Detach across a crash: object 2 (base 1, its first block written and
+ * FLUSHed) reads blocks 1.. through object 1; object 1 is then written
+ * whole (no FLUSH after) and the child is killed.  Object 2 was never
+ * written there, so it must still read object 1's OLD bytes: the write
+ * waited until object 2's detachment (copied blocks, or its pool version
+ * instead of the base) was committed.
+ */
+START_TEST(test_detach_crash)
+{
+	struct copts co = { .create = true, .nslots = 16, .local = true };
+	uint8_t *x = malloc(SLOT), *y = malloc(100), *z = malloc(SLOT),
+		*got = malloc(SLOT);
+	struct meta *m;
+	struct objstore *c;
+	pid_t pid;
+	int st;
+
+	seed_init("test_detach_crash");
+	fill(x, SLOT);
+	fill(y, 100);
+	fill(z, SLOT);
+	for (int mode = 0; mode < 2; mode++) {
+		co.local = mode == 0;
+		co.create = true;
+		wipe_store();
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
+				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
+			struct meta_txn *t;
+
+			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
+			    cache_with(m, &co, &c) ||
+			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
+			    do_flush(c) || meta_sync(m))
+				_exit(1);
+			t = meta_wbegin(m);
+			objstore_write(c, &s.io);
+			meta_end(t);
+			while (!s.done)
+				loop_run_once(&lp, 1000000000ull);
+			if (s.io.res || do_flush(c) || meta_sync(m))
+				_exit(2);
+			if (do_io(c, OP_WRITE, 1, 0, 0, SLOT, z))
+				_exit(4);
+			run_for(100ull * 1000000);      /* let a commit run */
+			if (meta_sync(m))
+				_exit(5);
+			_exit(0);
+		}
+		ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+		ck_assert(WIFEXITED(st));
+		ck_assert_int_eq(WEXITSTATUS(st), 0);
+		co.create = false;
+		open_store(&co, &m, &c);
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
+		for (size_t b = 4096; b < SLOT; b += 4096)
+			ck_assert_msg(!memcmp(got + b, x + b, 4096),
+				      "%s: object 2's block %zu changed (%s)",
+				      mode ? "pool" : "local", b / 4096,
+				      !memcmp(got + b, z + b, 4096) ? "base's new bytes" : "other");
+		close_store(m, c);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(got);
+}
+END_TEST
+
+/*
  * A dependent that stops needing its base: object 2 (base 1, its first
  * block written and FLUSHed) gets every block written after vol dropped
  * object 1, with no FLUSH after.  A crash then must find object 1 still
@@ -2033,6 +2105,7 @@ int main(void)
 	tcase_add_test(tc, test_scan_resistance);
 	tcase_add_test(tc, test_dirty_kept);
 	tcase_add_test(tc, test_created_record);
+	tcase_add_test(tc, test_detach_crash);
 	tcase_add_test(tc, test_base_unlink_crash);
 	tcase_add_test(tc, test_reopen_partial);
 	tcase_add_test(tc, test_miss_concurrent);
