@@ -190,7 +190,7 @@
  *
  * Not done: lock striping of the index (one mutex, short sections),
  * O_DIRECT; a read waiting for a fetch is served from the slot afterwards
- * (a page-cache copy), not from the fetch's buffer.
+ * (a page-cache copy), not decrypted straight into its buffer.
  */
 #include "cache/ssd.h"
 
