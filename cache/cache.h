@@ -308,7 +308,7 @@ struct ssdcache_opts {
 	                           * the raw key): shard keys are a keyed hash
 	                           * of (pool id, version, shard) under it */
 	bool writethrough;        /* FLUSH waits for the pool commit */
-	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 8 */
+	unsigned flush_parallel;  /* objects in flight to the pool; 0 = 16 */
 	uint64_t dirty_max;       /* objects not yet in the pool before new
 	                           * writes wait (backpressure); 0 = half the
 	                           * slots */

@@ -28,8 +28,10 @@
 #define SSD_FETCH_MAX    16u            /* pool fetches in flight */
 #define SSD_FETCH_PAR    4u             /* their decode contexts (>= the
                                          * workq's threads) */
-#define SSD_FLUSH_PAR    8u             /* default flush_parallel: objects
+#define SSD_FLUSH_PAR    16u            /* default flush_parallel: objects
                                          * between pick and put done */
+#define SSD_ENC_CTX      4u             /* flusher codec contexts (encodes
+                                         * queued or running; 2 workers) */
 enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
 
 struct ssd_hdr {
@@ -177,8 +179,10 @@ struct ssd {
 	struct zdb_pool *pool;
 	struct workq wq;
 	bool wq_started;
-	struct codec_ctx **ctxs;        /* one per flush in flight */
+	struct codec_ctx **ctxs;        /* nctx, one per encode in flight */
 	bool *ctx_busy;
+	unsigned nctx;
+	struct ssd_fj *encq, *encq_tail; /* read, waiting for a context */
 	unsigned flush_par, nflushing;  /* nflushing: jobs before put done */
 	struct ssd_fj *recq;            /* puts done, records not yet staged */
 	bool rec_busy;                  /* a record group is being committed */

@@ -9,21 +9,24 @@
  * not an fsync:
  *
  *   pick: every pool-dirty entry (then repair entry) that fits in the free
- *     data slots (flush_parallel, default 8) becomes a job (pinned, gen =
- *     its last write's gen, with its own buffers and codec context)
+ *     data slots (flush_parallel, default 16) becomes a job (pinned, gen =
+ *     its last write's gen, with an object buffer and k+m shard buffers)
  *   → INTENT group: ONE meta section reserves a version for each job
  *     (meta_alloc_id) and stages intents[version] = {INTENT, obj, old
- *     version}; ONE meta commit covers them all (no version leaves the
- *     node before a commit covers its id: DESIGN's nonce/key uniqueness)
- *   → per job, as soon as its group is committed: read the whole object
- *     from the cache (blocks never written come from the base chain, as
- *     any read) → codec_encode on the workq (2 workers; an all-zero chunk
- *     is a HOLE: no shards) → zdb_pool_put_chunk: k+m shards on distinct
- *     backends
+ *     version}; ONE meta commit covers them all
+ *   → meanwhile, per job: read the whole object from the cache (blocks
+ *     never written come from the base chain, as any read) → codec_encode
+ *     on the workq (2 workers) with one of SSD_ENC_CTX (4) codec contexts,
+ *     jobs waiting for one in FIFO order; the object buffer is freed
+ *   → encoded AND its group committed (a job that finishes first parks:
+ *     no version leaves the node before a commit covers its id, DESIGN's
+ *     nonce/key uniqueness; a job never ends before its group's commit
+ *     completes): zdb_pool_put_chunk, k+m shards on distinct backends (an
+ *     all-zero chunk is a HOLE: no shards, straight to its record)
  *   → put done: the job's record {version, placement, packed codec meta}
- *     is computed, its buffers, codec context and data slot are released
- *     (the next pick starts at once: reads, encodes and puts of new jobs
- *     overlap the commits of old ones) and it joins the record queue
+ *     is computed, its shard buffers and data slot are released (the next
+ *     pick starts at once: reads, encodes and puts of new jobs overlap the
+ *     commits of old ones) and it joins the record queue
  *   → record group: when no group is being committed, every queued job
  *     forms one: its entries get their pool records and pool_gen = gen,
  *     and ONE internal FLUSH (one fdatasync, as every index change, with
@@ -40,11 +43,17 @@
  *     old versions are collected from their GARBAGE intents at the next
  *     open).
  *
- * Memory is bounded by flush_parallel: each job in its data phase holds
- * one object (slot_size), k+m shard buffers and a codec context (about
- * 2 x slot_size + m + 1 shards); a job waiting for its record holds a
- * few KiB.  8 in the data phase keeps both workq workers encoding while
- * the puts of the others are on the wire (1 MiB objects: about 40 MiB).
+ * Memory is bounded by configuration: a job in its data phase holds at
+ * most one object (slot_size, until encoded) and k+m shard buffers
+ * (about (k+m)/k x slot_size, until its put is done); a job waiting for
+ * its record holds a few KiB; the 4 codec contexts about 2 x slot_size +
+ * (m+1) shards each.  1 MiB objects, k=16 m=4, 16 jobs: at most ~45 MiB.
+ * 16 jobs keep 320 shard PUTs in flight (k+m = 20 each), the depth at
+ * which `bench pool` reaches the servers' rate; 4 contexts keep both
+ * workers encoding while reads complete.  Why groups: a put takes tens
+ * of ms on a loaded pool and the commits a few ms each, so one INTENT
+ * commit + one fdatasync + one record commit per object (the first
+ * version of this file, 4 jobs) capped the drain at ~100-190 MiB/s.
  * Stats: intent_commits and record_commits (each covering one or more
  * versions) against flushed.
  *
@@ -66,8 +75,11 @@
  * missing shard's key on every backend (best effort: a timed-out SET may
  * still land).  Stats: degraded_writes, repairs, repair_pending.
  *
- * Crash safety.  A crash between the shard writes and the commit leaves an
- * INTENT whose version the object's committed record does not name: at
+ * Crash safety.  A group's intents land in one transaction, as do a
+ * group's records with their intents' deletions and GARBAGE records: a
+ * crash keeps all of a group or none.  A crash between the shard writes
+ * and the commit leaves an INTENT whose version the object's committed
+ * record does not name: at
  * open its k+m keys are deleted from every backend (placement is not known
  * before the put; DEL of a missing key is success), so no orphan survives.
  * GARBAGE records left by a crash are deleted the same way with their
@@ -111,9 +123,13 @@ struct ssd_fj {
 	uint64_t obj, base, gen, version;
 	struct ssd_prec old;
 	struct ssd_prec newp;           /* the record once the put is done */
-	unsigned ctx_i;
-	bool data;                      /* holds buffers, ctxs[ctx_i] and one
-	                                 * of flush_par slots */
+	struct ssd_fj *qnext;           /* waiting for a codec context */
+	unsigned ctx_i;                 /* ctxs[ctx_i] while encoding */
+	bool data;                      /* holds buffers and one of
+	                                 * flush_par data slots */
+	bool wait_intent;               /* its INTENT group is not committed */
+	bool parked;                    /* encoded (or failed): waits for it */
+	int intent_res;
 	bool in_rec;                    /* past its put (counted in nrec) */
 	bool repair;                    /* e's version was degraded at pick */
 	bool degraded;                  /* the put stored fewer than k+m */
@@ -285,7 +301,6 @@ static void ssd_fj_release(struct ssd_fj *j)
 	if (!j->data)
 		return;
 	j->data = false;
-	s->ctx_busy[j->ctx_i] = false;
 	s->nflushing--;
 	free(j->plain);
 	free(j->shard_buf);
@@ -555,13 +570,17 @@ static void ssd_fj_encode(struct workq_job *job)
 				  j->shards, j->lens, &j->cm);
 }
 
-static void ssd_fj_encoded(struct workq_job *job)
+/* Encoded (or failed) and its INTENT committed: put (or record a hole). */
+static void ssd_fj_go(struct ssd_fj *j)
 {
-	struct ssd_fj *j = container_of(job, struct ssd_fj, job);
 	struct ssd *s = j->s;
 	unsigned i, n = s->k + s->m;
 	int r;
 
+	if (j->intent_res < 0) {
+		ssd_fj_fail(j, -EIO);
+		return;
+	}
 	if (j->enc_res < 0) {
 		ssd_fj_fail(j, j->enc_res);
 		return;
@@ -588,18 +607,72 @@ static void ssd_fj_encoded(struct workq_job *job)
 		ssd_fj_fail(j, r);
 }
 
+/* The encode (or read) is over: the job waits for its INTENT commit if
+ * that is still running (a version never leaves the node before). */
+static void ssd_fj_park(struct ssd_fj *j)
+{
+	j->parked = true;
+	if (!j->wait_intent)
+		ssd_fj_go(j);
+}
+
+static void ssd_enc_start(struct ssd_fj *j, unsigned c);
+
+static void ssd_fj_encoded(struct workq_job *job)
+{
+	struct ssd_fj *j = container_of(job, struct ssd_fj, job);
+	struct ssd *s = j->s;
+	struct ssd_fj *w = s->encq;
+
+	/* its context goes to the next job waiting for one */
+	if (w) {
+		s->encq = w->qnext;
+		if (!s->encq)
+			s->encq_tail = NULL;
+		ssd_enc_start(w, j->ctx_i);
+	} else {
+		s->ctx_busy[j->ctx_i] = false;
+	}
+	free(j->plain);
+	j->plain = NULL;
+	ssd_fj_park(j);
+}
+
+static void ssd_enc_start(struct ssd_fj *j, unsigned c)
+{
+	struct ssd *s = j->s;
+
+	s->ctx_busy[c] = true;
+	j->ctx_i = c;
+	j->job.work = ssd_fj_encode;
+	j->job.done = ssd_fj_encoded;
+	j->job.loop = &s->loop;
+	workq_submit(&s->wq, &j->job);
+}
+
 static void ssd_fj_read_done(struct objstore_io *io, int res)
 {
 	struct ssd_fj *j = container_of(io, struct ssd_fj, io);
+	struct ssd *s = j->s;
+	unsigned c;
 
 	if (res < 0) {
-		ssd_fj_fail(j, res);
+		j->enc_res = res;
+		ssd_fj_park(j);
 		return;
 	}
-	j->job.work = ssd_fj_encode;
-	j->job.done = ssd_fj_encoded;
-	j->job.loop = &j->s->loop;
-	workq_submit(&j->s->wq, &j->job);
+	for (c = 0; c < s->nctx && s->ctx_busy[c]; c++)
+		;
+	if (c < s->nctx) {
+		ssd_enc_start(j, c);
+		return;
+	}
+	j->qnext = NULL;
+	if (s->encq_tail)
+		s->encq_tail->qnext = j;
+	else
+		s->encq = j;
+	s->encq_tail = j;
 }
 
 static void ssd_fj_read(struct ssd_fj *j)
@@ -630,19 +703,17 @@ static void ssd_ig_done(struct meta_flush *f, int res)
 	for (j = g->jobs; j; j = next) {
 		next = j->next;
 		j->next = NULL;
-		if (res < 0)
-			ssd_fj_end(j, -EIO);
-		else
-			ssd_fj_read(j);
+		j->wait_intent = false;
+		j->intent_res = res;
+		if (j->parked)
+			ssd_fj_go(j);
 	}
 	free(g);
-	if (res < 0)
-		ssd_evict_run(s);
 }
 
 /* Reserve a version for each job of the list and stage its INTENT, all in
  * one section, and commit them together: no version leaves the node before
- * this commit covers its id. */
+ * this commit covers its id.  The jobs read and encode meanwhile. */
 static void ssd_ig_start(struct ssd *s, struct ssd_fj *jobs)
 {
 	struct ssd_fgrp *g = calloc(1, sizeof(*g));
@@ -683,7 +754,13 @@ static void ssd_ig_start(struct ssd *s, struct ssd_fj *jobs)
 	g->jobs = jobs;
 	g->mf.loop = &s->loop;
 	g->mf.cb = ssd_ig_done;
+	for (j = jobs; j; j = j->next)
+		j->wait_intent = true;
 	meta_flush(s->meta, &g->mf);
+	/* read and encode while the commit runs (nothing leaves the node
+	 * before it: ssd_fj_park); the callback runs on this loop, later */
+	for (j = jobs; j; j = j->next)
+		ssd_fj_read(j);
 }
 
 /* Whether the pool has k+m backends a put would use (not DOWN), i.e. a
@@ -730,7 +807,6 @@ static void ssd_pick(struct ssd *s)
 	while (!s->stopping && s->nflushing < s->flush_par) {
 		struct ssd_ent *e;
 		struct ssd_fj *j;
-		unsigned c;
 
 		pthread_mutex_lock(&s->lock);
 		for (e = s->pdirty; e && (e->flushing || e->dropped); e = e->pnext)
@@ -765,10 +841,6 @@ static void ssd_pick(struct ssd *s)
 		j->old = e->prec;
 		j->repair = e->repair;
 		pthread_mutex_unlock(&s->lock);
-		for (c = 0; s->ctx_busy[c]; c++)
-			;
-		s->ctx_busy[c] = true;
-		j->ctx_i = c;
 		j->data = true;
 		for (unsigned i = 0; i < s->k + s->m; i++)
 			j->shards[i] = j->shard_buf + i * smax;
@@ -925,11 +997,12 @@ int ssdflush_start(struct ssd *s)
 	s->wq_started = true;
 	po.wq = &s->wq;
 	po.fault_wrap = s->fault_wrap;
-	s->ctxs = calloc(s->flush_par, sizeof(*s->ctxs));
-	s->ctx_busy = calloc(s->flush_par, sizeof(*s->ctx_busy));
+	s->nctx = MIN(s->flush_par, SSD_ENC_CTX);
+	s->ctxs = calloc(s->nctx, sizeof(*s->ctxs));
+	s->ctx_busy = calloc(s->nctx, sizeof(*s->ctx_busy));
 	if (!s->ctxs || !s->ctx_busy)
 		return -ENOMEM;
-	for (i = 0; i < s->flush_par; i++) {
+	for (i = 0; i < s->nctx; i++) {
 		r = codec_ctx_new(s->codec, &s->ctxs[i]);
 		if (r < 0)
 			return r;
@@ -976,7 +1049,7 @@ void ssdflush_stop(struct ssd *s)
 		workq_fini(&s->wq);
 		s->wq_started = false;
 	}
-	for (i = 0; s->ctxs && i < s->flush_par; i++)
+	for (i = 0; s->ctxs && i < s->nctx; i++)
 		codec_ctx_free(s->ctxs[i]);
 	free(s->ctxs);
 	free(s->ctx_busy);

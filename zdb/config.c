@@ -13,7 +13,7 @@
  *     cache_size = 10G
  *     cache_mode = writeback      # or writethrough
  *     cache_dirty_max = 256       # objects not yet in the pool before writers wait
- *     flush_parallel = 4          # objects in flight to the pool
+ *     flush_parallel = 16         # objects in flight to the pool
  *     listen = 0.0.0.0:10809      # repeatable; unix:/path for a socket
  *     depth = 16                  # requests in flight per backend
  *     timeout_ms = 5000           # per-request deadline

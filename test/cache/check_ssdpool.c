@@ -1985,8 +1985,12 @@ static void group_kill(uint8_t (*want)[SLOT], bool blackhole, bool gated,
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFSIGNALED(status));
-	if (blackhole && getenv("NBDSRV_SSD_BACKEND_PIDS"))
-		pool_pause(NULL, false);        /* SIGCONT (faults died with c) */
+	if (blackhole && getenv("NBDSRV_SSD_BACKEND_PIDS")) {
+		/* the child stopped the servers: resume them, let them run
+		 * what the child had sent (the reopen deletes it) */
+		pool_pause(NULL, false);
+		usleep(200000);
+	}
 }
 
 /* The flusher's groups: the INTENTs of every object picked together share
