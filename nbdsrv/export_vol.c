@@ -30,8 +30,10 @@
  * the cache's fetch slots (SSD_FETCH_MAX) and the pool's depth, while a
  * short one does not fetch far past its end.  Requests go out in batches
  * of a quarter of the window (one view open and one message per batch,
- * not per chunk); a read that breaks the streak resets the window.  The
- * hit path pays a comparison and, once per batch, one posted message.
+ * not per chunk); one the warm thread drops (WARM_RA_MAX in flight) is
+ * asked for again by the next read; a read that breaks the streak resets
+ * the window.  The hit path pays a comparison and, once per batch, one
+ * posted message.
  *
  * One export per NBD session (the resolver opens one per GO), so a view
  * lives exactly as long as the connection that uses it; `vol rm` of a
@@ -133,11 +135,10 @@ static void ev_readahead(struct vol_export *ve, const struct export_io *io)
 	if (ve->ra_end < cend)
 		ve->ra_end = cend;
 	batch = MAX(1, ve->ra_win / 4) * ve->chunk;
-	if (want >= ve->ra_end + batch ||
-	    (want == ve->base.size && want > ve->ra_end)) {
-		warm_readahead(ve->warm, ve->base.name, ve->ra_end, want - ve->ra_end);
-		ve->ra_end = want;
-	}
+	if ((want >= ve->ra_end + batch ||
+	     (want == ve->base.size && want > ve->ra_end)) &&
+	    warm_readahead(ve->warm, ve->base.name, ve->ra_end, want - ve->ra_end))
+		ve->ra_end = want;      /* dropped (warm thread busy): next read */
 }
 
 static void ev_read(struct export *e, struct export_io *io)

@@ -97,8 +97,9 @@ json_t *warm_status(struct warm *w);
 unsigned warm_stop(struct warm *w, const char *vol, const char *reason);
 /* Sequential read-ahead: prefetch [off, off+len) of spec on the warm
  * thread, with a view of its own; dropped when WARM_RA_MAX are in flight.
- * Any thread; never blocks; NULL w is a no-op. */
-void warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len);
+ * Any thread; never blocks; NULL w is a no-op.  Returns whether it was
+ * queued (false: dropped, ask again later). */
+bool warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len);
 
 /* export_vol.c: a view ("vol" read-write, "vol@snap" read-only) as an
  * export; sequential reads trigger read-ahead on warm (may be NULL).  Returns 0 and *out (closed with export_close(), which does not

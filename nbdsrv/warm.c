@@ -280,17 +280,17 @@ static void ra_start(struct loop_msg *m)
 	vol_prefetch(r->v, &r->io);
 }
 
-void warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len)
+bool warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len)
 {
 	struct warm_ra *r;
 	size_t n = strlen(spec) + 1;
 
 	if (!w || w->lr < 0 || __atomic_load_n(&w->stop, __ATOMIC_RELAXED))
-		return;
+		return false;
 	if (__atomic_fetch_add(&w->ra_inflight, 1, __ATOMIC_ACQ_REL) >= WARM_RA_MAX ||
 	    !(r = calloc(1, sizeof(*r) + n))) {
 		__atomic_fetch_sub(&w->ra_inflight, 1, __ATOMIC_RELEASE);
-		return;
+		return false;
 	}
 	r->w = w;
 	memcpy(r->spec, spec, n);
@@ -298,6 +298,7 @@ void warm_readahead(struct warm *w, const char *spec, uint64_t off, uint64_t len
 	r->io.len = len;
 	r->msg.fn = ra_start;
 	loop_post(&w->loop, &r->msg);
+	return true;
 }
 
 int warm_open(struct vol_pool *p, struct warm **out)
