@@ -120,12 +120,22 @@ static int cfg_str(char *dst, size_t cap, const char *v, char *err, size_t errle
 	return 0;
 }
 
-static void cfg_path(const struct cfg_ctx *x, const char *v, char *out, size_t cap)
+/* v resolved against the config file's folder into out; -ENAMETOOLONG (and
+ * an error naming key) when the result does not fit, never a cut path. */
+static int cfg_path(const struct cfg_ctx *x, const char *key, const char *v, char *out,
+		    size_t cap, char *err, size_t errlen)
 {
+	int n;
+
 	if (v[0] == '/' || !x->dir || !x->dir[0] || !strncmp(v, "unix:", 5))
-		snprintf(out, cap, "%s", v);
+		n = snprintf(out, cap, "%s", v);
 	else
-		snprintf(out, cap, "%s/%s", x->dir, v);
+		n = snprintf(out, cap, "%s/%s", x->dir, v);
+	if (n < 0 || (size_t)n >= cap) {
+		snprintf(err, errlen, "%s: the path is longer than %zu bytes", key, cap - 1);
+		return -ENAMETOOLONG;
+	}
+	return 0;
 }
 
 static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *err,
@@ -179,15 +189,15 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 			snprintf(err, errlen, "key_file is empty");
 			return -EINVAL;
 		}
-		cfg_path(x, it->value, c->key_file, sizeof(c->key_file));
-		return 0;
+		return cfg_path(x, "key_file", it->value, c->key_file, sizeof(c->key_file),
+				err, errlen) < 0 ? -EINVAL : 0;
 	case PK_CPATH:
 		if (!*it->value) {
 			snprintf(err, errlen, "cache_path is empty");
 			return -EINVAL;
 		}
-		cfg_path(x, it->value, c->cache_path, sizeof(c->cache_path));
-		return 0;
+		return cfg_path(x, "cache_path", it->value, c->cache_path, sizeof(c->cache_path),
+				err, errlen) < 0 ? -EINVAL : 0;
 	case PK_CSIZE:
 		if (parse_size(it->value, &v) < 0 || v == 0) {
 			snprintf(err, errlen, "cache_size must be a size such as 10G, got '%.40s'",
@@ -274,7 +284,8 @@ static int cfg_password_file(struct cfg_ctx *x, const char *v, char *err, size_t
 		snprintf(err, errlen, "password_file is empty");
 		return -EINVAL;
 	}
-	cfg_path(x, v, path, sizeof(path));
+	if (cfg_path(x, "password_file", v, path, sizeof(path), err, errlen) < 0)
+		return -EINVAL;
 	r = config_read_file(path, 4096, &text, &len);
 	if (r < 0) {
 		snprintf(err, errlen, "cannot read password_file '%.200s': %s", path,
@@ -391,9 +402,11 @@ static int cfg_backend_end(struct cfg_ctx *x, char *err, size_t errlen, unsigned
 		return -EINVAL;
 	}
 	if (b->kind == ZDB_KIND_DIR && b->address[0] != '/') {
-		char tmp[sizeof(b->address)];
+		char tmp[sizeof(b->address)], what[96];
 
-		cfg_path(x, b->address, tmp, sizeof(tmp));
+		snprintf(what, sizeof(what), "[backend %.64s] address", b->name);
+		if (cfg_path(x, what, b->address, tmp, sizeof(tmp), err, errlen) < 0)
+			return -EINVAL;
 		memcpy(b->address, tmp, sizeof(tmp));
 	}
 	if (b->kind == ZDB_KIND_DIR && (b->has_password || b->ns[0])) {

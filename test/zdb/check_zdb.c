@@ -188,6 +188,33 @@ START_TEST(test_config_errors)
 	ck_assert_int_lt(zdb_pool_cfg_parse("t.conf", NULL, "[pool]\nk\0=1\n", 12, cfg, err,
 					     sizeof(err)), 0);
 	ck_assert_str_eq(err, "t.conf:2: NUL byte in the line");
+	/* relative paths resolved against a long folder: refused, never cut */
+	{
+		char dir[5000];
+		static const char *const rel[] = {
+			"[pool]\nk = 2\nm = 1\nkey_file = pool.key\n" B3,
+			"[pool]\nk = 2\nm = 1\ncache_path = cache\n" B3,
+			"[pool]\nk = 1\nm = 1\n[backend a]\nkind = dir\naddress = b0\n"
+			"[backend b]\nkind = dir\naddress = /b1\n",
+		};
+		static const char *const want[] = {
+			"t.conf:4: key_file: the path is longer than",
+			"t.conf:4: cache_path: the path is longer than",
+			"t.conf:4: [backend a] address: the path is longer than",
+		};
+
+		memset(dir, 'd', sizeof(dir) - 1);
+		dir[0] = '/';
+		dir[sizeof(dir) - 1] = 0;
+		for (i = 0; i < ARRAY_SIZE(rel); i++) {
+			int r = zdb_pool_cfg_parse("t.conf", dir, rel[i], strlen(rel[i]), cfg, err,
+						   sizeof(err));
+
+			ck_assert_msg(r < 0, "long path %u parsed", i);
+			ck_assert_msg(!strncmp(err, want[i], strlen(want[i])),
+				      "long path %u: got '%s', want '%s'", i, err, want[i]);
+		}
+	}
 	free(cfg);
 }
 END_TEST
