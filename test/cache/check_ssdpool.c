@@ -1325,6 +1325,29 @@ START_TEST(test_dirty_kept)
 END_TEST
 
 /*
+ * In a crash child: a fresh store with object 1 written whole (x) and
+ * FLUSHed, then object 2 (base 1) written in its first 100 bytes (y) inside
+ * a meta write section, as vol does.  Returns 0 or the failing step's code.
+ */
+static int base_and_dependent(const struct copts *co, const uint8_t *x, uint8_t *y,
+			      struct meta **m, struct objstore **c)
+{
+	struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
+		.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
+	struct meta_txn *t;
+
+	if (loop_init(&lp, 256) < 0 || meta_at(true, m) || cache_with(*m, co, c) ||
+	    do_io(*c, OP_WRITE, 1, 0, 0, SLOT, (void *)x) || do_flush(*c) || meta_sync(*m))
+		return 1;
+	t = meta_wbegin(*m);
+	objstore_write(*c, &s.io);
+	meta_end(t);
+	while (!s.done)
+		loop_run_once(&lp, 1000000000ull);
+	return s.io.res ? 2 : 0;
+}
+
+/*
  * Records at creation: an object created from a base inside a write
  * section has its record staged there, so after a crash (no FLUSH, but
  * the section committed) the store still knows it and its base: a re-drop
@@ -1349,21 +1372,7 @@ START_TEST(test_created_record)
 		pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
-			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
-				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
-			struct meta_txn *t;
-
-			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
-			    cache_with(m, &co, &c) ||
-			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
-			    do_flush(c) || meta_sync(m))
-				_exit(1);
-			t = meta_wbegin(m);
-			objstore_write(c, &s.io);       /* as vol does */
-			meta_end(t);
-			while (!s.done)
-				loop_run_once(&lp, 1000000000ull);
-			if (s.io.res || meta_sync(m))
+			if (base_and_dependent(&co, x, y, &m, &c) || meta_sync(m))
 				_exit(2);
 			_exit(0);                       /* crash: no FLUSH, no close */
 		}
@@ -1418,21 +1427,8 @@ START_TEST(test_detach_crash)
 		pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
-			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
-				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
-			struct meta_txn *t;
-
-			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
-			    cache_with(m, &co, &c) ||
-			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
-			    do_flush(c) || meta_sync(m))
-				_exit(1);
-			t = meta_wbegin(m);
-			objstore_write(c, &s.io);
-			meta_end(t);
-			while (!s.done)
-				loop_run_once(&lp, 1000000000ull);
-			if (s.io.res || do_flush(c) || meta_sync(m))
+			if (base_and_dependent(&co, x, y, &m, &c) || do_flush(c) ||
+			    meta_sync(m))
 				_exit(2);
 			if (do_io(c, OP_WRITE, 1, 0, 0, SLOT, z))
 				_exit(4);
@@ -1490,22 +1486,11 @@ START_TEST(test_base_unlink_crash)
 		pid = fork();
 		ck_assert_int_ge(pid, 0);
 		if (pid == 0) {
-			struct sync_io s = { .io = { .loop = &lp, .cb = sync_cb,
-				.obj = 2, .base = 1, .off = 0, .len = 100, .buf = y } };
 			struct ssdcache_stats st0, st1;
 			struct meta_txn *t;
 
-			if (loop_init(&lp, 256) < 0 || meta_at(true, &m) ||
-			    cache_with(m, &co, &c) ||
-			    do_io(c, OP_WRITE, 1, 0, 0, SLOT, x) ||
-			    do_flush(c) || meta_sync(m))
-				_exit(1);
-			t = meta_wbegin(m);
-			objstore_write(c, &s.io);       /* as vol does */
-			meta_end(t);
-			while (!s.done)
-				loop_run_once(&lp, 1000000000ull);
-			if (s.io.res || do_flush(c) || meta_sync(m))
+			if (base_and_dependent(&co, x, y, &m, &c) || do_flush(c) ||
+			    meta_sync(m))
 				_exit(2);
 			t = meta_wbegin(m);
 			objstore_drop(c, 1);            /* as vol's commit hook */
