@@ -18,14 +18,6 @@ t=$(mktempdir)
 d=$t/data
 MiB=$((1 << 20))
 sock=$d/nbdsrv.sock
-jq_py() {
-  python3 - "$1" "$2" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-r = eval(sys.argv[2])
-print(r if not isinstance(r, bool) else int(r))
-PY
-}
 st() { "$NBDSRV" status --config "$d/pool.conf" --json >"$t/st.json"; }
 stat() { st && jq_py "$t/st.json" "j['volumes']['cache']['$1']"; }
 pool_clean() { [ "$(stat pool_dirty)" = 0 ]; }
