@@ -3,15 +3,33 @@
  * the zdb client over a pool of backends, for each value size.
  *
  *   nbdsrv bench pool [--json] (--config FILE | --redis-ports P1,P2,…)
- *                     [--sizes 64K,1M] [--seconds S] [--depth D]
+ *                     [--sizes 64K,1M] [--seconds S | --bytes N] [--depth D]
+ *                     [--server-pids PID,…]
  *
  * Each backend gets D requests in flight on its one connection (the pool's
  * pipelining); every completion immediately issues the next request to the
- * same backend until S seconds have passed, then the phase drains.  PUT
- * writes keys bench.<size>.<n % 64> (one shared source buffer: values are
- * never copied; 64 keys per backend keep the servers' memory flat), GET reads back the keys PUT wrote, each backend's replies
- * received straight into one buffer per backend (a connection receives one
- * reply at a time).  Reported: operations/s and MiB/s of payload.
+ * same backend.  Two modes:
+ *
+ *   steady (default, --seconds S): for S seconds per phase, PUT rewrites
+ *   keys bench.<size>.<n % 64> (64 keys per backend keep the servers'
+ *   memory flat), then GET reads those same keys over and over — a hot
+ *   set of 64 values per server, in the servers' CPU caches.
+ *
+ *   --bytes N: PUT writes exactly N payload bytes (ceil(N / size) values),
+ *   each under its own key bench.<size>.<run>.<j>, spread round-robin over
+ *   the backends; GET then reads each of them exactly once; both phases
+ *   are timed to their last reply.  This is what a client storing N new
+ *   bytes pays (the servers allocate fresh memory; every read is of a
+ *   value written once, long out of the CPU caches), as the cache's
+ *   flusher and a cold read do.  <run> is new per invocation, so a rerun
+ *   never overwrites; the keys are deleted afterwards (untimed).
+ *
+ * Values come from one shared source buffer (never copied); each
+ * backend's replies are received straight into one buffer per backend (a
+ * connection receives one reply at a time).  Reported: operations/s and
+ * MiB/s of payload, and with --server-pids the CPU seconds those processes
+ * (the servers, on this machine) used during each phase, from
+ * /proc/<pid>/stat, plus this client's own (getrusage).
  * bench/pool-bench runs this next to redis-benchmark on the same servers.
  */
 #include "nbdsrv/cmd.h"
@@ -22,8 +40,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define BENCH_KEYS 64
+#define BENCH_MAX_PIDS 256
 
 struct bench_slot {
 	struct zdb_req r;
@@ -36,8 +57,11 @@ struct bench {
 	struct zdb_pool *pool;
 	unsigned n, depth;
 	size_t size;
-	bool put;
+	enum zdb_op op;
+	bool put;                   /* op == ZDB_OP_PUT */
 	bool stopping;
+	uint64_t total_vals;        /* --bytes mode: values in all; 0 = steady */
+	uint64_t run;               /* --bytes mode: key namespace of this run */
 	uint64_t end_ns;
 	unsigned inflight;
 	uint64_t ops, errors;
@@ -57,14 +81,14 @@ static void bench_done(struct zdb_req *r)
 	struct bench *b = s->b;
 
 	b->inflight--;
-	if (r->result < 0 || (!b->put && (size_t)r->result != b->size)) {
+	if (r->result < 0 || (b->op == ZDB_OP_GET && (size_t)r->result != b->size)) {
 		b->errors++;
 		if (!b->first_error)
 			b->first_error = r->result < 0 ? r->result : -EIO;
 	} else {
 		b->ops++;
 	}
-	if (now_ns() < b->end_ns && !b->stopping)
+	if ((b->total_vals || now_ns() < b->end_ns) && !b->stopping)
 		bench_issue(s);
 }
 
@@ -74,7 +98,13 @@ static void bench_issue(struct bench_slot *s)
 	unsigned be = s->backend;
 	uint64_t k;
 
-	if (b->put) {
+	if (b->total_vals) {
+		/* value j lives on backend j % n: this backend's i-th is i*n+be */
+		k = b->next_key[be] * b->n + be;
+		if (k >= b->total_vals)
+			return;
+		b->next_key[be]++;
+	} else if (b->put) {
 		/* a bounded key set per backend, rewritten in turn: server memory
 		 * stays flat (as with redis-benchmark's fixed key) */
 		k = b->next_key[be]++ % BENCH_KEYS;
@@ -86,16 +116,20 @@ static void bench_issue(struct bench_slot *s)
 		k = b->next_key[be]++ % b->nkeys[be];
 	}
 	memset(&s->r, 0, sizeof(s->r));
-	snprintf(s->key, sizeof(s->key), "bench.%zu.%llu", b->size, (unsigned long long)k);
+	if (b->total_vals)
+		snprintf(s->key, sizeof(s->key), "bench.%zu.%llx.%llu", b->size,
+			 (unsigned long long)b->run, (unsigned long long)k);
+	else
+		snprintf(s->key, sizeof(s->key), "bench.%zu.%llu", b->size,
+			 (unsigned long long)k);
 	s->r.key = s->key;
 	s->r.key_len = strlen(s->key);
 	s->r.done = bench_done;
-	if (b->put) {
-		s->r.op = ZDB_OP_PUT;
+	s->r.op = b->op;
+	if (b->op == ZDB_OP_PUT) {
 		s->r.val = b->src;
 		s->r.val_len = b->size;
-	} else {
-		s->r.op = ZDB_OP_GET;
+	} else if (b->op == ZDB_OP_GET) {
 		s->r.buf = b->dst[be];
 		s->r.buf_len = b->size;
 	}
@@ -103,13 +137,53 @@ static void bench_issue(struct bench_slot *s)
 	zdb_pool_submit(b->pool, be, &s->r);
 }
 
+/* Sum of utime + stime of the listed processes, in clock ticks; a process
+ * that is gone counts 0. */
+static uint64_t bench_pids_ticks(const int *pids, unsigned n)
+{
+	uint64_t sum = 0;
+	unsigned i;
+
+	for (i = 0; i < n; i++) {
+		char path[64], buf[1024], *p;
+		unsigned long long ut = 0, st = 0;
+		FILE *f;
+		size_t len;
+
+		snprintf(path, sizeof(path), "/proc/%d/stat", pids[i]);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		len = fread(buf, 1, sizeof(buf) - 1, f);
+		fclose(f);
+		buf[len] = 0;
+		p = strrchr(buf, ')');
+		/* after ") ": state(3) ... utime is field 14, stime 15 */
+		if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+				&ut, &st) == 2)
+			sum += ut + st;
+	}
+	return sum;
+}
+
+static double bench_self_cpu_s(void)
+{
+	struct rusage ru;
+
+	if (getrusage(RUSAGE_SELF, &ru) < 0)
+		return 0;
+	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
 /* One phase; returns ops/s. */
-static double bench_phase(struct bench *b, struct loop *l, bool put, double seconds)
+static double bench_phase(struct bench *b, struct loop *l, enum zdb_op op, double seconds)
 {
 	unsigned i;
 	uint64_t t0;
 
-	b->put = put;
+	b->op = op;
+	b->put = op == ZDB_OP_PUT;
 	b->ops = b->errors = 0;
 	b->stopping = false;
 	memset(b->next_key, 0, sizeof(*b->next_key) * b->n);
@@ -158,12 +232,19 @@ int bench_pool(int argc, char **argv)
 		{ "sizes", required_argument, NULL, 's' },
 		{ "seconds", required_argument, NULL, 't' },
 		{ "depth", required_argument, NULL, 'd' },
+		{ "bytes", required_argument, NULL, 'b' },
+		{ "server-pids", required_argument, NULL, 'P' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL, *ports = NULL, *sizes = "64K,1M";
 	struct zdb_pool_cfg *cfg = calloc(1, sizeof(*cfg));
+	static int pids[BENCH_MAX_PIDS];
+	unsigned npids = 0;
+	uint64_t total_bytes = 0;
+	bool set_seconds = false;
+	long hz = sysconf(_SC_CLK_TCK);
 	struct bench b;
 	struct loop l;
 	double seconds = 3;
@@ -188,7 +269,33 @@ int bench_pool(int argc, char **argv)
 				goto exit;
 			}
 			seconds = (double)v;
+			set_seconds = true;
 			break;
+		case 'b':
+			if (parse_size(optarg, &v) < 0 || v == 0 || v > (1ull << 40)) {
+				fprintf(stderr, "nbdsrv bench pool: bad --bytes (1 to 1T)\n");
+				goto exit;
+			}
+			total_bytes = v;
+			break;
+		case 'P': {
+			char *pd = strdup(optarg), *ps = NULL, *pt;
+
+			if (!pd)
+				goto exit;
+			for (pt = strtok_r(pd, ",", &ps); pt; pt = strtok_r(NULL, ",", &ps)) {
+				if (parse_u64(pt, &v) < 0 || v == 0 || v > (uint64_t)INT32_MAX ||
+				    npids == BENCH_MAX_PIDS) {
+					fprintf(stderr, "nbdsrv bench pool: bad --server-pids '%s'\n",
+						optarg);
+					free(pd);
+					goto exit;
+				}
+				pids[npids++] = (int)v;
+			}
+			free(pd);
+			break;
+		}
 		case 'd':
 			if (parse_u64(optarg, &v) < 0 || v == 0 || v > 1024) {
 				fprintf(stderr, "nbdsrv bench pool: bad --depth\n");
@@ -199,11 +306,20 @@ int bench_pool(int argc, char **argv)
 		case 'j': json = true; break;
 		case 'h':
 			printf("usage: nbdsrv bench pool [--json] (--config FILE | --redis-ports P1,P2,...)\n"
-			       "                         [--sizes 64K,1M] [--seconds 3] [--depth 16]\n");
+			       "                         [--sizes 64K,1M] [--seconds 3 | --bytes N] [--depth 16]\n"
+			       "                         [--server-pids PID,...]\n"
+			       "  --seconds S: each phase S s over 64 keys per backend (rewritten, re-read)\n"
+			       "  --bytes N: PUT N bytes under new keys, then GET each once\n"
+			       "  --server-pids: also report the CPU s these processes used per phase\n");
 			rc = 0;
 			goto exit;
 		default: rc = 2; goto exit;
 		}
+	}
+	if (total_bytes && set_seconds) {
+		fprintf(stderr, "nbdsrv bench pool: --seconds and --bytes exclude each other\n");
+		rc = 2;
+		goto exit;
 	}
 	if (!!config == !!ports) {
 		fprintf(stderr, "nbdsrv bench pool: give --config FILE or --redis-ports LIST\n");
@@ -253,15 +369,24 @@ int bench_pool(int argc, char **argv)
 		b.slots[i].b = &b;
 		b.slots[i].backend = i / depth;
 	}
-	if (json)
-		printf("{\"backends\":%u,\"depth\":%u,\"seconds\":%.0f,\"results\":[", b.n, depth,
-		       seconds);
+	b.run = now_ns() ^ ((uint64_t)getpid() << 40);
+	if (json && total_bytes)
+		printf("{\"backends\":%u,\"depth\":%u,\"mode\":\"bytes\",\"bytes\":%llu,"
+		       "\"results\":[", b.n, depth, (unsigned long long)total_bytes);
+	else if (json)
+		printf("{\"backends\":%u,\"depth\":%u,\"mode\":\"steady\",\"seconds\":%.0f,"
+		       "\"results\":[", b.n, depth, seconds);
+	else if (total_bytes)
+		printf("%-4s %10s %12s %12s %8s %9s %9s  (%u backends, %u in flight each, "
+		       "%llu bytes under new keys, each read once)\n", "op", "size", "ops/s", "MiB/s",
+		       "s", "srv-CPU-s", "cli-CPU-s", b.n, depth, (unsigned long long)total_bytes);
 	else
-		printf("%-4s %10s %12s %12s  (%u backends, %u in flight each, %.0f s per phase)\n",
-		       "op", "size", "ops/s", "MiB/s", b.n, depth, seconds);
+		printf("%-4s %10s %12s %12s %8s %9s %9s  (%u backends, %u in flight each, "
+		       "%.0f s per phase, 64 keys per backend)\n", "op", "size", "ops/s", "MiB/s",
+		       "s", "srv-CPU-s", "cli-CPU-s", b.n, depth, seconds);
 	sdup = strdup(sizes);
 	for (tok = strtok_r(sdup, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-		double put_ops, get_ops;
+		static const enum zdb_op ops[2] = { ZDB_OP_PUT, ZDB_OP_GET };
 		unsigned phase;
 
 		if (parse_size(tok, &v) < 0 || v == 0 || v > ZDB_VALUE_MAX) {
@@ -282,24 +407,45 @@ int bench_pool(int argc, char **argv)
 				goto exit;
 		}
 		memset(b.nkeys, 0, sizeof(*b.nkeys) * b.n);
-		put_ops = bench_phase(&b, &l, true, seconds);
-		if (b.errors)
-			fprintf(stderr, "nbdsrv bench pool: %llu put errors (first: %s)\n",
-				(unsigned long long)b.errors, strerror(-b.first_error));
-		get_ops = bench_phase(&b, &l, false, seconds);
-		if (b.errors)
-			fprintf(stderr, "nbdsrv bench pool: %llu get errors (first: %s)\n",
-				(unsigned long long)b.errors, strerror(-b.first_error));
+		b.total_vals = total_bytes ? (total_bytes + b.size - 1) / b.size : 0;
 		for (phase = 0; phase < 2; phase++) {
-			double ops = phase ? get_ops : put_ops;
-			double mib = ops * (double)b.size / 1048576.0;
+			uint64_t t0 = now_ns(), tk0 = bench_pids_ticks(pids, npids), tk1;
+			double c0 = bench_self_cpu_s(), c1, secs, ops_s, mib, srv;
+			const char *name = phase ? "get" : "put";
 
-			if (json)
-				printf("%s{\"op\":\"%s\",\"size\":%zu,\"ops_per_s\":%.1f,\"mib_per_s\":%.1f}",
-				       nres++ ? "," : "", phase ? "get" : "put", b.size, ops, mib);
-			else
-				printf("%-4s %10zu %12.0f %12.1f\n", phase ? "get" : "put", b.size, ops,
-				       mib);
+			ops_s = bench_phase(&b, &l, ops[phase], seconds);
+			secs = (double)(now_ns() - t0) / 1e9;
+			c1 = bench_self_cpu_s();
+			tk1 = bench_pids_ticks(pids, npids);
+			srv = npids ? (double)(tk1 - tk0) / (double)hz : 0;
+			if (b.errors)
+				fprintf(stderr, "nbdsrv bench pool: %llu %s errors (first: %s)\n",
+					(unsigned long long)b.errors, name,
+					strerror(-b.first_error));
+			mib = ops_s * (double)b.size / 1048576.0;
+			if (json) {
+				printf("%s{\"op\":\"%s\",\"size\":%zu,\"ops\":%llu,\"errors\":%llu,"
+				       "\"seconds\":%.3f,\"ops_per_s\":%.1f,\"mib_per_s\":%.1f,"
+				       "\"client_cpu_s\":%.2f",
+				       nres++ ? "," : "", name, b.size, (unsigned long long)b.ops,
+				       (unsigned long long)b.errors, secs, ops_s, mib, c1 - c0);
+				if (npids)
+					printf(",\"server_cpu_s\":%.2f", srv);
+				printf("}");
+			} else {
+				char sv[32] = "-";
+
+				if (npids)
+					snprintf(sv, sizeof(sv), "%.2f", srv);
+				printf("%-4s %10zu %12.0f %12.1f %8.2f %9s %9.2f\n", name, b.size,
+				       ops_s, mib, secs, sv, c1 - c0);
+			}
+		}
+		if (b.total_vals) {     /* untimed: give the servers their memory back */
+			bench_phase(&b, &l, ZDB_OP_DEL, seconds);
+			if (b.errors)
+				fprintf(stderr, "nbdsrv bench pool: %llu delete errors\n",
+					(unsigned long long)b.errors);
 		}
 	}
 	if (json)
