@@ -312,6 +312,15 @@ struct ssdcache_opts {
 	uint64_t dirty_max;       /* objects not yet in the pool before new
 	                           * writes wait (backpressure); 0 = half the
 	                           * slots */
+	/* Write-back delay (ssdflush.c, "When an object is flushed"); each
+	 * field is used only when its _set is true, else its default.  A
+	 * pool-dirty object is flushed once no write touched it for
+	 * flush_idle_ms (default 1000; 0 = at once, no delay), once it has
+	 * been dirty for flush_max_age_ms (default 30000), when it is
+	 * complete, when more than flush_background objects (default 3/4 of
+	 * dirty_max) are pool-dirty (the oldest excess), or when forced. */
+	uint64_t flush_idle_ms, flush_max_age_ms, flush_background;
+	bool flush_idle_set, flush_max_age_set, flush_background_set;
 	bool fault_wrap;          /* wrap backends in fault injectors (tests) */
 	/* create with a new cache file while the index is not empty
 	 * (cache file lost): in writeback mode, objects whose flushed
@@ -378,9 +387,23 @@ struct ssdcache_stats {
 	uint64_t intent_commits;  /* flusher commits of INTENT groups */
 	uint64_t record_commits;  /* flusher commits of record groups (each
 	                           * covers one or more flushed versions) */
+	/* write-back delay: objects picked for a flush, by the first reason
+	 * that held (forced: a writethrough FLUSH, a sync, writers waiting
+	 * for dirty_max or for a slot, dirty at open, a failed attempt) */
+	uint64_t wb_forced, wb_complete, wb_idle, wb_age, wb_background;
+	uint64_t wb_waiting;      /* pool-dirty objects waiting for their delay
+	                           * now (the others are being flushed or due) */
+	uint64_t wb_oldest_ms;    /* age of the oldest pool-dirty period */
 };
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
+
+/* Wait until every write completed before the call is committed in the
+ * pool, as a writethrough FLUSH does (in either mode; the write-back delay
+ * does not apply to them).  Blocking: call it from a control thread, not
+ * a reactor.  0, -EIO (the index could not be made durable), -EINVAL
+ * without a pool. */
+int ssdcache_sync(struct objstore *s);
 
 struct zdb_fault;
 /* Tests: set the faults of backend idx of the cache's pool (opened with

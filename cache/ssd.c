@@ -428,7 +428,7 @@ static int ssd_ent_new(struct ssd *s, uint64_t obj, struct ssd_ent *bent,
 
 	if (s->nents >= s->nbuckets && ssd_grow(s) < 0)
 		return -ENOMEM;
-	e = calloc(1, sizeof(*e) + s->bm_bytes);
+	e = calloc(1, sizeof(*e) + 2 * s->bm_bytes);
 	if (!e)
 		return -ENOMEM;
 	e->obj = obj;
@@ -571,11 +571,34 @@ void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e)
 		s->tokens++;
 	}
 	e->dirty_gen = ++s->wgen;
+	e->wb_last_ns = now_ns();
+	if (!e->wb_start_ns)
+		e->wb_start_ns = e->wb_last_ns;
 	if (!e->on_pdirty) {
 		e->on_pdirty = true;
 		e->first_dirty = e->dirty_gen;
 		e->pnext = s->pdirty;
 		s->pdirty = e;
+		s->wb_next_due = MIN(s->wb_next_due,
+				     e->wb_last_ns + MIN(s->flush_idle_ns, s->flush_age_ns));
+	}
+}
+
+void ssd_wb_written(struct ssd *s, struct ssd_ent *e, uint64_t b0, uint64_t b1)
+{
+	uint64_t *wmap = SSD_WMAP(s, e);
+
+	if (e->wb_nblk >= s->nblk)
+		return;
+	for (uint64_t b = b0; b < b1; b++)
+		if (!bit_get(wmap, b)) {
+			bit_set(wmap, b);
+			e->wb_nblk++;
+		}
+	if (e->wb_nblk >= s->nblk) {
+		/* complete: nothing to gain from waiting */
+		s->wb_kick = true;
+		ssdflush_kick(s);
 	}
 }
 
@@ -1126,8 +1149,10 @@ static void ssd_write_complete(struct ssd_req *r)
 			/* every block is its own: the base is no longer needed */
 			ssd_base_unlink(s, e);
 		ssd_mark_dirty(s, e);
-		if (s->pool_mode)
+		if (s->pool_mode) {
 			ssd_pool_dirty(s, e);
+			ssd_wb_written(s, e, r->b0, r->b1);
+		}
 	}
 	if (r->err && e->dirty_tok && !e->on_pdirty)
 		ssd_tok_release(s, e);
@@ -1902,6 +1927,56 @@ void ssd_flush_ext_many(struct ssd *s, struct objstore_io *io,
 			void *arg, struct ssd_ent *const *force, size_t nforce)
 {
 	ssd_flush_do(s, io, extra, arg, false, force, nforce);
+}
+
+struct ssd_sync {
+	struct loop_msg msg;
+	struct ssd *s;
+	struct objstore_io io;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	int res;
+};
+
+static void ssd_sync_done(struct objstore_io *io, int res)
+{
+	struct ssd_sync *y = container_of(io, struct ssd_sync, io);
+
+	pthread_mutex_lock(&y->lock);
+	y->res = res;
+	y->done = true;
+	pthread_cond_signal(&y->cond);
+	pthread_mutex_unlock(&y->lock);
+}
+
+static void ssd_sync_msg(struct loop_msg *m)
+{
+	struct ssd_sync *y = container_of(m, struct ssd_sync, msg);
+
+	ssd_flush_do(y->s, &y->io, NULL, NULL, true, NULL, 0);
+}
+
+int ssdcache_sync(struct objstore *so)
+{
+	struct ssd *s = (struct ssd *)so;
+	struct ssd_sync y = { .s = s };
+
+	if (!s->pool_mode || !s->thread_started)
+		return -EINVAL;
+	pthread_mutex_init(&y.lock, NULL);
+	pthread_cond_init(&y.cond, NULL);
+	y.io.loop = &s->loop;
+	y.io.cb = ssd_sync_done;
+	y.msg.fn = ssd_sync_msg;
+	loop_post(&s->loop, &y.msg);
+	pthread_mutex_lock(&y.lock);
+	while (!y.done)
+		pthread_cond_wait(&y.cond, &y.lock);
+	pthread_mutex_unlock(&y.lock);
+	pthread_mutex_destroy(&y.lock);
+	pthread_cond_destroy(&y.cond);
+	return y.res;
 }
 
 void ssd_read_obj(struct ssd *s, struct objstore_io *io)
@@ -3125,7 +3200,7 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			r = -ENOMEM;
 			break;
 		}
-		e = calloc(1, sizeof(*e) + s->bm_bytes);
+		e = calloc(1, sizeof(*e) + 2 * s->bm_bytes);
 		if (!e) {
 			r = -ENOMEM;
 			break;
@@ -3235,6 +3310,10 @@ static int ssd_load_index(struct ssd *s, const struct ssdcache_opts *o,
 			log_info("ssdcache: not closed cleanly: %zu object(s) will "
 				 "be flushed to the pool again", nre);
 	}
+	/* pool-dirty at open: written before the stop, quiet since — no
+	 * delay (ssdflush.c, "When an object is flushed") */
+	for (e = s->pdirty; e; e = e->pnext)
+		e->wb_due = true;
 	if (bl < 0 || bind.clean || created) {
 		/* mark "open" durably before any write can land (and, re-bound,
 		 * every record without its slot) */
@@ -3385,6 +3464,10 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 		memcpy(s->skey, o->shard_key_seed, sizeof(s->skey));
 		s->flush_par = o->flush_parallel ? o->flush_parallel : SSD_FLUSH_PAR;
 		s->dirty_max = o->dirty_max;
+		s->flush_idle_ns = o->flush_idle_set ? o->flush_idle_ms * 1000000ull
+			: SSD_FLUSH_IDLE_NS;
+		s->flush_age_ns = o->flush_max_age_set ? o->flush_max_age_ms * 1000000ull
+			: SSD_FLUSH_AGE_NS;
 		s->fault_wrap = o->fault_wrap;
 		s->pool_cfg = malloc(sizeof(*s->pool_cfg));
 		if (!s->pool_cfg) {
@@ -3402,6 +3485,8 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	if (s->pool_mode && s->dirty_max > s->nslots - MIN(s->nslots - 1, 2))
 		/* keep slots a flush can fetch a base into */
 		s->dirty_max = s->nslots - MIN(s->nslots - 1, 2);
+	s->flush_bg = o->flush_background_set ? MIN(o->flush_background, s->dirty_max)
+		: s->dirty_max - s->dirty_max / 4;
 	/* free-slot reserve kept by the evictor (pool mode) */
 	s->high = MIN(MAX(s->nslots / 16, 2), MAX(s->nslots / 2, 1));
 	s->low = MAX(s->high / 2, 1);
@@ -3477,5 +3562,7 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	st->slots_dirty = 0;
 	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)
 		st->slots_dirty += e->slot != SSD_NOSLOT;
+	if (s->pool_mode)
+		ssdflush_wb_stats(s, st);
 	pthread_mutex_unlock(&s->lock);
 }

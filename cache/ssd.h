@@ -30,6 +30,8 @@
                                          * workq's threads) */
 #define SSD_FLUSH_PAR    16u            /* default flush_parallel: objects
                                          * between pick and put done */
+#define SSD_FLUSH_IDLE_NS (1000ull * 1000000)  /* default flush_idle */
+#define SSD_FLUSH_AGE_NS (30000ull * 1000000)  /* default flush_max_age */
 #define SSD_ENC_CTX      4u             /* flusher codec contexts (encodes
                                          * queued or running; 2 workers) */
 enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
@@ -104,6 +106,12 @@ struct ssd_ent {
 	struct ssd_prec prec;           /* committed (or being staged) version */
 	uint64_t dirty_gen, pool_gen;   /* last write's gen / gen in the pool */
 	uint64_t first_dirty;           /* gen when it last became pool-dirty */
+	/* write-back delay (ssdflush.c, "When an object is flushed"): this
+	 * dirty period = since it became pool-dirty or was last picked */
+	uint64_t wb_start_ns;           /* its first write (0: none yet) */
+	uint64_t wb_last_ns;            /* its last write */
+	uint32_t wb_nblk;               /* blocks written (bits of wmap) */
+	bool wb_due;                    /* flush without delay (restart) */
 	bool flushing, on_pdirty, hole;
 	bool dirty_tok;                 /* holds one of dirty_max tokens */
 	bool repair, on_repair;         /* prec is degraded / on s->repair */
@@ -124,8 +132,13 @@ struct ssd_ent {
 	                                 * detached dependents' records */
 	uint64_t last_end;              /* end of the last read (sequential
 	                                 * continuations are not re-accesses) */
-	uint64_t valid[];               /* one bit per block */
+	uint64_t valid[];               /* one bit per block, then (pool
+	                                 * mode) wmap: one bit per block
+	                                 * written in this dirty period */
 };
+
+/* e's wmap (bm_words after its valid bits) */
+#define SSD_WMAP(s, e) ((e)->valid + (s)->bm_words)
 
 struct ssd_del {
 	uint64_t obj;
@@ -185,6 +198,7 @@ struct ssd {
 	struct ssd_fj *encq, *encq_tail; /* read, waiting for a context */
 	unsigned flush_par, nflushing;  /* nflushing: jobs before put done */
 	struct ssd_fj *recq;            /* puts done, records not yet staged */
+	uint64_t flush_idle_ns, flush_age_ns, flush_bg; /* write-back delay */
 	bool rec_busy;                  /* a record group is being committed */
 	unsigned nrec;                  /* jobs past their put, not ended */
 	struct loop_timer ftimer;
@@ -198,7 +212,10 @@ struct ssd {
 	uint64_t repair_at, repair_backoff_ns; /* next repair attempt */
 	/* under lock */
 	uint64_t wgen;                  /* write completions, ever */
-	struct ssd_ent *pdirty;         /* entries not yet in the pool */
+	struct ssd_ent *pdirty;         /* entries not yet in the pool,
+	                                 * newest first */
+	uint64_t wb_next_due;           /* no delayed entry is due before */
+	bool wb_kick;                   /* an entry became complete / due */
 	struct ssd_ent *repair;         /* entries whose version is degraded */
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	bool kick_posted;
@@ -307,6 +324,11 @@ void ssd_mark_dirty(struct ssd *s, struct ssd_ent *e);
 void ssd_tok_release(struct ssd *s, struct ssd_ent *e);
 /* lock held: e got a write completion (pool-dirty bookkeeping) */
 void ssd_pool_dirty(struct ssd *s, struct ssd_ent *e);
+/* lock held: e got a write of blocks [b0, b1) (write-back delay
+ * bookkeeping, after ssd_pool_dirty) */
+void ssd_wb_written(struct ssd *s, struct ssd_ent *e, uint64_t b0, uint64_t b1);
+/* lock held: the pick's view of the delay for status */
+void ssdflush_wb_stats(struct ssd *s, struct ssdcache_stats *st);
 /* lock held: set e->repair to on and put e on / take it off the repair
  * list (a dropped entry is never on it) */
 void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on);

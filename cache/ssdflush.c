@@ -343,6 +343,9 @@ static void ssd_fj_end(struct ssd_fj *j, int err)
 		}
 		ssd_wt_wake(s);
 	}
+	if (err && e->on_pdirty)
+		e->wb_due = true;               /* retried without delay */
+	s->wb_next_due = 0;                     /* e may be due: look again */
 	ssd_unpin(s, e);
 	pthread_mutex_unlock(&s->lock);
 	if (err) {
@@ -795,59 +798,180 @@ static struct ssd_ent *ssd_pick_repair(struct ssd *s)
 	return e;
 }
 
-/* Fill the free data slots with jobs; their intents share one commit. */
-static void ssd_pick(struct ssd *s)
+enum { SSD_WB_FORCED, SSD_WB_COMPLETE, SSD_WB_IDLE, SSD_WB_AGE, SSD_WB_BG };
+
+/* The flush-wide reasons to flush now, taken under the lock. */
+struct ssd_wbnow {
+	uint64_t now;
+	bool all;                       /* writers wait for a token or slot */
+	uint64_t force_gen;             /* entries dirtied before: a
+	                                 * writethrough FLUSH / sync waits */
+};
+
+static void ssd_wb_now(struct ssd *s, struct ssd_wbnow *w, bool cache_thread)
+{
+	w->now = now_ns();
+	w->all = s->bp_head || s->sw_head || (cache_thread && s->fsw_head);
+	w->force_gen = 0;
+	for (struct ssd_req *r = s->wt_wait; r; r = r->wnext)
+		w->force_gen = MAX(w->force_gen, r->wt_gen);
+}
+
+/* lock held: why e (pool-dirty, not flushing, the i-th newest such) is
+ * to be flushed now, or -1 with *due lowered to when it will be. */
+static int ssd_wb_reason(const struct ssd *s, const struct ssd_ent *e,
+			 uint64_t i, const struct ssd_wbnow *w, uint64_t *due)
+{
+	uint64_t idle_at = e->wb_last_ns + s->flush_idle_ns;
+	uint64_t age_at = e->wb_start_ns + s->flush_age_ns;
+
+	if (w->all || e->wb_due || e->first_dirty < w->force_gen)
+		return SSD_WB_FORCED;
+	if (e->wb_nblk >= s->nblk)
+		return SSD_WB_COMPLETE;
+	if (w->now >= idle_at)
+		return SSD_WB_IDLE;
+	if (w->now >= age_at)
+		return SSD_WB_AGE;
+	if (i >= s->flush_bg)
+		return SSD_WB_BG;
+	*due = MIN(*due, MIN(idle_at, age_at));
+	return -1;
+}
+
+void ssdflush_wb_stats(struct ssd *s, struct ssdcache_stats *st)
+{
+	struct ssd_wbnow w;
+	uint64_t i = 0, due = UINT64_MAX, oldest = UINT64_MAX;
+
+	ssd_wb_now(s, &w, false);
+	st->wb_waiting = 0;
+	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext) {
+		if (e->wb_start_ns)
+			oldest = MIN(oldest, e->wb_start_ns);
+		if (e->flushing || e->dropped)
+			continue;
+		st->wb_waiting += ssd_wb_reason(s, e, i++, &w, &due) < 0;
+	}
+	st->wb_oldest_ms = oldest < w.now ? (w.now - oldest) / 1000000 : 0;
+}
+
+#define SSD_PICK_MAX 256u
+
+/* lock held: up to max pool-dirty entries due now, oldest first, into
+ * out (their reasons counted); how many.  Skips the walk when nothing can
+ * be due (wb_next_due, no force, not above flush_background). */
+static unsigned ssd_pick_due(struct ssd *s, struct ssd_ent **out, unsigned max)
+{
+	struct ssd_ent *ring[SSD_PICK_MAX];
+	uint8_t why[SSD_PICK_MAX];
+	struct ssd_wbnow w;
+	uint64_t i = 0, n = 0, due = UINT64_MAX;
+	unsigned k = 0;
+
+	ssd_wb_now(s, &w, true);
+	if (!w.all && !w.force_gen && !s->wb_kick && w.now < s->wb_next_due &&
+	    s->tokens <= s->flush_bg)
+		return 0;
+	s->wb_kick = false;
+	/* the list is newest first: keep the last max due ones */
+	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext) {
+		int r;
+
+		if (e->flushing || e->dropped)
+			continue;
+		r = ssd_wb_reason(s, e, i++, &w, &due);
+		if (r < 0)
+			continue;
+		ring[n % max] = e;
+		why[n % max] = (uint8_t)r;
+		n++;
+	}
+	s->wb_next_due = n > max ? 0 : due;
+	for (uint64_t t = n; t > (n > max ? n - max : 0); t--) {
+		unsigned x = (unsigned)((t - 1) % max);
+
+		out[k++] = ring[x];
+		switch (why[x]) {
+		case SSD_WB_FORCED: s->st.wb_forced++; break;
+		case SSD_WB_COMPLETE: s->st.wb_complete++; break;
+		case SSD_WB_IDLE: s->st.wb_idle++; break;
+		case SSD_WB_AGE: s->st.wb_age++; break;
+		default: s->st.wb_background++; break;
+		}
+	}
+	return k;
+}
+
+/* lock held: a job for e (pinned, flushing; its dirty period restarts),
+ * or NULL without memory. */
+static struct ssd_fj *ssd_fj_new(struct ssd *s, struct ssd_ent *e)
 {
 	size_t smax = codec_shard_max(s->codec);
+	struct ssd_fj *j = calloc(1, sizeof(*j));
+
+	if (j) {
+		j->plain = malloc(s->slot_size);
+		j->shard_buf = malloc(smax * (s->k + s->m));
+	}
+	if (!j || !j->plain || !j->shard_buf) {
+		if (j) {
+			free(j->plain);
+			free(j->shard_buf);
+		}
+		free(j);
+		return NULL;
+	}
+	e->flushing = true;
+	e->pins++;
+	e->wb_start_ns = 0;
+	e->wb_nblk = 0;
+	e->wb_due = false;
+	memset(SSD_WMAP(s, e), 0, s->bm_bytes);
+	j->s = s;
+	j->e = e;
+	j->obj = e->obj;
+	j->base = e->base;
+	j->gen = e->dirty_gen;
+	j->old = e->prec;
+	j->repair = e->repair;
+	j->data = true;
+	for (unsigned i = 0; i < s->k + s->m; i++)
+		j->shards[i] = j->shard_buf + i * smax;
+	return j;
+}
+
+/* Fill the free data slots with jobs for the entries due (then repair
+ * entries); their intents share one commit. */
+static void ssd_pick(struct ssd *s)
+{
+	struct ssd_ent *due[SSD_PICK_MAX];
 	struct ssd_fj *jobs = NULL, **tail = &jobs;
+	unsigned n, i;
 
 	if (s->retry_at && now_ns() < s->retry_at)
 		return;
 	s->retry_at = 0;
-	while (!s->stopping && s->nflushing < s->flush_par) {
-		struct ssd_ent *e;
+	if (s->stopping || s->nflushing >= s->flush_par)
+		return;
+	pthread_mutex_lock(&s->lock);
+	n = ssd_pick_due(s, due, MIN(s->flush_par - s->nflushing, SSD_PICK_MAX));
+	for (i = 0; s->nflushing < s->flush_par; i++) {
+		struct ssd_ent *e = i < n ? due[i] : ssd_pick_repair(s);
 		struct ssd_fj *j;
 
-		pthread_mutex_lock(&s->lock);
-		for (e = s->pdirty; e && (e->flushing || e->dropped); e = e->pnext)
-			;
 		if (!e)
-			e = ssd_pick_repair(s);
-		if (!e) {
-			pthread_mutex_unlock(&s->lock);
+			break;
+		j = ssd_fj_new(s, e);
+		if (!j) {
+			s->wb_next_due = 0;     /* the tick retries */
 			break;
 		}
-		j = calloc(1, sizeof(*j));
-		if (j) {
-			j->plain = malloc(s->slot_size);
-			j->shard_buf = malloc(smax * (s->k + s->m));
-		}
-		if (!j || !j->plain || !j->shard_buf) {
-			pthread_mutex_unlock(&s->lock);
-			if (j) {
-				free(j->plain);
-				free(j->shard_buf);
-			}
-			free(j);
-			break;                  /* the tick retries */
-		}
-		e->flushing = true;
-		e->pins++;
-		j->s = s;
-		j->e = e;
-		j->obj = e->obj;
-		j->base = e->base;
-		j->gen = e->dirty_gen;
-		j->old = e->prec;
-		j->repair = e->repair;
-		pthread_mutex_unlock(&s->lock);
-		j->data = true;
-		for (unsigned i = 0; i < s->k + s->m; i++)
-			j->shards[i] = j->shard_buf + i * smax;
 		s->nflushing++;
 		*tail = j;
 		tail = &j->next;
 	}
+	pthread_mutex_unlock(&s->lock);
 	if (jobs)
 		ssd_ig_start(s, jobs);
 }

@@ -304,6 +304,12 @@ static int open_persistent(struct volumes *v, const struct zdb_pool_cfg *cfg)
 	so.writethrough = cfg->cache_mode == ZDB_CACHE_WRITETHROUGH;
 	so.dirty_max = cfg->cache_dirty_max;
 	so.flush_parallel = cfg->flush_parallel;
+	so.flush_idle_ms = cfg->flush_idle_ms;
+	so.flush_idle_set = cfg->flush_idle_set;
+	so.flush_max_age_ms = cfg->flush_max_age_ms;
+	so.flush_max_age_set = cfg->flush_max_age_set;
+	so.flush_background = cfg->flush_background;
+	so.flush_background_set = cfg->flush_background_set;
 	so.discard_dirty = v->discard_dirty;
 	r = ssdcache_open(&so, &v->store);
 	sodium_memzero(&so, sizeof(so));
@@ -526,7 +532,7 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(o, "cache", json_pack(
 			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I}",
+			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			"slot_size", (json_int_t)v->chunk_size,
 			"slots", (json_int_t)st.slots,
 			"slots_used", (json_int_t)st.slots_used,
@@ -554,7 +560,14 @@ json_t *volumes_status(struct volumes *v)
 			"slot_waits", (json_int_t)st.slot_waits,
 			"cow_blocks", (json_int_t)st.cow_blocks,
 			"intent_commits", (json_int_t)st.intent_commits,
-			"record_commits", (json_int_t)st.record_commits));
+			"record_commits", (json_int_t)st.record_commits,
+			"wb_waiting", (json_int_t)st.wb_waiting,
+			"wb_oldest_ms", (json_int_t)st.wb_oldest_ms,
+			"wb_forced", (json_int_t)st.wb_forced,
+			"wb_complete", (json_int_t)st.wb_complete,
+			"wb_idle", (json_int_t)st.wb_idle,
+			"wb_age", (json_int_t)st.wb_age,
+			"wb_background", (json_int_t)st.wb_background));
 	}
 	json_object_set_new(o, "warm", warm_status(v->warm));
 	return o;

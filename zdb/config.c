@@ -14,6 +14,10 @@
  *     cache_mode = writeback      # or writethrough
  *     cache_dirty_max = 256       # objects not yet in the pool before writers wait
  *     flush_parallel = 16         # objects in flight to the pool
+ *     flush_idle_ms = 1000        # flush an object quiet this long (0 = at once)
+ *     flush_max_age_ms = 30000    # ... or dirty this long
+ *     flush_background = 192      # ... or the oldest above this many dirty
+ *                                 # (default 3/4 of the cache's dirty_max)
  *     listen = 0.0.0.0:10809      # repeatable; unix:/path for a socket
  *     depth = 16                  # requests in flight per backend
  *     timeout_ms = 5000           # per-request deadline
@@ -48,12 +52,13 @@ int zdb_address_check(const char *addr);   /* conn.c */
 enum {
 	PK_K, PK_M, PK_MIN, PK_CHUNK, PK_KEYFILE, PK_CPATH, PK_CSIZE, PK_CMODE,
 	PK_LISTEN, PK_DEPTH, PK_TIMEOUT, PK_CTIMEOUT, PK_HEDGE, PK_SLOW, PK_PING,
-	PK_DIRTYMAX, PK_FLUSHPAR, PK_COUNT
+	PK_DIRTYMAX, PK_FLUSHPAR, PK_FIDLE, PK_FAGE, PK_FBG, PK_COUNT
 };
 static const char *const pool_keys[PK_COUNT] = {
 	"k", "m", "min_shards", "chunk_size", "key_file", "cache_path", "cache_size",
 	"cache_mode", "listen", "depth", "timeout_ms", "connect_timeout_ms", "hedge_ms",
-	"slow_ms", "ping_ms", "cache_dirty_max", "flush_parallel",
+	"slow_ms", "ping_ms", "cache_dirty_max", "flush_parallel", "flush_idle_ms",
+	"flush_max_age_ms", "flush_background",
 };
 
 enum { BK_KIND, BK_ADDR, BK_NS, BK_PW, BK_PWFILE, BK_ZONE, BK_COUNT };
@@ -243,6 +248,24 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 		if (cfg_num(it->value, 1, 256, &v, err, errlen, "flush_parallel") < 0)
 			return -EINVAL;
 		c->flush_parallel = (unsigned)v;
+		return 0;
+	case PK_FIDLE:
+		if (cfg_num(it->value, 0, 3600000, &v, err, errlen, it->key) < 0)
+			return -EINVAL;
+		c->flush_idle_ms = v;
+		c->flush_idle_set = true;
+		return 0;
+	case PK_FAGE:
+		if (cfg_num(it->value, 0, 86400000, &v, err, errlen, it->key) < 0)
+			return -EINVAL;
+		c->flush_max_age_ms = v;
+		c->flush_max_age_set = true;
+		return 0;
+	case PK_FBG:
+		if (cfg_num(it->value, 0, 1u << 30, &v, err, errlen, it->key) < 0)
+			return -EINVAL;
+		c->flush_background = v;
+		c->flush_background_set = true;
 		return 0;
 	case PK_TIMEOUT:
 	case PK_CTIMEOUT:

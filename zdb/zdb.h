@@ -279,6 +279,10 @@ struct zdb_pool_cfg {
 	uint64_t cache_dirty_max;   /* objects not yet in the pool before
 	                             * writers wait; 0 = the cache's default */
 	unsigned flush_parallel;    /* objects in flight to the pool; 0 = default */
+	/* write-back delay (cache/cache.h ssdcache_opts), each used only
+	 * when its _set is true */
+	uint64_t flush_idle_ms, flush_max_age_ms, flush_background;
+	bool flush_idle_set, flush_max_age_set, flush_background_set;
 	char listen[8][256];
 	unsigned nlisten;
 	unsigned depth;             /* in flight per backend, default 16 */

@@ -236,6 +236,11 @@ struct copts {
 	bool create, wt, local, fault, discard;
 	unsigned nslots;
 	uint64_t dirty_max;
+	/* write-back delay: flush_idle_ms (0 = none: the tests that are not
+	 * about the delay flush at once), flush_max_age_ms (0 = default) */
+	uint64_t idle_ms, age_ms;
+	uint64_t bg;                    /* flush_background when bg_set */
+	bool bg_set;
 };
 
 static int cache_with(struct meta *m, const struct copts *co, struct objstore **out)
@@ -246,6 +251,9 @@ static int cache_with(struct meta *m, const struct copts *co, struct objstore **
 		.pool_cfg = co->local ? NULL : pcfg, .codec = codec,
 		.writethrough = co->wt, .dirty_max = co->dirty_max,
 		.fault_wrap = co->fault, .discard_dirty = co->discard,
+		.flush_idle_ms = co->idle_ms, .flush_idle_set = true,
+		.flush_max_age_ms = co->age_ms, .flush_max_age_set = co->age_ms != 0,
+		.flush_background = co->bg, .flush_background_set = co->bg_set,
 	};
 
 	memcpy(o.pool_id, pool_id, 16);
@@ -1859,7 +1867,7 @@ static int cache_par(struct meta *m, bool create, bool fault, struct objstore **
 		.path = cpath, .size = 4096 + (uint64_t)NSLOTS * SLOT,
 		.slot_size = SLOT, .meta = m, .create = create,
 		.pool_cfg = pcfg, .codec = codec, .flush_parallel = GOBJ,
-		.fault_wrap = fault,
+		.fault_wrap = fault, .flush_idle_set = true,
 	};
 
 	memcpy(o.pool_id, pool_id, 16);
@@ -2077,6 +2085,183 @@ START_TEST(test_flush_groups)
 }
 END_TEST
 
+/* ---------------------------------------------------- write-back delay -- */
+
+#define WB_LONG_MS 3600000ull           /* a delay no test waits for */
+
+/* Wait (bounded, 60 s) until pool_dirty is at most n; the stats then. */
+static void wb_wait_dirty(struct objstore *c, uint64_t n, struct ssdcache_stats *st)
+{
+	uint64_t t0 = now_ns();
+
+	do {
+		run_for(20ull * 1000000);
+		ssdcache_get_stats(c, st);
+	} while (st->pool_dirty > n && now_ns() - t0 < 60ull * 1000000000);
+	ck_assert_uint_le(st->pool_dirty, n);
+}
+
+/* A partly written object waits for flush_idle (not flushed "soon"); a
+ * complete one goes at once; a sync request flushes the waiting one. */
+START_TEST(test_wb_delay)
+{
+	struct copts co = { .create = true, .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT), *got = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_wb_delay");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 4096, 8192, x), 0);
+	ck_assert_int_eq(do_flush(c), 0);       /* writeback: local only */
+	run_for(500ull * 1000000);              /* ten flusher ticks */
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 1);
+	ck_assert_uint_eq(st.flushed, 0);
+	ck_assert_uint_eq(st.wb_waiting, 1);
+	/* complete: written in two halves, flushed without waiting */
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, SLOT / 2, x), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, SLOT / 2, SLOT / 2, x + SLOT / 2), 0);
+	wb_wait_dirty(c, 1, &st);
+	ck_assert_uint_eq(st.wb_complete, 1);
+	ck_assert_uint_eq(st.flushed, 1);
+	ck_assert_uint_eq(st.wb_waiting, 1);
+	/* sync: everything written before it is in the pool on return */
+	ck_assert_int_eq(ssdcache_sync(c), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_uint_eq(st.flushed, 2);
+	ck_assert_uint_eq(st.wb_forced, 1);
+	ck_assert_uint_eq(st.wb_idle + st.wb_age + st.wb_background, 0);
+	ck_assert_int_eq(ssdcache_sync(c), 0);  /* nothing to do: returns */
+	scan();
+	ck_assert_uint_eq(pool_content(2, got), 1);
+	ck_assert_msg(!memcmp(got, x, SLOT), "object 2 in the pool differs");
+	ck_assert_uint_eq(pool_content(1, got), 1);
+	ck_assert_msg(!memcmp(got + 4096, x, 8192), "object 1 in the pool differs");
+	scan_free();
+	close_store(m, c);
+	free(x);
+	free(got);
+}
+END_TEST
+
+/* A partly written object is flushed once quiet for flush_idle (max age
+ * out of reach), or once dirty for flush_max_age (idle out of reach). */
+START_TEST(test_wb_idle_age)
+{
+	struct copts co = { .create = true, .idle_ms = 200, .age_ms = WB_LONG_MS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_wb_idle_age");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, 4096, x), 0);
+	wb_wait_dirty(c, 0, &st);
+	ck_assert_uint_eq(st.wb_idle, 1);
+	ck_assert_uint_eq(st.flushed, 1);
+	ck_assert_uint_eq(st.wb_age + st.wb_forced + st.wb_complete + st.wb_background, 0);
+	close_store(m, c);
+
+	co = (struct copts){ .idle_ms = WB_LONG_MS, .age_ms = 300 };
+	open_store(&co, &m, &c);
+	/* rewritten faster than any idle: only the age flushes it */
+	for (unsigned i = 0; i < 4; i++) {
+		ck_assert_int_eq(do_io(c, OP_WRITE, 3, 0, i * 4096, 4096, x), 0);
+		run_for(20ull * 1000000);
+	}
+	wb_wait_dirty(c, 0, &st);
+	ck_assert_uint_ge(st.wb_age, 1);
+	ck_assert_uint_eq(st.wb_idle + st.wb_forced + st.wb_complete + st.wb_background, 0);
+	close_store(m, c);
+	free(x);
+}
+END_TEST
+
+/* A writethrough FLUSH returns when its objects are in the pool, whatever
+ * the delay. */
+START_TEST(test_wb_writethrough)
+{
+	struct copts co = { .create = true, .wt = true, .idle_ms = WB_LONG_MS,
+			    .age_ms = WB_LONG_MS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_wb_writethrough");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, 4096, x), 0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 8192, 100, x), 0);
+	ck_assert_int_eq(do_flush(c), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	ck_assert_uint_eq(st.flushed, 2);
+	ck_assert_uint_eq(st.wb_forced, 2);
+	close_store(m, c);
+	free(x);
+}
+END_TEST
+
+/* Above flush_background the oldest excess goes (the newest stay);
+ * writers blocked at dirty_max make progress whatever the delay. */
+START_TEST(test_wb_background_bp)
+{
+	struct copts co = { .create = true, .dirty_max = 8, .bg = 2, .bg_set = true,
+			    .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT), *got = malloc(SLOT);
+	struct sync_io s[12];
+	struct ssdcache_stats st;
+	unsigned i;
+
+	seed_init("test_wb_background_bp");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	for (i = 1; i <= 6; i++)
+		ck_assert_int_eq(do_io(c, OP_WRITE, i, 0, 0, 4096, x), 0);
+	wb_wait_dirty(c, 2, &st);
+	run_for(300ull * 1000000);              /* no more than the excess */
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 2);
+	ck_assert_uint_eq(st.wb_background, 4);
+	scan();
+	for (i = 1; i <= 6; i++)
+		ck_assert_msg(pool_content(i, got) == (i <= 4), "object %u %s the pool",
+			      i, i <= 4 ? "not in" : "in");
+	scan_free();
+	close_store(m, c);
+
+	/* flush_background = dirty_max: only writers waiting for a token
+	 * can start a flush */
+	co = (struct copts){ .dirty_max = 4, .bg = 4, .bg_set = true,
+			     .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(ssdcache_sync(c), 0);
+	for (i = 0; i < 12; i++) {
+		s[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+			.obj = 100 + i, .off = 4096, .len = 4096, .buf = x } };
+		objstore_write(c, &s[i].io);
+	}
+	wait_all(s, 12);
+	ck_assert_uint_eq(count_done(s, 12), 12);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_ge(st.bp_stalls, 1);
+	ck_assert_uint_ge(st.wb_forced, 8);
+	ck_assert_uint_le(st.pool_dirty, 4);
+	close_store(m, c);
+	free(x);
+	free(got);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -2101,6 +2286,10 @@ int main(void)
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_flush_groups);
+	tcase_add_test(tc, test_wb_delay);
+	tcase_add_test(tc, test_wb_idle_age);
+	tcase_add_test(tc, test_wb_writethrough);
+	tcase_add_test(tc, test_wb_background_bp);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

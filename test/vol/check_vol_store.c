@@ -425,6 +425,9 @@ static int vs_open_r(struct vs *x, bool create)
 		.pool_cfg = x->pool ? x->pcfg : NULL,
 		.codec = x->pool ? x->codec : NULL,
 		.writethrough = x->writethrough,
+		/* no write-back delay: these tests wait for pool_dirty = 0
+		 * often (the delay has its own tests in check_ssdpool) */
+		.flush_idle_set = true,
 	};
 	struct vol_pool_opts o = { .store = &x->px.base, .k = K, .m = M };
 	int r;
