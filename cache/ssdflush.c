@@ -8,9 +8,11 @@
  * groups, so the per-object cost is the data work (read, encode, put),
  * not an fsync:
  *
- *   pick: every pool-dirty entry (then repair entry) that fits in the free
- *     data slots (flush_parallel, default 16) becomes a job (pinned, gen =
- *     its last write's gen, with an object buffer and k+m shard buffers)
+ *   pick: every pool-dirty entry that is due (below, "When an object is
+ *     flushed"; oldest-dirtied first), then every repair entry, that fits
+ *     in the free data slots (flush_parallel, default 16) becomes a job
+ *     (pinned, gen = its last write's gen, with an object buffer and k+m
+ *     shard buffers); its dirty period restarts there
  *   → INTENT group: ONE meta section reserves a version for each job
  *     (meta_alloc_id) and stages intents[version] = {INTENT, obj, old
  *     version}; ONE meta commit covers them all
@@ -57,6 +59,52 @@
  * Stats: intent_commits and record_commits (each covering one or more
  * versions) against flushed.
  *
+ * When an object is flushed (the write-back delay).  Flushing re-reads,
+ * re-encodes, re-encrypts and re-sends the WHOLE object, so flushing on
+ * every write costs up to slot_size / 4 KiB times the bytes written (256x
+ * for 4 KiB random writes into 1 MiB objects), and on a small node that
+ * CPU is the writers'.  As the kernel's page cache, bcache and RBD's
+ * cache do, a pool-dirty object waits, so that rewrites coalesce; it is
+ * flushed when ANY of these holds (checked at each pick: a write that
+ * completes an object and every forcing event kick one, the cache
+ * thread's 50 ms tick does the rest; a pick walks the pool-dirty list
+ * only when something can be due — wb_next_due, the earliest time a
+ * waiting entry becomes due — so an idle cache costs nothing):
+ *   - COMPLETE: every block of it was written in this dirty period (a
+ *     sequential stream gains nothing from waiting, and the row "1 MiB
+ *     sequential write to the pool" must not wait at all);
+ *   - IDLE: no write touched it for flush_idle (pool.conf flush_idle_ms,
+ *     default 1 s; 0 = flush at once, the behaviour before the delay), so
+ *     a burst reaches the pool soon after it ends;
+ *   - AGE: its dirty period started flush_max_age ago (flush_max_age_ms,
+ *     default 30 s, the kernel's dirty_expire_centisecs), so an object
+ *     rewritten forever still reaches the pool in bounded time;
+ *   - BACKGROUND: more than flush_background objects wait (default 3/4 of
+ *     dirty_max; only the oldest excess), so writers rarely reach the hard
+ *     limit dirty_max.  Why 3/4 and not the kernel's 1/2
+ *     (dirty_background_ratio 10 vs dirty_ratio 20): dirty_max is already
+ *     a budget of SSD slots reserved for dirty objects (half the slots by
+ *     default), not memory that competes with everything else; at 1/2 a
+ *     random-write working set between 1/2 and 3/4 of the budget would
+ *     keep the flusher at full speed rewriting objects, exactly the
+ *     amplification this avoids, while 1/4 of the budget stays as headroom
+ *     for the flusher to catch up before writers stall;
+ *   - FORCED: a writethrough FLUSH waits (every object dirtied before it),
+ *     a sync request waits (ssdcache_sync: the same, in either mode),
+ *     writers wait for a dirty_max token (backpressure) or for a free slot
+ *     (eviction needs clean objects) — then every pool-dirty object is
+ *     due, oldest first —, the object was pool-dirty at open (written
+ *     before the stop, quiet since: after an unclean stop every resident
+ *     object is flushed again at once, not after a delay), or its last
+ *     flush attempt failed (retried after the pool back-off, no delay).
+ * Repair entries are picked as before.  A clean close does not drain:
+ * pool-dirty objects stay in the index (DIRTY flag) and are flushed at
+ * the next open.  Only WHEN an entry is picked changes: the job, its
+ * commits and every crash-safety argument below are the same.  Status:
+ * pool_dirty, wb_waiting (objects waiting for their delay; the rest are
+ * being flushed or due), wb_oldest_ms, and the picks by reason
+ * (wb_forced, wb_complete, wb_idle, wb_age, wb_background).
+ *
  * Degraded writes and repair.  With fewer than k+m usable backends (but
  * at least min_shards) a put stores only some shards and says so
  * (zdb_pool_put_chunk returns 1).  The version is committed as usual — the
@@ -92,7 +140,13 @@
  *               (fdatasync + index commit): survives SIGKILL and power loss
  *               of the node with the SSD intact; dirty objects are flushed
  *               to the pool after restart.  Losing the SSD loses what was
- *               not yet flushed to the pool.
+ *               not yet flushed to the pool: with the write-back delay,
+ *               the writes of about the last flush_idle (1 s) for objects
+ *               then quiet, and of at most flush_max_age (30 s) plus the
+ *               flush time for objects rewritten continuously (bounded
+ *               also by dirty_max objects).  ssdcache_sync (`nbdsrv vol
+ *               sync`) closes that window on demand, e.g. before
+ *               publishing a snapshot or decommissioning the node.
  *   writethrough a FLUSH also waits until every object written before it is
  *               committed in the pool: additionally survives the loss of the
  *               SSD (any m backends lost as well): the index is re-bound

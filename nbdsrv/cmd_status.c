@@ -68,6 +68,14 @@ static void print_cache(json_t *v)
 		       human_bytes(b[2], sizeof(b[2]), ji(c, "miss_bytes")),
 		       ji(c, "prefetches"), ji(c, "evictions"), ji(c, "flushed"),
 		       ji(c, "flush_errors"), ji(c, "bp_waiting"), ji(c, "bp_stalls"));
+		printf("  write-back delay: %" JSON_INTEGER_FORMAT " objects waiting, "
+		       "oldest dirty %" JSON_INTEGER_FORMAT " ms; flushed as complete %"
+		       JSON_INTEGER_FORMAT ", idle %" JSON_INTEGER_FORMAT ", aged %"
+		       JSON_INTEGER_FORMAT ", background %" JSON_INTEGER_FORMAT
+		       ", forced %" JSON_INTEGER_FORMAT "\n",
+		       ji(c, "wb_waiting"), ji(c, "wb_oldest_ms"), ji(c, "wb_complete"),
+		       ji(c, "wb_idle"), ji(c, "wb_age"), ji(c, "wb_background"),
+		       ji(c, "wb_forced"));
 	}
 	json_array_foreach(json_object_get(v, "warm"), i, e)
 		printf("  warm %-20s %-8s %s / %s, %s/s%s%s\n",

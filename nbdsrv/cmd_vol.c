@@ -53,6 +53,7 @@ static void vol_usage(FILE *f)
 "       nbdsrv snap create VOL@SNAP | ls VOL | rm VOL@SNAP\n"
 "       nbdsrv snap diff VOL@SNAP [VOL@SNAP2]            (default: the head)\n"
 "       nbdsrv vol warm NAME[@SNAP] [--rate BYTES/s] [--wait|--no-wait]\n"
+"       nbdsrv vol sync        (returns when every write before it is in the pool)\n"
 "options: --control PATH | --config FILE (which daemon), --json\n");
 }
 
@@ -247,6 +248,10 @@ static int build(const struct vol_cli *c, bool snap, json_t **req)
 		if ((r = need(c, 0, "'ls' takes no argument")))
 			return r;
 		*req = json_pack("{s:s}", "cmd", "vol.ls");
+	} else if (!strcmp(sub, "sync")) {
+		if ((r = need(c, 0, "'sync' takes no argument")))
+			return r;
+		*req = json_pack("{s:s}", "cmd", "vol.sync");
 	} else if (!strcmp(sub, "info") || !strcmp(sub, "rm") || !strcmp(sub, "flatten")) {
 		char cmd[32];
 

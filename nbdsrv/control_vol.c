@@ -13,6 +13,9 @@
  *   {"cmd":"vol.flatten","name":N}               "volume":{info}
  *   {"cmd":"vol.du"[,"name":N or "V@S"]}         "du":[{name, logical, …}]
  *   {"cmd":"vol.clone","spec":"V@S","new_name":M} "volume":{info}
+ *   {"cmd":"vol.sync"}                           — (every write acknowledged
+ *                                                before it is in the pool; blocks
+ *                                                the control thread meanwhile)
  *   {"cmd":"snap.create","spec":"V@S"}           "snapshot":{…}
  *   {"cmd":"snap.ls","name":V}                   "snapshots":[…]
  *   {"cmd":"snap.rm","spec":"V@S"}               —
@@ -392,6 +395,15 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 				 "pool's chunk_size (%lld bytes)", (long long)fixed);
 			return -EINVAL;
 		}
+	}
+	if (!strcmp(cmd, "vol.sync")) {
+		r = volumes_sync(v);
+		if (r == -ENOTSUP)
+			snprintf(err, errlen, "no pool: volumes are in memory");
+		else if (r < 0)
+			snprintf(err, errlen, "sync failed: %s", strerror(-r));
+		*members = r < 0 ? NULL : json_object();
+		return r < 0 ? r : *members ? 0 : -ENOMEM;
 	}
 	if (!strcmp(cmd, "vol.warm")) {
 		const char *spec;

@@ -517,6 +517,13 @@ void volumes_warm_stop(struct volumes *v, const char *vol, const char *reason)
 	warm_stop(v->warm, vol, reason);
 }
 
+int volumes_sync(struct volumes *v)
+{
+	if (v->mode != VOLUMES_PERSISTENT)
+		return -ENOTSUP;
+	return ssdcache_sync(v->store);
+}
+
 json_t *volumes_status(struct volumes *v)
 {
 	json_t *o = json_object();
