@@ -32,6 +32,8 @@
                                          * between pick and put done */
 #define SSD_FLUSH_IDLE_NS (1000ull * 1000000)  /* default flush_idle */
 #define SSD_FLUSH_AGE_NS (30000ull * 1000000)  /* default flush_max_age */
+#define SSD_BUF_IDLE_NS  (1000ull * 1000000) /* idle fetch / flush buffers
+                                         * are freed after this long unused */
 #define SSD_ENC_CTX      4u             /* flusher codec contexts (encodes
                                          * queued or running; 2 workers) */
 enum { SSD_Q_NONE, SSD_Q_SMALL, SSD_Q_MAIN };
@@ -244,6 +246,11 @@ struct ssd {
 	unsigned nfetching;             /* cache thread: fetches started */
 	uint8_t *fbuf[SSD_FETCH_MAX];   /* cache thread: idle fetch buffers */
 	unsigned nfbuf;
+	uint64_t fidle_ns;              /* cache thread: when nfetching became 0 */
+	uint8_t **jplain, **jshard;     /* cache thread: idle flush-job buffers
+	                                 * (plaintext, shards), flush_par each */
+	unsigned njplain, njshard;
+	uint64_t jidle_ns;              /* cache thread: when nflushing became 0 */
 	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* decode contexts (workers) */
 	bool fctx_busy[SSD_FETCH_PAR];  /* under lock */
 	bool discard_dirty;

@@ -346,6 +346,33 @@ static void ssd_sweep_failed(struct ssd *s)
 static void ssd_pick(struct ssd *s);
 static void ssd_rec_run(struct ssd *s);
 
+/* Cache thread: the flush jobs' plaintext and shard buffers are kept for
+ * the next job (flush_par of each at most) instead of freed: a fresh
+ * malloc of these sizes page-faulted every page again in the slot read,
+ * the AES-GCM output and the RS parity (perf, page-faults event: nearly
+ * all of row 3's daemon page faults).  Freed once no job ran for
+ * SSD_BUF_IDLE_NS. */
+static uint8_t *ssd_jbuf_get(uint8_t **pool, unsigned *n, size_t size)
+{
+	return pool && *n ? pool[--*n] : malloc(size);
+}
+
+static void ssd_jbuf_put(struct ssd *s, uint8_t **pool, unsigned *n, uint8_t *b)
+{
+	if (b && pool && *n < s->flush_par)
+		pool[(*n)++] = b;
+	else
+		free(b);
+}
+
+static void ssd_jbuf_trim(struct ssd *s)
+{
+	while (s->njplain)
+		free(s->jplain[--s->njplain]);
+	while (s->njshard)
+		free(s->jshard[--s->njshard]);
+}
+
 /* The data phase is over (put done or failed): give back the buffers, the
  * codec context and the flush_par slot. */
 static void ssd_fj_release(struct ssd_fj *j)
@@ -355,9 +382,10 @@ static void ssd_fj_release(struct ssd_fj *j)
 	if (!j->data)
 		return;
 	j->data = false;
-	s->nflushing--;
-	free(j->plain);
-	free(j->shard_buf);
+	if (!--s->nflushing)
+		s->jidle_ns = now_ns();
+	ssd_jbuf_put(s, s->jplain, &s->njplain, j->plain);
+	ssd_jbuf_put(s, s->jshard, &s->njshard, j->shard_buf);
 	j->plain = j->shard_buf = NULL;
 }
 
@@ -690,7 +718,7 @@ static void ssd_fj_encoded(struct workq_job *job)
 	} else {
 		s->ctx_busy[j->ctx_i] = false;
 	}
-	free(j->plain);
+	ssd_jbuf_put(s, s->jplain, &s->njplain, j->plain);
 	j->plain = NULL;
 	ssd_fj_park(j);
 }
@@ -965,13 +993,13 @@ static struct ssd_fj *ssd_fj_new(struct ssd *s, struct ssd_ent *e)
 	struct ssd_fj *j = calloc(1, sizeof(*j));
 
 	if (j) {
-		j->plain = malloc(s->slot_size);
-		j->shard_buf = malloc(smax * (s->k + s->m));
+		j->plain = ssd_jbuf_get(s->jplain, &s->njplain, s->slot_size);
+		j->shard_buf = ssd_jbuf_get(s->jshard, &s->njshard, smax * (s->k + s->m));
 	}
 	if (!j || !j->plain || !j->shard_buf) {
 		if (j) {
-			free(j->plain);
-			free(j->shard_buf);
+			ssd_jbuf_put(s, s->jplain, &s->njplain, j->plain);
+			ssd_jbuf_put(s, s->jshard, &s->njshard, j->shard_buf);
 		}
 		free(j);
 		return NULL;
@@ -1040,6 +1068,8 @@ static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 		return;
 	ssd_rec_run(s);
 	ssd_pick(s);
+	if (!s->nflushing && now_ns() - s->jidle_ns >= SSD_BUF_IDLE_NS)
+		ssd_jbuf_trim(s);
 	ssd_evict_tick(s);
 	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
 }
@@ -1178,7 +1208,9 @@ int ssdflush_start(struct ssd *s)
 	s->nctx = MIN(s->flush_par, SSD_ENC_CTX);
 	s->ctxs = calloc(s->nctx, sizeof(*s->ctxs));
 	s->ctx_busy = calloc(s->nctx, sizeof(*s->ctx_busy));
-	if (!s->ctxs || !s->ctx_busy)
+	s->jplain = calloc(s->flush_par, sizeof(*s->jplain));
+	s->jshard = calloc(s->flush_par, sizeof(*s->jshard));
+	if (!s->ctxs || !s->ctx_busy || !s->jplain || !s->jshard)
 		return -ENOMEM;
 	for (i = 0; i < s->nctx; i++) {
 		r = codec_ctx_new(s->codec, &s->ctxs[i]);
@@ -1231,6 +1263,11 @@ void ssdflush_stop(struct ssd *s)
 		codec_ctx_free(s->ctxs[i]);
 	free(s->ctxs);
 	free(s->ctx_busy);
+	if (s->jplain && s->jshard)
+		ssd_jbuf_trim(s);
+	free(s->jplain);
+	free(s->jshard);
+	s->jplain = s->jshard = NULL;
 	free(s->failed);
 	s->failed = NULL;
 	s->nfailed = 0;

@@ -3,7 +3,9 @@
  * memstore (COW bases, unaligned writes, zeros, drops, reopen), refusal of
  * foreign / damaged / re-created cache files, and SIGKILL recovery (a
  * forked writer killed at random; every block covered by a completed FLUSH
- * must read back, every other block must be its old or its new content).
+ * must read back, every other block must be its old or its new content);
+ * the cache file's blocks are allocated at create and at open (a sparse
+ * file left by an older build gets its holes filled, its data unchanged).
  *
  * Seeds: NBDSRV_SEED=<n> replays the randomized tests; they print the seed.
  */
@@ -18,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -301,6 +304,64 @@ START_TEST(test_base_retained)
 }
 END_TEST
 
+static uint64_t allocated(const char *path)
+{
+	struct stat sb;
+
+	ck_assert_int_eq(stat(path, &sb), 0);
+	return (uint64_t)sb.st_blocks * 512;
+}
+
+START_TEST(test_prealloc)
+{
+	const uint64_t size = 4096 + (uint64_t)NSLOTS * SLOT;
+	struct meta *m;
+	struct objstore *ssd;
+	uint8_t *x = malloc(SLOT), *r = malloc(SLOT), *img = malloc(size), *img2 = malloc(size);
+	static const uint8_t zero[4096];
+	int fd;
+
+	seed_init("test_prealloc");
+	ck_assert_int_eq(meta_at(true, pool_a, &m), 0);
+	ck_assert_int_eq(cache_at(cpath, m, pool_a, SLOT, true, &ssd), 0);
+	ck_assert_msg(allocated(cpath) >= size, "new cache file: %llu of %llu bytes allocated",
+		      (unsigned long long)allocated(cpath), (unsigned long long)size);
+	fill(x, SLOT);
+	ck_assert_int_eq(do_io(ssd, OP_WRITE, 7, 0, 0, SLOT, x), 0);
+	ck_assert_int_eq(do_io(ssd, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
+	ck_assert_int_eq(meta_sync(m), 0);
+	objstore_close(ssd);
+	ck_assert_int_eq(meta_close(m), 0);
+	/* as an older build left it: every all-zero 4 KiB block a hole */
+	fd = open(cpath, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, img, size, 0), (ssize_t)size);
+	for (uint64_t o = 0; o < size; o += 4096)
+		if (!memcmp(img + o, zero, 4096))
+			ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+						   (off_t)o, 4096), 0);
+	close(fd);
+	ck_assert_uint_lt(allocated(cpath), size / 2);
+	ck_assert_int_eq(meta_at(false, pool_a, &m), 0);
+	ck_assert_int_eq(cache_at(cpath, m, pool_a, SLOT, false, &ssd), 0);
+	ck_assert_msg(allocated(cpath) >= size, "reopened cache file: %llu of %llu bytes allocated",
+		      (unsigned long long)allocated(cpath), (unsigned long long)size);
+	ck_assert_int_eq(do_io(ssd, OP_READ, 7, 0, 0, SLOT, r), 0);
+	ck_assert_msg(memcmp(r, x, SLOT) == 0, "object changed by the preallocation");
+	objstore_close(ssd);
+	ck_assert_int_eq(meta_close(m), 0);
+	fd = open(cpath, O_RDONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, img2, size, 0), (ssize_t)size);
+	close(fd);
+	ck_assert_msg(memcmp(img, img2, size) == 0, "cache file bytes changed by the preallocation");
+	free(x);
+	free(r);
+	free(img);
+	free(img2);
+}
+END_TEST
+
 START_TEST(test_refuse)
 {
 	struct meta *m;
@@ -543,6 +604,7 @@ int main(void)
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, test_model);
 	tcase_add_test(tc, test_base_retained);
+	tcase_add_test(tc, test_prealloc);
 	tcase_add_test(tc, test_refuse);
 	tcase_add_test(tc, test_crash);
 	suite_add_tcase(s, tc);
