@@ -104,6 +104,16 @@ struct export_ops {
 	/* Optional (EXPORT_CAN_EXTENTS).  Describe allocation from
 	 * io->offset; without it everything is reported as data. */
 	void (*block_status)(struct export *e, struct export_io *io);
+	/* Optional.  A descriptor whose bytes at the export's offsets are its
+	 * content (a regular file or block device, open for reading), so that
+	 * a server may splice(2) reads from it instead of calling read; -1
+	 * when reads must go through ops->read.  Owned by the export. */
+	int (*splice_fd)(struct export *e);
+	/* Optional.  The export's content mapped read-only (size bytes), or
+	 * NULL.  Only for handing to the kernel (e.g. as sendmsg data): a
+	 * page past a shrunk file's end must not be touched in user space
+	 * (SIGBUS).  Owned by the export. */
+	const uint8_t *(*map)(struct export *e);
 	/* Required.  Called once, on the main thread, after every reactor has
 	 * stopped: flush (blocking is allowed here), release everything and
 	 * free e.  Returns 0 or the flush's -errno. */

@@ -56,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -77,6 +78,7 @@ struct file_export {
 	struct workq writers;   /* runs pwritev2() for WRITE (writable only) */
 	bool writers_up;
 	uint8_t *zeroes;        /* FILE_ZERO_BUF zero bytes, for zero fallback */
+	uint8_t *map;           /* the whole export, PROT_READ, or NULL */
 };
 
 /* io->priv layout while an op is in flight. */
@@ -511,12 +513,24 @@ static int file_close(struct export *e)
 		workq_fini(&f->writers);        /* idle: no op is in flight */
 	if (!(e->flags & EXPORT_READ_ONLY) && fdatasync(f->fd) < 0)
 		r = -errno;
+	if (f->map)
+		munmap(f->map, e->size);
 	close(f->fd);
 	free(f->zeroes);
 	free(e->name);
 	free(e->desc);
 	free(f);
 	return r;
+}
+
+static int file_splice_fd(struct export *e)
+{
+	return ((struct file_export *)e)->fd;
+}
+
+static const uint8_t *file_map(struct export *e)
+{
+	return ((struct file_export *)e)->map;
 }
 
 static const struct export_ops file_ops = {
@@ -528,6 +542,8 @@ static const struct export_ops file_ops = {
 	.zero = file_zero,
 	.cache = file_cache,
 	.block_status = file_block_status,
+	.splice_fd = file_splice_fd,
+	.map = file_map,
 	.close = file_close,
 };
 
@@ -646,6 +662,12 @@ int export_file_open(const char *spec, struct workq *wq, struct export **out,
 		f->base.flags |= EXPORT_CAN_TRIM | EXPORT_CAN_ZERO |
 				 EXPORT_CAN_FAST_ZERO;
 	f->base.pref_block = 4096;
+	if (f->base.size && f->base.size <= SIZE_MAX) {
+		void *m = mmap(NULL, (size_t)f->base.size, PROT_READ, MAP_SHARED,
+			       f->fd, 0);
+
+		f->map = m == MAP_FAILED ? NULL : m;
+	}
 	free(path);
 	*out = &f->base;
 	return 0;

@@ -15,7 +15,8 @@
  *   [0, 8M)    commands with structured replies
  *   [8M, 16M)  commands without structured replies
  *   [16M, 20M) multi-conn
- *   [24M, 64M) concurrent random I/O against an in-memory model
+ *   [24M, 64M) concurrent random I/O against an in-memory model, then
+ *              large reads interleaved with small ones (test_mixed)
  *
  * Every check stops the run with the file, line and what was expected.
  * NBDSRV_STANDIN=1 (nbdkit behind our CLI) relaxes the few facts where nbdkit
@@ -826,6 +827,265 @@ static void test_large(void)
 	printf("ok large requests (4 connections x 16 MiB)\n");
 }
 
+/* ---- large reads mixed with small ones ---------------------------------- */
+
+/* Many reads of 256 KiB - 3 MiB (the server splices those that fit its
+ * pipes straight from the file), aligned or not, some with DF, interleaved
+ * with small reads and writes on the same sockets: every reply must carry
+ * its own bytes, in whatever order they complete.  Then connections closed
+ * with 1 MiB replies in flight, and a file that shrank under its export. */
+
+#define MX_BASE (24 * MiB)
+#define MX_RO   (32 * MiB)      /* [MX_BASE, +MX_RO) is only read */
+#define MX_CONN 4
+#define MX_WSLICE (2 * MiB)     /* each connection writes its own slice */
+
+static uint8_t *mx_model;
+
+struct mx_op {
+	int *inflight;
+	bool *writing;          /* the connection's: one write at a time */
+	bool write, df;
+	uint64_t off, len;
+	uint64_t seen;          /* bytes covered by chunks */
+	int chunks;
+	uint8_t *buf;
+};
+
+static int mx_chunk(void *opaque, const void *sub, size_t count, uint64_t off,
+		    unsigned status, int *error)
+{
+	struct mx_op *op = opaque;
+
+	CHECK(*error == 0, "chunk error %s", strerror(*error));
+	CHECK(off >= op->off && off + count <= op->off + op->len,
+	      "chunk %" PRIu64 "+%zu outside the read %" PRIu64 "+%" PRIu64,
+	      off, count, op->off, op->len);
+	if (status == LIBNBD_READ_DATA)
+		CHECK(!memcmp(sub, mx_model + off - MX_BASE, count),
+		      "data chunk %" PRIu64 "+%zu of read %" PRIu64 "+%" PRIu64
+		      " differs", off, count, op->off, op->len);
+	else
+		CHECK(all_bytes(mx_model + off - MX_BASE, count, 0),
+		      "hole chunk %" PRIu64 "+%zu over data", off, count);
+	op->seen += count;
+	op->chunks++;
+	return 0;
+}
+
+static int mx_done(void *opaque, int *error)
+{
+	struct mx_op *op = opaque;
+
+	CHECK(*error == 0, "%s at %" PRIu64 "+%" PRIu64 ": %s",
+	      op->write ? "write" : "read", op->off, op->len, strerror(*error));
+	if (!op->write) {
+		CHECK(!memcmp(op->buf, mx_model + op->off - MX_BASE, op->len),
+		      "read at %" PRIu64 "+%" PRIu64 " differs", op->off, op->len);
+		CHECK(op->chunks == 0 || op->seen == op->len,
+		      "chunks cover %" PRIu64 " of %" PRIu64, op->seen, op->len);
+		CHECK(!op->df || op->chunks == 1, "DF read in %d chunks", op->chunks);
+	}
+	if (op->write)
+		*op->writing = false;
+	(*op->inflight)--;
+	free(op->buf);
+	free(op);
+	return 1;
+}
+
+static uint64_t mx_len(void)
+{
+	switch (rnd() % 8) {
+	case 0: case 1: case 2:
+		return 4096 * (1 + rnd() % 32);                 /* small */
+	case 3:
+		return 1 * MiB;
+	case 4:
+		return 256 * 1024 + rnd() % (768 * 1024);       /* odd size */
+	case 5:
+		return 1 * MiB + 4096 * (1 + rnd() % 512);      /* over 1 MiB */
+	default:
+		return 4096 * (64 + rnd() % 193);               /* 256K - 1M */
+	}
+}
+
+static void mx_submit(struct nbd_handle *h, int conn, bool sr, int *inflight,
+		      bool *writing)
+{
+	struct mx_op *op = calloc(1, sizeof(*op));
+	int64_t r;
+
+	CHECK(op, "calloc");
+	op->inflight = inflight;
+	op->write = !*writing && rnd() % 6 == 0;
+	if (op->write) {
+		/* One write per connection at a time, in its own slice: the
+		 * model is exact. */
+		op->len = rnd() % 2 ? 4096 * (1 + rnd() % 16) : 1 * MiB;
+		op->off = MX_BASE + MX_RO + conn * MX_WSLICE +
+			  4096 * (rnd() % ((MX_WSLICE - op->len) / 4096 + 1));
+		op->buf = malloc(op->len);
+		CHECK(op->buf, "malloc");
+		fill(op->buf, op->len, rnd());
+		memcpy(mx_model + op->off - MX_BASE, op->buf, op->len);
+		*writing = true;
+		op->writing = writing;
+		r = nbd_aio_pwrite(h, op->buf, op->len, op->off,
+				   (nbd_completion_callback){ .callback = mx_done,
+							      .user_data = op }, 0);
+		CHECK(r != -1, "aio_pwrite");
+		(*inflight)++;
+		return;
+	}
+	op->len = mx_len();
+	/* Half the reads start off any page boundary (byte granular). */
+	op->off = MX_BASE + (rnd() % 2 ? rnd() % (MX_RO - op->len)
+				       : 4096 * (rnd() % ((MX_RO - op->len) / 4096)));
+	op->buf = malloc(op->len);
+	CHECK(op->buf, "malloc");
+	op->df = sr && rnd() % 4 == 0;
+	if (sr)
+		r = nbd_aio_pread_structured(
+			h, op->buf, op->len, op->off,
+			(nbd_chunk_callback){ .callback = mx_chunk, .user_data = op },
+			(nbd_completion_callback){ .callback = mx_done, .user_data = op },
+			op->df ? LIBNBD_CMD_FLAG_DF : 0);
+	else
+		r = nbd_aio_pread(h, op->buf, op->len, op->off,
+				  (nbd_completion_callback){ .callback = mx_done,
+							     .user_data = op }, 0);
+	CHECK(r != -1, "aio_pread");
+	(*inflight)++;
+}
+
+static void test_mixed(uint64_t seed)
+{
+	struct nbd_handle *h[MX_CONN];
+	int inflight[MX_CONN] = { 0 };
+	bool writing[MX_CONN] = { false }, sr[MX_CONN];
+	uint64_t total = MX_RO + MX_CONN * MX_WSLICE, off;  /* 4 MiB multiple */
+	int i, submitted = 0, per_conn = 300;
+	uint8_t *b;
+
+	rng = seed ^ 0x6d69786564ull;
+	if (!rng)
+		rng = 1;
+	mx_model = malloc(total);
+	CHECK(mx_model, "malloc");
+	fill(mx_model, total, seed);
+	/* Some zero blocks, so that a copied read may reply with holes. */
+	for (off = 0; off < MX_RO; off += 1 * MiB)
+		memset(mx_model + off + 64 * 1024, 0, 64 * 1024);
+	h[0] = open_export(sock_rw, "disk", true);
+	for (off = 0; off < total; off += 4 * MiB)
+		OK(nbd_pwrite(h[0], mx_model + off, 4 * MiB,
+			      MX_BASE + off, 0));
+	nbd_shutdown(h[0], 0);
+	nbd_close(h[0]);
+
+	for (i = 0; i < MX_CONN; i++) {
+		sr[i] = i % 2 == 0;
+		h[i] = open_export(tcp_rw && i >= 2 ? tcp_rw : sock_rw, "disk", sr[i]);
+	}
+	while (submitted < MX_CONN * per_conn) {
+		for (i = 0; i < MX_CONN; i++) {
+			while (inflight[i] < 24 && submitted < MX_CONN * per_conn) {
+				mx_submit(h[i], i, sr[i], &inflight[i], &writing[i]);
+				submitted++;
+			}
+			if (nbd_aio_in_flight(h[i]) > 0)
+				OK(nbd_poll(h[i], 0));
+		}
+	}
+	for (i = 0; i < MX_CONN; i++)
+		while (inflight[i] > 0)
+			OK(nbd_poll(h[i], -1));
+	/* The written slices, read back whole. */
+	b = malloc(MX_CONN * MX_WSLICE);
+	CHECK(b, "malloc");
+	OK(nbd_pread(h[1], b, MX_CONN * MX_WSLICE, MX_BASE + MX_RO, 0));
+	CHECK(!memcmp(b, mx_model + MX_RO, MX_CONN * MX_WSLICE),
+	      "written slices differ");
+	free(b);
+	for (i = 0; i < MX_CONN; i++) {
+		nbd_shutdown(h[i], 0);
+		nbd_close(h[i]);
+	}
+	printf("ok mixed large and small reads (%d requests, %d connections)\n",
+	       submitted, MX_CONN);
+}
+
+/* Clients that go away with 1 MiB replies in flight: the server carries on
+ * (and, checked by libnbd.sh, keeps no descriptor of theirs). */
+static void test_abandon(void)
+{
+	int round, i;
+
+	for (round = 0; round < 8; round++) {
+		const char *where = tcp_rw && round % 2 ? tcp_rw : sock_rw;
+		struct nbd_handle *h = open_export(where, "disk", round % 4 < 2);
+		uint8_t *buf = malloc(32 * MiB);
+
+		CHECK(buf, "malloc");
+		for (i = 0; i < 32; i++)
+			CHECK(nbd_aio_pread(h, buf + i * MiB, 1 * MiB,
+					    MX_BASE + i * MiB + round * 512,
+					    NBD_NULL_COMPLETION, 0) != -1,
+			      "aio_pread");
+		/* Let some requests go out and some replies start. */
+		for (i = 0; i < round; i++)
+			OK(nbd_poll(h, 1));
+		nbd_close(h);
+		free(buf);
+	}
+	/* Still serving, large reads included. */
+	{
+		struct nbd_handle *h = open_export(tcp_rw ? tcp_rw : sock_rw,
+						   "disk", true);
+		uint8_t *b = malloc(1 * MiB);
+
+		CHECK(b, "malloc");
+		OK(nbd_pread(h, b, 1 * MiB, MX_BASE + 3 * MiB, 0));
+		CHECK(!memcmp(b, mx_model + 3 * MiB, 1 * MiB),
+		      "read after abandoned connections differs");
+		free(b);
+		nbd_shutdown(h, 0);
+		nbd_close(h);
+	}
+	printf("ok connections closed with large replies in flight\n");
+}
+
+/* The file of export "other" (1 MiB) shrinks to 512 KiB under the server:
+ * a 1 MiB read now fails with EIO (over a unix socket a splice comes up
+ * short and the server must fall back to a plain read, which reports the
+ * error; over TCP the pages past the end are no longer cached, so it must
+ * not send from its map) and the connection stays usable; grown back, the
+ * read succeeds again (zeroes past 512K). */
+static void test_shrunk(const char *path)
+{
+	struct nbd_handle *h;
+	uint8_t *b = malloc(1 * MiB);
+	int i;
+
+	CHECK(b, "malloc");
+	for (i = 0; i < 4; i++) {
+		h = open_export(tcp_rw && i % 2 ? tcp_rw : sock_rw, "other", i < 2);
+		/* Cached first: over TCP the server would send from its map. */
+		OK(nbd_pread(h, b, 1 * MiB, 0, 0));
+		CHECK(truncate(path, 512 * 1024) == 0, "truncate: %s", strerror(errno));
+		FAILS_WITH(nbd_pread(h, b, 1 * MiB, 0, 0), EIO);
+		CHECK(truncate(path, 1 * MiB) == 0, "truncate: %s", strerror(errno));
+		OK(nbd_pread(h, b, 1 * MiB, 0, 0));
+		CHECK(all_bytes(b + 512 * 1024, 512 * 1024, 0), "grown part not zero");
+		OK(nbd_pread(h, b, 4096, 0, 0));
+		nbd_shutdown(h, 0);
+		nbd_close(h);
+	}
+	free(b);
+	printf("ok read of a shrunk file fails with EIO\n");
+}
+
 int main(int argc, char **argv)
 {
 	uint64_t seed;
@@ -861,6 +1121,13 @@ int main(int argc, char **argv)
 		test_stress(seed);
 	if (!only || strstr(only, "large"))
 		test_large();
+	if (!only || strstr(only, "mixed")) {
+		test_mixed(seed);
+		test_abandon();
+	}
+	if ((!only || strstr(only, "shrunk")) && getenv("NBD_TEST_OTHER_FILE") &&
+	    !standin)
+		test_shrunk(getenv("NBD_TEST_OTHER_FILE"));
 	if (soft_failures) {
 		printf("%d wrong error codes (see FAIL lines)\n", soft_failures);
 		return 1;
