@@ -41,6 +41,14 @@
  * server's CPU jobs.  FLUSH stays an IORING_OP_FSYNC on the same descriptor:
  * it covers every write that completed before it, by either path.
  *
+ * Large reads can bypass ops->read (conn.c, "Large reads"): ops->splice_fd
+ * hands out the descriptor for splice(2), and ops->map a read-only
+ * MAP_SHARED map of the whole export made at open (none when mmap fails,
+ * e.g. no address space for a huge device).  The server only gives the map
+ * to the kernel as sendmsg data, never touches it itself: a file shrunk
+ * under the export would SIGBUS a user-space access, the kernel returns
+ * -EFAULT.  The mapped pages are the page cache's (they show in RSS).
+ *
  * The file is opened without O_DIRECT: the page cache is shared by every
  * connection, and FLUSH is an fdatasync of the one descriptor all
  * connections write through, so a flush covers writes acknowledged on any
