@@ -194,8 +194,8 @@ START_TEST(test_config_errors)
 		static const char *const rel[] = {
 			"[pool]\nk = 2\nm = 1\nkey_file = pool.key\n" B3,
 			"[pool]\nk = 2\nm = 1\ncache_path = cache\n" B3,
-			"[pool]\nk = 1\nm = 1\n[backend a]\nkind = dir\naddress = b0\n"
-			"[backend b]\nkind = dir\naddress = /b1\n",
+			("[pool]\nk = 1\nm = 1\n[backend a]\nkind = dir\naddress = b0\n"
+			 "[backend b]\nkind = dir\naddress = /b1\n"),
 		};
 		static const char *const want[] = {
 			"t.conf:4: key_file: the path is longer than",
