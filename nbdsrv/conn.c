@@ -471,8 +471,8 @@ static void splice_in_cb(struct loop_op *op, int res, uint32_t flags)
 }
 
 /* Start a READ as splice(file -> q's pipe), so that the data reaches the
- * socket without being copied by us (see "Splice" above).  False when the
- * request does not qualify: read it instead. */
+ * socket without being copied by us (see "Large reads" above).  False when
+ * the request does not qualify: read it instead. */
 static bool req_splice(struct conn *c, struct req *q)
 {
 	struct export *e = c->s.export;
@@ -698,14 +698,12 @@ void conn_flush(struct conn *c)
 	}
 	/* Replies up to and including the next spliced one, whose data
 	 * follows its header once the sendmsg is done. */
-	c->splice_next = NULL;
 	while (c->ready && !c->splice_next &&
 	       c->siov_n + c->ready->niov <= CONN_MAX_IOV) {
 		struct req *q = c->ready;
 
 		if (q->spliced)
 			c->splice_next = q;
-
 		memcpy(c->siov + c->siov_n, q->iov, q->niov * sizeof(struct iovec));
 		c->siov_n += q->niov;
 		c->ready = q->next;
