@@ -402,8 +402,9 @@ void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
  * pool, as a writethrough FLUSH does (in either mode; the write-back delay
  * does not apply to them).  Blocking: call it from a control thread, not
  * a reactor.  0, -EIO (the index could not be made durable), -EINVAL
- * without a pool. */
-int ssdcache_sync(struct objstore *s);
+ * without a pool, -ETIMEDOUT when that took more than timeout_ms (a paused
+ * or failing pool: the objects stay forced until flushed). */
+int ssdcache_sync(struct objstore *s, uint64_t timeout_ms);
 
 struct zdb_fault;
 /* Tests: set the faults of backend idx of the cache's pool (opened with

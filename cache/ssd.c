@@ -207,6 +207,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 size_t ssd_rec_len(const struct ssd *s)
@@ -1932,15 +1933,33 @@ void ssd_flush_ext_many(struct ssd *s, struct objstore_io *io,
 	ssd_flush_do(s, io, extra, arg, false, force, nforce);
 }
 
+/* Shared by ssdcache_sync's caller and the cache thread; freed by the
+ * last of the two (the caller may leave at its timeout while the flush
+ * goes on). */
 struct ssd_sync {
 	struct loop_msg msg;
 	struct ssd *s;
 	struct objstore_io io;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
+	unsigned refs;
 	bool done;
 	int res;
 };
+
+static void ssd_sync_put(struct ssd_sync *y)
+{
+	bool last;
+
+	pthread_mutex_lock(&y->lock);
+	last = !--y->refs;
+	pthread_mutex_unlock(&y->lock);
+	if (!last)
+		return;
+	pthread_mutex_destroy(&y->lock);
+	pthread_cond_destroy(&y->cond);
+	free(y);
+}
 
 static void ssd_sync_done(struct objstore_io *io, int res)
 {
@@ -1951,6 +1970,7 @@ static void ssd_sync_done(struct objstore_io *io, int res)
 	y->done = true;
 	pthread_cond_signal(&y->cond);
 	pthread_mutex_unlock(&y->lock);
+	ssd_sync_put(y);
 }
 
 static void ssd_sync_msg(struct loop_msg *m)
@@ -1960,26 +1980,44 @@ static void ssd_sync_msg(struct loop_msg *m)
 	ssd_flush_do(y->s, &y->io, NULL, NULL, true, NULL, 0);
 }
 
-int ssdcache_sync(struct objstore *so)
+int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
 {
 	struct ssd *s = (struct ssd *)so;
-	struct ssd_sync y = { .s = s };
+	struct ssd_sync *y;
+	pthread_condattr_t ca;
+	struct timespec dl;
+	int r = 0;
 
 	if (!s->pool_mode || !s->thread_started)
 		return -EINVAL;
-	pthread_mutex_init(&y.lock, NULL);
-	pthread_cond_init(&y.cond, NULL);
-	y.io.loop = &s->loop;
-	y.io.cb = ssd_sync_done;
-	y.msg.fn = ssd_sync_msg;
-	loop_post(&s->loop, &y.msg);
-	pthread_mutex_lock(&y.lock);
-	while (!y.done)
-		pthread_cond_wait(&y.cond, &y.lock);
-	pthread_mutex_unlock(&y.lock);
-	pthread_mutex_destroy(&y.lock);
-	pthread_cond_destroy(&y.cond);
-	return y.res;
+	y = calloc(1, sizeof(*y));
+	if (!y)
+		return -ENOMEM;
+	y->s = s;
+	y->refs = 2;
+	pthread_mutex_init(&y->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&y->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += (time_t)(timeout_ms / 1000);
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	y->io.loop = &s->loop;
+	y->io.cb = ssd_sync_done;
+	y->msg.fn = ssd_sync_msg;
+	loop_post(&s->loop, &y->msg);
+	pthread_mutex_lock(&y->lock);
+	while (!y->done && r != ETIMEDOUT)
+		r = pthread_cond_timedwait(&y->cond, &y->lock, &dl);
+	r = y->done ? y->res : -ETIMEDOUT;
+	pthread_mutex_unlock(&y->lock);
+	ssd_sync_put(y);
+	return r;
 }
 
 void ssd_read_obj(struct ssd *s, struct objstore_io *io)

@@ -37,6 +37,7 @@ struct vol_cli {
 	const char *control, *config;
 	const char *chunk_size;
 	const char *rate;
+	const char *timeout;    /* vol sync --timeout MS */
 	int wait;               /* -1 --no-wait, 1 --wait, 0 on a terminal */
 	bool json;
 	char **args;            /* positional: subcommand first */
@@ -53,7 +54,8 @@ static void vol_usage(FILE *f)
 "       nbdsrv snap create VOL@SNAP | ls VOL | rm VOL@SNAP\n"
 "       nbdsrv snap diff VOL@SNAP [VOL@SNAP2]            (default: the head)\n"
 "       nbdsrv vol warm NAME[@SNAP] [--rate BYTES/s] [--wait|--no-wait]\n"
-"       nbdsrv vol sync        (returns when every write before it is in the pool)\n"
+"       nbdsrv vol sync [--timeout MS]  (returns when every write before it is in\n"
+"                               the pool; fails after MS, default 60000)\n"
 "options: --control PATH | --config FILE (which daemon), --json\n");
 }
 
@@ -252,6 +254,17 @@ static int build(const struct vol_cli *c, bool snap, json_t **req)
 		if ((r = need(c, 0, "'sync' takes no argument")))
 			return r;
 		*req = json_pack("{s:s}", "cmd", "vol.sync");
+		if (*req && c->timeout) {
+			uint64_t ms;
+
+			if (parse_u64(c->timeout, &ms) < 0 || ms > INT64_MAX) {
+				json_decref(*req);
+				*req = NULL;
+				return usage(c, "--timeout: '%s': expected milliseconds",
+					     c->timeout);
+			}
+			json_object_set_new(*req, "timeout_ms", json_integer((json_int_t)ms));
+		}
 	} else if (!strcmp(sub, "info") || !strcmp(sub, "rm") || !strcmp(sub, "flatten")) {
 		char cmd[32];
 
@@ -365,6 +378,7 @@ static int vol_main(int argc, char **argv, bool snap)
 		{ "json",       no_argument,       NULL, 'j' },
 		{ "chunk-size", required_argument, NULL, 's' },
 		{ "rate",       required_argument, NULL, 'r' },
+		{ "timeout",    required_argument, NULL, 'T' },
 		{ "wait",       no_argument,       NULL, 'w' },
 		{ "no-wait",    no_argument,       NULL, 'W' },
 		{ "help",       no_argument,       NULL, 'h' },
@@ -384,6 +398,7 @@ static int vol_main(int argc, char **argv, bool snap)
 		case 'j': c.json = true; break;
 		case 's': c.chunk_size = optarg; break;
 		case 'r': c.rate = optarg; break;
+		case 'T': c.timeout = optarg; break;
 		case 'w': c.wait = 1; break;
 		case 'W': c.wait = -1; break;
 		case 'h': vol_usage(stdout); return 0;
@@ -397,6 +412,8 @@ static int vol_main(int argc, char **argv, bool snap)
 		return usage(&c, "%s", "a subcommand is required");
 	if ((c.rate || c.wait) && (snap || strcmp(c.args[0], "warm")))
 		return usage(&c, "%s", "--rate, --wait, --no-wait only go with 'vol warm'");
+	if (c.timeout && (snap || strcmp(c.args[0], "sync")))
+		return usage(&c, "%s", "--timeout only goes with 'vol sync'");
 	rc = build(&c, snap, &req);
 	if (rc)
 		return rc;

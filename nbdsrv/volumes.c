@@ -517,11 +517,11 @@ void volumes_warm_stop(struct volumes *v, const char *vol, const char *reason)
 	warm_stop(v->warm, vol, reason);
 }
 
-int volumes_sync(struct volumes *v)
+int volumes_sync(struct volumes *v, uint64_t timeout_ms)
 {
 	if (v->mode != VOLUMES_PERSISTENT)
 		return -ENOTSUP;
-	return ssdcache_sync(v->store);
+	return ssdcache_sync(v->store, timeout_ms);
 }
 
 json_t *volumes_status(struct volumes *v)

@@ -70,10 +70,10 @@ void volumes_foreach_open(struct volumes *v,
  * from the control thread about once a second. */
 void volumes_gc(struct volumes *v);
 
-/* Wait until every write completed before the call is in the pool
- * (ssdcache_sync; blocking, control thread).  0, -EIO, -ENOTSUP without
- * a pool (ephemeral mode). */
-int volumes_sync(struct volumes *v);
+/* Wait until every write completed before the call is in the pool, at
+ * most timeout_ms (ssdcache_sync; blocking, control thread).  0, -EIO,
+ * -ETIMEDOUT, -ENOTSUP without a pool (ephemeral mode). */
+int volumes_sync(struct volumes *v, uint64_t timeout_ms);
 
 /* Status of the volume store: {"cache_mode", "cache": ssdcache counters
  * (persistent mode), "warm": [jobs]}.  The caller decrefs it; NULL without

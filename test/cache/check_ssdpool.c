@@ -2129,13 +2129,13 @@ START_TEST(test_wb_delay)
 	ck_assert_uint_eq(st.flushed, 1);
 	ck_assert_uint_eq(st.wb_waiting, 1);
 	/* sync: everything written before it is in the pool on return */
-	ck_assert_int_eq(ssdcache_sync(c), 0);
+	ck_assert_int_eq(ssdcache_sync(c, 60000), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.pool_dirty, 0);
 	ck_assert_uint_eq(st.flushed, 2);
 	ck_assert_uint_eq(st.wb_forced, 1);
 	ck_assert_uint_eq(st.wb_idle + st.wb_age + st.wb_background, 0);
-	ck_assert_int_eq(ssdcache_sync(c), 0);  /* nothing to do: returns */
+	ck_assert_int_eq(ssdcache_sync(c, 60000), 0);  /* nothing to do: returns */
 	scan();
 	ck_assert_uint_eq(pool_content(2, got), 1);
 	ck_assert_msg(!memcmp(got, x, SLOT), "object 2 in the pool differs");
@@ -2244,7 +2244,7 @@ START_TEST(test_wb_background_bp)
 	co = (struct copts){ .dirty_max = 4, .bg = 4, .bg_set = true,
 			     .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
 	open_store(&co, &m, &c);
-	ck_assert_int_eq(ssdcache_sync(c), 0);
+	ck_assert_int_eq(ssdcache_sync(c, 60000), 0);
 	for (i = 0; i < 12; i++) {
 		s[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
 			.obj = 100 + i, .off = 4096, .len = 4096, .buf = x } };
