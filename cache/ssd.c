@@ -207,6 +207,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -3090,12 +3091,44 @@ static int ssd_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
  * 1.2) against 0.1-0.3 (median 0.23) into preallocated blocks — the cold
  * read's slot fills and the first writes of a new cache pay it.  It also
  * keeps a filesystem that fills up later from failing cache writes.  Not
- * fatal: without support or space the file stays (partly) sparse. */
-static void ssd_prealloc(int fd, uint64_t size, const char *path)
+ * fatal: without support or space the file stays (partly) sparse.  Only
+ * when the missing blocks fit with 1/32 of the filesystem (at least
+ * SSD_PREALLOC_KEEP, at most 16 x that) still free: a failed fallocate keeps what it allocated (ext4),
+ * so a cache larger than the free space filled the filesystem, and the
+ * metadata next to it (<cache_path>/meta) could not commit any more — the
+ * daemon did not start where a sparse cache had worked.  fresh: the file
+ * has no data yet, so a failure gives the blocks back. */
+#define SSD_PREALLOC_KEEP (64ull << 20)
+static void ssd_prealloc(int fd, uint64_t size, const char *path, bool fresh)
 {
-	if (fallocate(fd, 0, 0, (off_t)size) < 0)
+	struct statvfs fs;
+	struct stat sb;
+	uint64_t have, need, avail, keep;
+
+	if (fstat(fd, &sb) < 0 || fstatvfs(fd, &fs) < 0)
+		return;
+	have = (uint64_t)sb.st_blocks * 512;
+	if (have >= size)
+		return;
+	need = size - have;
+	avail = (uint64_t)fs.f_bavail * fs.f_frsize;
+	keep = MIN(MAX((uint64_t)fs.f_blocks * fs.f_frsize / 32, SSD_PREALLOC_KEEP),
+		   16 * SSD_PREALLOC_KEEP);
+	if (avail < need || avail - need < keep) {
+		log_warn("ssdcache: %s: not preallocated (%" PRIu64 " bytes missing, "
+			 "%" PRIu64 " free, %" PRIu64 " kept free); the file stays "
+			 "sparse", path, need, avail, keep);
+		return;
+	}
+	if (fallocate(fd, 0, 0, (off_t)size) < 0) {
+		int err = errno;
+
+		if (fresh && (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0))
+			fresh = false;
 		log_warn("ssdcache: %s: cannot preallocate %" PRIu64 " bytes (%s); "
-			 "the file stays sparse", path, size, strerror(errno));
+			 "the file stays sparse%s", path, size, strerror(err),
+			 fresh ? "" : " (partly allocated)");
+	}
 }
 
 /* Open the file, read or create the header. */
@@ -3150,7 +3183,7 @@ static int ssd_open_file(struct ssd *s, const struct ssdcache_opts *o,
 			if (ftruncate(s->fd, (off_t)o->size) < 0)
 				return -errno;
 			size = o->size;
-			ssd_prealloc(s->fd, size, o->path);
+			ssd_prealloc(s->fd, size, o->path, true);
 		} else if (o->size && o->size < size) {
 			size = o->size;
 		}
@@ -3202,7 +3235,7 @@ static int ssd_open_file(struct ssd *s, const struct ssdcache_opts *o,
 		return -EUCLEAN;
 	}
 	if (S_ISREG(sb.st_mode))        /* a cache made sparse by an older build */
-		ssd_prealloc(s->fd, size, o->path);
+		ssd_prealloc(s->fd, size, o->path, false);
 	return 0;
 }
 
