@@ -43,10 +43,13 @@
  *     default), at most CONN_MAX_PIPES per connection; a pipe is reused
  *     only when empty and closed otherwise.  A splice that fails or comes
  *     up short falls back to the normal read, which reports errors.
- *   Either way the reply is one data chunk: no hole detection (the data is
+ *   Either way the reply is one data chunk: no zero detection (the data is
  *   not in our memory), and the bytes are those of the page cache when the
  *   send runs, not when the reply became ready — a read that overlaps a
- *   write in time may see either, as the protocol allows.
+ *   write in time may see either, as the protocol allows.  So that sparse
+ *   files still read as HOLE chunks with structured replies, a range with
+ *   a hole in it (ops->all_data: one lseek SEEK_HOLE) takes the normal
+ *   read, whose reply is built by zero detection.
  *
  * Backpressure
  *   At most CONN_MAX_REQS requests and CONN_MAX_BYTES of request/reply data
@@ -470,6 +473,16 @@ static void splice_in_cb(struct loop_op *op, int res, uint32_t flags)
 	req_read(c, q);
 }
 
+/* A large read may skip hole detection: no structured replies (no HOLE
+ * chunk to send), or the export says the range has no hole. */
+static bool req_holeless(struct conn *c, struct req *q)
+{
+	struct export *e = c->s.export;
+
+	return !c->s.structured ||
+	       (e->ops->all_data && e->ops->all_data(e, q->nr.offset, q->nr.length));
+}
+
 /* Start a READ as splice(file -> q's pipe), so that the data reaches the
  * socket without being copied by us (see "Large reads" above).  False when
  * the request does not qualify: read it instead. */
@@ -483,7 +496,8 @@ static bool req_splice(struct conn *c, struct req *q)
 	    !e->ops->splice_fd)
 		return false;
 	fd = e->ops->splice_fd(e);
-	if (fd < 0 || !req_pipe(c, q, q->nr.offset, q->nr.length))
+	if (fd < 0 || !req_holeless(c, q) ||
+	    !req_pipe(c, q, q->nr.offset, q->nr.length))
 		return false;
 	/* The pipe is empty and holds every page: the splice never waits for
 	 * room (a blocked io-wq worker would never be woken). */
@@ -523,6 +537,8 @@ static bool req_map(struct conn *c, struct req *q)
 	for (i = 0; i < n; i++)
 		if (!(vec[i] & 1))
 			return false;
+	if (!req_holeless(c, q))
+		return false;
 	q->mapped = m + q->nr.offset;
 	c->n_io++;
 	req_io_done(&q->io, 0);

@@ -114,6 +114,11 @@ struct export_ops {
 	 * page past a shrunk file's end must not be touched in user space
 	 * (SIGBUS).  Owned by the export. */
 	const uint8_t *(*map)(struct export *e);
+	/* Optional, with splice_fd or map.  True when [off, off+len) holds no
+	 * hole, so a reply sent without hole detection (one data chunk) loses
+	 * nothing; false when it may (or on any doubt).  Cheap, but a
+	 * syscall: called on a reactor only for large reads. */
+	bool (*all_data)(struct export *e, uint64_t off, uint64_t len);
 	/* Required.  Called once, on the main thread, after every reactor has
 	 * stopped: flush (blocking is allowed here), release everything and
 	 * free e.  Returns 0 or the flush's -errno. */

@@ -48,6 +48,9 @@
  * to the kernel as sendmsg data, never touches it itself: a file shrunk
  * under the export would SIGBUS a user-space access, the kernel returns
  * -EFAULT.  The mapped pages are the page cache's (they show in RSS).
+ * Such a reply is one data chunk, so ops->all_data (lseek SEEK_HOLE) tells
+ * the server when a range has a hole: that read takes the normal path,
+ * whose reply describes the hole as a HOLE chunk.
  *
  * The file is opened without O_DIRECT: the page cache is shared by every
  * connection, and FLUSH is an fdatasync of the one descriptor all
@@ -541,6 +544,21 @@ static const uint8_t *file_map(struct export *e)
 	return ((struct file_export *)e)->map;
 }
 
+/* One lseek(SEEK_HOLE): the next hole at or past the range's end (a block
+ * device has none).  The extents of a range whose pages were just found
+ * cached, or that is about to be read, are in the file system's extent
+ * cache, so this does not wait for the disk in practice. */
+static bool file_all_data(struct export *e, uint64_t off, uint64_t len)
+{
+	struct file_export *f = (struct file_export *)e;
+	off_t h;
+
+	if (f->bdev)
+		return true;
+	h = lseek(f->fd, (off_t)off, SEEK_HOLE);
+	return h >= 0 && (uint64_t)h >= off + len;
+}
+
 static const struct export_ops file_ops = {
 	.kind = "file",
 	.read = file_read,
@@ -552,6 +570,7 @@ static const struct export_ops file_ops = {
 	.block_status = file_block_status,
 	.splice_fd = file_splice_fd,
 	.map = file_map,
+	.all_data = file_all_data,
 	.close = file_close,
 };
 
