@@ -3010,6 +3010,19 @@ static void ssd_free(struct ssd *s)
 		loop_post(&s->loop, &s->stop_msg);
 		pthread_join(s->thread, NULL);
 	}
+	/* syncs whose caller gave up (ssdcache_sync's timeout: the pool is
+	 * down) still wait here: end them */
+	for (struct ssd_req **pp = &s->wt_wait, *r; (r = *pp); ) {
+		struct objstore_io *io = r->io;
+
+		if (io->cb != ssd_sync_done) {
+			pp = &r->wnext;
+			continue;
+		}
+		*pp = r->wnext;
+		ssd_req_free(r);
+		ssd_sync_done(io, -ECANCELED);
+	}
 	if (s->ndels)
 		ssd_stage_dels(s);
 	if (s->opened)
