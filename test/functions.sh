@@ -78,6 +78,18 @@ print(r if not isinstance(r, bool) else int(r))
 PY
 }
 
+# qemu_io_ok ARGS... — run qemu-io; fail (status 1, its output on stderr)
+# when it exits non-zero OR prints "verification failed": some qemu-io
+# versions exit 0 on a failed `read -P` pattern check.
+qemu_io_ok() {
+  local out
+  out=$(qemu-io "$@" 2>&1) || { echo "$out" >&2; return 1; }
+  if grep -q "verification failed" <<<"$out"; then
+    echo "$out" >&2
+    return 1
+  fi
+}
+
 # free_port — a TCP port on 127.0.0.1 that nothing listens on right now.
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'

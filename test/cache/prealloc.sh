@@ -28,6 +28,6 @@ start_nbdsrv --config "$d/pool.conf"
 wait_for "nbdinfo --size '$u' >/dev/null 2>&1" 30 || { cat "$NBDSRV_LOG" >&2; fail "no service"; }
 [ "$(avail)" -gt 8192 ] || fail "the filesystem is full after open: $(avail) KiB free"
 qemu-io -f raw -c "write -P 0x6b 0 1M" -c flush "$u" >/dev/null || fail "write"
-qemu-io -f raw -r -c "read -P 0x6b 0 1M" "$u" >/dev/null || fail "read back"
+qemu_io_ok -f raw -r -c "read -P 0x6b 0 1M" "$u" || fail "read back"
 stop_nbdsrv || fail "SIGTERM: exit $?"
 info "a cache larger than the free space stays sparse; the daemon works"

@@ -34,6 +34,6 @@ for ((i = 0; i < BACKEND_N; i++)); do backend_cont "$i"; done
 e2e_start
 e2e_ctl vol sync || fail "vol sync after the backends resumed"
 [ "$(e2e_stat pool_dirty)" = 0 ] || fail "pool_dirty $(e2e_stat pool_dirty) after the sync"
-qemu-io -f raw -r -c "read -P 0x5a 4k 4k" "$(e2e_uri v)" >/dev/null || fail "read back"
+qemu_io_ok -f raw -r -c "read -P 0x5a 4k 4k" "$(e2e_uri v)" || fail "read back"
 e2e_stop
 info "a sync with the pool paused fails after its timeout; the daemon stays responsive"

@@ -57,8 +57,8 @@ wait "$NBDSRV_PID" 2>/dev/null || true
 start 2
 wait_for "[ \"\$(stat pool_dirty)\" = 0 ]" 60 || fail "not flushed after the restart: $(cat "$t/st.json")"
 [ "$(stat wb_idle)" = 0 ] && [ "$(stat wb_age)" = 0 ] || fail "flushed by a delay, not at open"
-qemu-io -f raw -r -c "read -P 0x11 4k 4k" -c "read -P 0x22 1M 256k" -c "read -P 0x33 2M 4k" \
-  "$u" >/dev/null || fail "data does not read back"
+qemu_io_ok -f raw -r -c "read -P 0x11 4k 4k" -c "read -P 0x22 1M 256k" -c "read -P 0x33 2M 4k" \
+  "$u" || fail "data does not read back"
 rc=0; stop_nbdsrv || rc=$?
 [ "$rc" = 0 ] || fail "SIGTERM: exit $rc"
 info "delayed, complete, sync and restart flushes as expected"

@@ -47,7 +47,7 @@ for ((r = 1; r <= n; r++)); do
   start_nbdsrv --config "$d/pool.conf"
   up || { cat "$NBDSRV_LOG" >&2; fail "restart $r after SIGKILL did not come up"; }
 done
-qemu-io -f raw -r -c "read -P 0x5c 0 64k" "$u" >/dev/null ||
+qemu_io_ok -f raw -r -c "read -P 0x5c 0 64k" "$u" ||
   fail "data written before the kills does not read back"
 rc=0; stop_nbdsrv || rc=$?
 [ "$rc" = 0 ] || fail "SIGTERM: exit $rc"
