@@ -8,7 +8,8 @@
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
-requires python3 redis-server qemu-io
+requires python3 qemu-io
+requires_test_backend
 t=$(mktempdir)
 e2e_pool 6 4 2 "$t" writeback 8M 256K "flush_idle_ms = 3600000
 flush_max_age_ms = 3600000"

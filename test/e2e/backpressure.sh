@@ -26,7 +26,8 @@
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
-requires python3 redis-server flock
+requires python3 flock
+requires_test_backend
 BLK=$TEST_BIN_DIR/e2e/e2e_blk
 [ -x "$BLK" ] || { echo "SKIP: $(basename "$0"): no $BLK (libnbd-dev missing?)" >&2; exit 77; }
 

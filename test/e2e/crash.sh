@@ -34,7 +34,8 @@
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
-requires python3 redis-server flock fio
+requires python3 flock fio
+requires_test_backend
 fio --enghelp=nbd >/dev/null 2>&1 || { echo "SKIP: fio lacks the nbd engine" >&2; exit 77; }
 BLK=$TEST_BIN_DIR/e2e/e2e_blk
 [ -x "$BLK" ] || { echo "SKIP: $(basename "$0"): no $BLK (libnbd-dev missing?)" >&2; exit 77; }

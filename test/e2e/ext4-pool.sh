@@ -15,7 +15,8 @@ source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
 requires_nbd_attach
-requires mkfs.ext4 e2fsck mount umount sha256sum python3 redis-server
+requires mkfs.ext4 e2fsck mount umount sha256sum python3
+requires_test_backend
 
 mb=${E2E_EXT4_MB:-1024}
 t=$(mktempdir)

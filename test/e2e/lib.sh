@@ -1,6 +1,7 @@
 # test/e2e/lib.sh — the persistent product path for the e2e tests: a pool of
-# redis-servers, a pool config with an SSD cache, the daemon started and
-# restarted on it (sourced after test/functions.sh and test/lib/backends.sh).
+# redis-servers (0-db servers with NBDSRV_TEST_BACKEND=zdb), a pool config
+# with an SSD cache, the daemon started and restarted on it (sourced after
+# test/functions.sh and test/lib/backends.sh).
 #
 #   e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA-POOL-LINES]]
 #   e2e_start [serve args…]                      # serve --config, waits for ctl
@@ -25,9 +26,9 @@ e2e_seed() {
   echo "# seed=$E2E_SEED (rerun with E2E_SEED=$E2E_SEED)" >&2
 }
 
-# e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA]] — N redis-servers and
-# a pool config $E2E_CONF (k+m, encryption key, cache in DIR/cache, MODE,
-# EXTRA lines for [pool]).
+# e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA]] — N servers of
+# $BACKEND_TEST_KIND and a pool config $E2E_CONF (k+m, encryption key,
+# cache in DIR/cache, MODE, EXTRA lines for [pool]).
 e2e_pool() {
   local n=$1 k=$2 m=$3 dir=$4 mode=$5 csize=$6 chunk=${7:-1M} extra=${8:-}
   E2E_DIR=$dir
@@ -35,7 +36,8 @@ e2e_pool() {
   E2E_SOCK=$dir/nbd.sock
   E2E_CACHE=$dir/cache
   cleanup_push '[ "$rc" = 0 ] || e2e_show_log'
-  backends_start redis "$n" "$dir"
+  requires_test_backend
+  backends_start "$BACKEND_TEST_KIND" "$n" "$dir"
   "$NBDSRV" key generate "$dir/pool.key" >/dev/null || fail "nbdsrv key generate"
   backends_config "$E2E_CONF" "$k" "$m" 0 "chunk_size = $chunk
 key_file = $dir/pool.key

@@ -7,6 +7,8 @@
 #   backend_stop 3 / backend_cont 3     # SIGSTOP / SIGCONT backend 3
 #   backend_kill 3                      # SIGKILL it (its data is lost)
 #   backend_restart_empty 3             # kill, wipe its data, start again
+#   backend_restart 3                   # kill and start again, data kept
+#   backend_cmd 3 DBSIZE                # one command (after SELECT/AUTH)
 #
 # Backends are numbered 0..N-1 and named b00, b01, …; BACKEND_PORT[i],
 # BACKEND_PID[i], BACKEND_DIR[i] describe each one.  Every server is killed
@@ -15,7 +17,16 @@
 # on the PATH (the test is skipped with exit 77 and a message otherwise).
 #
 # Extra redis-server arguments for every instance: BACKEND_REDIS_ARGS
-# (e.g. "--requirepass s3cret").
+# (e.g. "--requirepass s3cret"); extra zdb arguments: BACKEND_ZDB_ARGS
+# (e.g. "--mode seq" after the default "--mode user").
+#
+# The kind daemon-level tests run on: $BACKEND_TEST_KIND, from the
+# environment's NBDSRV_TEST_BACKEND (redis, the default, or zdb):
+#   requires_test_backend; backends_start "$BACKEND_TEST_KIND" 6 "$t"
+# With zdb, BACKEND_PASSWORD is a namespace password: the namespace
+# ($BACKEND_NS, default "nbdsrv" with a password, else "default") is
+# created private with that password at every (re)start that finds it
+# missing; with redis it is the requirepass (set BACKEND_REDIS_ARGS too).
 
 BACKEND_KIND=
 BACKEND_N=0
@@ -23,6 +34,24 @@ BACKEND_PORT=()
 BACKEND_PID=()
 BACKEND_DIR=()
 : "${BACKEND_REDIS_ARGS:=}"
+BACKEND_TEST_KIND=${NBDSRV_TEST_BACKEND:-redis}
+
+# requires_test_backend — skip unless the servers of $BACKEND_TEST_KIND
+# can be started (exit 77), fail on an unknown NBDSRV_TEST_BACKEND.
+requires_test_backend() {
+  case $BACKEND_TEST_KIND in
+    redis) requires redis-server python3 ;;
+    zdb) requires_zdb; requires python3 ;;
+    *) fail "NBDSRV_TEST_BACKEND=$BACKEND_TEST_KIND: expected redis or zdb" ;;
+  esac
+}
+
+# backend_ns — the zdb namespace the config names (see above).
+backend_ns() {
+  if [ -n "${BACKEND_NS:-}" ]; then echo "$BACKEND_NS"
+  elif [ -n "${BACKEND_PASSWORD:-}" ]; then echo nbdsrv
+  else echo default; fi
+}
 
 # requires_zdb — skip unless a 0-db binary is available; sets ZDB.
 requires_zdb() {
@@ -40,6 +69,85 @@ s.sendall(b"*1\r\n$4\r\nPING\r\n")
 d = s.recv(64)
 sys.exit(0 if d.startswith(b"+PONG") or d.startswith(b"-NOAUTH") else 1)
 PY
+}
+
+# _backend_py PORT KIND NS PASSWORD MODE [ARGS…] — MODE "cmd": log in (zdb:
+# SELECT NS [PASSWORD]; redis: AUTH PASSWORD) and print the reply to the
+# command ARGS (an integer or a bulk as text, an error as "-text", nil as
+# "(nil)"); MODE "ns": create the zdb namespace NS if missing, private with
+# PASSWORD.
+_backend_py() {
+  python3 - "$@" <<'PY'
+import socket, sys
+port, kind, ns, pw, mode, args = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+f = s.makefile("rb")
+def reply():
+    line = f.readline().rstrip(b"\r\n")
+    t, rest = line[:1], line[1:]
+    if t in (b"+", b"-", b":"): return (t + rest if t == b"-" else rest).decode()
+    if t == b"$":
+        n = int(rest)
+        if n < 0: return "(nil)"
+        d = f.read(n + 2)[:n]
+        return d.decode(errors="replace")
+    if t == b"*":
+        return [reply() for _ in range(max(int(rest), 0))]
+    raise SystemExit("bad reply %r" % line)
+def cmd(*a):
+    out = b"*%d\r\n" % len(a)
+    for x in a:
+        x = x.encode() if isinstance(x, str) else x
+        out += b"$%d\r\n%s\r\n" % (len(x), x)
+    s.sendall(out)
+    return reply()
+if mode == "ns":
+    if cmd("SELECT", ns, *([pw] if pw else [])) == "OK": sys.exit(0)
+    r = cmd("NSNEW", ns)
+    if r != "OK": sys.exit("NSNEW %s: %s" % (ns, r))
+    if pw:
+        for a in (("password", pw), ("public", "0")):
+            r = cmd("NSSET", ns, *a)
+            if r != "OK": sys.exit("NSSET %s %s: %s" % (ns, a[0], r))
+    sys.exit(0)
+if kind == "zdb":
+    if ns != "default":
+        r = cmd("SELECT", ns, *([pw] if pw else []))
+        if r != "OK": sys.exit("SELECT %s: %s" % (ns, r))
+elif pw:
+    r = cmd("AUTH", pw)
+    if r != "OK": sys.exit("AUTH: %s" % r)
+r = cmd(*args)
+print(r if not isinstance(r, list) else " ".join(map(str, r)))
+PY
+}
+
+# backend_cmd I ARGS… — send one command to backend I (logged in) and print
+# the reply (see _backend_py).
+backend_cmd() {
+  local i=$1; shift
+  _backend_py "${BACKEND_PORT[$i]}" "$BACKEND_KIND" "$(backend_ns)" "${BACKEND_PASSWORD:-}" cmd "$@"
+}
+
+# backend_keys I — how many keys backend I holds, not counting the pool's
+# canary key.
+backend_keys() {
+  local n c
+  n=$(backend_cmd "$1" DBSIZE) && c=$(backend_cmd "$1" EXISTS nbdsrv.canary) ||
+    fail "backend $1: cannot count keys"
+  echo $((n - c))
+}
+
+# _backend_ready I — wait until backend I answers; on zdb create its
+# namespace when it has none.
+_backend_ready() {
+  local i=$1
+  wait_for "_backend_ping ${BACKEND_PORT[$i]}" 30 ||
+    { cat "${BACKEND_DIR[$i]}/server.log" >&2; fail "backend $i did not answer PING"; }
+  if [ "$BACKEND_KIND" = zdb ] && [ "$(backend_ns)" != default ]; then
+    _backend_py "${BACKEND_PORT[$i]}" zdb "$(backend_ns)" "${BACKEND_PASSWORD:-}" ns ||
+      fail "backend $i: cannot create namespace $(backend_ns)"
+  fi
 }
 
 _backend_launch() {  # _backend_launch I
@@ -76,10 +184,7 @@ backends_start() {
     BACKEND_DIR[$i]=$top/backend$i
     _backend_launch "$i"
   done
-  for ((i = 0; i < n; i++)); do
-    wait_for "_backend_ping ${BACKEND_PORT[$i]}" 30 ||
-      { cat "${BACKEND_DIR[$i]}/server.log" >&2; fail "backend $i did not answer PING"; }
-  done
+  for ((i = 0; i < n; i++)); do _backend_ready "$i"; done
 }
 
 # backends_config FILE K M [ZONES [EXTRA-POOL-LINES]] — a pool config for the
@@ -95,7 +200,7 @@ backends_config() {
     for ((i = 0; i < BACKEND_N; i++)); do
       printf '\n[backend b%02d]\nkind = %s\naddress = 127.0.0.1:%s\n' "$i" "$BACKEND_KIND" \
         "${BACKEND_PORT[$i]}"
-      if [ "$BACKEND_KIND" = zdb ]; then echo "namespace = ${BACKEND_NS:-default}"; fi
+      if [ "$BACKEND_KIND" = zdb ]; then echo "namespace = $(backend_ns)"; fi
       if [ -n "${BACKEND_PASSWORD:-}" ]; then echo "password = $BACKEND_PASSWORD"; fi
       if [ "$zones" -gt 0 ]; then echo "zone = z$((i % zones))"; fi
     done
@@ -113,5 +218,12 @@ backend_restart_empty() {
   backend_kill "$1"
   rm -rf "${BACKEND_DIR[$1]}"
   _backend_launch "$1"
-  wait_for "_backend_ping ${BACKEND_PORT[$1]}" 30 || fail "backend $1 did not restart"
+  _backend_ready "$1"
+}
+# backend_restart I — kill backend I and start it again on the same port
+# with its data (redis keeps nothing: it runs without persistence).
+backend_restart() {
+  backend_kill "$1"
+  _backend_launch "$1"
+  _backend_ready "$1"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # persist.sh — persistent volumes: `serve --config` on 6 redis backends
-# (k=4 m=2, 256 KiB chunks, a 24 MiB SSD cache, writeback) serves volumes
+# (zdb with NBDSRV_TEST_BACKEND=zdb) (k=4 m=2, 256 KiB chunks, a 24 MiB SSD cache, writeback) serves volumes
 # whose data, snapshots and clones survive a SIGTERM + restart; the
 # shutdown exits 0; a second daemon on the same cache_path is refused with a
 # message; --create-volume is idempotent; vol.create with another chunk
@@ -8,7 +8,8 @@
 # the backends' key count goes back to what it was before any write.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
-requires nbdinfo nbdcopy qemu-io python3 cmp redis-cli
+requires nbdinfo nbdcopy qemu-io python3 cmp
+requires_test_backend
 t=$(mktempdir)
 ctl=$t/cache/nbdsrv.ctl
 uri() { echo "nbd+unix:///$1?socket=$t/sock"; }
@@ -19,14 +20,11 @@ MiB=$((1 << 20))
 # pool's canary key).
 keys() {
   local i n=0
-  for ((i = 0; i < BACKEND_N; i++)); do
-    n=$((n + $(redis-cli -p "${BACKEND_PORT[$i]}" DBSIZE) -
-           $(redis-cli -p "${BACKEND_PORT[$i]}" EXISTS nbdsrv.canary)))
-  done
+  for ((i = 0; i < BACKEND_N; i++)); do n=$((n + $(backend_keys $i))); done
   echo $n
 }
 
-backends_start redis 6 "$t"
+backends_start "$BACKEND_TEST_KIND" 6 "$t"
 "$NBDSRV" key generate "$t/pool.key" >/dev/null || fail "key generate"
 backends_config "$t/pool.conf" 4 2 0 "chunk_size = 256K
 key_file = $t/pool.key

@@ -52,7 +52,8 @@ rc=0; stop_nbdsrv || rc=$?
 info "1: cache.img lost after the pool caught up: data intact"
 
 # --- 2, 3: redis backends paused while writing ----------------------------------
-backends_start redis 6 "$t"
+requires_test_backend
+backends_start "$BACKEND_TEST_KIND" 6 "$t"
 "$NBDSRV" key generate "$t/r.key" >/dev/null || fail "key generate"
 ru="nbd+unix:///v?socket=$t/r.sock"
 for mode in writeback writethrough; do

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # status.sh — the pool inside the daemon: `nbdsrv serve --config FILE` with 6
-# password-protected redis backends, `nbdsrv status` (table and --json) shows
+# password-protected redis backends (0-db namespaces with passwords when
+# NBDSRV_TEST_BACKEND=zdb), `nbdsrv status` (table and --json) shows
 # every backend's state, dialect, latency and capacity; a killed backend is
 # shown down within a bound and up again after a restart; the password never
 # appears in any output or in the log; a config error is reported as
 # FILE:LINE: reason with exit 1 before anything starts (no socket created).
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
-requires redis-server python3 nbdinfo
+requires python3 nbdinfo
+requires_test_backend
 t=$(mktempdir)
 PW="pw-$RANDOM-Zq9#x"
 export BACKEND_REDIS_ARGS="--requirepass $PW"
@@ -42,7 +44,7 @@ rc=0; "$NBDSRV" status --control "$t/nobody.ctl" 2>"$t/nobody.out" || rc=$?
   fail "status with no daemon: exit $rc"
 
 # --- serve --config with 6 redis backends behind passwords ------------------
-backends_start redis 6 "$t"
+backends_start "$BACKEND_TEST_KIND" 6 "$t"
 backends_config "$t/pool.conf" 4 2 0 "cache_path = $t/cache
 listen = unix:$t/nbd.sock"
 grep -q "password = $PW" "$t/pool.conf" || fail "test setup: no password in the config"
@@ -73,7 +75,7 @@ wait_for "status_json && check_json 'all(x[\"health\"] == \"up\" for x in b.valu
   { cat "$t/st.json" >&2; fail "not every backend came up"; }
 check_json 'len(b) == 6 and s["pool"]["k"] == 4 and s["pool"]["m"] == 2' ||
   fail "status --json: pool k/m/backends wrong"
-check_json 'all(x["dialect"] == "redis" and x["state"] == "ready" for x in b.values())' ||
+check_json 'all(x["dialect"] == "'"$BACKEND_TEST_KIND"'" and x["state"] == "ready" for x in b.values())' ||
   fail "status --json: dialect/state"
 check_json 's["exports"][0]["name"] == "disk" and s["exports"][0]["size"] == 8 << 20' ||
   fail "status --json: exports"
@@ -84,8 +86,8 @@ wait_for "status_json && check_json 'all(x[\"p50_ms\"] > 0 and x[\"p99_ms\"] >= 
 
 "$NBDSRV" status --config "$t/pool.conf" >"$t/st.txt" || fail "status (table)"
 for i in 0 1 2 3 4 5; do
-  grep -Eq "^b0$i +.* up +ready +redis " "$t/st.txt" ||
-    { cat "$t/st.txt" >&2; fail "status table: b0$i not shown up/ready/redis"; }
+  grep -Eq "^b0$i +.* up +ready +$BACKEND_TEST_KIND " "$t/st.txt" ||
+    { cat "$t/st.txt" >&2; fail "status table: b0$i not shown up/ready/$BACKEND_TEST_KIND"; }
 done
 grep -q "^disk " "$t/st.txt" || fail "status table: export missing"
 "$NBDSRV" status --control "$t/cache/nbdsrv.ctl" >"$t/st2.txt" || fail "status --control"
