@@ -35,6 +35,15 @@
  * then reconnect after an exponential backoff (50 ms … 5 s).  Nothing here
  * blocks: the connect is IORING_OP_CONNECT with a linked timeout, deadlines
  * are checked from the owner's tick (zdb_pool: every 10 ms).
+ *
+ * Lingering.  0-db does not ignore SIGPIPE: a reply it sends to a socket
+ * its client has closed (RST) kills the server — which is exactly what a
+ * teardown with requests in flight to a stopped or slow 0-db would do.  So
+ * on a 0-db, a torn-down connection that still had requests in flight is
+ * only half-closed (SHUT_WR: the server reads EOF after our last request,
+ * answers what it read, then closes) and kept open, drained from the tick,
+ * until the server closes it or CONN_LINGER_NS passes; at most
+ * CONN_LINGER_MAX such sockets per backend (the oldest is closed first).
  */
 #include "zdb/zdb.h"
 
@@ -57,6 +66,8 @@
 #define CONN_BACKOFF_MIN (50ull * 1000000)
 #define CONN_BACKOFF_MAX (5000ull * 1000000)
 #define CONN_PING_NS     (1000ull * 1000000)
+#define CONN_LINGER_MAX  8
+#define CONN_LINGER_NS   (300ull * 1000000000)
 
 enum conn_hs {
 	HS_NONE = 0,
@@ -123,6 +134,11 @@ struct conn {
 	uint64_t attempt_start_ns;
 	uint64_t last_rx_ns;
 	char kind_warned;
+	struct conn_linger {            /* half-closed sockets being drained */
+		int fd;
+		uint64_t until_ns;
+	} linger[CONN_LINGER_MAX];
+	unsigned nlinger;
 };
 
 static void conn_connect(struct conn *c);
@@ -1008,6 +1024,58 @@ static void conn_stop_done(struct loop_op *op, int res, uint32_t flags)
 	}
 }
 
+/* True when the socket must not be closed while requests are unanswered
+ * (see "Lingering"). */
+static bool conn_must_linger(const struct conn *c)
+{
+	return c->fly_head && (c->b.dialect == ZDB_DIALECT_ZDB ||
+			       (c->b.dialect == ZDB_DIALECT_UNKNOWN &&
+				c->b.cfg.kind == ZDB_KIND_ZDB));
+}
+
+static void conn_linger_close(struct conn *c, unsigned i)
+{
+	close(c->linger[i].fd);
+	c->linger[i] = c->linger[--c->nlinger];
+}
+
+/* Keep fd (already SHUT_WR) open until the server closes it. */
+static void conn_linger_add(struct conn *c, int fd)
+{
+	if (c->nlinger == CONN_LINGER_MAX) {
+		unsigned i, oldest = 0;
+
+		for (i = 1; i < c->nlinger; i++)
+			if (c->linger[i].until_ns < c->linger[oldest].until_ns)
+				oldest = i;
+		conn_linger_close(c, oldest);
+	}
+	c->linger[c->nlinger].fd = fd;
+	c->linger[c->nlinger].until_ns = now_ns() + CONN_LINGER_NS;
+	c->nlinger++;
+}
+
+/* Drain the lingering sockets; close those the server closed. */
+static void conn_linger_tick(struct conn *c, uint64_t now)
+{
+	char scratch[16384];
+	unsigned i = 0;
+
+	while (i < c->nlinger) {
+		ssize_t n;
+		int rounds = 0;
+
+		do
+			n = recv(c->linger[i].fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+		while (n > 0 && ++rounds < 64);
+		if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) ||
+		    now > c->linger[i].until_ns)
+			conn_linger_close(c, i);
+		else
+			i++;
+	}
+}
+
 /* Tear down (idempotent): wake kernel ops; when none is left, close the fd,
  * fail every request, and schedule the reconnect. */
 static void conn_fail(struct conn *c, int err, const char *why)
@@ -1025,7 +1093,7 @@ static void conn_fail(struct conn *c, int err, const char *why)
 		if (c->fd >= 0) {
 			struct io_uring_sqe *sqe;
 
-			shutdown(c->fd, SHUT_RDWR);
+			shutdown(c->fd, conn_must_linger(c) ? SHUT_WR : SHUT_RDWR);
 			sqe = loop_sqe(c->b.loop, NULL);
 			io_uring_prep_cancel_fd(sqe, c->fd, IORING_ASYNC_CANCEL_ALL);
 		}
@@ -1033,7 +1101,10 @@ static void conn_fail(struct conn *c, int err, const char *why)
 	if (c->kops > 0)
 		return;
 	if (c->fd >= 0) {
-		close(c->fd);
+		if (conn_must_linger(c))
+			conn_linger_add(c, c->fd);
+		else
+			close(c->fd);
 		c->fd = -1;
 	}
 	c->direct = NULL;
@@ -1173,6 +1244,8 @@ static void conn_tick(struct zdb_backend *b, uint64_t now)
 	struct conn *c = (struct conn *)b;
 	struct zdb_req *r, **pp;
 
+	if (c->nlinger)
+		conn_linger_tick(c, now);
 	if (c->stopping || c->failing)
 		return;
 	if (c->fly_head && now > c->fly_head->deadline_ns) {
@@ -1222,6 +1295,8 @@ static void conn_destroy(struct zdb_backend *b)
 
 	if (c->fd >= 0)
 		close(c->fd);
+	while (c->nlinger)
+		conn_linger_close(c, 0);
 	explicit_bzero(c->b.cfg.password, sizeof(c->b.cfg.password));
 	free(c->rx);
 	free(c);
