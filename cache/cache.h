@@ -375,6 +375,9 @@ struct ssdcache_stats {
 	                           * fetched the rest of the object */
 	uint64_t read_fetches;    /* fetches a read started itself (its miss
 	                           * found no prefetch / read-ahead in flight) */
+	uint64_t read_served;     /* reads that waited for a fetch and got
+	                           * their bytes from its plaintext (no read
+	                           * back from the slot) */
 	uint64_t evictions;       /* objects evicted */
 	uint64_t cow_blocks;      /* blocks copied into dependents before a
 	                           * write to their base landed */

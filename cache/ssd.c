@@ -956,6 +956,21 @@ static void ssd_read_resume(struct ssd_req *r)
 		ssd_read_end(r, r->fetch_res);
 		return;
 	}
+	if (r->served) {
+		/* the fetch's worker copied every byte from its plaintext:
+		 * what the pass after a miss does, without the read back */
+		struct ssd *s = r->s;
+		struct ssd_ent *e;
+
+		pthread_mutex_lock(&s->lock);
+		e = ssd_find(s, r->io->obj);
+		if (e && e->slot != SSD_NOSLOT)
+			e->last_end = r->io->off + r->io->len;
+		s->st.read_served++;
+		pthread_mutex_unlock(&s->lock);
+		ssd_read_end(r, 0);
+		return;
+	}
 	ssd_read_go(r);
 }
 
@@ -2466,6 +2481,48 @@ static int ssd_fetch_write(struct ssd_fetch *f)
 	return r;
 }
 
+/* lock held: every block of io resolves to f's plaintext: io's object is
+ * in memory and each block, along its chain, is one f filled from the
+ * pool (not valid in f's slot: a valid one may be newer than the pool
+ * version, and f did not write it). */
+static bool ssd_fetch_covers(struct ssd *s, const struct ssd_fetch *f,
+			     const struct objstore_io *io)
+{
+	uint64_t b0 = io->off / SSD_BLK;
+	uint64_t b1 = (io->off + io->len + SSD_BLK - 1) / SSD_BLK;
+	struct ssd_ent *e = ssd_find(s, io->obj);
+	bool pool;
+
+	if (!e || f->hole || b0 < f->b0 || b1 > f->b1)
+		return false;
+	for (uint64_t b = b0; b < b1; b++)
+		if (ssd_source(e, b, &pool) != f->e || !pool)
+			return false;
+	return true;
+}
+
+/* Worker, after the slot write: the reads waiting on f whose every block
+ * resolves to its plaintext get their bytes from it (a copy of data still
+ * in the CPU caches instead of a read back from the slot).  Until
+ * ssd_fetch_end the bitmap does not change (no write runs on a fetching
+ * entry) and the waiters found stay listed and pinned; a waiter that
+ * arrives after the scan is pushed at the head and resolves again. */
+static void ssd_fetch_serve(struct ssd_fetch *f)
+{
+	struct ssd *s = f->s;
+	struct ssd_req *w, *head;
+
+	pthread_mutex_lock(&s->lock);
+	head = f->e->fwait;
+	for (w = head; w; w = w->wnext)
+		w->served = w->kind == SSD_READ && ssd_fetch_covers(s, f, w->io);
+	pthread_mutex_unlock(&s->lock);
+	for (w = head; w; w = w->wnext)
+		if (w->served)
+			memcpy(w->io->buf, f->plain + (w->io->off - f->b0 * SSD_BLK),
+			       w->io->len);
+}
+
 /* Worker: a decode context (at most one per worker is ever busy, so the
  * array never runs out), created on first use. */
 static int ssd_fctx_take(struct ssd *s, struct codec_ctx **x)
@@ -2522,6 +2579,8 @@ static void ssd_fetch_decode(struct workq_job *job)
 			return;
 	}
 	f->wres = ssd_fetch_write(f);
+	if (!f->wres)
+		ssd_fetch_serve(f);
 }
 
 static void ssd_fetch_decoded(struct workq_job *job)

@@ -297,6 +297,8 @@ struct ssd_req {
 	/* miss path */
 	unsigned passes;                /* resolutions done (1 = first) */
 	int fetch_res;                  /* result of the fetch waited for */
+	bool served;                    /* a read the fetch's worker copied
+	                                 * from the plaintext (ssd_fetch_serve) */
 	void (*resume)(struct ssd_req *r); /* after a fetch / a free slot */
 	struct ssd_sub subs[];
 };

@@ -564,6 +564,7 @@ json_t *volumes_status(struct volumes *v)
 			"fetch_shards", (json_int_t)st.fetch_shards,
 			"readaheads", (json_int_t)st.readaheads,
 			"read_fetches", (json_int_t)st.read_fetches,
+			"read_served", (json_int_t)st.read_served,
 			"slot_waits", (json_int_t)st.slot_waits,
 			"cow_blocks", (json_int_t)st.cow_blocks,
 			"intent_commits", (json_int_t)st.intent_commits,

@@ -12,7 +12,9 @@
  *
  * Miss path and eviction (small caches, more objects than slots): random
  * reads and writes against a model, sequential and at QD 8; a 4 KiB miss
- * reads fewer than k shards; concurrent misses on one object fetch once;
+ * reads fewer than k shards; concurrent misses on one object fetch once,
+ * and those whose every block resolves to the fetch get its plaintext
+ * (not the ones reading a dependent's own blocks or a newer valid block);
  * a prefetch makes later reads hits; a hot set survives a one-pass scan of
  * three times the cache (S3-FIFO: an LRU fails this); with the pool stopped
  * writes wait and nothing dirty is evicted; a reopened pool-dirty object's
@@ -1578,6 +1580,7 @@ START_TEST(test_reopen_partial)
 	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.fetches, 1);
+	ck_assert_uint_eq(st.read_served, 0);   /* block 3 is the slot's */
 	ck_assert_msg(!memcmp(got + 3 * 4096, b, 4096), "the newer block was "
 		      "overwritten by the pool's version");
 	ck_assert(!memcmp(got + 5 * 4096, a, 4096));
@@ -1812,6 +1815,88 @@ START_TEST(test_miss_paused)
 	close_store(m, c);
 	free(x);
 	free(got);
+}
+END_TEST
+
+/*
+ * Reads waiting for a fetch get their bytes from its plaintext (no read
+ * back from the slot) only when every block resolves to it: base 1 in
+ * the pool only, dependent 2 with blocks 6-7 of its own.  With the pool
+ * paused, five reads queue on one fetch of object 1's blocks 3-15 (the
+ * first read's): object 2 from block 3 (its own blocks inside the fetched
+ * range: the slot path),
+ * object 2 through its base only, object 1 at two unaligned ranges (the
+ * plaintext at the right offsets, the fetch starting at block 3), object 1
+ * in block 0 (not fetched: it resolves again and fetches block 0).  Each
+ * returns what a hit returns; exactly four are served from a fetch.  (A
+ * pool-dirty object's newer block: test_reopen_partial.)
+ */
+START_TEST(test_miss_served)
+{
+	struct copts co = { .create = true, .wt = true, .nslots = 16 };
+	uint8_t *x = malloc(SLOT), *y = malloc(2 * 4096), *want2 = malloc(SLOT);
+	uint8_t *got = malloc(5 * SLOT), *hit = malloc(SLOT);
+	static const uint64_t ro[5][3] = {      /* obj, off, len */
+		{ 2, 3 * 4096 + 100, SLOT - 3 * 4096 - 200 },
+		{ 2, 8 * 4096 + 123, 7000 }, { 1, 4 * 4096 + 100, 30000 },
+		{ 1, SLOT - 5000, 5000 }, { 1, 100, 200 },
+	};
+	struct ssdcache_stats st;
+	struct sync_io rd[5];
+	struct meta *m;
+	struct objstore *c;
+
+	seed_init("test_miss_served");
+	pcfg->timeout_ns = 300ull * 1000000;
+	fill(x, SLOT);
+	fill(y, 2 * 4096);
+	memcpy(want2, x, SLOT);
+	memcpy(want2 + 6 * 4096, y, 2 * 4096);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+	ck_assert_int_eq(do_flush(c), 0);
+	objstore_close(c);
+	ck_assert_int_eq(unlink(cpath), 0);
+	/* writeback, object 2 not flushed during the test: the flusher's
+	 * read of it would queue on the fetches too */
+	co.fault = true;
+	co.wt = false;
+	co.idle_ms = 600000;
+	ck_assert_int_eq(cache_with(m, &co, &c), 0);    /* object 1 evicted */
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 6 * 4096, 2 * 4096, y), 0);
+	pool_pause(c, true);
+	for (unsigned i = 0; i < 5; i++) {
+		rd[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+			.obj = ro[i][0], .base = ro[i][0] == 2 ? 1 : 0,
+			.off = ro[i][1], .len = ro[i][2], .buf = got + i * SLOT } };
+		objstore_read(c, &rd[i].io);
+	}
+	run_for(200ull * 1000000);
+	ck_assert_uint_eq(count_done(rd, 5), 0);
+	pool_pause(c, false);
+	wait_all(rd, 5);
+	for (unsigned i = 0; i < 5; i++) {
+		const uint8_t *w = (ro[i][0] == 2 ? want2 : x) + ro[i][1];
+
+		ck_assert_int_eq(rd[i].io.res, 0);
+		ck_assert_msg(!memcmp(got + i * SLOT, w, ro[i][2]), "read %u "
+			      "(object %llu [%llu, +%llu)) differs", i,
+			      (unsigned long long)ro[i][0], (unsigned long long)ro[i][1],
+			      (unsigned long long)ro[i][2]);
+		/* the same range again: a hit */
+		ck_assert_int_eq(do_io(c, OP_READ, ro[i][0], ro[i][0] == 2 ? 1 : 0,
+				       ro[i][1], ro[i][2], hit), 0);
+		ck_assert(!memcmp(hit, w, ro[i][2]));
+	}
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.fetches, 2);
+	ck_assert_uint_eq(st.read_served, 4);
+	close_store(m, c);
+	free(x);
+	free(y);
+	free(want2);
+	free(got);
+	free(hit);
 }
 END_TEST
 
@@ -2285,6 +2370,7 @@ int main(void)
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_miss_paused);
+	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
 	tcase_add_test(tc, test_wb_delay);
 	tcase_add_test(tc, test_wb_idle_age);
