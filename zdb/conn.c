@@ -16,7 +16,12 @@
  * CHALLENGE + SELECT ns SECURE sha1("nonce:password") (or plain SELECT ns),
  * on Redis SELECT <db> when the namespace is a number, then GET of the
  * canary key (absent after we had seen it: the backend was emptied) and SET
- * of it when absent.
+ * of it when absent — and on 0-db always (an identical value is not
+ * written again): that SET proves we may write.  A namespace we cannot use
+ * is FATAL with a message saying why: it does not exist, needs a password,
+ * refuses ours, is read-only to us (public but password-protected, no
+ * password configured) or is in sequential mode (keys chosen by the server:
+ * `zdb --mode seq`; nbdsrv needs user keys).
  *
  * Requests: submit() puts a request on `pend`; flush moves up to `depth` of
  * them to `fly` (sent or being sent, FIFO — RESP replies come in order) and
@@ -666,12 +671,21 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 		if (rp->type == RESP_BULK) {
 			c->b.canary_missing = false;
 			c->canary_seen = true;
-			conn_ready(c);
+			if (c->b.dialect == ZDB_DIALECT_ZDB)
+				conn_hs_simple(c, HS_CANARY_SET, "SET", ZDB_CANARY_KEY,
+					       "nbdsrv pool canary v1");
+			else
+				conn_ready(c);
 			return 0;
 		}
 		if (rp->type == RESP_ERROR) {
 			if (text_has(rp->str, rp->len, "NOAUTH") || text_has(rp->str, rp->len, "NOPERM")) {
 				conn_fatal(c, -EACCES, "not authorized: %s", detail);
+				return 0;
+			}
+			if (c->b.dialect == ZDB_DIALECT_ZDB && text_has(rp->str, rp->len, "Invalid key")) {
+				conn_fatal(c, -EINVAL, "namespace is in sequential mode (0-db --mode seq); "
+					   "nbdsrv needs user-key mode: %s", detail);
 				return 0;
 			}
 			return -EPROTO;
@@ -688,6 +702,19 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 		conn_hs_simple(c, HS_CANARY_SET, "SET", ZDB_CANARY_KEY, "nbdsrv pool canary v1");
 		return 0;
 	case HS_CANARY_SET:
+		if (rp->type == RESP_ERROR && c->b.dialect == ZDB_DIALECT_ZDB &&
+		    (text_has(rp->str, rp->len, "only update authorized") ||
+		     text_has(rp->str, rp->len, "Invalid key"))) {
+			conn_fatal(c, -EINVAL, "namespace is in sequential mode (0-db --mode seq); "
+				   "nbdsrv needs user-key mode: %s", detail);
+			return 0;
+		}
+		if (rp->type == RESP_ERROR && c->b.dialect == ZDB_DIALECT_ZDB &&
+		    text_has(rp->str, rp->len, "in read-only mode")) {
+			conn_fatal(c, -EACCES, "namespace is read-only without its password "
+				   "(public but password-protected: set password): %s", detail);
+			return 0;
+		}
 		if (rp->type == RESP_ERROR) {
 			conn_set_error(c, "cannot write the canary: %s", detail);
 			log_warn("backend %s: %s", c->b.cfg.name, c->b.last_error);
