@@ -3,7 +3,8 @@
 0-db v2.0.7's RESP dialect that nbdsrv uses, as reference/zdb.md describes
 it, so the zdb code paths (SELECT ns SECURE, SET echoing the key, $-1 for an
 identical value, -Key not found on DEL, NSNEW/NSSET/NSINFO, admin AUTH
-SECURE) run end to end in CI.  The real 0-db runs in test-pool-zdb.sh when
+SECURE, a namespace in seq mode refusing a key it did not hand out, a
+public namespace with a password read-only without it) run end to end in CI.  The real 0-db runs in test-pool-zdb.sh when
 it is installed.
 
     fake_zdb.py PORT [--admin PASSWORD]
@@ -139,6 +140,12 @@ class Handler(socketserver.StreamRequestHandler):
                         self.reply(b"-Key too large\r\n")
                     elif not writable:
                         self.reply(b"-Namespace is in read-only mode\r\n")
+                    elif n["mode"] == "seq" and k == b"":
+                        k = len(n["keys"]).to_bytes(8, "little")
+                        n["keys"][k] = v
+                        self.bulk(k)
+                    elif n["mode"] == "seq" and k not in n["keys"]:
+                        self.reply(b"-Invalid key, only update authorized\r\n")
                     elif n["keys"].get(k) == v:
                         self.reply(b"$-1\r\n")
                     else:

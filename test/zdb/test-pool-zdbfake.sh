@@ -3,7 +3,8 @@
 # protects the namespaces as admin (AUTH SECURE), the pool then logs in with
 # SELECT ns SECURE, writes/reads/deletes (SET echoing the key, $-1 for an
 # identical value, -Key not found on DEL), reports NSINFO capacity; a wrong
-# namespace password is a clear error naming the backend.
+# namespace password, a namespace in seq mode or read-only to us is a clear
+# error naming the backend.
 source "$SRC_DIR/test/functions.sh"
 requires python3
 T=$TEST_BIN_DIR/zdb/zdb_tool
@@ -63,4 +64,23 @@ grep -q 'ns-Secret\|Adm1n' "$t/json" "$t/out" && fail "a password appears in the
 sed 's/password_file = ns.pw/password = nope/' "$t/pool.conf" >"$t/bad.conf"
 "$NBDSRV" pool status --config "$t/bad.conf" >"$t/out" 2>"$t/err" && fail "wrong password accepted"
 grep -q 'backend z0 (127.0.0.1:[0-9]*): namespace password rejected' "$t/err" || { cat "$t/err"; fail "wrong-password error"; }
+# a namespace in seq mode, one public with a password we do not have
+# (read-only to us): refused at connect, with the reason
+python3 - "${ports[2]}" <<'PY' || fail "setting up seq / read-only namespaces"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def cmd(*a):
+    s.sendall(b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in (y.encode() for y in a)))
+    r = f.readline()
+    assert r == b"+OK\r\n", (a, r)
+cmd("AUTH", "Adm1n")
+for c in (("NSNEW", "sq"), ("NSSET", "sq", "mode", "seq"), ("NSNEW", "ro"), ("NSSET", "ro", "password", "theirs")):
+    cmd(*c)
+PY
+printf '[pool]\nk = 1\nm = 1\n[backend s]\nkind = zdb\naddress = 127.0.0.1:%s\nnamespace = sq\n' "${ports[2]}" >"$t/seq.conf"
+printf '[backend r]\nkind = zdb\naddress = 127.0.0.1:%s\nnamespace = ro\n' "${ports[2]}" >>"$t/seq.conf"
+"$NBDSRV" pool check --config "$t/seq.conf" >"$t/out" 2>&1 && fail "check with a seq / read-only namespace passed"
+grep -q '^s .*FAIL .*sequential mode' "$t/out" || { cat "$t/out"; fail "seq-mode namespace: no clear error"; }
+grep -q '^r .*FAIL .*read-only without its password' "$t/out" || { cat "$t/out"; fail "read-only namespace: no clear error"; }
 info ok
