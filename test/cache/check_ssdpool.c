@@ -2347,6 +2347,118 @@ START_TEST(test_wb_background_bp)
 }
 END_TEST
 
+/* Flush jobs encode a whole object straight from the read-only map of its
+ * slot (ssdflush.c, ssd_fj_read).  Writes racing those encodes: the pool
+ * ends with exactly the slot's last bytes.  A cache file shrunk under the
+ * store: the mapped encode fails like a short read (flush_errors, retried),
+ * never SIGBUS; once the file has its size back the object is flushed.  A
+ * punched slot encodes its zeros. */
+START_TEST(test_flush_map)
+{
+	struct copts co = { .create = true, .idle_ms = 200, .age_ms = WB_LONG_MS };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT), *model = malloc(SLOT), *got = malloc(SLOT);
+	uint8_t *wb = malloc(4 * SLOT);
+	struct ssdcache_stats st, st0;
+	struct sync_io s[4];
+	uint64_t t0;
+	int fd;
+
+	seed_init("test_flush_map");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+	wb_wait_dirty(c, 0, &st);
+	ck_assert_uint_ge(st.flush_mapped, 1);
+
+	/* racing writes: object 2 complete (flushed at once from the map),
+	 * then rounds of four disjoint writes, one per quarter, each racing
+	 * the flushes the previous rounds started */
+	fill(model, SLOT);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, SLOT, model), 0);
+	for (unsigned round = 0; round < 40; round++) {
+		for (unsigned q = 0; q < 4; q++) {
+			uint64_t qs = SLOT / 4, off = q * qs + rnd() % qs;
+			uint64_t len = 1 + rnd() % (q * qs + qs - off);
+
+			if (round % 4 == 3) {   /* whole quarter: completes it again */
+				off = q * qs;
+				len = qs;
+			}
+			fill(wb + q * SLOT, len);
+			memcpy(model + off, wb + q * SLOT, len);
+			s[q] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+				.obj = 2, .off = off, .len = len, .buf = wb + q * SLOT } };
+			objstore_write(c, &s[q].io);
+		}
+		wait_all(s, 4);
+		ck_assert_uint_eq(count_done(s, 4), 4);
+		if (round % 8 == 0)
+			run_for((rnd() % 5) * 1000000ull);
+	}
+	wb_wait_dirty(c, 0, &st);
+	ck_assert_int_eq(do_io(c, OP_READ, 2, 0, 0, SLOT, got), 0);
+	ck_assert_msg(!memcmp(got, model, SLOT), "object 2 in the cache differs");
+	settle(c, 0);
+	ck_assert_int_eq(meta_sync(m), 0);
+	scan();
+	ck_assert_uint_eq(pool_content(2, got), 1);
+	ck_assert_msg(!memcmp(got, model, SLOT),
+		      "object 2 in the pool is not the slot's last bytes");
+	ck_assert_uint_eq(pool_content(1, got), 1);
+	ck_assert_msg(!memcmp(got, x, SLOT), "object 1 in the pool differs");
+	scan_free();
+
+	/* shrink the cache file to its header: object 1 (whole, clean) gets
+	 * block 0 rewritten, which extends the file over that block only; its
+	 * other blocks are past the end, where a mapped access is SIGBUS */
+	ssdcache_get_stats(c, &st0);
+	fd = open(cpath, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 4096), 0);
+	fill(x, 4096);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, 4096, x), 0);
+	t0 = now_ns();
+	do {
+		run_for(20ull * 1000000);
+		ssdcache_get_stats(c, &st);
+	} while (st.flush_errors == st0.flush_errors && now_ns() - t0 < 60ull * 1000000000);
+	ck_assert_uint_gt(st.flush_errors, st0.flush_errors);
+	ck_assert_uint_gt(st.flush_mapped, st0.flush_mapped);
+	ck_assert_uint_eq(st.pool_dirty, 1);
+	/* the size back (the lost blocks read as zeros): flushed on retry */
+	ck_assert_int_eq(ftruncate(fd, 4096 + (off_t)NSLOTS * SLOT), 0);
+	wb_wait_dirty(c, 0, &st);
+	memset(model, 0, SLOT);
+	memcpy(model, x, 4096);
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+	ck_assert_msg(!memcmp(got, model, SLOT), "object 1 in the cache: not block 0 + zeros");
+
+	/* punch every slot: the next flush of object 1 encodes zeros and the
+	 * block written since, no error */
+	ck_assert_int_eq(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+				   4096, (off_t)NSLOTS * SLOT), 0);
+	ssdcache_get_stats(c, &st0);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 8192, 4096, x), 0);
+	wb_wait_dirty(c, 0, &st);
+	ck_assert_uint_eq(st.flush_errors, st0.flush_errors);
+	close(fd);
+	settle(c, 0);
+	ck_assert_int_eq(meta_sync(m), 0);
+	ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+	scan();
+	ck_assert_uint_eq(pool_content(1, model), 1);
+	ck_assert_msg(!memcmp(got, model, SLOT), "object 1: pool and cache differ");
+	scan_free();
+	close_store(m, c);
+	free(x);
+	free(model);
+	free(got);
+	free(wb);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -2376,6 +2488,7 @@ int main(void)
 	tcase_add_test(tc, test_wb_idle_age);
 	tcase_add_test(tc, test_wb_writethrough);
 	tcase_add_test(tc, test_wb_background_bp);
+	tcase_add_test(tc, test_flush_map);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
