@@ -539,7 +539,8 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(o, "cache", json_pack(
 			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
+			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			" s:I}",
 			"slot_size", (json_int_t)v->chunk_size,
 			"slots", (json_int_t)st.slots,
 			"slots_used", (json_int_t)st.slots_used,
