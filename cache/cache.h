@@ -411,6 +411,35 @@ void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
  * or failing pool: the objects stay forced until flushed). */
 int ssdcache_sync(struct objstore *s, uint64_t timeout_ms);
 
+struct ssdcache_sync;
+/* ssdcache_sync without blocking: done(arg, res) runs exactly once, on
+ * loop's thread (posted), with what ssdcache_sync would return (0, -EIO)
+ * or with the res of an earlier ssdcache_sync_cancel.  *out is the handle
+ * until done runs (not after).  Every handle must be answered before the
+ * cache closes (cancel the ones that wait: the pool may never come back).
+ * -EINVAL without a pool, -ENOMEM (then done never runs). */
+int ssdcache_sync_start(struct objstore *s, struct loop *loop,
+			void (*done)(void *arg, int res), void *arg,
+			struct ssdcache_sync **out);
+/* Stop waiting for y (loop's thread, before its done ran): done runs soon
+ * with res (e.g. -ETIMEDOUT) unless its answer is already on the way.  The
+ * flush goes on; the objects stay forced until flushed or the close. */
+void ssdcache_sync_cancel(struct ssdcache_sync *y, int res);
+/* Fail every writethrough FLUSH that waits for the pool, and every later
+ * one, with err (-ESHUTDOWN: a stopping daemon whose pool is down or
+ * paused; their data is durable on the SSD and reaches the pool after the
+ * next start).  Syncs are not affected.  Any thread; no-op without a
+ * pool. */
+void ssdcache_fail_flushes(struct objstore *s, int err);
+/* How long s's close waits for flushes to the pool in flight (default 60
+ * s; 0: not at all) before it cancels them: those objects stay pool-dirty
+ * and are flushed at the next open.  Any thread, before the close. */
+void ssdcache_set_close_wait(struct objstore *s, uint64_t ms);
+/* objstore_flush without the writethrough wait: the data and index are
+ * durable on the SSD when io completes, whether or not the pool has them
+ * (a close: the pool part is a drain's, bounded by its caller). */
+void ssdcache_flush_local(struct objstore *s, struct objstore_io *io);
+
 struct zdb_fault;
 /* Tests: set the faults of backend idx of the cache's pool (opened with
  * fault_wrap); blocks until the cache thread applied them.  -EINVAL

@@ -1848,10 +1848,13 @@ static void ssd_wt_done(struct loop_msg *m)
 {
 	struct ssd_req *r = container_of(m, struct ssd_req, msg);
 	struct objstore_io *io = r->io;
+	int err = r->err;
 
 	ssd_req_free(r);
-	io->cb(io, 0);
+	io->cb(io, err);
 }
+
+static void ssd_sync_done(struct objstore_io *io, int res);
 
 void ssd_wt_wake(struct ssd *s)
 {
@@ -1865,14 +1868,43 @@ void ssd_wt_wake(struct ssd *s)
 		if (!e->dropped && e->first_dirty < min_first)
 			min_first = e->first_dirty;
 	for (pp = &s->wt_wait; (r = *pp); ) {
-		if (r->wt_gen <= min_first) {
+		bool failed = s->wt_fail && r->io->cb != ssd_sync_done;
+
+		if (r->wt_gen <= min_first || failed) {
 			*pp = r->wnext;
+			r->err = r->wt_gen <= min_first ? 0 : s->wt_fail;
 			r->msg.fn = ssd_wt_done;
 			loop_post(r->io->loop, &r->msg);
 		} else {
 			pp = &r->wnext;
 		}
 	}
+}
+
+static void ssd_wt_fail_msg(struct loop_msg *m)
+{
+	struct ssd *s = container_of(m, struct ssd, wt_fail_msg);
+
+	pthread_mutex_lock(&s->lock);
+	ssd_wt_wake(s);
+	pthread_mutex_unlock(&s->lock);
+}
+
+void ssdcache_fail_flushes(struct objstore *so, int err)
+{
+	struct ssd *s = (struct ssd *)so;
+
+	if (!s->pool_mode || !s->thread_started || err >= 0)
+		return;
+	pthread_mutex_lock(&s->lock);
+	if (s->wt_fail) {
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	s->wt_fail = err;
+	pthread_mutex_unlock(&s->lock);
+	s->wt_fail_msg.fn = ssd_wt_fail_msg;
+	loop_post(&s->loop, &s->wt_fail_msg);
 }
 
 static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
@@ -1911,6 +1943,7 @@ static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
 		 * committed in the pool (ssdflush_wake) */
 		free(r->recs);
 		r->recs = NULL;
+		r->err = 0;
 		pthread_mutex_lock(&s->lock);
 		r->wnext = s->wt_wait;
 		s->wt_wait = r;
@@ -1949,9 +1982,13 @@ void ssd_flush_ext_many(struct ssd *s, struct objstore_io *io,
 	ssd_flush_do(s, io, extra, arg, false, force, nforce);
 }
 
-/* Shared by ssdcache_sync's caller and the cache thread; freed by the
- * last of the two (the caller may leave at its timeout while the flush
- * goes on). */
+/* A sync request (ssdcache_sync, ssdcache_sync_start), shared by its
+ * caller and the cache thread; freed by the last of them (the caller may
+ * stop waiting while the flush goes on: it stays in s->wt_wait, its
+ * objects forced, until they are in the pool or the cache closes).  An
+ * asynchronous one is answered exactly once on its caller's loop, by
+ * whichever comes first: the flush's end (ssd_sync_done) or the caller's
+ * ssdcache_sync_cancel; `replied` says it was. */
 struct ssd_sync {
 	struct loop_msg msg;
 	struct ssd *s;
@@ -1961,6 +1998,13 @@ struct ssd_sync {
 	unsigned refs;
 	bool done;
 	int res;
+	/* asynchronous: */
+	struct loop *reply_loop;        /* NULL: a blocking caller waits */
+	void (*reply)(void *arg, int res);
+	void *reply_arg;
+	struct loop_msg reply_msg;
+	bool replied;
+	int reply_res;
 };
 
 static void ssd_sync_put(struct ssd_sync *y)
@@ -1977,15 +2021,42 @@ static void ssd_sync_put(struct ssd_sync *y)
 	free(y);
 }
 
+/* Caller's loop: the answer, then the reply message's and the caller's
+ * references. */
+static void ssd_sync_reply_msg(struct loop_msg *m)
+{
+	struct ssd_sync *y = container_of(m, struct ssd_sync, reply_msg);
+
+	y->reply(y->reply_arg, y->reply_res);
+	ssd_sync_put(y);
+	ssd_sync_put(y);
+}
+
+/* y->lock held: answer an asynchronous y with res unless it was; true
+ * when the caller must post y->reply_msg (which holds one more ref). */
+static bool ssd_sync_reply_locked(struct ssd_sync *y, int res)
+{
+	if (!y->reply_loop || y->replied)
+		return false;
+	y->replied = true;
+	y->reply_res = res;
+	y->refs++;
+	return true;
+}
+
 static void ssd_sync_done(struct objstore_io *io, int res)
 {
 	struct ssd_sync *y = container_of(io, struct ssd_sync, io);
+	bool post;
 
 	pthread_mutex_lock(&y->lock);
 	y->res = res;
 	y->done = true;
+	post = ssd_sync_reply_locked(y, res);
 	pthread_cond_signal(&y->cond);
 	pthread_mutex_unlock(&y->lock);
+	if (post)
+		loop_post(y->reply_loop, &y->reply_msg);
 	ssd_sync_put(y);
 }
 
@@ -1996,19 +2067,13 @@ static void ssd_sync_msg(struct loop_msg *m)
 	ssd_flush_do(y->s, &y->io, NULL, NULL, true, NULL, 0);
 }
 
-int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
+static struct ssd_sync *ssd_sync_new(struct ssd *s)
 {
-	struct ssd *s = (struct ssd *)so;
-	struct ssd_sync *y;
+	struct ssd_sync *y = calloc(1, sizeof(*y));
 	pthread_condattr_t ca;
-	struct timespec dl;
-	int r = 0;
 
-	if (!s->pool_mode || !s->thread_started)
-		return -EINVAL;
-	y = calloc(1, sizeof(*y));
 	if (!y)
-		return -ENOMEM;
+		return NULL;
 	y->s = s;
 	y->refs = 2;
 	pthread_mutex_init(&y->lock, NULL);
@@ -2016,6 +2081,25 @@ int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&y->cond, &ca);
 	pthread_condattr_destroy(&ca);
+	y->io.loop = &s->loop;
+	y->io.cb = ssd_sync_done;
+	y->msg.fn = ssd_sync_msg;
+	y->reply_msg.fn = ssd_sync_reply_msg;
+	return y;
+}
+
+int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
+{
+	struct ssd *s = (struct ssd *)so;
+	struct ssd_sync *y;
+	struct timespec dl;
+	int r = 0;
+
+	if (!s->pool_mode || !s->thread_started)
+		return -EINVAL;
+	y = ssd_sync_new(s);
+	if (!y)
+		return -ENOMEM;
 	clock_gettime(CLOCK_MONOTONIC, &dl);
 	dl.tv_sec += (time_t)(timeout_ms / 1000);
 	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
@@ -2023,9 +2107,6 @@ int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000;
 	}
-	y->io.loop = &s->loop;
-	y->io.cb = ssd_sync_done;
-	y->msg.fn = ssd_sync_msg;
 	loop_post(&s->loop, &y->msg);
 	pthread_mutex_lock(&y->lock);
 	while (!y->done && r != ETIMEDOUT)
@@ -2034,6 +2115,52 @@ int ssdcache_sync(struct objstore *so, uint64_t timeout_ms)
 	pthread_mutex_unlock(&y->lock);
 	ssd_sync_put(y);
 	return r;
+}
+
+int ssdcache_sync_start(struct objstore *so, struct loop *loop,
+			void (*done)(void *arg, int res), void *arg,
+			struct ssdcache_sync **out)
+{
+	struct ssd *s = (struct ssd *)so;
+	struct ssd_sync *y;
+
+	*out = NULL;
+	if (!s->pool_mode || !s->thread_started)
+		return -EINVAL;
+	y = ssd_sync_new(s);
+	if (!y)
+		return -ENOMEM;
+	y->reply_loop = loop;
+	y->reply = done;
+	y->reply_arg = arg;
+	*out = (struct ssdcache_sync *)y;
+	loop_post(&s->loop, &y->msg);
+	return 0;
+}
+
+void ssdcache_sync_cancel(struct ssdcache_sync *h, int res)
+{
+	struct ssd_sync *y = (struct ssd_sync *)h;
+	bool post;
+
+	pthread_mutex_lock(&y->lock);
+	post = ssd_sync_reply_locked(y, res);
+	pthread_mutex_unlock(&y->lock);
+	if (post)
+		loop_post(y->reply_loop, &y->reply_msg);
+}
+
+void ssdcache_set_close_wait(struct objstore *so, uint64_t ms)
+{
+	struct ssd *s = (struct ssd *)so;
+
+	__atomic_store_n(&s->close_wait_ns, ms ? ms * 1000000 : 1,
+			 __ATOMIC_RELAXED);
+}
+
+void ssdcache_flush_local(struct objstore *so, struct objstore_io *io)
+{
+	ssd_flush_do((struct ssd *)so, io, NULL, NULL, false, NULL, 0);
 }
 
 void ssd_read_obj(struct ssd *s, struct objstore_io *io)
@@ -3069,18 +3196,21 @@ static void ssd_free(struct ssd *s)
 		loop_post(&s->loop, &s->stop_msg);
 		pthread_join(s->thread, NULL);
 	}
-	/* syncs whose caller gave up (ssdcache_sync's timeout: the pool is
-	 * down) still wait here: end them */
-	for (struct ssd_req **pp = &s->wt_wait, *r; (r = *pp); ) {
+	/* flushes still waiting for the pool (down or paused): syncs whose
+	 * caller gave up (ssdcache_sync's timeout) and writethrough FLUSHes
+	 * a caller closed the cache under (a daemon fails those first:
+	 * ssdcache_fail_flushes) end here, their caller's loop may be gone */
+	while (s->wt_wait) {
+		struct ssd_req *r = s->wt_wait;
 		struct objstore_io *io = r->io;
+		bool sync = io->cb == ssd_sync_done;
 
-		if (io->cb != ssd_sync_done) {
-			pp = &r->wnext;
-			continue;
-		}
-		*pp = r->wnext;
+		s->wt_wait = r->wnext;
 		ssd_req_free(r);
-		ssd_sync_done(io, -ECANCELED);
+		if (!sync)
+			log_warn("ssdcache: closing: a writethrough FLUSH still waited "
+				 "for the pool: failed (ESHUTDOWN)");
+		io->cb(io, sync ? -ECANCELED : -ESHUTDOWN);
 	}
 	if (s->ndels)
 		ssd_stage_dels(s);

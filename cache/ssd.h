@@ -220,6 +220,14 @@ struct ssd {
 	bool wb_kick;                   /* an entry became complete / due */
 	struct ssd_ent *repair;         /* entries whose version is degraded */
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
+	int wt_fail;                    /* -errno: fail writethrough flushes
+	                                 * waiting (and new ones) at once
+	                                 * (ssdcache_fail_flushes; cache
+	                                 * thread, under lock) */
+	struct loop_msg wt_fail_msg;
+	uint64_t close_wait_ns;         /* the close waits this long for pool
+	                                 * flushes in flight, then cancels
+	                                 * them (0: the default, 60 s; atomic) */
 	bool kick_posted;
 	struct loop_msg kick_msg;
 	bool fault_wrap;

@@ -100,9 +100,13 @@
  *     before the stop, quiet since: after an unclean stop every resident
  *     object is flushed again at once, not after a delay), or its last
  *     flush attempt failed (retried after the pool back-off, no delay).
- * Repair entries are picked as before.  A clean close does not drain:
- * pool-dirty objects stay in the index (DIRTY flag) and are flushed at
- * the next open.  Only WHEN an entry is picked changes: the job, its
+ * Repair entries are picked as before.  The cache's close does not drain
+ * by itself: pool-dirty objects stay in the index (DIRTY flag) and are
+ * flushed at the next open; a daemon's clean stop drains first
+ * (nbdsrv/cmd_serve.c: a sync, bounded by shutdown_flush_timeout_ms),
+ * then closes with a short close wait (ssdcache_set_close_wait: flushes in
+ * flight are cancelled, not waited for).  Only WHEN an entry is picked
+ * changes: the job, its
  * commits and every crash-safety argument below are the same.  Status:
  * pool_dirty, wb_waiting (objects waiting for their delay; the rest are
  * being flushed or due), wb_oldest_ms, and the picks by reason
@@ -149,12 +153,20 @@
  *               flush time for objects rewritten continuously (bounded
  *               also by dirty_max objects).  ssdcache_sync (`nbdsrv vol
  *               sync`) closes that window on demand, e.g. before
- *               publishing a snapshot or decommissioning the node.
+ *               publishing a snapshot or decommissioning the node, and a
+ *               clean stop of the daemon does the same (its drain): after
+ *               a stop whose log says "drained" the SSD may be lost.  A
+ *               drain cut short (pool down past shutdown_flush_timeout_ms,
+ *               or a second signal) leaves the rest dirty on the SSD, as
+ *               before: flushed after the next start.
  *   writethrough a FLUSH also waits until every object written before it is
  *               committed in the pool: additionally survives the loss of the
  *               SSD (any m backends lost as well): the index is re-bound
  *               to a new cache file and every object reads back from its
- *               pool version (ssd.c, "Cache file lost").
+ *               pool version (ssd.c, "Cache file lost").  A FLUSH still
+ *               waiting when a stopping daemon gives up on the pool fails
+ *               (ESHUTDOWN, ssdcache_fail_flushes): its writes are on the
+ *               SSD, not promised in the pool.
  */
 #include "cache/ssd.h"
 
@@ -1336,20 +1348,43 @@ int ssdflush_start(struct ssd *s)
 	return 0;
 }
 
+/* Flushes in flight finish (their commits are local), up to the close
+ * wait (ssdcache_set_close_wait: a stopping daemon whose drain gave up on
+ * a paused pool must not wait for the pool's request timeouts); then the
+ * pool is closed under them: its requests fail (ECANCELED), the jobs end
+ * as any failed flush (their objects stay pool-dirty, flushed at the next
+ * open) and their local commits still complete here. */
 void ssdflush_stop(struct ssd *s)
 {
-	uint64_t deadline = now_ns() + 60ull * 1000000000;
+	uint64_t t0 = now_ns(), deadline = t0 + 60ull * 1000000000;
+	uint64_t wait = __atomic_load_n(&s->close_wait_ns, __ATOMIC_RELAXED);
+	uint64_t cut = wait ? t0 + wait - 1 : deadline;
+	bool cut_done = false;
 	unsigned i;
 
 	s->stopping = true;
 	loop_timer_cancel(&s->loop, &s->ftimer);
 	while ((s->nflushing || s->nrec || s->ftimer.armed) &&
-	       now_ns() < deadline)
+	       now_ns() < deadline) {
+		if (s->pool && !cut_done && now_ns() >= cut &&
+		    (s->nflushing || s->nrec)) {
+			cut_done = true;
+			log_info("ssdcache: closing: %u flush(es) to the pool cut short "
+				 "(those objects are flushed at the next open)",
+				 s->nflushing + s->nrec);
+			zdb_pool_close(s->pool);
+		}
 		loop_run_once(&s->loop, 10ull * 1000000);
+	}
 	if (s->pool)
 		ssd_sweep_failed(s);
-	while (s->ngc && now_ns() < deadline)
+	while (s->ngc && now_ns() < deadline) {
+		if (s->pool && !cut_done && now_ns() >= cut) {
+			cut_done = true;
+			zdb_pool_close(s->pool);        /* deletions: next open */
+		}
 		loop_run_once(&s->loop, 10ull * 1000000);
+	}
 	if (s->nflushing || s->nrec || s->ngc)
 		log_warn("ssdcache: closing with %u flush(es) and %u deletion(s) "
 			 "unfinished (recovered at the next open)",

@@ -24,14 +24,40 @@
  *
  * Start-up order: options → config → signals → workers → exports →
  * listeners → pool thread → reactors → control socket → pid file.
- * Shutdown: control and reactors drain first (a status request in flight
- * still gets its pool answer), then the pool thread stops, then exports
- * are flushed and closed.
+ *
+ * A clean stop (SIGTERM or SIGINT), in order:
+ *   1. connections: no new ones; requests in flight finish and are
+ *      answered, then each connection closes;
+ *   2. the pool drain (persistent volumes): every object written but not
+ *      yet in the pool is flushed to it, as `nbdsrv vol sync` does, so a
+ *      cache file lost after a clean stop loses nothing, in writeback mode
+ *      too (librbd's write-back cache writes back at close the same way).
+ *      Progress goes to the log ("draining N objects", every 5 s how many
+ *      are left, then "drained" or what is left);
+ *   3. the control socket closes (it answers `status` until here; a
+ *      `vol sync` still waiting is answered with an error);
+ *   4. the pool thread stops, exports and volumes are flushed to the SSD
+ *      and closed (cache marked clean, metadata committed).
+ * The pool may hold steps 1-2 for shutdown_flush_timeout_ms in all,
+ * counted from the signal (pool.conf [pool], default 30000: a third of
+ * systemd's default TimeoutStopSec of 90 s, which leaves the rest of the
+ * stop ample time before systemd's SIGKILL; 0 = no drain, the objects are
+ * flushed at the next start as before): past it, writethrough FLUSHes
+ * still waiting for the pool fail (ESHUTDOWN) so their connections end,
+ * and the drain gives up.  A second signal drops the connections still
+ * draining, fails those FLUSHes and ends a drain at once.  Whatever is not
+ * in the pool then stays in the cache (durable on the SSD, marked dirty in
+ * the index) and is flushed after the next start, as every such object
+ * was before this drain existed: losing the cache file in that window
+ * loses those writes (serve refuses to start without --discard-dirty).
  *
  * Exit status: 0 after a signal (in-flight requests finished, exports
- * flushed), 1 on a startup error (a message names the option and value at
- * fault, or FILE:LINE for the config) or a failed final flush, 2 on a usage
- * error.
+ * flushed) — also when the drain gave up or was cut short by a second
+ * signal: the stop was clean and nothing acknowledged is lost while the
+ * cache is kept; the log says how many objects are not in the pool (run
+ * `nbdsrv vol sync` before the stop to learn it by exit status); 1 on a
+ * startup error (a message names the option and value at fault, or
+ * FILE:LINE for the config) or a failed final flush, 2 on a usage error.
  */
 #include "nbdsrv/cmd.h"
 #include "nbdsrv/control.h"
@@ -98,7 +124,9 @@ static void serve_usage(FILE *f)
 "\n"
 "Without --listen/--unix (and without systemd socket activation through\n"
 "LISTEN_PID/LISTEN_FDS) the server listens on 0.0.0.0:10809.\n"
-"SIGTERM/SIGINT: stop accepting, finish in-flight requests, flush, exit 0.\n");
+"SIGTERM/SIGINT: stop accepting, finish in-flight requests, drain what\n"
+"the pool does not have yet (shutdown_flush_timeout_ms), flush, exit 0;\n"
+"a second signal drops connections and ends the drain.\n");
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -377,17 +405,99 @@ static void sig_cb(struct loop_op *op, int res, uint32_t flags)
 	sig_arm(w);
 }
 
-/* Serve until SIGTERM/SIGINT, then drain; a second signal drops the
- * connections that are still draining (a client that stopped reading its
- * replies cannot hold the exit up forever).  The control socket, if any,
- * runs on the same (main thread) ring. */
+/* The clean stop's drain of the pool (see the header). */
+struct drain {
+	struct ssdcache_sync *h;        /* NULL once answered */
+	bool done;
+	int res;
+};
+
+static void drain_done(void *arg, int res)
+{
+	struct drain *d = arg;
+
+	d->h = NULL;
+	d->done = true;
+	d->res = res;
+}
+
+/* Flush every pool-dirty object to the pool, until deadline (ns) or a
+ * second signal; status keeps being served meanwhile. */
+static int drain_pool(struct sigwait *w, struct volumes *vols, uint64_t deadline,
+		      uint64_t budget_ms)
+{
+	uint64_t n = volumes_pool_dirty(vols), t0 = now_ns(), last = t0;
+	unsigned signals = w->count;
+	struct drain d = { 0 };
+	int r;
+
+	if (!n)
+		return 0;
+	if (now_ns() >= deadline) {
+		log_warn("stop: shutdown_flush_timeout_ms (%llu) spent before the drain: "
+			 "%llu objects stay in the cache only, flushed to the pool at "
+			 "the next start", (unsigned long long)budget_ms,
+			 (unsigned long long)n);
+		return 0;
+	}
+	log_info("stop: draining %llu objects to the pool (at most %llu ms more; "
+		 "signal again to stop now, they are then flushed at the next start)",
+		 (unsigned long long)n, (unsigned long long)((deadline - t0) / 1000000));
+	r = volumes_sync_start(vols, &w->loop, drain_done, &d, &d.h);
+	if (r < 0) {
+		log_error("stop: cannot drain the pool: %s", strerror(-r));
+		return r;
+	}
+	while (!d.done) {
+		uint64_t now = now_ns();
+
+		if (d.h && w->count > signals) {
+			volumes_sync_cancel(d.h, -EINTR);
+		} else if (d.h && now >= deadline) {
+			volumes_sync_cancel(d.h, -ETIMEDOUT);
+		} else if (now - last >= 5000ull * 1000000) {
+			log_info("stop: draining: %llu objects left",
+				 (unsigned long long)volumes_pool_dirty(vols));
+			last = now;
+		}
+		r = loop_run_once(&w->loop, 50ull * 1000 * 1000);
+		if (r < 0 && r != -EINTR && r != -ETIME)
+			log_warn("stop: drain: %s", strerror(-r));
+	}
+	n = volumes_pool_dirty(vols);
+	if (d.res == 0)
+		log_info("stop: drained: every object is in the pool (%.1f s)",
+			 (double)(now_ns() - t0) / 1e9);
+	else if (d.res == -EINTR)
+		log_warn("signal %d: drain stopped: %llu objects are not in the pool yet "
+			 "(kept in the cache, flushed to the pool at the next start)",
+			 w->signo, (unsigned long long)n);
+	else if (d.res == -ETIMEDOUT)
+		log_warn("stop: drain gave up after %llu ms (shutdown_flush_timeout_ms; "
+			 "pool slow, paused or down?): %llu objects are not in the pool "
+			 "yet (kept in the cache, flushed to the pool at the next start)",
+			 (unsigned long long)budget_ms, (unsigned long long)n);
+	else
+		log_warn("stop: drain failed: %s: %llu objects are not in the pool yet "
+			 "(kept in the cache, flushed to the pool at the next start)",
+			 strerror(-d.res), (unsigned long long)n);
+	return 0;
+}
+
+/* Serve until SIGTERM/SIGINT, then stop (see the header): drain the
+ * connections, then the pool, then the control socket.  A second signal
+ * drops the connections that are still draining (a client that stopped
+ * reading its replies cannot hold the exit up forever) and ends a drain.
+ * The control socket, if any, runs on the same (main thread) ring. */
 static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			      bool ctl_owned, const char *pidfile,
-			      struct pool_thread *pool, struct volumes *vols)
+			      struct pool_thread *pool, struct volumes *vols,
+			      uint64_t drain_ms)
 {
 	struct sigwait w;
 	struct control *ctl = NULL;
-	uint64_t last_gc = 0;
+	uint64_t last_gc = 0, deadline = 0;
+	bool failed_flushes = false;
 	int r;
 
 	memset(&w, 0, sizeof(w));
@@ -429,9 +539,11 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
 		 w.signo);
-	control_stop(ctl);
+	if (!vols || volumes_ephemeral(vols))
+		drain_ms = 0;
+	deadline = now_ns() + drain_ms * 1000000;
 	server_stop_begin(srv);
-	while (!server_stopped(srv) || !control_idle(ctl)) {
+	while (!server_stopped(srv)) {
 		r = loop_run_once(&w.loop, 50ull * 1000 * 1000);
 		if (r < 0)
 			goto out;
@@ -439,6 +551,33 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			log_warn("signal %d: dropping connections", w.signo);
 			server_stop_force(srv);
 		}
+		/* a FLUSH that waits for a paused pool (writethrough) would hold
+		 * its connection, so the stop, forever */
+		if (vols && !failed_flushes &&
+		    (w.count > 1 || (drain_ms && now_ns() >= deadline))) {
+			log_warn("stop: FLUSHes still waiting for the pool fail "
+				 "(ESHUTDOWN; their data is on the SSD and reaches the "
+				 "pool after the next start)");
+			volumes_fail_flushes(vols, -ESHUTDOWN);
+			failed_flushes = true;
+		}
+	}
+	if (drain_ms && w.count == 1)
+		drain_pool(&w, vols, deadline, drain_ms);
+	else if (vols && volumes_pool_dirty(vols))
+		log_info("stop: %llu objects are not in the pool yet (%s; kept in the "
+			 "cache, flushed to the pool at the next start)",
+			 (unsigned long long)volumes_pool_dirty(vols),
+			 w.count > 1 ? "second signal" : "no drain");
+	/* the budget is spent (or a second signal came): the close does not
+	 * wait for the pool's request timeouts either */
+	if (vols && drain_ms && (w.count > 1 || now_ns() >= deadline))
+		volumes_set_close_wait(vols, 0);
+	control_stop(ctl);
+	while (!control_idle(ctl)) {
+		r = loop_run_once(&w.loop, 50ull * 1000 * 1000);
+		if (r < 0)
+			goto out;
 	}
 	r = 0;
 out:
@@ -474,6 +613,7 @@ int cmd_serve(int argc, char **argv)
 	char ctl_path[512];
 	const char *control = NULL;
 	struct workq wq;
+	uint64_t drain_ms = 0;
 	bool wq_up = false;
 	sigset_t sigs;
 	int sfd = -1, c, rc = 1, r, activated;
@@ -726,6 +866,7 @@ int cmd_serve(int argc, char **argv)
 		log_warn("volumes: no control socket (--control PATH or --config FILE), so "
 			 "no volume can be created");
 	if (cfg) {
+		drain_ms = cfg->shutdown_flush_timeout_ms;
 		r = pool_thread_start(cfg, &pool);
 		zdb_pool_cfg_wipe(cfg);
 		if (r < 0) {
@@ -754,7 +895,7 @@ int cmd_serve(int argc, char **argv)
 	 * socket at the default path in <cache_path> is ours (stale if found). */
 	r = serve_until_signal(&srv, sfd, control,
 			       control == ctl_path && vmode == VOLUMES_PERSISTENT,
-			       o.pidfile, pool, vols);
+			       o.pidfile, pool, vols, drain_ms);
 	if (r == -EINVAL)
 		rc = 2;                 /* --control value does not parse */
 	else

@@ -25,6 +25,9 @@
  * zdb/ objects belong to the thread that owns their loop).  Until
  * ctl_finish() the client reads no further request — replies stay in
  * request order — and is not closed; control_idle() waits for it.
+ * vol.sync is one (handle_sync: the cache thread answers it, a timer
+ * bounds it, control_stop cancels it), so a sync waiting for a paused
+ * pool never holds the thread that serves `status` and the signals.
  */
 #include "nbdsrv/control.h"
 #include "nbdsrv/pool_thread.h"
@@ -55,6 +58,7 @@ struct ctl_client {
 	struct loop_op close_op;
 	bool recv_armed, send_armed, closing, eof;
 	bool pending;           /* a handler's reply is still to come */
+	struct ctl_sync *sync;  /* its vol.sync waiting, or NULL */
 	size_t mark;            /* where the current reply starts in out */
 	char err[512];          /* a handler's error message, or "" */
 	char in[CTL_MAX_LINE + 1];
@@ -307,6 +311,114 @@ static const struct ctl_cmd {
 	{ "status", ctl_status, "exports, reactors, listeners, counters, pool" },
 };
 
+/* vol.sync: the wait for the pool is the cache thread's; the control
+ * thread goes on serving (status, other clients, the signals) and only
+ * holds the client (its later requests wait, replies stay in order) until
+ * the answer, the timeout (the sync is cancelled: the flush goes on) or
+ * the daemon's stop (control_stop: answered with an error).  The timer and
+ * the answer both end here, in either order; the last one replies. */
+#define CTL_SYNC_TIMEOUT_MS 60000u      /* default and limit; the CLI
+                                         * waits 120 s */
+
+struct ctl_sync {
+	struct ctl_client *cl;
+	struct ssdcache_sync *h;        /* NULL once answered */
+	struct loop_timer timer;
+	uint64_t timeout_ms;
+	int res;
+};
+
+static void ctl_sync_reply(struct ctl_sync *cs)
+{
+	struct ctl_client *cl = cs->cl;
+	struct strbuf *o = &cl->out;
+	int r = cs->res;
+
+	if (r >= 0) {
+		strbuf_printf(o, "{\"ok\":true}\n");
+	} else {
+		char msg[256];
+
+		if (r == -ETIMEDOUT)
+			snprintf(msg, sizeof(msg), "sync: not every write reached the pool "
+				 "within %llu ms (pool paused or failing?); the flush goes "
+				 "on, retry later", (unsigned long long)cs->timeout_ms);
+		else if (r == -ESHUTDOWN)
+			snprintf(msg, sizeof(msg), "sync: the daemon is stopping (its stop "
+				 "drains the pool itself, see its log)");
+		else
+			snprintf(msg, sizeof(msg), "sync failed: %s", strerror(-r));
+		strbuf_printf(o, "{\"ok\":false,\"error\":");
+		strbuf_json_str(o, msg);
+		strbuf_printf(o, ",\"errno\":%d}\n", -r);
+	}
+	cl->sync = NULL;
+	free(cs);
+	cl->pending = false;
+	client_process(cl);
+	client_check(cl);
+}
+
+static void ctl_sync_timer_cb(struct loop_op *op, int res, uint32_t flags)
+{
+	struct loop_timer *t = container_of(op, struct loop_timer, op);
+	struct ctl_sync *cs = container_of(t, struct ctl_sync, timer);
+
+	if (cs->h)              /* the answer follows (posted) */
+		volumes_sync_cancel(cs->h, -ETIMEDOUT);
+	else
+		ctl_sync_reply(cs);
+}
+
+static void ctl_sync_done(void *arg, int res)
+{
+	struct ctl_sync *cs = arg;
+
+	cs->h = NULL;
+	cs->res = res;
+	if (cs->timer.armed)
+		loop_timer_cancel(cs->cl->ctl->loop, &cs->timer);
+	else
+		ctl_sync_reply(cs);
+}
+
+static void handle_sync(struct ctl_client *cl, json_t *req)
+{
+	struct strbuf *o = &cl->out;
+	json_t *t = json_object_get(req, "timeout_ms");
+	uint64_t tmo = CTL_SYNC_TIMEOUT_MS;
+	struct ctl_sync *cs;
+	int r;
+
+	if (t && (!json_is_integer(t) || json_integer_value(t) < 1 ||
+		  json_integer_value(t) > CTL_SYNC_TIMEOUT_MS)) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"timeout_ms: 1 to %u\","
+			      "\"errno\":%d}\n", CTL_SYNC_TIMEOUT_MS, EINVAL);
+		return;
+	}
+	if (t)
+		tmo = (uint64_t)json_integer_value(t);
+	cs = calloc(1, sizeof(*cs));
+	if (!cs) {
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"out of memory\"}\n");
+		return;
+	}
+	cs->cl = cl;
+	cs->timeout_ms = tmo;
+	r = volumes_sync_start(cl->ctl->vols, cl->ctl->loop, ctl_sync_done, cs, &cs->h);
+	if (r < 0) {
+		free(cs);
+		strbuf_printf(o, "{\"ok\":false,\"error\":");
+		strbuf_json_str(o, r == -ENOTSUP ? "no pool: volumes are in memory"
+						 : strerror(-r));
+		strbuf_printf(o, ",\"errno\":%d}\n", -r);
+		return;
+	}
+	cl->sync = cs;
+	cl->pending = true;
+	loop_timer_arm(cl->ctl->loop, &cs->timer, tmo * 1000000ull, ctl_sync_timer_cb);
+}
+
 /* vol.* and snap.*: synchronous, here on the control thread. */
 static void handle_vol(struct ctl_client *cl, const char *name, json_t *req)
 {
@@ -371,6 +483,11 @@ static void handle_line(struct ctl_client *cl, const char *line)
 	name = json_string_value(cmd);
 	if (!name) {
 		strbuf_printf(o, "{\"ok\":false,\"error\":\"\\\"cmd\\\" must be a string\"}\n");
+		json_decref(req);
+		return;
+	}
+	if (!strcmp(name, "vol.sync") && cl->ctl->vols) {
+		handle_sync(cl, req);
 		json_decref(req);
 		return;
 	}
@@ -604,9 +721,12 @@ void control_stop(struct control *ctl)
 	ctl->stopping = true;
 	if (ctl->accept_armed)
 		io_uring_prep_cancel(loop_sqe(ctl->loop, NULL), &ctl->accept_op, 0);
-	for (cl = ctl->clients; cl; cl = cl->next)
+	for (cl = ctl->clients; cl; cl = cl->next) {
 		if (cl->recv_armed)
 			io_uring_prep_cancel(loop_sqe(ctl->loop, NULL), &cl->recv_op, 0);
+		if (cl->sync && cl->sync->h)
+			volumes_sync_cancel(cl->sync->h, -ESHUTDOWN);
+	}
 }
 
 bool control_idle(const struct control *ctl)

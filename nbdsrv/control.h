@@ -41,7 +41,8 @@ void control_set_pool(struct control *ctl, struct pool_thread *pt);
 /* Serve the vol.* / snap.* commands (and the volume part of `status`)
  * from v (borrowed; it must outlive ctl). */
 void control_set_volumes(struct control *ctl, struct volumes *v);
-/* Stop accepting and reading; replies already produced are still sent. */
+/* Stop accepting and reading; replies already produced are still sent, a
+ * vol.sync still waiting is answered with an error (ESHUTDOWN). */
 void control_stop(struct control *ctl);
 /* True once nothing of ctl is in flight on the loop (after control_stop). */
 bool control_idle(const struct control *ctl);

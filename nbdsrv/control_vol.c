@@ -14,10 +14,10 @@
  *   {"cmd":"vol.du"[,"name":N or "V@S"]}         "du":[{name, logical, …}]
  *   {"cmd":"vol.clone","spec":"V@S","new_name":M} "volume":{info}
  *   {"cmd":"vol.sync"[,"timeout_ms":T]}          — (every write acknowledged
- *                                                before it is in the pool; blocks
- *                                                the control thread meanwhile,
- *                                                at most T ms, default and
- *                                                limit 60000: -ETIMEDOUT)
+ *                                                before it is in the pool, at most
+ *                                                T ms, default and limit 60000:
+ *                                                -ETIMEDOUT; asynchronous, in
+ *                                                control.c: handle_sync)
  *   {"cmd":"snap.create","spec":"V@S"}           "snapshot":{…}
  *   {"cmd":"snap.ls","name":V}                   "snapshots":[…]
  *   {"cmd":"snap.rm","spec":"V@S"}               —
@@ -44,9 +44,6 @@
 #include <string.h>
 
 #define DEFAULT_CHUNK_SIZE (1ull << 20)
-/* vol.sync blocks the main thread (signals, every control client): with
- * a paused pool it would never return; below the client's 120 s */
-#define CTL_SYNC_TIMEOUT_MS 60000u
 
 /* The arguments a command takes, decoded (and type-checked) from the
  * request before the command runs, in this order: the strings, then the
@@ -401,27 +398,6 @@ int ctl_vol_call(struct volumes *v, const char *cmd, json_t *req, json_t **membe
 				 "pool's chunk_size (%lld bytes)", (long long)fixed);
 			return -EINVAL;
 		}
-	}
-	if (!strcmp(cmd, "vol.sync")) {
-		uint64_t tmo = CTL_SYNC_TIMEOUT_MS;
-
-		if ((r = get_opt_u64(req, "timeout_ms", &tmo, err, errlen)) < 0)
-			return r;
-		if (!tmo || tmo > CTL_SYNC_TIMEOUT_MS) {
-			snprintf(err, errlen, "timeout_ms: 1 to %u", CTL_SYNC_TIMEOUT_MS);
-			return -EINVAL;
-		}
-		r = volumes_sync(v, tmo);
-		if (r == -ENOTSUP)
-			snprintf(err, errlen, "no pool: volumes are in memory");
-		else if (r == -ETIMEDOUT)
-			snprintf(err, errlen, "sync: not every write reached the pool "
-				 "within %" PRIu64 " ms (pool paused or failing?); the "
-				 "flush goes on, retry later", tmo);
-		else if (r < 0)
-			snprintf(err, errlen, "sync failed: %s", strerror(-r));
-		*members = r < 0 ? NULL : json_object();
-		return r < 0 ? r : *members ? 0 : -ENOMEM;
 	}
 	if (!strcmp(cmd, "vol.warm")) {
 		const char *spec;

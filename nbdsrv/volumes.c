@@ -29,7 +29,8 @@
  * keeps the committer thread off a pool being closed).
  *
  * Close: a flush of the cache on a private loop (its data reaches the
- * SSD), vol_sync (maps + index records in one commit), vol_pool_close,
+ * SSD; not the pool, even in writethrough mode: cmd_serve.c drains the
+ * pool first, bounded by shutdown_flush_timeout_ms), vol_sync (maps + index records in one commit), vol_pool_close,
  * the cache's close (stages its clean flag), meta_close (commits it).
  *
  * The resolver turns an export name into a vol view export (export_vol.c)
@@ -405,7 +406,7 @@ static int flush_store(struct objstore *s)
 	io.loop = &l;
 	io.cb = sync_cb;
 	io.priv = &done;
-	objstore_flush(s, &io);
+	ssdcache_flush_local(s, &io);   /* the pool part is serve's drain */
 	while (!done && (r = loop_run_once(&l, 1000ull * 1000 * 1000)) >= 0)
 		;
 	loop_fini(&l);
@@ -517,11 +518,41 @@ void volumes_warm_stop(struct volumes *v, const char *vol, const char *reason)
 	warm_stop(v->warm, vol, reason);
 }
 
-int volumes_sync(struct volumes *v, uint64_t timeout_ms)
+int volumes_sync_start(struct volumes *v, struct loop *loop,
+		       void (*done)(void *arg, int res), void *arg,
+		       struct ssdcache_sync **out)
 {
+	*out = NULL;
 	if (v->mode != VOLUMES_PERSISTENT)
 		return -ENOTSUP;
-	return ssdcache_sync(v->store, timeout_ms);
+	return ssdcache_sync_start(v->store, loop, done, arg, out);
+}
+
+void volumes_sync_cancel(struct ssdcache_sync *y, int res)
+{
+	ssdcache_sync_cancel(y, res);
+}
+
+uint64_t volumes_pool_dirty(struct volumes *v)
+{
+	struct ssdcache_stats st;
+
+	if (v->mode != VOLUMES_PERSISTENT)
+		return 0;
+	ssdcache_get_stats(v->store, &st);
+	return st.pool_dirty;
+}
+
+void volumes_set_close_wait(struct volumes *v, uint64_t ms)
+{
+	if (v->mode == VOLUMES_PERSISTENT)
+		ssdcache_set_close_wait(v->store, ms);
+}
+
+void volumes_fail_flushes(struct volumes *v, int err)
+{
+	if (v->mode == VOLUMES_PERSISTENT)
+		ssdcache_fail_flushes(v->store, err);
 }
 
 json_t *volumes_status(struct volumes *v)

@@ -70,10 +70,27 @@ void volumes_foreach_open(struct volumes *v,
  * from the control thread about once a second. */
 void volumes_gc(struct volumes *v);
 
-/* Wait until every write completed before the call is in the pool, at
- * most timeout_ms (ssdcache_sync; blocking, control thread).  0, -EIO,
- * -ETIMEDOUT, -ENOTSUP without a pool (ephemeral mode). */
-int volumes_sync(struct volumes *v, uint64_t timeout_ms);
+struct ssdcache_sync;
+/* Ask for every write completed before the call to reach the pool, without
+ * blocking: done(arg, res) runs once on loop's thread, 0 or -EIO, or the
+ * res of an earlier volumes_sync_cancel(*out, res) (ssdcache_sync_start).
+ * Every sync must be answered before volumes_close.  -ENOTSUP without a
+ * pool (ephemeral mode), -ENOMEM: done never runs. */
+int volumes_sync_start(struct volumes *v, struct loop *loop,
+		       void (*done)(void *arg, int res), void *arg,
+		       struct ssdcache_sync **out);
+/* Stop waiting for a sync (loop's thread, before its done ran): done
+ * runs soon with res; the flush goes on (ssdcache_sync_cancel). */
+void volumes_sync_cancel(struct ssdcache_sync *y, int res);
+/* Objects written but not yet in the pool now (0 without a pool). */
+uint64_t volumes_pool_dirty(struct volumes *v);
+/* A stopping daemon whose pool does not answer: fail the writethrough
+ * FLUSHes waiting for it, and later ones, with err (ssdcache_fail_flushes)
+ * so that their connections can end.  Any thread. */
+void volumes_fail_flushes(struct volumes *v, int err);
+/* How long volumes_close waits for flushes to the pool in flight before
+ * it cancels them (ssdcache_set_close_wait; default 60 s).  Any thread. */
+void volumes_set_close_wait(struct volumes *v, uint64_t ms);
 
 /* Status of the volume store: {"cache_mode", "cache": ssdcache counters
  * (persistent mode), "warm": [jobs]}.  The caller decrefs it; NULL without

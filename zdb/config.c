@@ -18,6 +18,8 @@
  *     flush_max_age_ms = 30000    # ... or dirty this long
  *     flush_background = 192      # ... or the oldest above this many dirty
  *                                 # (default 3/4 of the cache's dirty_max)
+ *     shutdown_flush_timeout_ms = 30000  # a clean stop waits for the pool
+ *                                 # this long at most (0 = no drain)
  *     listen = 0.0.0.0:10809      # repeatable; unix:/path for a socket
  *     depth = 16                  # requests in flight per backend
  *     timeout_ms = 5000           # per-request deadline
@@ -52,13 +54,13 @@ int zdb_address_check(const char *addr);   /* conn.c */
 enum {
 	PK_K, PK_M, PK_MIN, PK_CHUNK, PK_KEYFILE, PK_CPATH, PK_CSIZE, PK_CMODE,
 	PK_LISTEN, PK_DEPTH, PK_TIMEOUT, PK_CTIMEOUT, PK_HEDGE, PK_SLOW, PK_PING,
-	PK_DIRTYMAX, PK_FLUSHPAR, PK_FIDLE, PK_FAGE, PK_FBG, PK_COUNT
+	PK_DIRTYMAX, PK_FLUSHPAR, PK_FIDLE, PK_FAGE, PK_FBG, PK_SHUTFLUSH, PK_COUNT
 };
 static const char *const pool_keys[PK_COUNT] = {
 	"k", "m", "min_shards", "chunk_size", "key_file", "cache_path", "cache_size",
 	"cache_mode", "listen", "depth", "timeout_ms", "connect_timeout_ms", "hedge_ms",
 	"slow_ms", "ping_ms", "cache_dirty_max", "flush_parallel", "flush_idle_ms",
-	"flush_max_age_ms", "flush_background",
+	"flush_max_age_ms", "flush_background", "shutdown_flush_timeout_ms",
 };
 
 enum { BK_KIND, BK_ADDR, BK_NS, BK_PW, BK_PWFILE, BK_ZONE, BK_COUNT };
@@ -84,6 +86,7 @@ void zdb_pool_cfg_defaults(struct zdb_pool_cfg *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->chunk_size = 1u << 20;
 	cfg->depth = 16;
+	cfg->shutdown_flush_timeout_ms = 30000;
 	cfg->timeout_ns = 5000ull * 1000000;
 	cfg->connect_timeout_ns = 2000ull * 1000000;
 	cfg->slow_ns = 200ull * 1000000;
@@ -260,6 +263,11 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 			return -EINVAL;
 		c->flush_max_age_ms = v;
 		c->flush_max_age_set = true;
+		return 0;
+	case PK_SHUTFLUSH:
+		if (cfg_num(it->value, 0, 3600000, &v, err, errlen, it->key) < 0)
+			return -EINVAL;
+		c->shutdown_flush_timeout_ms = v;
 		return 0;
 	case PK_FBG:
 		if (cfg_num(it->value, 0, 1u << 30, &v, err, errlen, it->key) < 0)

@@ -283,6 +283,8 @@ struct zdb_pool_cfg {
 	 * when its _set is true */
 	uint64_t flush_idle_ms, flush_max_age_ms, flush_background;
 	bool flush_idle_set, flush_max_age_set, flush_background_set;
+	uint64_t shutdown_flush_timeout_ms; /* a clean stop's pool drain
+	                             * (nbdsrv serve), default 30000, 0 = none */
 	char listen[8][256];
 	unsigned nlisten;
 	unsigned depth;             /* in flight per backend, default 16 */
