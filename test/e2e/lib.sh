@@ -5,7 +5,8 @@
 #
 #   e2e_pool N K M DIR MODE CACHE_SIZE [CHUNK [EXTRA-POOL-LINES]]
 #   e2e_start [serve args…]                      # serve --config, waits for ctl
-#   e2e_kill / e2e_stop                          # SIGKILL / SIGTERM (+ exit 0)
+#   e2e_kill / e2e_stop                          # SIGKILL / SIGTERM (+ exit 0,
+#                                                # + every backend still alive)
 #   e2e_uri VOL                                  # nbd+unix URI of an export
 #   e2e_stat NAME                                # a status --json counter, summed
 #   e2e_dirty                                    # pool-dirty objects (status)
@@ -83,6 +84,7 @@ except OSError: sys.exit(1)' "$1"
 }
 e2e_stop() {
   stop_nbdsrv || { tail -30 "$NBDSRV_LOG" >&2; fail "nbdsrv exit status $? after SIGTERM"; }
+  backends_alive
 }
 e2e_uri() { echo "nbd+unix:///$1?socket=$E2E_SOCK"; }
 e2e_ctl() { "$NBDSRV" "$@" --config "$E2E_CONF"; }

@@ -9,6 +9,7 @@
 #   backend_restart_empty 3             # kill, wipe its data, start again
 #   backend_restart 3                   # kill and start again, data kept
 #   backend_cmd 3 DBSIZE                # one command (after SELECT/AUTH)
+#   backends_alive                      # fail if a server died unasked
 #
 # Backends are numbered 0..N-1 and named b00, b01, …; BACKEND_PORT[i],
 # BACKEND_PID[i], BACKEND_DIR[i] describe each one.  Every server is killed
@@ -33,6 +34,7 @@ BACKEND_N=0
 BACKEND_PORT=()
 BACKEND_PID=()
 BACKEND_DIR=()
+BACKEND_KILLED=()
 : "${BACKEND_REDIS_ARGS:=}"
 BACKEND_TEST_KIND=${NBDSRV_TEST_BACKEND:-redis}
 
@@ -166,6 +168,7 @@ _backend_launch() {  # _backend_launch I
       ;;
   esac
   BACKEND_PID[$i]=$!
+  BACKEND_KILLED[$i]=
   cleanup_push "kill -CONT ${BACKEND_PID[$i]}; kill -9 ${BACKEND_PID[$i]}; wait ${BACKEND_PID[$i]}"
 }
 
@@ -210,9 +213,31 @@ backends_config() {
 backend_stop() { kill -STOP "${BACKEND_PID[$1]}"; }
 backend_cont() { kill -CONT "${BACKEND_PID[$1]}"; }
 backend_kill() {
+  BACKEND_KILLED[$1]=1
   kill -9 "${BACKEND_PID[$1]}" 2>/dev/null || true
   wait "${BACKEND_PID[$1]}" 2>/dev/null || true
 }
+# backend_running I — true while backend I's process exists and is not a
+# zombie.
+backend_running() {
+  local st
+  st=$(sed 's/.*) //' "/proc/${BACKEND_PID[$1]}/stat" 2>/dev/null) || return 1
+  [ -n "$st" ] && [ "${st%% *}" != Z ] && [ "${st%% *}" != X ]
+}
+
+# backends_alive — fail when a server the test did not kill has exited (a
+# crash, or 0-db's death by SIGPIPE when a client closes a socket with
+# replies pending), showing the end of its log.
+backends_alive() {
+  local i
+  for ((i = 0; i < BACKEND_N; i++)); do
+    [ -z "${BACKEND_KILLED[$i]:-}" ] || continue
+    backend_running "$i" && continue
+    tail -c 2000 "${BACKEND_DIR[$i]}/server.log" >&2 || true
+    fail "backend $i ($BACKEND_KIND, pid ${BACKEND_PID[$i]}) died"
+  done
+}
+
 # backend_restart_empty I — the server comes back on the same port, blank.
 backend_restart_empty() {
   backend_kill "$1"

@@ -53,7 +53,7 @@ keys() {
 }
 zdbs_alive() {
   local i
-  for i in "$@"; do kill -0 "${BACKEND_PID[$i]}" 2>/dev/null || return 1; done
+  for i in "$@"; do backend_running "$i" || return 1; done
 }
 # readback NAME… — every byte of each export equals $t/exp.NAME.
 readback() {
