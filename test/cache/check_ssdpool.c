@@ -2294,6 +2294,96 @@ START_TEST(test_wb_writethrough)
 }
 END_TEST
 
+struct async_sync {
+	int res;
+	unsigned calls;
+};
+
+static void async_sync_done(void *arg, int res)
+{
+	struct async_sync *a = arg;
+
+	a->res = res;
+	a->calls++;
+}
+
+static void wait_answer(const struct async_sync *a)
+{
+	uint64_t t0 = now_ns();
+
+	while (!a->calls && now_ns() - t0 < 60ull * 1000000000)
+		loop_run_once(&lp, 10ull * 1000000);
+	ck_assert_uint_eq(a->calls, 1);
+}
+
+/* The close path with the pool paused: asynchronous syncs are answered
+ * exactly once (by a cancel while the pool is paused, by the flush once
+ * it is back); ssdcache_fail_flushes fails the writethrough FLUSHes that
+ * wait (and later ones) but no sync; a sync still waiting at the close is
+ * ended and freed there, and the close does not wait for the paused pool
+ * (close wait 0).  LSan (ASan build) checks that nothing leaks. */
+START_TEST(test_sync_async)
+{
+	struct copts co = { .create = true, .wt = true, .fault = true,
+			    .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+	struct async_sync a = { 0 }, b = { 0 }, c2 = { 0 }, e = { 0 };
+	struct ssdcache_sync *ha, *hb, *hc, *he;
+	struct sync_io f1 = { .io = { .loop = &lp, .cb = sync_cb } };
+	struct meta *m;
+	struct objstore *c;
+	uint8_t *x = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_sync_async");
+	fill(x, SLOT);
+	open_store(&co, &m, &c);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, 4096, x), 0);
+	pool_pause(c, true);
+	ck_assert_int_eq(ssdcache_sync_start(c, &lp, async_sync_done, &a, &ha), 0);
+	ck_assert_int_eq(ssdcache_sync_start(c, &lp, async_sync_done, &b, &hb), 0);
+	objstore_flush(c, &f1.io);              /* writethrough: waits */
+	run_for(300ull * 1000000);
+	ck_assert_uint_eq(a.calls + b.calls, 0);
+	ck_assert(!f1.done);
+	ssdcache_sync_cancel(hb, -ETIMEDOUT);
+	wait_answer(&b);
+	ck_assert_int_eq(b.res, -ETIMEDOUT);
+	/* the stop gives up on the pool: FLUSHes fail, syncs go on */
+	ssdcache_fail_flushes(c, -ESHUTDOWN);
+	while (!f1.done)
+		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+	ck_assert_int_eq(f1.io.res, -ESHUTDOWN);
+	ck_assert_int_eq(do_io(c, OP_WRITE, 2, 0, 0, 4096, x), 0);
+	ck_assert_int_eq(do_flush(c), -ESHUTDOWN);      /* later ones at once */
+	run_for(100ull * 1000000);
+	ck_assert_uint_eq(a.calls, 0);
+	/* the pool is back: a sync started now is answered by the flush */
+	pool_pause(c, false);
+	ck_assert_int_eq(ssdcache_sync_start(c, &lp, async_sync_done, &c2, &hc), 0);
+	wait_answer(&c2);
+	ck_assert_int_eq(c2.res, 0);
+	wait_answer(&a);
+	ck_assert_int_eq(a.res, 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.pool_dirty, 0);
+	/* paused again with a write waiting: its sync is cancelled, the close
+	 * ends it and cuts the flush in flight */
+	ck_assert_int_eq(do_io(c, OP_WRITE, 3, 0, 0, 4096, x), 0);
+	pool_pause(c, true);
+	ck_assert_int_eq(ssdcache_sync_start(c, &lp, async_sync_done, &e, &he), 0);
+	run_for(200ull * 1000000);
+	ssdcache_sync_cancel(he, -ESHUTDOWN);
+	wait_answer(&e);
+	ck_assert_int_eq(e.res, -ESHUTDOWN);
+	ssdcache_set_close_wait(c, 0);
+	close_store(m, c);
+	ck_assert_uint_eq(a.calls + b.calls + c2.calls + e.calls, 4);
+	if (getenv("NBDSRV_SSD_BACKEND_PIDS"))
+		pool_pause(NULL, false);
+	free(x);
+}
+END_TEST
+
 /* Above flush_background the oldest excess goes (the newest stay);
  * writers blocked at dirty_max make progress whatever the delay. */
 START_TEST(test_wb_background_bp)
@@ -2487,6 +2577,7 @@ int main(void)
 	tcase_add_test(tc, test_wb_delay);
 	tcase_add_test(tc, test_wb_idle_age);
 	tcase_add_test(tc, test_wb_writethrough);
+	tcase_add_test(tc, test_sync_async);
 	tcase_add_test(tc, test_wb_background_bp);
 	tcase_add_test(tc, test_flush_map);
 	suite_add_tcase(s, tc);
