@@ -1891,6 +1891,24 @@ START_TEST(test_miss_served)
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.fetches, 2);
 	ck_assert_uint_eq(st.read_served, 4);
+	/* the slot fills (O_DIRECT where the file takes it) read back from
+	 * the file, not from pages a buffered write left behind */
+	{
+		int fd = open(cpath, O_RDONLY);
+
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(fdatasync(fd), 0);
+		ck_assert_int_eq(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+		close(fd);
+	}
+	for (unsigned i = 0; i < 5; i++) {
+		const uint8_t *w = (ro[i][0] == 2 ? want2 : x) + ro[i][1];
+
+		ck_assert_int_eq(do_io(c, OP_READ, ro[i][0], ro[i][0] == 2 ? 1 : 0,
+				       ro[i][1], ro[i][2], hit), 0);
+		ck_assert_msg(!memcmp(hit, w, ro[i][2]), "read %u differs after "
+			      "the page cache was dropped", i);
+	}
 	close_store(m, c);
 	free(x);
 	free(y);
