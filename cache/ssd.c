@@ -2577,9 +2577,7 @@ static void ssd_fetch_end(struct ssd_fetch *f, int res)
 
 /* Worker: write the fetched blocks that are not valid into the slot (a
  * valid one may be newer than the pool version: a pool-dirty object
- * reopened), by O_DIRECT when the file takes it (no copy into the page
- * cache; the kernel writes back and drops cached pages of the range, so a
- * later buffered read sees these bytes).  No write runs on the entry meanwhile (ssd_modify_prep) and
+ * reopened).  No write runs on the entry meanwhile (ssd_modify_prep) and
  * a fetching entry is never evicted, so the bitmap and the slot read here
  * stay true until ssd_fetch_end sets the bits. */
 static int ssd_fetch_write(struct ssd_fetch *f)
@@ -2602,13 +2600,8 @@ static int ssd_fetch_write(struct ssd_fetch *f)
 		}
 		for (run = b; run < f->b1 && fill[run - f->b0]; run++)
 			;
-		r = -EINVAL;
-		if (s->dfd >= 0)
-			r = ssd_pwrite_all(s->dfd, f->plain + (b - f->b0) * SSD_BLK,
-					   (run - b) * SSD_BLK, foff + b * SSD_BLK);
-		if (r == -EINVAL)       /* no O_DIRECT here after all */
-			r = ssd_pwrite_all(s->fd, f->plain + (b - f->b0) * SSD_BLK,
-					   (run - b) * SSD_BLK, foff + b * SSD_BLK);
+		r = ssd_pwrite_all(s->fd, f->plain + (b - f->b0) * SSD_BLK,
+				   (run - b) * SSD_BLK, foff + b * SSD_BLK);
 		b = run;
 	}
 	free(fill);
@@ -2852,12 +2845,8 @@ static void ssd_fetch_start(struct ssd_fetch *f)
 	f->hole = f->e->hole;
 	pthread_mutex_unlock(&s->lock);
 	/* one buffer: the plaintext (a slot) then k+m shards, reused */
-	if (s->nfbuf) {
-		f->plain = s->fbuf[--s->nfbuf];
-	} else if (posix_memalign((void **)&f->plain, SSD_BLK, s->slot_size +
-				  codec_shard_max(s->codec) * (s->k + s->m))) {
-		f->plain = NULL;
-	}
+	f->plain = s->nfbuf ? s->fbuf[--s->nfbuf]
+		: malloc(s->slot_size + codec_shard_max(s->codec) * (s->k + s->m));
 	if (!f->plain) {
 		ssd_fetch_end(f, -ENOMEM);
 		return;
@@ -3248,8 +3237,6 @@ static void ssd_free(struct ssd *s)
 	sodium_memzero(s->skey, sizeof(s->skey));
 	if (s->fd >= 0)
 		close(s->fd);
-	if (s->dfd >= 0)
-		close(s->dfd);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->start_lock);
 	pthread_cond_destroy(&s->start_cond);
@@ -3739,7 +3726,7 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	s = calloc(1, sizeof(*s));
 	if (!s)
 		return -ENOMEM;
-	s->fd = s->dfd = -1;
+	s->fd = -1;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->start_lock, NULL);
 	pthread_cond_init(&s->start_cond, NULL);
@@ -3791,12 +3778,6 @@ int ssdcache_open(const struct ssdcache_opts *o, struct objstore **out)
 	r = ssd_open_file(s, o, &h, &created);
 	if (r < 0)
 		goto fail;
-	if (s->pool_mode) {
-		s->dfd = open(o->path, O_RDWR | O_CLOEXEC | O_DIRECT);
-		if (s->dfd < 0)
-			log_info("ssdcache: %s: no O_DIRECT (%s): slot fills go "
-				 "through the page cache", o->path, strerror(errno));
-	}
 	s->nslots = h.nslots;
 	if (!s->dirty_max)
 		s->dirty_max = MAX(1, s->nslots / 2);

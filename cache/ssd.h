@@ -156,8 +156,6 @@ struct ssd_gc;
 struct ssd {
 	struct objstore base;
 	int fd;
-	int dfd;                        /* the cache opened O_DIRECT for slot
-	                                 * fills (pool mode), or -1 */
 	uint32_t slot_size, nblk, bm_words, bm_bytes;
 	uint64_t nslots;
 	struct meta *meta;
