@@ -120,7 +120,12 @@
  * decryption nor the copy into the page cache runs on the cache thread,
  * which only moves shards; back on it the valid bits are set (after the
  * data is in the slot) and the op resolves again on its own loop, the
- * fetched entry pinned by it meanwhile.  Up to SSD_FETCH_MAX fetches run
+ * fetched entry pinned by it meanwhile.  A waiting read whose every block
+ * resolves to the fetch's plaintext (not a block valid in a slot: it may
+ * be newer; not a dependent's own block) is copied from it by that job,
+ * after the slot write, and completes without a second pass and its read
+ * back from the slot (stats.read_served): the common case of a cold
+ * stream, whose chunk is still in the CPU caches then.  Up to SSD_FETCH_MAX fetches run
  * at once (FIFO queue behind them): 16 x k shard requests keep the pool's
  * backends pipelined, while deeper (32) measured slower on 2 busy cores
  * (more buffers in flight than the CPU caches hold: the shards are cold
@@ -191,9 +196,13 @@
  * loss with the SSD intact; writethrough: also the loss of the SSD, every
  * FLUSHed byte read back from the pool).
  *
- * Not done: lock striping of the index (one mutex, short sections),
- * O_DIRECT; a read waiting for a fetch is served from the slot afterwards
- * (a page-cache copy), not decrypted straight into its buffer.
+ * Not done: lock striping of the index (one mutex, short sections); a
+ * read waiting for a fetch gets a copy of the plaintext, it is not
+ * decrypted straight into its buffer.  O_DIRECT slot fills were measured
+ * and dropped (bench/cache.md, "coldread"): they cost more CPU per GiB,
+ * since the reads that find their chunk already fetched then copy from
+ * pages the disk just wrote (cold in the CPU caches) instead of pages the
+ * buffered fill just wrote.
  */
 #include "cache/ssd.h"
 
