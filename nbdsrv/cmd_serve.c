@@ -555,9 +555,11 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		 * its connection, so the stop, forever */
 		if (vols && !failed_flushes &&
 		    (w.count > 1 || (drain_ms && now_ns() >= deadline))) {
-			log_warn("stop: FLUSHes still waiting for the pool fail "
-				 "(ESHUTDOWN; their data is on the SSD and reaches the "
-				 "pool after the next start)");
+			log_warn("stop: %s: FLUSHes still waiting for the pool "
+				 "(writethrough) fail (ESHUTDOWN; their data is on the SSD "
+				 "and reaches the pool after the next start)",
+				 w.count > 1 ? "second signal"
+					     : "shutdown_flush_timeout_ms spent");
 			volumes_fail_flushes(vols, -ESHUTDOWN);
 			failed_flushes = true;
 		}

@@ -115,7 +115,7 @@ wait "$q" || true
 cat "$t/q.out" >&2
 grep -qx "write 0" "$t/q.out" || fail "the WRITE before the FLUSH failed"
 grep -qx "flush 108" "$t/q.out" || fail "the FLUSH waiting at the stop did not fail with NBD_ESHUTDOWN"
-grep -q "FLUSHes still waiting for the pool fail" "$NBDSRV_LOG" || fail "no log line for the failed FLUSHes"
+grep -q "FLUSHes still waiting for the pool (writethrough) fail" "$NBDSRV_LOG" || fail "no log line for the failed FLUSHes"
 resume_pool
 e2e_start
 qemu_io_ok -f raw -r -c "read -P 0x3d 2M 4k" -c "read -P 0x7c 64k 4k" -c "read -P 0x5a 4k 4k" \
