@@ -139,6 +139,7 @@ struct conn {
 	uint64_t attempt_start_ns;
 	uint64_t last_rx_ns;
 	char kind_warned;
+	char worm_warned;
 	struct conn_linger {            /* half-closed sockets being drained */
 		int fd;
 		uint64_t until_ns;
@@ -713,6 +714,17 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 		    text_has(rp->str, rp->len, "in read-only mode")) {
 			conn_fatal(c, -EACCES, "namespace is read-only without its password "
 				   "(public but password-protected: set password): %s", detail);
+			return 0;
+		}
+		if (rp->type == RESP_ERROR && c->b.dialect == ZDB_DIALECT_ZDB && c->canary_seen &&
+		    text_has(rp->str, rp->len, "worm")) {
+			/* WORM: new keys are written, nothing is ever deleted */
+			if (!c->worm_warned) {
+				c->worm_warned = 1;
+				log_warn("backend %s: namespace is in WORM mode: what nbdsrv deletes "
+					 "there is never freed", c->b.cfg.name);
+			}
+			conn_ready(c);
 			return 0;
 		}
 		if (rp->type == RESP_ERROR) {

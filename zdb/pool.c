@@ -64,6 +64,7 @@ struct pool_be {
 	uint64_t ok, errors, timeouts;
 	unsigned consec_fail;           /* errors since the last success */
 	uint64_t last_fail_ns;
+	uint64_t refused_log_ns;        /* last "refuses writes" warning */
 	bool stopped;
 	bool have_info, info_busy;
 	struct zdb_info info;
@@ -203,6 +204,15 @@ static void pool_req_done(struct zdb_req *r)
 		pb->errors++;
 		pb->consec_fail++;
 		pb->last_fail_ns = now_ns();
+		/* A full (0-db maxsize) or read-only / WORM namespace fails
+		 * writes while staying up: say so, at most once a minute. */
+		if ((r->result == -ENOSPC || r->result == -EROFS) &&
+		    (!pb->refused_log_ns || pb->last_fail_ns - pb->refused_log_ns > 60000000000ull)) {
+			pb->refused_log_ns = pb->last_fail_ns;
+			log_warn("backend %s: %s refused: %s", pb->b->cfg.name,
+				 r->op == ZDB_OP_DEL ? "delete" : "write", pb->b->last_error[0]
+				 ? pb->b->last_error : strerror(-r->result));
+		}
 	}
 	r->done = r->user_done;
 	r->done(r);

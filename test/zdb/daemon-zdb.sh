@@ -26,6 +26,8 @@
 #    (repair_pending 0).  Proof: b00 and b02 killed (the degraded version
 #    held 5 shards; without the repair only 3 would be left), cache deleted:
 #    every byte still reads back.
+# E. b05's namespace full (NSSET maxsize), b04's WORM: writes land degraded
+#    and deletes fail, each said in the log; everything reads back.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
@@ -208,4 +210,27 @@ readback v v@s1 c a
 e2e_stop
 zdbs_alive 1 3 4 5 || fail "D: a zdb server died"
 info "D: degraded reads with 2 down; degraded write repaired (readable with 2 others down)"
+
+# --- E. a full namespace (maxsize) and a WORM one -----------------------------
+STEP=E
+backend_restart 0; backend_restart 2
+zadmin 5 NSSET nbd maxsize 1 >/dev/null
+zadmin 4 NSSET nbd worm 1 >/dev/null
+e2e_start
+qwrite v 14M 1M 0x99
+vsync
+qwrite v 14M 1M 0x9a         # the 0x99 versions are garbage: WORM b04 keeps them
+vsync
+wait_for "grep -q 'backend b05: write refused: .*No space left' '$NBDSRV_LOG'" 30 ||
+  fail "E: no warning that b05 refuses writes (namespace full)"
+wait_for "grep -q 'backend b04: delete refused: .*worm' '$NBDSRV_LOG'" 30 ||
+  fail "E: no warning that b04 refuses deletes (WORM)"
+grep -q "backend b04: namespace is in WORM mode" "$NBDSRV_LOG" || fail "E: WORM not reported at connect"
+! grep -q "backend b04: cannot write the canary" "$NBDSRV_LOG" || fail "E: WORM namespace: canary write reported as an error"
+e2e_stop
+e2e_drop_cache
+e2e_start
+readback v v@s1 c a
+e2e_stop
+info "E: full and WORM namespaces reported, data intact"
 echo "daemon-zdb.sh: ok"
