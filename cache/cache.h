@@ -352,8 +352,6 @@ struct ssdcache_stats {
 	uint64_t pool_dirty;      /* objects not yet in the pool */
 	uint64_t flushed;         /* versions committed to the pool */
 	uint64_t flush_errors;    /* failed attempts (retried) */
-	uint64_t flush_mapped;    /* flush jobs that encoded straight from
-	                           * the read-only map of the slot (no read) */
 	uint64_t gc_versions;     /* old versions whose shards were deleted */
 	uint64_t intents_recovered; /* orphan versions deleted at open */
 	uint64_t bp_waiting;      /* writes waiting for the dirty limit now */

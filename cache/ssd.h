@@ -259,10 +259,6 @@ struct ssd {
 	                                 * (plaintext, shards), flush_par each */
 	unsigned njplain, njshard;
 	uint64_t jidle_ns;              /* cache thread: when nflushing became 0 */
-	const uint8_t *map;             /* read-only shared map of the cache
-	                                 * file (flush jobs encode from it), or
-	                                 * NULL: they read the slot */
-	size_t map_len;
 	struct codec_ctx *fctx[SSD_FETCH_PAR]; /* decode contexts (workers) */
 	bool fctx_busy[SSD_FETCH_PAR];  /* under lock */
 	bool discard_dirty;

@@ -17,12 +17,9 @@
  *     (meta_alloc_id) and stages intents[version] = {INTENT, obj, old
  *     version}; ONE meta commit covers them all
  *   → meanwhile, per job: read the whole object from the cache (blocks
- *     never written come from the base chain, as any read; an object
- *     whose every block is in its slot is not read: the worker encodes
- *     straight from the read-only map of the slot, ssd_fj_read) →
- *     codec_encode on the workq (2 workers) with one of SSD_ENC_CTX (4)
- *     codec contexts, jobs waiting for one in FIFO order; the object
- *     buffer is freed
+ *     never written come from the base chain, as any read) → codec_encode
+ *     on the workq (2 workers) with one of SSD_ENC_CTX (4) codec contexts,
+ *     jobs waiting for one in FIFO order; the object buffer is freed
  *   → encoded AND its group committed (a job that finishes first parks:
  *     no version leaves the node before a commit covers its id, DESIGN's
  *     nonce/key uniqueness; a job never ends before its group's commit
@@ -175,12 +172,6 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
-
-#ifndef MADV_POPULATE_READ
-#define MADV_POPULATE_READ 22
-#endif
 
 #define SSD_TICK_NS  (50ull * 1000000)
 #define SSD_NOWHERE  0xffffu
@@ -211,8 +202,6 @@ struct ssd_fj {
 	bool hole;
 	int enc_res;
 	uint8_t *plain;
-	const uint8_t *src;             /* the slot in s->map when the job
-	                                 * encodes from it; else plain */
 	uint8_t *shard_buf;
 	uint8_t *shards[CODEC_MAX_SHARDS];
 	size_t lens[CODEC_MAX_SHARDS];
@@ -667,42 +656,15 @@ static void ssd_fj_put_done(struct zdb_chunk_put *op)
 	ssd_fj_record(j, false);
 }
 
-/* Worker: encode the job's object, from the map of its slot when it has
- * one.  The slot's pages are mapped first with MADV_POPULATE_READ, which
- * fails (EFAULT) where an access would raise SIGBUS (the cache file was
- * shrunk under the daemon): the job then fails as a short read would;
- * their page-table entries are dropped afterwards, so the map never holds
- * more than the jobs encoding (a TLB flush per job). */
 static void ssd_fj_encode(struct workq_job *job)
 {
 	struct ssd_fj *j = container_of(job, struct ssd_fj, job);
 	struct ssd *s = j->s;
 	struct codec_id id = { .volume = 0, .chunk = j->obj, .version = j->version };
-	const uint8_t *plain = j->plain;
-	uint8_t *pg = NULL;
-	size_t pglen = 0;
 
 	memcpy(id.pool, s->pool_id, sizeof(id.pool));
-	if (j->src) {
-		size_t ps = (size_t)sysconf(_SC_PAGESIZE);
-		uintptr_t a = (uintptr_t)j->src & ~(uintptr_t)(ps - 1);
-
-		pg = (uint8_t *)a;
-		pglen = ((uintptr_t)j->src + s->slot_size - a + ps - 1) & ~(ps - 1);
-		if (madvise(pg, pglen, MADV_POPULATE_READ) < 0) {
-			j->enc_res = errno == EFAULT ? -EIO : -errno;
-			log_error("ssdcache: object %" PRIu64 ": mapping its slot "
-				  "failed: %s (cache file truncated?)", j->obj,
-				  strerror(errno));
-			madvise(pg, pglen, MADV_DONTNEED);
-			return;
-		}
-		plain = j->src;
-	}
-	j->enc_res = codec_encode(s->ctxs[j->ctx_i], &id, plain, s->slot_size,
+	j->enc_res = codec_encode(s->ctxs[j->ctx_i], &id, j->plain, s->slot_size,
 				  j->shards, j->lens, &j->cm);
-	if (pg)
-		madvise(pg, pglen, MADV_DONTNEED);
 }
 
 /* Encoded (or failed) and its INTENT committed: put (or record a hole). */
@@ -810,51 +772,8 @@ static void ssd_fj_read_done(struct objstore_io *io, int res)
 	s->encq_tail = j;
 }
 
-/* lock held: every block of e is in its own slot (so the slot is the
- * object: no base, zeros or pool blocks to resolve). */
-static bool ssd_ent_whole(const struct ssd *s, const struct ssd_ent *e)
-{
-	uint32_t i, full = s->nblk / 64, rest = s->nblk % 64;
-
-	if (e->slot == SSD_NOSLOT || e->dropped)
-		return false;
-	for (i = 0; i < full; i++)
-		if (e->valid[i] != UINT64_MAX)
-			return false;
-	return !rest || (e->valid[full] & ((1ull << rest) - 1)) == ((1ull << rest) - 1);
-}
-
-/*
- * The job's snapshot of the object.  A whole object (every block in its
- * slot, the usual case: a flush follows the writes that completed it) is
- * encoded straight from the read-only map of its slot on the worker — no
- * read into j->plain, whose copy was 6-8 % of the daemon's CPU in a
- * sequential drain.  The snapshot is the same as the read's: the entry is
- * pinned (its slot stays its own), every write completed before the pick
- * is in the page cache, and a write racing the encode (like one racing the
- * read: neither is atomic against a concurrent write) moved dirty_gen
- * past j->gen, so the object is flushed again with its final bytes
- * (ssd_fj_end).  The encoder reads each plaintext byte once (AES-GCM per
- * data shard; RS runs over the ciphertext), so a torn read still yields
- * k+m consistent shards.  Other objects (blocks from a base chain, the
- * pool or zeros) are read as any read.
- */
 static void ssd_fj_read(struct ssd_fj *j)
 {
-	struct ssd *s = j->s;
-
-	if (s->map) {
-		pthread_mutex_lock(&s->lock);
-		if (ssd_ent_whole(s, j->e)) {
-			j->src = s->map + SSD_HDR_SIZE + (uint64_t)j->e->slot * s->slot_size;
-			s->st.flush_mapped++;
-		}
-		pthread_mutex_unlock(&s->lock);
-		if (j->src) {
-			ssd_fj_read_done(&j->io, 0);
-			return;
-		}
-	}
 	memset(&j->io, 0, sizeof(j->io));
 	j->io.loop = &j->s->loop;
 	j->io.cb = ssd_fj_read_done;
@@ -1285,30 +1204,6 @@ static int ssd_recover_intents(struct ssd *s)
 	return r;
 }
 
-/* Map the cache file read-only for the flush jobs (ssd_fj_read); without
- * a map (mmap or MADV_POPULATE_READ unsupported: Linux < 5.14) they read
- * the slot. */
-static void ssdflush_map(struct ssd *s)
-{
-	size_t len = SSD_HDR_SIZE + (size_t)s->nslots * s->slot_size;
-	void *p = mmap(NULL, len, PROT_READ, MAP_SHARED, s->fd, 0);
-
-	if (p == MAP_FAILED) {
-		log_warn("ssdcache: cannot map the cache file (%s): flushes read it",
-			 strerror(errno));
-		return;
-	}
-	if (madvise(p, SSD_HDR_SIZE, MADV_POPULATE_READ) < 0) {
-		log_warn("ssdcache: MADV_POPULATE_READ: %s: flushes read the cache file",
-			 strerror(errno));
-		munmap(p, len);
-		return;
-	}
-	madvise(p, SSD_HDR_SIZE, MADV_DONTNEED);
-	s->map = p;
-	s->map_len = len;
-}
-
 int ssdflush_start(struct ssd *s)
 {
 	struct zdb_pool_opts po = { 0 };
@@ -1334,7 +1229,6 @@ int ssdflush_start(struct ssd *s)
 		if (r < 0)
 			return r;
 	}
-	ssdflush_map(s);
 	r = zdb_pool_open(&s->loop, s->pool_cfg, &po, &s->pool);
 	if (r < 0) {
 		log_error("ssdcache: cannot open the pool: %s", strerror(-r));
@@ -1399,10 +1293,6 @@ void ssdflush_stop(struct ssd *s)
 	if (s->wq_started) {
 		workq_fini(&s->wq);
 		s->wq_started = false;
-	}
-	if (s->map) {
-		munmap((void *)s->map, s->map_len);
-		s->map = NULL;
 	}
 	for (i = 0; s->ctxs && i < s->nctx; i++)
 		codec_ctx_free(s->ctxs[i]);

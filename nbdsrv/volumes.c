@@ -570,8 +570,7 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(o, "cache", json_pack(
 			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
 			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I}",
+			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
 			"slot_size", (json_int_t)v->chunk_size,
 			"slots", (json_int_t)st.slots,
 			"slots_used", (json_int_t)st.slots_used,
@@ -588,7 +587,6 @@ json_t *volumes_status(struct volumes *v)
 			"pool_dirty", (json_int_t)st.pool_dirty,
 			"flushed", (json_int_t)st.flushed,
 			"flush_errors", (json_int_t)st.flush_errors,
-			"flush_mapped", (json_int_t)st.flush_mapped,
 			"gc_versions", (json_int_t)st.gc_versions,
 			"bp_waiting", (json_int_t)st.bp_waiting,
 			"bp_stalls", (json_int_t)st.bp_stalls,
