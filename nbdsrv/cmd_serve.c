@@ -34,8 +34,9 @@
  *      too (librbd's write-back cache writes back at close the same way).
  *      Progress goes to the log ("draining N objects", every 5 s how many
  *      are left, then "drained" or what is left);
- *   3. the control socket closes (it answers `status` until here; a
- *      `vol sync` still waiting is answered with an error);
+ *   3. the control socket closes (it answers `status` until here, with
+ *      "state" "stopping" or "draining"; a `vol sync` still waiting is
+ *      answered with an error);
  *   4. the pool thread stops, exports and volumes are flushed to the SSD
  *      and closed (cache marked clean, metadata committed).
  * The pool may hold steps 1-2 for shutdown_flush_timeout_ms in all,
@@ -539,6 +540,7 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
 		 w.signo);
+	control_set_state(ctl, "stopping");
 	if (!vols || volumes_ephemeral(vols))
 		drain_ms = 0;
 	deadline = now_ns() + drain_ms * 1000000;
@@ -564,8 +566,11 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			failed_flushes = true;
 		}
 	}
-	if (drain_ms && w.count == 1)
+	if (drain_ms && w.count == 1) {
+		control_set_state(ctl, "draining");
 		drain_pool(&w, vols, deadline, drain_ms);
+		control_set_state(ctl, "stopping");
+	}
 	else if (vols && volumes_pool_dirty(vols))
 		log_info("stop: %llu objects are not in the pool yet (%s; kept in the "
 			 "cache, flushed to the pool at the next start)",

@@ -93,7 +93,10 @@ static void print_human(json_t *rep)
 	json_t *a, *e, *v;
 	size_t i;
 	char b1[32], b2[32], b3[32];
+	const char *state = json_string_value(json_object_get(rep, "state"));
 
+	if (state && strcmp(state, "serving"))
+		printf("daemon: %s (a clean stop is in progress)\n", state);
 	a = json_object_get(rep, "exports");
 	printf("exports: %zu\n", json_array_size(a));
 	if (json_array_size(a))

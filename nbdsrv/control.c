@@ -77,6 +77,7 @@ struct control {
 	bool stopping;
 	struct ctl_client *clients;
 	unsigned n_clients;
+	const char *state;              /* status "state" (static string) */
 	struct pool_thread *pool;       /* NULL: no pool (borrowed) */
 	struct volumes *vols;           /* NULL: no volumes (borrowed) */
 };
@@ -217,7 +218,7 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 		snprintf(cl->err, sizeof(cl->err), "\"format\" must be \"json\" or \"text\"");
 		return -EINVAL;
 	}
-	r = strbuf_printf(o, "\"exports\":[");
+	r = strbuf_printf(o, "\"state\":\"%s\",\"exports\":[", ctl->state);
 	for (i = 0; !r && i < srv->n_exports; i++) {
 		const struct export *e = srv->exports[i];
 		const struct server_stats *st = &srv->stats[i];
@@ -678,6 +679,7 @@ int control_open(struct control **out, const char *path, bool owned,
 	}
 	ctl->loop = loop;
 	ctl->srv = srv;
+	ctl->state = "serving";
 	/* Management is for the daemon's owner only. */
 	ctl->fd = server_unix_listen(path, 0600, 16, owned);
 	if (ctl->fd < 0) {
@@ -710,6 +712,12 @@ void control_set_pool(struct control *ctl, struct pool_thread *pt)
 void control_set_volumes(struct control *ctl, struct volumes *v)
 {
 	ctl->vols = v;
+}
+
+void control_set_state(struct control *ctl, const char *state)
+{
+	if (ctl)
+		ctl->state = state;
 }
 
 void control_stop(struct control *ctl)

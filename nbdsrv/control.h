@@ -41,6 +41,9 @@ void control_set_pool(struct control *ctl, struct pool_thread *pt);
 /* Serve the vol.* / snap.* commands (and the volume part of `status`)
  * from v (borrowed; it must outlive ctl). */
 void control_set_volumes(struct control *ctl, struct volumes *v);
+/* What `status` says the daemon is doing ("serving", "stopping",
+ * "draining": a static string).  NULL ctl is a no-op. */
+void control_set_state(struct control *ctl, const char *state);
 /* Stop accepting and reading; replies already produced are still sent, a
  * vol.sync still waiting is answered with an error (ESHUTDOWN). */
 void control_stop(struct control *ctl);

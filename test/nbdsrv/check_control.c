@@ -88,7 +88,7 @@ START_TEST(test_control_status_and_errors)
 
 		out = roundtrip(&l, sock, req, strlen(req));
 	}
-	ck_assert_msg(strstr(out, "{\"ok\":true,\"exports\":[{\"name\":\"d\\\"isk\",\"kind\":\"fake\","
+	ck_assert_msg(strstr(out, "{\"ok\":true,\"state\":\"serving\",\"exports\":[{\"name\":\"d\\\"isk\",\"kind\":\"fake\","
 			     "\"size\":4096,\"read_only\":true,\"connections\":3,"
 			     "\"requests\":7,") != NULL, "status reply: %s", out);
 	ck_assert_msg(strstr(out, "\"error\":\"unknown command\",\"command\":\"frobnicate\"")

@@ -78,6 +78,8 @@ kill -TERM "$E2E_PID"
 wait_for "grep -q 'stop: draining 1 objects' '$NBDSRV_LOG'" 60 || fail "the drain did not start"
 d=$(e2e_stat pool_dirty) || fail "status during the drain"
 [ "$d" = 1 ] || fail "status during the drain: pool_dirty $d, want 1"
+"$NBDSRV" status --config "$E2E_CONF" | grep -q "^daemon: draining" ||
+  fail "status during the drain does not say it drains"
 kill -TERM "$E2E_PID"
 wait_exit "a second SIGTERM during the drain"
 [ "$rc" = 0 ] || fail "exit status $rc after a second signal (want 0)"
