@@ -676,6 +676,8 @@ struct fake {
 	char nonce[16];
 	unsigned conns;
 	int cur_fd;                 /* the connection being served */
+	unsigned send_errors;       /* replies to a client that had closed */
+	bool stall_done;
 };
 
 static void wr(int fd, const char *s, size_t n)
@@ -797,6 +799,22 @@ static bool fake_answer(struct fake *f, int fd, char argv[8][256], size_t *lens,
 	if (!strcmp(argv[0], "PING")) {
 		wrs(fd, "+PONG\r\n");
 		return true;
+	}
+	if (zdb && !strcmp(argv[0], "GET") && argc == 2 && !strncmp(argv[1], "stall", 5)) {
+		char c;
+
+		/* Like a stopped 0-db resumed after the client timed out: it
+		 * answers what it had read.  A real 0-db dies of SIGPIPE when
+		 * the client has closed the socket meanwhile; the client must
+		 * only half-close it, so these sends succeed. */
+		while (read(fd, &c, 1) > 0)
+			;
+		usleep(200 * 1000);
+		for (i = 0; i < 2; i++)
+			if (send(fd, "$-1\r\n", 5, MSG_NOSIGNAL) < 0)
+				__atomic_add_fetch(&f->send_errors, 1, __ATOMIC_SEQ_CST);
+		__atomic_store_n(&f->stall_done, true, __ATOMIC_SEQ_CST);
+		return false;
 	}
 	if (user_key && !strcmp(argv[0], "GET")) {
 		switch (f->mode) {
@@ -1177,6 +1195,35 @@ START_TEST(test_zdb_dialect_fake)
 		ck_assert_int_eq(b->state, ZDB_CONN_READY);
 		ck_assert_uint_eq(b->emptied, 1);
 		ck_assert(!b->canary_missing);
+	}
+	/* requests time out on a server that does not answer: the teardown
+	 * must not close the socket before the server answered (0-db would
+	 * die of SIGPIPE) — the late replies are sent without error */
+	{
+		struct one s1, s2;
+		uint64_t end = now_ns() + 5000000000ull;
+
+		memset(&s1, 0, sizeof(s1));
+		memset(&s2, 0, sizeof(s2));
+		s1.r.op = s2.r.op = ZDB_OP_GET;
+		s1.r.key = "stall1";
+		s2.r.key = "stall2";
+		s1.r.key_len = s2.r.key_len = 6;
+		s1.r.buf = s2.r.buf = buf;
+		s1.r.buf_len = s2.r.buf_len = sizeof(buf);
+		s1.r.timeout_ns = s2.r.timeout_ns = 300ull * 1000000;
+		s1.r.done = s2.r.done = one_done;
+		b->ops->submit(b, &s1.r);
+		b->ops->submit(b, &s2.r);
+		run_flag(&l, b, &s1.done);
+		run_flag(&l, b, &s2.done);
+		ck_assert_int_eq(s1.r.result, -ETIMEDOUT);
+		while (!__atomic_load_n(&f->stall_done, __ATOMIC_SEQ_CST) && now_ns() < end) {
+			loop_run_once(&l, 10ull * 1000000);
+			b->ops->tick(b, now_ns());
+		}
+		ck_assert(f->stall_done);
+		ck_assert_uint_eq(f->send_errors, 0);
 	}
 	conn_close(&l, b);
 	fake_stop(f);
