@@ -399,6 +399,14 @@ static void handle_sync(struct ctl_client *cl, json_t *req)
 	}
 	if (t)
 		tmo = (uint64_t)json_integer_value(t);
+	if (cl->ctl->stopping) {
+		/* read after control_stop (pipelined behind a pending reply):
+		 * a new wait would hold the stop for its whole timeout */
+		strbuf_printf(o, "{\"ok\":false,\"error\":\"sync: the daemon is stopping "
+			      "(its stop drains the pool itself, see its log)\","
+			      "\"errno\":%d}\n", ESHUTDOWN);
+		return;
+	}
 	cs = calloc(1, sizeof(*cs));
 	if (!cs) {
 		strbuf_printf(o, "{\"ok\":false,\"error\":\"out of memory\"}\n");

@@ -5,6 +5,8 @@
 #      behind the sync before); both succeed once the pool resumes;
 #   2. a sync still waiting at SIGTERM is answered with an error and the
 #      daemon exits 0 (ASan build: LSan fails the exit status on a leak);
+#      a second sync pipelined behind one is refused (ESHUTDOWN), not
+#      started (it held the stop for its 60 s timeout);
 #   3. writethrough: a FLUSH waiting for the paused pool at SIGTERM fails
 #      (NBD_ESHUTDOWN) once shutdown_flush_timeout_ms is spent, so its
 #      connection ends and the daemon exits 0 (it hung, even after a
@@ -64,6 +66,26 @@ s3=$!
 cleanup_push "kill $s3 2>/dev/null"
 sleep 1
 kill -0 "$s3" 2>/dev/null || fail "the sync returned with the pool paused: $(cat "$t/sync3.out")"
+# two syncs pipelined on one control connection: the second is read only
+# after the first is answered (at the stop); it must not start a new wait
+# that holds the stop (up to its 60 s timeout) but be refused at once
+python3 - "$E2E_CACHE/nbdsrv.ctl" >"$t/sync4.out" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"cmd":"vol.sync","timeout_ms":60000}\n' * 2)
+b = b""
+while b.count(b"\n") < 2:
+    c = s.recv(4096)
+    if not c:
+        break
+    b += c
+sys.stdout.write(b.decode())
+PY
+s4=$!
+cleanup_push "kill $s4 2>/dev/null"
+sleep 1
+kill -0 "$s4" 2>/dev/null || fail "the pipelined syncs returned with the pool paused: $(cat "$t/sync4.out")"
 kill -TERM "$E2E_PID"
 wait_exit "SIGTERM with a sync waiting"
 [ "$rc" = 0 ] || fail "exit status $rc with a sync waiting at SIGTERM (want 0)"
@@ -71,6 +93,10 @@ r3=0; wait "$s3" || r3=$?
 cat "$t/sync3.out" >&2
 [ "$r3" != 0 ] || fail "the sync waiting at the stop succeeded"
 grep -q "daemon is stopping" "$t/sync3.out" || fail "the sync's error does not say the daemon stops"
+wait "$s4" || true
+cat "$t/sync4.out" >&2
+[ "$(grep -c '"errno":108}' "$t/sync4.out")" = 2 ] ||
+  fail "two pipelined syncs at the stop: want both refused with ESHUTDOWN (108): $(cat "$t/sync4.out")"
 resume_pool
 info "2: a sync waiting at SIGTERM was answered (error); exit 0"
 
