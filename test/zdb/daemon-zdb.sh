@@ -17,9 +17,10 @@
 #    servers (their live key count, DBSIZE, comes back), a backend SIGSTOPped
 #    past the request timeout while writes go on (0-db dies of SIGPIPE if
 #    the client closes a socket it still owes replies to: it must survive).
-# C. Persistence: daemon stopped, EVERY zdb server restarted (0-db keeps its
-#    data on disk), cache.img deleted, daemon started: every byte of every
-#    volume, snapshot and clone reads back from the pool.
+# C. Persistence: EVERY zdb server restarted under the running daemon (0-db
+#    keeps its data on disk), a write synced after, the daemon stopped,
+#    cache.img deleted, daemon started: every byte of every volume, snapshot
+#    and clone reads back from the pool.
 # D. Degraded: b01 and b04 killed, cache.img deleted again: everything still
 #    reads back (4 of 6 shards).  b04 back: a write lands degraded (5
 #    shards, repair pending); b01 back: repair rewrites it whole
@@ -177,13 +178,15 @@ info "B: written, snapshot, clone, GC deletes reach zdb ($k1 live keys), stopped
 
 # --- C. every zdb server restarted, cache file deleted -----------------------
 STEP=C
+for ((i = 0; i < 6; i++)); do backend_restart "$i"; done     # under the running daemon
+qwrite v 15M 512K 0x42
+vsync
 e2e_stop
-for ((i = 0; i < 6; i++)); do backend_restart "$i"; done
 e2e_drop_cache
 e2e_start
 readback v v@s1 c a
 [ "$(e2e_stat fetches)" -gt 0 ] || fail "C: nothing was fetched from the pool"
-info "C: all six zdb servers restarted, cache deleted: every byte read back from the pool"
+info "C: all six zdb servers restarted live, cache deleted: every byte read back from the pool"
 
 # --- D. two down: degraded reads; a degraded write repaired -----------------
 STEP=D
