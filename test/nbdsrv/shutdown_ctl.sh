@@ -74,6 +74,7 @@ import socket, sys
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 s.sendall(b'{"cmd":"vol.sync","timeout_ms":60000}\n' * 2)
+print("sent", file=sys.stderr, flush=True)
 b = b""
 while b.count(b"\n") < 2:
     c = s.recv(4096)
@@ -84,7 +85,8 @@ sys.stdout.write(b.decode())
 PY
 s4=$!
 cleanup_push "kill $s4 2>/dev/null"
-sleep 1
+wait_for "grep -q sent '$t/sync4.out'" 60 || fail "the pipelined syncs were not sent: $(cat "$t/sync4.out")"
+sleep 1         # let the daemon read them (as for sync3)
 kill -0 "$s4" 2>/dev/null || fail "the pipelined syncs returned with the pool paused: $(cat "$t/sync4.out")"
 kill -TERM "$E2E_PID"
 wait_exit "SIGTERM with a sync waiting"
