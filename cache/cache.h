@@ -360,6 +360,19 @@ struct ssdcache_stats {
 	                           * shards (the pool was short of backends) */
 	uint64_t repairs;         /* degraded versions replaced by full ones */
 	uint64_t repair_pending;  /* objects whose pool version is degraded now */
+	/* scrub (ssdcache_scrub_start): the last or current one's figures */
+	uint64_t scrub_running;   /* 1 while one runs */
+	uint64_t scrub_deep;      /* it reads and verifies every shard */
+	uint64_t scrub_runs;      /* scrubs ended (or given up), ever */
+	uint64_t scrub_total;     /* index records when it started */
+	uint64_t scrub_checked;   /* records walked so far */
+	uint64_t scrub_shards;    /* shards checked */
+	uint64_t scrub_missing;   /* shards absent (or never stored) */
+	uint64_t scrub_bad;       /* shards that failed verification (deep) */
+	uint64_t scrub_down;      /* shards on backends that are down */
+	uint64_t scrub_errors;    /* checks with no answer (timeout): not
+	                           * counted as lost, not repaired */
+	uint64_t scrub_queued;    /* versions it marked for repair */
 	/* miss path and eviction (pool mode) */
 	uint64_t hits;            /* reads and prefetches served from slots
 	                           * (or zeros) without a pool fetch */
@@ -398,6 +411,19 @@ struct ssdcache_stats {
 	                           * now (the others are being flushed or due) */
 	uint64_t wb_oldest_ms;    /* age of the oldest pool-dirty period */
 };
+/* Start a scrub of every pool version the index names (evicted objects
+ * too): each shard is checked on its recorded backend (EXISTS; deep: GET
+ * and codec_verify_shard), and a version with a shard missing, bad or on
+ * a backend that is down is marked for repair (rewritten whole by the
+ * flusher, as a degraded write).  Returns at once; progress in the
+ * stats.  Any thread.  0, -EBUSY (one is running), -EINVAL (no pool). */
+int ssdcache_scrub_start(struct objstore *s, bool deep);
+/* A backend of the pool was seen emptied (by another pool of the daemon
+ * than the cache's own, which reports it by itself): start a shallow
+ * scrub, or make the running one (if it checked anything yet) run once
+ * more.  Any thread, never blocks; no-op without a pool. */
+void ssdcache_backend_emptied(struct objstore *s, const char *backend);
+
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
 

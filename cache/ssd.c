@@ -624,6 +624,7 @@ void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on)
 		e->on_repair = true;
 		e->rnext = s->repair;
 		s->repair = e;
+		s->nrepair++;
 	} else if (!on && e->on_repair) {
 		struct ssd_ent **pp = &s->repair;
 
@@ -631,6 +632,7 @@ void ssd_repair_set(struct ssd *s, struct ssd_ent *e, bool on)
 			pp = &(*pp)->rnext;
 		*pp = e->rnext;
 		e->on_repair = false;
+		s->nrepair--;
 	}
 }
 
@@ -688,7 +690,7 @@ static struct ssd_ent *ssd_source(struct ssd_ent *e, uint64_t blk, bool *pool)
  * thread has open (an op submitted from inside vol's section), else in a
  * read section of its own.
  */
-static struct ssd_ent *ssd_find_load(struct ssd *s, uint64_t obj)
+struct ssd_ent *ssd_find_load(struct ssd *s, uint64_t obj)
 {
 	struct ssd_ent *e = ssd_find(s, obj);
 	size_t rl = ssd_rec_len(s);
@@ -3863,9 +3865,7 @@ void ssdcache_get_stats(struct objstore *so, struct ssdcache_stats *st)
 	st->pool_dirty = 0;
 	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)
 		st->pool_dirty++;
-	st->repair_pending = 0;
-	for (struct ssd_ent *e = s->repair; e; e = e->rnext)
-		st->repair_pending++;
+	st->repair_pending = s->nrepair;
 	st->slots_free = s->nfree;
 	st->slots_dirty = 0;
 	for (struct ssd_ent *e = s->pdirty; e; e = e->pnext)

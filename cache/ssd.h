@@ -23,6 +23,7 @@
 #define SSD_INTENT       1u             /* shards being written */
 #define SSD_GARBAGE      2u             /* shards to delete */
 #define SSD_SKEY_LEN     32u
+#define SSD_NOWHERE      0xffffu        /* placement of a shard not stored */
 #define SSD_BIND_VERSION 1u
 #define SSD_NOSLOT       UINT32_MAX     /* record / entry without a slot */
 #define SSD_FETCH_MAX    16u            /* pool fetches in flight */
@@ -152,6 +153,7 @@ struct ssd_del {
 
 struct ssd_fj;
 struct ssd_gc;
+struct ssd_scrub;
 
 struct ssd {
 	struct objstore base;
@@ -219,6 +221,14 @@ struct ssd {
 	uint64_t wb_next_due;           /* no delayed entry is due before */
 	bool wb_kick;                   /* an entry became complete / due */
 	struct ssd_ent *repair;         /* entries whose version is degraded */
+	uint64_t nrepair;               /* how many (under lock) */
+	/* scrub (ssdscrub.c) */
+	struct ssd_scrub *scrub;        /* cache thread: the one running */
+	bool scrub_posted;              /* under lock: a start is posted */
+	bool scrub_deep;                /* under lock: that start's mode */
+	bool scrub_again;               /* under lock: a backend was emptied
+	                                 * during the scrub: run once more */
+	struct loop_msg scrub_msg;
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	int wt_fail;                    /* -errno: fail writethrough flushes
 	                                 * waiting (and new ones) at once
@@ -360,6 +370,20 @@ void ssd_sw_wake(struct ssd *s);
 void ssd_evict_tick(struct ssd *s);
 /* cache thread: start the fetches queued by reactors */
 void ssd_fetch_run(struct ssd *s);
+
+/* lock held: obj's entry, loaded from its index record if evicted, or
+ * NULL (none, or dropped); may drop and retake the lock; outside any meta
+ * section of the calling thread or inside one. */
+struct ssd_ent *ssd_find_load(struct ssd *s, uint64_t obj);
+
+/* ssdscrub.c */
+/* Cache thread: a backend of the cache's pool was emptied (its canary
+ * vanished): start a shallow scrub, or run one more after the current. */
+void ssd_scrub_emptied(struct ssd *s, const char *backend);
+/* Cache thread tick: resume a scrub paused for the repair backlog. */
+void ssd_scrub_tick(struct ssd *s);
+/* Cache thread, pool closed: free what a stopped scrub holds. */
+void ssd_scrub_free(struct ssd *s);
 
 /* ssdflush.c */
 /* Start the pool side on the cache thread: open the pool, recover intents,

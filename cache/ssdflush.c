@@ -174,7 +174,6 @@
 #include <string.h>
 
 #define SSD_TICK_NS  (50ull * 1000000)
-#define SSD_NOWHERE  0xffffu
 #define SSD_BACKOFF_MAX_NS (2ull * 1000000000)
 #define SSD_FAILED_MAX 4096u
 #define SSD_REPAIR_BACKOFF_MIN_NS (250ull * 1000000)
@@ -1083,6 +1082,7 @@ static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 	if (!s->nflushing && now_ns() - s->jidle_ns >= SSD_BUF_IDLE_NS)
 		ssd_jbuf_trim(s);
 	ssd_evict_tick(s);
+	ssd_scrub_tick(s);
 	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
 }
 
@@ -1204,6 +1204,17 @@ static int ssd_recover_intents(struct ssd *s)
 	return r;
 }
 
+/* The cache's pool saw a backend come back without its canary: every
+ * shard it held is gone, so a scrub finds the versions to repair. */
+static void ssd_pool_event(void *arg, unsigned idx, int ev)
+{
+	struct ssd *s = arg;
+	struct zdb_backend *b = zdb_pool_backend(s->pool, idx);
+
+	if (ev == ZDB_EV_EMPTIED && !s->stopping)
+		ssd_scrub_emptied(s, b ? b->cfg.name : "?");
+}
+
 int ssdflush_start(struct ssd *s)
 {
 	struct zdb_pool_opts po = { 0 };
@@ -1217,6 +1228,8 @@ int ssdflush_start(struct ssd *s)
 	s->wq_started = true;
 	po.wq = &s->wq;
 	po.fault_wrap = s->fault_wrap;
+	po.on_event = ssd_pool_event;
+	po.event_arg = s;
 	s->nctx = MIN(s->flush_par, SSD_ENC_CTX);
 	s->ctxs = calloc(s->nctx, sizeof(*s->ctxs));
 	s->ctx_busy = calloc(s->nctx, sizeof(*s->ctx_busy));
@@ -1290,6 +1303,7 @@ void ssdflush_stop(struct ssd *s)
 		zdb_pool_free(s->pool);
 		s->pool = NULL;
 	}
+	ssd_scrub_free(s);
 	if (s->wq_started) {
 		workq_fini(&s->wq);
 		s->wq_started = false;

@@ -15,6 +15,7 @@ int cmd_init(int argc, char **argv);    /* cmd_init.c: a pool in one folder */
 int cmd_status(int argc, char **argv);  /* cmd_status.c: ask a running daemon */
 int cmd_vol(int argc, char **argv);     /* cmd_vol.c: nbdsrv vol <sub> */
 int cmd_snap(int argc, char **argv);    /* cmd_vol.c: nbdsrv snap <sub> */
+int cmd_scrub(int argc, char **argv);   /* cmd_scrub.c: nbdsrv scrub */
 
 /* nbdsrv bench <what>: each prints a table (or JSON with --json). */
 int bench_codec(int argc, char **argv); /* bench_codec.c */

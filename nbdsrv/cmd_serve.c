@@ -883,6 +883,8 @@ int cmd_serve(int argc, char **argv)
 		}
 		log_info("pool: k=%u m=%u, %u backends (%s)", cfg->k, cfg->m,
 			 cfg->nbackends, o.config);
+		if (vols)
+			pool_thread_on_emptied(pool, volumes_backend_emptied, vols);
 	}
 
 	srv.n_reactors = o.threads;

@@ -77,6 +77,18 @@ static void print_cache(json_t *v)
 		       ji(c, "wb_idle"), ji(c, "wb_age"), ji(c, "wb_background"),
 		       ji(c, "wb_forced"));
 	}
+	c = json_object_get(v, "scrub");
+	if (json_is_object(c) && (json_is_true(json_object_get(c, "running")) ||
+				  ji(c, "runs") || ji(c, "repair_pending")))
+		printf("scrub: %s%s, %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+		       " records checked, %" JSON_INTEGER_FORMAT " shards missing, %"
+		       JSON_INTEGER_FORMAT " bad, %" JSON_INTEGER_FORMAT " on backends down; %"
+		       JSON_INTEGER_FORMAT " versions queued for repair, %"
+		       JSON_INTEGER_FORMAT " waiting now\n",
+		       json_is_true(json_object_get(c, "running")) ? "running" : "done",
+		       json_is_true(json_object_get(c, "deep")) ? " (deep)" : "",
+		       ji(c, "checked"), ji(c, "total"), ji(c, "missing"), ji(c, "bad"),
+		       ji(c, "down"), ji(c, "queued"), ji(c, "repair_pending"));
 	json_array_foreach(json_object_get(v, "warm"), i, e)
 		printf("  warm %-20s %-8s %s / %s, %s/s%s%s\n",
 		       json_string_value(json_object_get(e, "spec")) ?: "?",

@@ -299,6 +299,33 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 	return CTL_PENDING;
 }
 
+/* scrub [deep]: starts the cache's scrub and answers at once; progress is
+ * status's volumes.scrub (the CLI's --wait polls it). */
+static int ctl_scrub(struct ctl_client *cl, json_t *req, struct strbuf *o)
+{
+	json_t *d = json_object_get(req, "deep");
+	int r;
+
+	if (d && !json_is_boolean(d)) {
+		snprintf(cl->err, sizeof(cl->err), "\"deep\" must be true or false");
+		return -EINVAL;
+	}
+	if (!cl->ctl->vols) {
+		snprintf(cl->err, sizeof(cl->err), "this daemon serves no volumes");
+		return -ENOTSUP;
+	}
+	r = volumes_scrub(cl->ctl->vols, d && json_is_true(d));
+	if (r == -EBUSY)
+		snprintf(cl->err, sizeof(cl->err), "a scrub is already running");
+	else if (r == -ENOTSUP || r == -EINVAL)
+		snprintf(cl->err, sizeof(cl->err), "scrub: the volumes have no pool "
+			 "(ephemeral mode)");
+	if (r < 0)
+		return r;
+	return strbuf_printf(o, "\"started\":true,\"deep\":%s",
+			     d && json_is_true(d) ? "true" : "false");
+}
+
 static const struct ctl_cmd {
 	const char *name;
 	/* Append the reply's members (after "ok":true) to o and return 0;
@@ -310,6 +337,7 @@ static const struct ctl_cmd {
 	const char *help;
 } ctl_cmds[] = {
 	{ "status", ctl_status, "exports, reactors, listeners, counters, pool" },
+	{ "scrub", ctl_scrub, "check every pool version's shards, queue repairs" },
 };
 
 /* vol.sync: the wait for the pool is the cache thread's; the control

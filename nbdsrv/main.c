@@ -21,6 +21,7 @@ static const struct {
 	{ "status", cmd_status, "ask a running daemon: exports, volumes, pool" },
 	{ "vol",   cmd_vol,   "volumes of a running daemon: create, ls, clone, ..." },
 	{ "snap",  cmd_snap,  "snapshots of a running daemon: create, ls, rm, diff" },
+	{ "scrub", cmd_scrub, "check a running daemon's pool versions, queue repairs" },
 };
 
 static void usage(FILE *f)

@@ -23,6 +23,11 @@
  * after the join, so a late post is harmless (it is never run: callers stop
  * asking before they stop the pool thread).
  *
+ * A backend seen emptied (its canary vanished: restarted blank) is logged
+ * and reported to pool_thread_on_emptied's callback: the daemon starts a
+ * scrub of the cache's pool versions (cache/ssdscrub.c) to repair what
+ * lost a shard there.
+ *
  * Secrets: the configuration copy is wiped as soon as the pool has taken its
  * own; backend messages and the status output never contain a password
  * (zdb.h's promise).
@@ -48,6 +53,9 @@ struct pool_thread {
 	bool stopping;                  /* pool thread only */
 	struct loop_msg stop_msg;
 	struct loop_timer info_timer;
+	/* pool_thread_on_emptied's callback (atomic: set after the start) */
+	void (*emptied)(void *arg, const char *backend);
+	void *emptied_arg;
 };
 
 static void pool_event(void *arg, unsigned idx, int ev)
@@ -63,9 +71,15 @@ static void pool_event(void *arg, unsigned idx, int ev)
 	case ZDB_EV_DOWN:
 		log_warn("backend %s: down", name);
 		break;
-	case ZDB_EV_EMPTIED:
+	case ZDB_EV_EMPTIED: {
+		void (*fn)(void *, const char *) =
+			__atomic_load_n(&pt->emptied, __ATOMIC_ACQUIRE);
+
 		log_warn("backend %s: emptied (canary key missing)", name);
+		if (fn)
+			fn(pt->emptied_arg, name);
 		break;
+	}
 	case ZDB_EV_FATAL:
 		log_error("backend %s: configuration refused by the server", name);
 		break;
@@ -159,6 +173,13 @@ int pool_thread_start(const struct zdb_pool_cfg *cfg, struct pool_thread **out)
 	}
 	*out = pt;
 	return 0;
+}
+
+void pool_thread_on_emptied(struct pool_thread *pt,
+			    void (*fn)(void *arg, const char *backend), void *arg)
+{
+	pt->emptied_arg = arg;
+	__atomic_store_n(&pt->emptied, fn, __ATOMIC_RELEASE);
 }
 
 void pool_thread_stop(struct pool_thread *pt)

@@ -23,6 +23,11 @@ int pool_thread_start(const struct zdb_pool_cfg *cfg, struct pool_thread **out);
  * thread, free pt.  NULL is a no-op.  Not from a callback of pt itself. */
 void pool_thread_stop(struct pool_thread *pt);
 
+/* Call fn(arg, backend name) on the pool thread whenever a backend is seen
+ * emptied (ZDB_EV_EMPTIED); fn must not block.  Any thread, once. */
+void pool_thread_on_emptied(struct pool_thread *pt,
+			    void (*fn)(void *arg, const char *backend), void *arg);
+
 /* A status request: zdb_pool_format_status() run on the pool's thread. */
 struct pool_status_req {
 	struct loop_msg msg;            /* internal */

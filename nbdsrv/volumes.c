@@ -528,6 +528,21 @@ int volumes_sync_start(struct volumes *v, struct loop *loop,
 	return ssdcache_sync_start(v->store, loop, done, arg, out);
 }
 
+int volumes_scrub(struct volumes *v, bool deep)
+{
+	if (v->mode != VOLUMES_PERSISTENT)
+		return -ENOTSUP;
+	return ssdcache_scrub_start(v->store, deep);
+}
+
+void volumes_backend_emptied(void *arg, const char *backend)
+{
+	struct volumes *v = arg;
+
+	if (v->mode == VOLUMES_PERSISTENT)
+		ssdcache_backend_emptied(v->store, backend);
+}
+
 void volumes_sync_cancel(struct ssdcache_sync *y, int res)
 {
 	ssdcache_sync_cancel(y, res);
@@ -607,6 +622,22 @@ json_t *volumes_status(struct volumes *v)
 			"wb_idle", (json_int_t)st.wb_idle,
 			"wb_age", (json_int_t)st.wb_age,
 			"wb_background", (json_int_t)st.wb_background));
+		json_object_set_new(o, "scrub", json_pack(
+			"{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
+			" s:I}",
+			"running", (int)st.scrub_running,
+			"deep", (int)st.scrub_deep,
+			"runs", (json_int_t)st.scrub_runs,
+			"total", (json_int_t)st.scrub_total,
+			"checked", (json_int_t)st.scrub_checked,
+			"shards", (json_int_t)st.scrub_shards,
+			"missing", (json_int_t)st.scrub_missing,
+			"bad", (json_int_t)st.scrub_bad,
+			"down", (json_int_t)st.scrub_down,
+			"errors", (json_int_t)st.scrub_errors,
+			"queued", (json_int_t)st.scrub_queued,
+			"repair_pending", (json_int_t)st.repair_pending,
+			"repairs", (json_int_t)st.repairs));
 	}
 	json_object_set_new(o, "warm", warm_status(v->warm));
 	return o;

@@ -84,6 +84,14 @@ int volumes_sync_start(struct volumes *v, struct loop *loop,
 void volumes_sync_cancel(struct ssdcache_sync *y, int res);
 /* Objects written but not yet in the pool now (0 without a pool). */
 uint64_t volumes_pool_dirty(struct volumes *v);
+/* Start a scrub of the cache's pool versions (ssdcache_scrub_start; its
+ * progress is the "scrub" object of volumes_status).  Any thread.  0,
+ * -EBUSY (one runs), -ENOTSUP (memory volumes). */
+int volumes_scrub(struct volumes *v, bool deep);
+/* A backend was emptied (pool_thread_on_emptied's callback, arg = the
+ * volumes): start a shallow scrub (ssdcache_backend_emptied).  Any
+ * thread, never blocks. */
+void volumes_backend_emptied(void *arg, const char *backend);
 /* A stopping daemon whose pool does not answer: fail the writethrough
  * FLUSHes waiting for it, and later ones, with err (ssdcache_fail_flushes)
  * so that their connections can end.  Any thread. */

@@ -1,0 +1,477 @@
+/*
+ * ssdscrub.c — the ssdcache's scrub: find pool versions that lost
+ * redundancy behind the daemon's back and hand them to the repair path.
+ *
+ * Why.  The flusher repairs what it knows is degraded (a put that stored
+ * fewer than k+m shards, ssdflush.c "Degraded writes and repair").  A
+ * backend that comes back empty (restarted blank: its canary is gone,
+ * ZDB_EV_EMPTIED), or that lost or corrupted some values, leaves every
+ * version with a shard there one failure closer to loss, and nothing else
+ * ever looks.  A scrub looks.
+ *
+ * What it does.  It walks META_T_CACHE_INDEX in key order, SCRUB_BATCH
+ * records per read section (memory: one batch, not the whole index; the
+ * cursor is the last key seen, so records added or deleted meanwhile are
+ * simply met or not), and for each record with a pool version that is not
+ * a hole checks its k+m shards on their recorded backends:
+ *   - placement NOWHERE (a degraded write): missing;
+ *   - the backend is DOWN: down (the put of a repair avoids it);
+ *   - shallow: EXISTS key (redis and 0-db both answer :1 / :0);
+ *     deep: GET key, then codec_verify_shard with the AEAD tag / MAC
+ *     (full), so a value overwritten with anything else is bad;
+ *   - no answer (timeout, error): counted as an error, not as a loss (a
+ *     slow backend must not make the scrub rewrite the pool).
+ * A version with a shard missing, bad or down is marked for repair exactly
+ * as a degraded write is: e->repair on the repair list and the REPAIR flag
+ * of its record, staged with the next index flush (ssd_mark_dirty).  Its
+ * entry is loaded from the index if the object is evicted (ssd_find_load);
+ * the repair job reads the object through the miss path, which rebuilds it
+ * from any k good shards, then writes a new version with all k+m shards
+ * and collects the old one.  A record whose version changed since the
+ * batch was read (rewritten meanwhile) is left alone.
+ *
+ * Bounds (client I/O keeps going).  SCRUB_PAR records in flight (k+m
+ * requests each), and the walk pauses while SCRUB_REPAIR_MAX objects wait
+ * for repair (their entries stay in memory until rewritten), resumed by the
+ * cache thread's tick.  Deep verification runs on the cache thread (one
+ * codec context of its own): CRC and tag of one shard at a time, a few
+ * tens of microseconds for 64 KiB shards.
+ *
+ * Threads.  Everything runs on the cache thread, which owns the pool;
+ * ssdcache_scrub_start only posts.  Counters live in s->st under the lock.
+ * One scrub at a time: a start while one runs is -EBUSY; an emptied
+ * backend while one runs makes it run once more when it ends (the shards
+ * it checked before may be gone).  At close the pool cancels the requests
+ * in flight; their completions free their checks and start nothing.
+ */
+#include "cache/ssd.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCRUB_BATCH      64u
+#define SCRUB_PAR        4u
+#define SCRUB_REPAIR_MAX 64u
+
+struct scrub_rec {
+	uint64_t obj;
+	struct ssd_prec p;
+};
+
+struct scrub_chk;
+
+struct scrub_sreq {
+	struct zdb_req req;
+	struct scrub_chk *c;
+	unsigned idx;
+	uint8_t key[SSD_SKEY_LEN];
+	uint8_t *buf;                   /* deep: the value */
+};
+
+/* one record being checked */
+struct scrub_chk {
+	struct ssd_scrub *sc;
+	struct scrub_rec r;
+	struct codec_meta cm;
+	unsigned pending;
+	unsigned missing, bad, down, errors;
+	struct scrub_sreq q[CODEC_MAX_SHARDS];
+};
+
+struct ssd_scrub {
+	struct ssd *s;
+	bool deep;
+	bool eof;                       /* the walk reached the last record */
+	uint8_t cursor[8];              /* last key read (0: none yet) */
+	struct scrub_rec batch[SCRUB_BATCH];
+	unsigned nbatch, next;
+	unsigned inflight;
+	struct codec_ctx *ctx;          /* deep */
+	uint64_t t0;
+};
+
+static void scrub_pump(struct ssd_scrub *sc);
+
+/* Cache thread: read the next batch of records with a pool version. */
+static int scrub_load(struct ssd_scrub *sc)
+{
+	struct ssd *s = sc->s;
+	size_t rl = ssd_rec_len(s), kl;
+	uint8_t kout[8], *val = malloc(rl + 1);
+	uint64_t walked = 0;
+	struct meta_txn *t;
+	int r = 0;
+
+	sc->nbatch = sc->next = 0;
+	if (!val)
+		return -ENOMEM;
+	t = meta_rbegin(s->meta);
+	if (!t) {
+		free(val);
+		return -EIO;
+	}
+	while (sc->nbatch < SCRUB_BATCH) {
+		int vl = meta_seek(t, META_T_CACHE_INDEX, META_GT, sc->cursor, 8,
+				   kout, 8, &kl, val, rl + 1);
+		struct ssd_rec rec;
+
+		if (vl == -ENOENT) {
+			sc->eof = true;
+			break;
+		}
+		if (vl < 0) {
+			r = vl;
+			break;
+		}
+		memcpy(sc->cursor, kout, 8);
+		walked++;
+		if (kl != 8 || (size_t)vl != rl)
+			continue;
+		memcpy(&rec, val, sizeof(rec));
+		if (!rec.p.version || (rec.flags & (SSD_F_HOLE | SSD_F_DROPPED)))
+			continue;
+		sc->batch[sc->nbatch].obj = ssd_be64get(kout);
+		sc->batch[sc->nbatch].p = rec.p;
+		sc->nbatch++;
+	}
+	meta_end(t);
+	free(val);
+	/* records without shards are checked by being walked */
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_checked += walked - sc->nbatch;
+	pthread_mutex_unlock(&s->lock);
+	return r;
+}
+
+static void scrub_end(struct ssd_scrub *sc, int err)
+{
+	struct ssd *s = sc->s;
+	bool again;
+
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_running = 0;
+	s->st.scrub_runs++;
+	again = s->scrub_again && !err && !s->stopping;
+	s->scrub_again = false;
+	if (err)
+		log_error("ssdcache: scrub stopped: %s", strerror(-err));
+	else
+		log_info("ssdcache: scrub%s done in %.1f s: %" PRIu64 " records, %"
+			 PRIu64 " shards checked, %" PRIu64 " missing, %" PRIu64
+			 " bad, %" PRIu64 " on backends down, %" PRIu64
+			 " unanswered; %" PRIu64 " versions queued for repair",
+			 sc->deep ? " (deep)" : "", (now_ns() - sc->t0) / 1e9,
+			 s->st.scrub_checked, s->st.scrub_shards, s->st.scrub_missing,
+			 s->st.scrub_bad, s->st.scrub_down, s->st.scrub_errors,
+			 s->st.scrub_queued);
+	if (again) {
+		s->scrub_posted = true;
+		s->scrub_deep = false;
+		s->st.scrub_running = 1;
+	}
+	pthread_mutex_unlock(&s->lock);
+	codec_ctx_free(sc->ctx);
+	s->scrub = NULL;
+	free(sc);
+	if (again) {
+		log_info("ssdcache: a backend was emptied during the scrub: "
+			 "scrubbing again");
+		loop_post(&s->loop, &s->scrub_msg);
+	}
+}
+
+/* Cache thread: the verdict on one record (c is freed). */
+static void scrub_chk_verdict(struct scrub_chk *c)
+{
+	struct ssd_scrub *sc = c->sc;
+	struct ssd *s = sc->s;
+	bool lost = c->missing || c->bad || c->down;
+
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_checked++;
+	s->st.scrub_missing += c->missing;
+	s->st.scrub_bad += c->bad;
+	s->st.scrub_down += c->down;
+	s->st.scrub_errors += c->errors;
+	if (lost && !s->stopping) {
+		struct ssd_ent *e = ssd_find_load(s, c->r.obj);
+
+		if (e && e->prec.version == c->r.p.version && !e->dropped) {
+			e->pins++;
+			if (!e->repair) {
+				ssd_repair_set(s, e, true);
+				ssd_mark_dirty(s, e);
+				s->st.scrub_queued++;
+				log_warn("ssdcache: scrub: object %" PRIu64 " version %"
+					 PRIu64 ": %u shard(s) missing, %u bad, %u on "
+					 "backends down; repair queued", c->r.obj,
+					 c->r.p.version, c->missing, c->bad, c->down);
+			}
+			ssd_unpin(s, e);
+			ssdflush_kick(s);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
+	for (unsigned i = 0; i < CODEC_MAX_SHARDS; i++)
+		free(c->q[i].buf);
+	free(c);
+	sc->inflight--;
+}
+
+static void scrub_req_done(struct zdb_req *req)
+{
+	struct scrub_sreq *q = container_of(req, struct scrub_sreq, req);
+	struct scrub_chk *c = q->c;
+	struct ssd_scrub *sc = c->sc;
+	int r = req->result;
+
+	if (r == -ENOENT || (req->op == ZDB_OP_EXISTS && r == 0)) {
+		c->missing++;
+	} else if (r == -ENOTCONN) {
+		c->down++;
+	} else if (r == -EMSGSIZE) {
+		c->bad++;
+	} else if (r < 0) {
+		c->errors++;
+	} else if (req->op == ZDB_OP_GET) {
+		struct codec_id id = { .chunk = c->r.obj, .version = c->r.p.version };
+
+		memcpy(id.pool, sc->s->pool_id, sizeof(id.pool));
+		if (codec_verify_shard(sc->ctx, &id, &c->cm, q->idx, q->buf,
+				       (size_t)r, true) != CODEC_SHARD_OK)
+			c->bad++;
+	}
+	free(q->buf);
+	q->buf = NULL;
+	if (--c->pending == 0) {
+		scrub_chk_verdict(c);
+		scrub_pump(sc);
+	}
+}
+
+/* Cache thread: start checking record r's shards. */
+static void scrub_chk_start(struct ssd_scrub *sc, const struct scrub_rec *r)
+{
+	struct ssd *s = sc->s;
+	struct scrub_chk *c = calloc(1, sizeof(*c));
+	unsigned n, i, nb = zdb_pool_size(s->pool);
+	size_t smax = codec_shard_max(s->codec);
+
+	if (!c) {
+		pthread_mutex_lock(&s->lock);
+		s->st.scrub_checked++;
+		s->st.scrub_errors++;
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
+	c->sc = sc;
+	c->r = *r;
+	n = s->k + s->m;
+	if (codec_meta_unpack(r->p.meta, r->p.meta_len, &c->cm) < 0) {
+		c->bad = n;             /* unreadable: let the miss path judge */
+		n = 0;
+	} else {
+		n = MIN((unsigned)c->cm.k + c->cm.m, CODEC_MAX_SHARDS);
+	}
+	sc->inflight++;
+	c->pending = 1;                 /* until every request is submitted */
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_shards += n;
+	pthread_mutex_unlock(&s->lock);
+	for (i = 0; i < n; i++) {
+		struct scrub_sreq *q = &c->q[i];
+		unsigned b = r->p.place[i];
+
+		if (b == SSD_NOWHERE || b >= nb) {
+			c->missing++;
+			continue;
+		}
+		if (zdb_pool_health(s->pool, b) == ZDB_HEALTH_DOWN) {
+			c->down++;
+			continue;
+		}
+		q->c = c;
+		q->idx = i;
+		ssdflush_key(s, r->p.version, i, q->key);
+		q->req.key = q->key;
+		q->req.key_len = sizeof(q->key);
+		q->req.done = scrub_req_done;
+		if (sc->deep) {
+			q->buf = malloc(smax);
+			if (!q->buf) {
+				c->errors++;
+				continue;
+			}
+			q->req.op = ZDB_OP_GET;
+			q->req.buf = q->buf;
+			q->req.buf_len = smax;
+		} else {
+			q->req.op = ZDB_OP_EXISTS;
+		}
+		c->pending++;
+		zdb_pool_submit(s->pool, b, &q->req);
+	}
+	if (--c->pending == 0)
+		scrub_chk_verdict(c);   /* no pump: the caller's loop goes on */
+}
+
+/* Cache thread: keep SCRUB_PAR records in flight; end at the last one. */
+static void scrub_pump(struct ssd_scrub *sc)
+{
+	struct ssd *s = sc->s;
+
+	while (!s->stopping && sc->inflight < SCRUB_PAR) {
+		uint64_t backlog;
+
+		pthread_mutex_lock(&s->lock);
+		backlog = s->nrepair;
+		pthread_mutex_unlock(&s->lock);
+		if (backlog >= SCRUB_REPAIR_MAX)
+			return;                 /* the tick resumes */
+		if (sc->next == sc->nbatch) {
+			int r;
+
+			if (sc->eof) {
+				if (!sc->inflight)
+					scrub_end(sc, 0);
+				return;
+			}
+			r = scrub_load(sc);
+			if (r < 0) {
+				if (!sc->inflight)
+					scrub_end(sc, r);
+				else
+					sc->eof = true;
+				return;
+			}
+			continue;
+		}
+		scrub_chk_start(sc, &sc->batch[sc->next++]);
+	}
+}
+
+/* Cache thread: the posted start. */
+static void scrub_msg_run(struct loop_msg *m)
+{
+	struct ssd *s = container_of(m, struct ssd, scrub_msg);
+	struct ssd_scrub *sc;
+	struct meta_stats ms;
+	bool deep;
+	int r;
+
+	pthread_mutex_lock(&s->lock);
+	s->scrub_posted = false;
+	deep = s->scrub_deep;
+	pthread_mutex_unlock(&s->lock);
+	if (s->scrub || s->stopping || !s->pool)
+		goto fail;
+	sc = calloc(1, sizeof(*sc));
+	if (!sc)
+		goto fail;
+	sc->s = s;
+	sc->deep = deep;
+	sc->t0 = now_ns();
+	if (deep && (r = codec_ctx_new(s->codec, &sc->ctx)) < 0) {
+		free(sc);
+		goto fail;
+	}
+	memset(&ms, 0, sizeof(ms));
+	(void)meta_get_stats(s->meta, &ms);
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_total = ms.entries[META_T_CACHE_INDEX] ?
+		ms.entries[META_T_CACHE_INDEX] - 1 : 0;      /* key 0: binding */
+	pthread_mutex_unlock(&s->lock);
+	s->scrub = sc;
+	log_info("ssdcache: scrub%s started: %" PRIu64 " index records",
+		 deep ? " (deep)" : "", s->st.scrub_total);
+	scrub_pump(sc);
+	return;
+fail:
+	pthread_mutex_lock(&s->lock);
+	if (!s->scrub) {
+		s->st.scrub_running = 0;
+		s->st.scrub_runs++;
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
+/* lock held: claim the start (counters reset); false if one runs. */
+static bool scrub_claim(struct ssd *s, bool deep)
+{
+	if (s->st.scrub_running || s->scrub_posted)
+		return false;
+	s->scrub_posted = true;
+	s->scrub_deep = deep;
+	s->scrub_msg.fn = scrub_msg_run;
+	s->st.scrub_running = 1;
+	s->st.scrub_deep = deep;
+	s->st.scrub_total = s->st.scrub_checked = s->st.scrub_shards = 0;
+	s->st.scrub_missing = s->st.scrub_bad = s->st.scrub_down = 0;
+	s->st.scrub_errors = s->st.scrub_queued = 0;
+	return true;
+}
+
+int ssdcache_scrub_start(struct objstore *so, bool deep)
+{
+	struct ssd *s = (struct ssd *)so;
+	bool ok;
+
+	if (!s->pool_mode || !s->thread_started)
+		return -EINVAL;
+	pthread_mutex_lock(&s->lock);
+	ok = !s->stopping && scrub_claim(s, deep);
+	pthread_mutex_unlock(&s->lock);
+	if (!ok)
+		return -EBUSY;
+	loop_post(&s->loop, &s->scrub_msg);
+	return 0;
+}
+
+void ssd_scrub_emptied(struct ssd *s, const char *backend)
+{
+	bool ok, again = false;
+
+	pthread_mutex_lock(&s->lock);
+	ok = !s->stopping && scrub_claim(s, false);
+	if (!ok && !s->stopping && s->st.scrub_checked && !s->scrub_again)
+		again = s->scrub_again = true;
+	pthread_mutex_unlock(&s->lock);
+	if (ok) {
+		log_warn("ssdcache: backend %s was emptied: scrubbing the pool "
+			 "versions to repair", backend);
+		loop_post(&s->loop, &s->scrub_msg);
+	} else if (again) {
+		log_warn("ssdcache: backend %s was emptied: the running scrub "
+			 "will run once more", backend);
+	}
+}
+
+void ssdcache_backend_emptied(struct objstore *so, const char *backend)
+{
+	struct ssd *s = (struct ssd *)so;
+
+	if (s->pool_mode && s->thread_started)
+		ssd_scrub_emptied(s, backend);
+}
+
+void ssd_scrub_tick(struct ssd *s)
+{
+	if (s->scrub && !s->stopping)
+		scrub_pump(s->scrub);
+}
+
+void ssd_scrub_free(struct ssd *s)
+{
+	struct ssd_scrub *sc = s->scrub;
+
+	if (!sc)
+		return;
+	s->scrub = NULL;
+	codec_ctx_free(sc->ctx);
+	free(sc);
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_running = 0;
+	pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,181 @@
+/*
+ * cmd_scrub.c — `nbdsrv scrub [--deep] [--wait] [--control PATH | --config
+ * FILE]`: ask the running daemon to check every pool version its cache
+ * index names (cache/ssdscrub.c) and queue the damaged ones for repair.
+ *
+ * The daemon answers at once (the scrub runs on its cache thread); its
+ * progress is status's volumes.scrub.  --wait follows it: polls status
+ * twice a second, shows a progress line on a terminal (stderr), and prints
+ * the totals when the scrub ends.  A scrub already running is joined with
+ * --wait (a note says so), refused without.  Repairs go on after the scrub
+ * ends (status: repair_pending).
+ *
+ * Exit status: 0 started (or, with --wait, finished), 1 refused or the
+ * daemon could not be asked, 2 usage error.
+ */
+#include "nbdsrv/cmd.h"
+#include "nbdsrv/ctl_client.h"
+
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define WHO "nbdsrv scrub"
+
+static void scrub_usage(FILE *f)
+{
+	fprintf(f,
+"usage: nbdsrv scrub [--deep] [--wait] [--control PATH | --config FILE]\n"
+"\n"
+"Check every shard of every pool version the daemon's cache index names on\n"
+"its backend, and queue the versions with a shard missing, bad or on a\n"
+"backend that is down for repair (a new complete version is written).\n"
+"  --deep           read each shard and verify its checksum and tag\n"
+"                   (default: only ask whether the backend has it)\n"
+"  --wait           follow it until it ends (progress on a terminal)\n"
+"  --control PATH   the daemon's control socket\n"
+"  --config FILE    its pool config: the socket is <cache_path>/nbdsrv.ctl\n");
+}
+
+static json_int_t ji(json_t *o, const char *k)
+{
+	return json_integer_value(json_object_get(o, k));
+}
+
+/* status's volumes.scrub object (a new reference) or NULL after saying
+ * why. */
+static json_t *scrub_status(const char *path)
+{
+	json_t *req = json_pack("{s:s}", "cmd", "status"), *rep = NULL, *sc;
+
+	if (!req || ctl_call(WHO, path, req, &rep)) {
+		json_decref(req);
+		return NULL;
+	}
+	json_decref(req);
+	sc = json_object_get(json_object_get(rep, "volumes"), "scrub");
+	if (!json_is_true(json_object_get(rep, "ok")) || !json_is_object(sc)) {
+		fprintf(stderr, WHO ": the daemon reports no scrub (does it serve "
+			"volumes over a pool?)\n");
+		json_decref(rep);
+		return NULL;
+	}
+	json_incref(sc);
+	json_decref(rep);
+	return sc;
+}
+
+static void scrub_print(FILE *f, json_t *sc, const char *end)
+{
+	fprintf(f, "scrub%s: %s, %" JSON_INTEGER_FORMAT " of %" JSON_INTEGER_FORMAT
+		" records, %" JSON_INTEGER_FORMAT " shards checked, %"
+		JSON_INTEGER_FORMAT " missing, %" JSON_INTEGER_FORMAT " bad, %"
+		JSON_INTEGER_FORMAT " on backends down; %" JSON_INTEGER_FORMAT
+		" versions queued for repair, %" JSON_INTEGER_FORMAT " waiting%s",
+		json_is_true(json_object_get(sc, "deep")) ? " (deep)" : "",
+		json_is_true(json_object_get(sc, "running")) ? "running" : "done",
+		ji(sc, "checked"), ji(sc, "total"), ji(sc, "shards"), ji(sc, "missing"),
+		ji(sc, "bad"), ji(sc, "down"), ji(sc, "queued"),
+		ji(sc, "repair_pending"), end);
+}
+
+int cmd_scrub(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "control", required_argument, NULL, 'c' },
+		{ "config",  required_argument, NULL, 'f' },
+		{ "deep",    no_argument,       NULL, 'd' },
+		{ "wait",    no_argument,       NULL, 'w' },
+		{ "help",    no_argument,       NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *control = NULL, *config = NULL, *err;
+	bool deep = false, wait = false, joined = false, tty = isatty(2);
+	json_t *req, *rep = NULL, *sc;
+	json_int_t runs0 = 0;
+	char path[512];
+	int c, rc;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'c': control = optarg; break;
+		case 'f': config = optarg; break;
+		case 'd': deep = true; break;
+		case 'w': wait = true; break;
+		case 'h': scrub_usage(stdout); return 0;
+		case ':':
+			fprintf(stderr, WHO ": %s: missing argument\n", argv[optind - 1]);
+			scrub_usage(stderr);
+			return 2;
+		default:
+			fprintf(stderr, WHO ": unknown option '%s'\n", argv[optind - 1]);
+			scrub_usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, WHO ": unexpected argument '%s'\n", argv[optind]);
+		scrub_usage(stderr);
+		return 2;
+	}
+	rc = ctl_resolve(WHO, control, config, path, sizeof(path));
+	if (rc)
+		return rc;
+	if (wait) {
+		sc = scrub_status(path);
+		if (!sc)
+			return 1;
+		runs0 = ji(sc, "runs");
+		json_decref(sc);
+	}
+	req = json_pack("{s:s, s:b}", "cmd", "scrub", "deep", deep);
+	if (!req) {
+		fprintf(stderr, WHO ": out of memory\n");
+		return 1;
+	}
+	rc = ctl_call(WHO, path, req, &rep);
+	json_decref(req);
+	if (rc)
+		return rc;
+	err = json_string_value(json_object_get(rep, "error"));
+	if (!json_is_true(json_object_get(rep, "ok"))) {
+		if (!wait || !err || !strstr(err, "already running")) {
+			fprintf(stderr, WHO ": %s\n", err ?: "the daemon refused");
+			json_decref(rep);
+			return 1;
+		}
+		fprintf(stderr, WHO ": a scrub is already running: following it\n");
+		joined = true;
+	}
+	json_decref(rep);
+	if (!wait) {
+		printf("scrub%s started (progress: nbdsrv status)\n", deep ? " (deep)" : "");
+		return fflush(stdout) == 0 ? 0 : 1;
+	}
+	for (;;) {
+		bool running;
+
+		sc = scrub_status(path);
+		if (!sc)
+			return 1;
+		running = json_is_true(json_object_get(sc, "running"));
+		if (!running && (joined || ji(sc, "runs") > runs0)) {
+			if (tty)
+				fprintf(stderr, "\r\033[K");
+			scrub_print(stdout, sc, "\n");
+			json_decref(sc);
+			break;
+		}
+		if (tty)
+			scrub_print(stderr, sc, "\r");
+		json_decref(sc);
+		nanosleep(&(struct timespec){ .tv_nsec = 500 * 1000000L }, NULL);
+	}
+	return fflush(stdout) == 0 ? 0 : 1;
+}

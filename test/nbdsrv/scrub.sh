@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# scrub.sh — the pool heals itself (cache/ssdscrub.c): 6 redis backends,
+# k=4 m=2 (every chunk version has one shard on each), 256 KiB chunks.
+#  1. 8 MiB of known data, `vol sync`, restart with the cache file deleted
+#     (the repairs must fetch, and rebuild); backend 0 loses everything
+#     (FLUSHALL), backend 1 loses a few shard keys (DEL); `nbdsrv scrub
+#     --wait` counts them and queues repairs; repair_pending drains to 0;
+#     restart with the cache file deleted, KILL backends 2 and 3: every
+#     byte reads back from the pool (old code: 3 shards left of some
+#     chunks, the read fails).
+#  2. backends 2 and 3 come back empty: the daemon notices (canary gone)
+#     and scrubs by itself; the repairs drain.
+#  3. one shard value on backend 4 overwritten with garbage: a shallow
+#     scrub does not see it, `scrub --deep` does (bad >= 1) and it is
+#     repaired: restart with the cache file deleted, KILL backends 0 and 1,
+#     every byte reads back.
+source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
+source "$SRC_DIR/test/lib/backends.sh"
+requires nbdcopy qemu-io python3 cmp redis-server
+t=$(mktempdir)
+ctl=$t/cache/nbdsrv.ctl
+uri() { echo "nbd+unix:///$1?socket=$t/sock"; }
+MiB=$((1 << 20))
+NCHUNK=32       # 8 MiB / 256 KiB: one shard of each on every backend
+
+# rk I OP N — on redis backend I: "del" N shard keys, or "garble" N shard
+# values (SET to garbage); prints how many.  Keys are binary: raw RESP.
+rk() {
+  python3 - "${BACKEND_PORT[$1]}" "$2" "$3" <<'PY'
+import socket, sys
+port, op, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+f = s.makefile("rb")
+def reply():
+    line = f.readline().rstrip(b"\r\n")
+    t, rest = line[:1], line[1:]
+    if t in (b"+", b"-", b":"): return rest
+    if t == b"$":
+        k = int(rest)
+        return None if k < 0 else f.read(k + 2)[:k]
+    if t == b"*": return [reply() for _ in range(int(rest))]
+    raise SystemExit("bad reply %r" % line)
+def cmd(*a):
+    out = b"*%d\r\n" % len(a)
+    for x in a:
+        x = x.encode() if isinstance(x, str) else x
+        out += b"$%d\r\n%s\r\n" % (len(x), x)
+    s.sendall(out)
+    return reply()
+keys = sorted(k for k in cmd("KEYS", "*") if k != b"nbdsrv.canary")[:n]
+for k in keys:
+    if op == "del": cmd("DEL", k)
+    else: cmd("SET", k, b"garbage " * 100)
+print(len(keys))
+PY
+}
+# st EXPR — a Python expression over `status --json` (j), e.g. scrub counts.
+st() {
+  "$NBDSRV" status --control "$ctl" --json >"$t/st.json" || return 1
+  jq_py "$t/st.json" "$1"
+}
+SC="j['volumes']['scrub']"
+# restart_cold — stop the daemon, delete the cache file, start again.
+restart_cold() {
+  local rc=0
+  stop_nbdsrv || rc=$?
+  [ "$rc" = 0 ] || fail "SIGTERM: exit $rc"
+  rm -f "$t/cache/cache.img"
+  NBDSRV_LOG=$t/serve$1.log
+  start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
+  wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after restart"
+}
+readback() {
+  nbdcopy "$(uri v)" "$t/got" || fail "$1: nbdcopy from v failed"
+  cmp "$t/got" "$t/img" || fail "$1: v reads back differently"
+  qemu_io_ok -f raw -c "read -P 0 8M 1M" "$(uri v)" || fail "$1: qemu-io read of the hole"
+}
+
+backends_start redis 6 "$t"
+"$NBDSRV" key generate "$t/pool.key" >/dev/null || fail "key generate"
+backends_config "$t/pool.conf" 4 2 0 "chunk_size = 256K
+key_file = $t/pool.key
+cache_path = $t/cache
+cache_size = 24M
+cache_mode = writeback"
+NBDSRV_LOG=$t/serve1.log
+start_nbdsrv --config "$t/pool.conf" --unix "$t/sock" --create-volume v=16M
+wait_for "[ -S '$ctl' ]" 30 || fail "no control socket"
+
+# --- usage errors ------------------------------------------------------------
+rc=0; "$NBDSRV" scrub --bogus >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "scrub --bogus: exit $rc"
+
+# --- 1. lost and deleted shards ---------------------------------------------
+head -c $((8 * MiB)) /dev/urandom >"$t/img"
+nbdcopy "$t/img" "$(uri v)" || fail "nbdcopy into v"
+truncate -s 16M "$t/img"
+"$NBDSRV" vol --control "$ctl" sync >/dev/null || fail "vol sync"
+for i in 0 1 4; do
+  wait_for "[ \$(backend_keys $i) -eq $NCHUNK ]" 30 ||
+    fail "backend $i holds $(backend_keys $i) shards, want $NCHUNK"
+done
+# cold cache: the repairs must fetch each chunk (rebuilding it when a data
+# shard was on backend 0)
+restart_cold 2
+fetches0=$(st "j['volumes']['cache']['fetches']")
+backend_cmd 0 FLUSHALL >/dev/null || fail "FLUSHALL"
+[ "$(rk 1 del 5)" = 5 ] || fail "DEL on backend 1"
+"$NBDSRV" scrub --control "$ctl" --wait >"$t/scrub1.out" || fail "scrub --wait: exit $?"
+cat "$t/scrub1.out" >&2
+grep -q "scrub: done" "$t/scrub1.out" || fail "scrub --wait printed no result"
+[ "$(st "$SC['missing']")" -ge $((NCHUNK + 5)) ] || fail "scrub: $(st "$SC") (want >= $((NCHUNK + 5)) missing)"
+[ "$(st "$SC['queued']")" = $NCHUNK ] || fail "scrub queued $(st "$SC['queued']"), want $NCHUNK"
+[ "$(st "$SC['checked'] >= $SC['total'] and $SC['total'] >= $NCHUNK")" = 1 ] ||
+  fail "scrub: checked/total wrong: $(st "$SC")"
+wait_for "[ \$(st \"$SC['repair_pending']\") = 0 ]" 60 || fail "repairs did not drain: $(st "$SC")"
+[ "$(st "j['volumes']['cache']['fetches'] >= $fetches0 + $NCHUNK")" = 1 ] ||
+  fail "the repairs of objects not in the cache did not fetch them: $(st "j['volumes']['cache']")"
+"$NBDSRV" status --control "$ctl" | grep -q "^scrub: done" || fail "status shows no scrub line"
+restart_cold 3
+backend_kill 2
+backend_kill 3
+readback "after scrub, 2 other backends killed"
+info "part 1: every byte read back with backends 2 and 3 dead"
+
+# --- 2. backends come back empty: the daemon scrubs by itself ----------------
+runs0=$(st "$SC['runs']")
+backend_restart_empty 2
+backend_restart_empty 3
+wait_for "grep -q 'emptied: scrubbing' '$NBDSRV_LOG'" 30 || fail "no automatic scrub after an emptied backend"
+wait_for "[ \$(st \"$SC['runs'] > $runs0 and not $SC['running'] and $SC['repair_pending'] == 0\") = 1 ]" 60 ||
+  fail "automatic scrub: $(st "$SC")"
+[ "$(st "$SC['queued']")" -ge 1 ] || fail "automatic scrub queued nothing: $(st "$SC")"
+for i in 2 3; do
+  wait_for "[ \$(backend_keys $i) -eq $NCHUNK ]" 30 ||
+    fail "backend $i holds $(backend_keys $i) shards after the repair, want $NCHUNK"
+done
+info "part 2: automatic scrub repaired backends 2 and 3"
+
+# --- 3. a garbage shard: only --deep sees it ---------------------------------
+wait_for "[ \$(backend_keys 4) -eq $NCHUNK ]" 30 || fail "backend 4 holds $(backend_keys 4) shards"
+[ "$(rk 4 garble 1)" = 1 ] || fail "SET garbage on backend 4"
+"$NBDSRV" scrub --control "$ctl" --wait >"$t/scrub3.out" || fail "shallow scrub: exit $?"
+[ "$(st "$SC['bad'] == 0 and $SC['queued'] == 0")" = 1 ] || fail "shallow scrub: $(st "$SC")"
+"$NBDSRV" scrub --control "$ctl" --deep --wait >"$t/scrub4.out" || fail "scrub --deep: exit $?"
+cat "$t/scrub4.out" >&2
+[ "$(st "$SC['deep'] and $SC['bad'] == 1 and $SC['queued'] == 1")" = 1 ] || fail "deep scrub: $(st "$SC")"
+wait_for "[ \$(st \"$SC['repair_pending']\") = 0 ]" 60 || fail "deep repair did not drain: $(st "$SC")"
+restart_cold 4
+backend_kill 0
+backend_kill 1
+readback "after the deep scrub, backends 0 and 1 killed"
+info "part 3: the garbage shard was replaced"
+rc=0; stop_nbdsrv || rc=$?
+[ "$rc" = 0 ] || fail "final SIGTERM: exit $rc"
+echo "ok"
