@@ -372,7 +372,8 @@ struct ssdcache_stats {
 	uint64_t scrub_down;      /* shards on backends that are down */
 	uint64_t scrub_errors;    /* checks with no answer (timeout): not
 	                           * counted as lost, not repaired */
-	uint64_t scrub_queued;    /* versions it marked for repair */
+	uint64_t scrub_queued;    /* versions it found damaged (now on the
+	                           * repair list, or already were) */
 	/* miss path and eviction (pool mode) */
 	uint64_t hits;            /* reads and prefetches served from slots
 	                           * (or zeros) without a pool fetch */

@@ -200,10 +200,10 @@ static void scrub_chk_verdict(struct scrub_chk *c)
 
 		if (e && e->prec.version == c->r.p.version && !e->dropped) {
 			e->pins++;
+			s->st.scrub_queued++;
 			if (!e->repair) {
 				ssd_repair_set(s, e, true);
 				ssd_mark_dirty(s, e);
-				s->st.scrub_queued++;
 				log_warn("ssdcache: scrub: object %" PRIu64 " version %"
 					 PRIu64 ": %u shard(s) missing, %u bad, %u on "
 					 "backends down; repair queued", c->r.obj,
