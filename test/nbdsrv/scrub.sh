@@ -137,6 +137,27 @@ for i in 2 3; do
 done
 info "part 2: automatic scrub repaired backends 2 and 3"
 
+# --- a second scrub while one runs: refused, or followed with --wait ---------
+backend_stop 5          # its EXISTS wait: the scrub cannot end meanwhile
+cleanup_push "kill -CONT ${BACKEND_PID[5]} 2>/dev/null"
+"$NBDSRV" scrub --control "$ctl" >/dev/null || fail "scrub (start): exit $?"
+rc=0; "$NBDSRV" scrub --control "$ctl" >"$t/busy.out" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q "already running" "$t/busy.out" || { cat "$t/busy.out" >&2; fail "second scrub: exit $rc"; }
+"$NBDSRV" scrub --control "$ctl" --wait >"$t/join.out" 2>"$t/join.err" &
+join=$!
+wait_for "grep -q 'following it' '$t/join.err'" 30 || fail "scrub --wait did not join the running scrub"
+backend_cont 5
+wait $join || fail "scrub --wait (joined): exit $?"
+grep -q "scrub: done, 32 of 32" "$t/join.out" || { cat "$t/join.out" "$t/join.err" >&2; fail "joined scrub: no result"; }
+rc=0; python3 - "$ctl" >"$t/bad.out" <<'PY' || rc=$?
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(b'{"cmd":"scrub","deep":"yes"}\n')
+print(s.makefile().readline())
+PY
+grep -q '"ok":false.*deep' "$t/bad.out" || { cat "$t/bad.out" >&2; fail "scrub with a bad \"deep\": $(cat "$t/bad.out")"; }
+wait_for "[ \$(st \"$SC['repair_pending']\") = 0 ]" 60 || fail "repairs after the joined scrub: $(st "$SC")"
+
 # --- 3. a garbage shard: only --deep sees it ---------------------------------
 wait_for "[ \$(backend_keys 4) -eq $NCHUNK ]" 30 || fail "backend 4 holds $(backend_keys 4) shards"
 [ "$(rk 4 garble 1)" = 1 ] || fail "SET garbage on backend 4"
