@@ -54,6 +54,7 @@
 #define SCRUB_BATCH      64u
 #define SCRUB_PAR        4u
 #define SCRUB_REPAIR_MAX 64u
+#define SCRUB_LOG_MAX    16u            /* versions logged one by one */
 
 struct scrub_rec {
 	uint64_t obj;
@@ -90,6 +91,7 @@ struct ssd_scrub {
 	unsigned inflight;
 	struct codec_ctx *ctx;          /* deep */
 	uint64_t t0;
+	uint64_t nlogged;               /* repairs it queued and logged */
 };
 
 static void scrub_pump(struct ssd_scrub *sc);
@@ -204,10 +206,18 @@ static void scrub_chk_verdict(struct scrub_chk *c)
 			if (!e->repair) {
 				ssd_repair_set(s, e, true);
 				ssd_mark_dirty(s, e);
-				log_warn("ssdcache: scrub: object %" PRIu64 " version %"
-					 PRIu64 ": %u shard(s) missing, %u bad, %u on "
-					 "backends down; repair queued", c->r.obj,
-					 c->r.p.version, c->missing, c->bad, c->down);
+				if (sc->nlogged < SCRUB_LOG_MAX)
+					log_warn("ssdcache: scrub: object %" PRIu64
+						 " version %" PRIu64 ": %u shard(s) "
+						 "missing, %u bad, %u on backends down; "
+						 "repair queued", c->r.obj,
+						 c->r.p.version, c->missing, c->bad,
+						 c->down);
+				else if (sc->nlogged == SCRUB_LOG_MAX)
+					log_warn("ssdcache: scrub: more versions queued "
+						 "for repair (not logged one by one: "
+						 "see the summary)");
+				sc->nlogged++;
 			}
 			ssd_unpin(s, e);
 			ssdflush_kick(s);
