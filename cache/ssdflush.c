@@ -125,7 +125,11 @@
  * 5 s, so a sick pool is not rewritten in a loop.  A later write of the
  * object repairs it the same way.  GC of a degraded version deletes each
  * missing shard's key on every backend (best effort: a timed-out SET may
- * still land).  Stats: degraded_writes, repairs, repair_pending.
+ * still land).  Stats: degraded_writes, repairs, repair_pending.  The
+ * scrub (ssdscrub.c) marks versions it finds damaged behind our back (a
+ * backend emptied, shards deleted or corrupted) the same way, evicted
+ * objects included: their repair job reads them through the miss path,
+ * which rebuilds from any k good shards.
  *
  * Crash safety.  A group's intents land in one transaction, as do a
  * group's records with their intents' deletions and GARBAGE records: a

@@ -172,6 +172,11 @@ backend_kill 0
 backend_kill 1
 readback "after the deep scrub, backends 0 and 1 killed"
 info "part 3: the garbage shard was replaced"
+# a stop while a scrub waits for a backend: a clean exit
+backend_stop 5
+"$NBDSRV" scrub --control "$ctl" >/dev/null || fail "scrub before the stop: exit $?"
+[ "$(st "$SC['running']")" = 1 ] || fail "the scrub did not wait for the stopped backend: $(st "$SC")"
 rc=0; stop_nbdsrv || rc=$?
-[ "$rc" = 0 ] || fail "final SIGTERM: exit $rc"
+backend_cont 5
+[ "$rc" = 0 ] || fail "SIGTERM during a scrub: exit $rc"
 echo "ok"
