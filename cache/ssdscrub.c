@@ -33,9 +33,12 @@
  * Bounds (client I/O keeps going).  SCRUB_PAR records in flight (k+m
  * requests each), and the walk pauses while SCRUB_REPAIR_MAX objects wait
  * for repair (their entries stay in memory until rewritten), resumed by the
- * cache thread's tick.  Deep verification runs on the cache thread (one
- * codec context of its own): CRC and tag of one shard at a time, a few
- * tens of microseconds for 64 KiB shards.
+ * cache thread's tick.  Deep verification (CRC, then the AEAD tag or the
+ * parity MAC: a decryption's worth of CPU per shard) runs on the cache's
+ * workq, never on the cache thread, one record at a time with one codec
+ * context of the scrub's own, so a deep scrub takes at most one worker
+ * from the flusher and the miss path; memory: SCRUB_PAR records' values
+ * (k+m x codec_shard_max each).
  *
  * Threads.  Everything runs on the cache thread, which owns the pool;
  * ssdcache_scrub_start only posts.  Counters live in s->st under the lock.
@@ -69,6 +72,8 @@ struct scrub_sreq {
 	unsigned idx;
 	uint8_t key[SSD_SKEY_LEN];
 	uint8_t *buf;                   /* deep: the value */
+	size_t len;                     /* its length, when got */
+	bool got;
 };
 
 /* one record being checked */
@@ -78,6 +83,9 @@ struct scrub_chk {
 	struct codec_meta cm;
 	unsigned pending;
 	unsigned missing, bad, down, errors;
+	bool verify;                    /* deep: values got, to verify */
+	struct workq_job job;           /* that verification */
+	struct scrub_chk *vnext;        /* queue for it */
 	struct scrub_sreq q[CODEC_MAX_SHARDS];
 };
 
@@ -89,12 +97,15 @@ struct ssd_scrub {
 	struct scrub_rec batch[SCRUB_BATCH];
 	unsigned nbatch, next;
 	unsigned inflight;
-	struct codec_ctx *ctx;          /* deep */
+	struct codec_ctx *ctx;          /* deep: the verifying job's */
+	struct scrub_chk *vq_head, *vq_tail; /* records to verify */
+	bool verifying;                 /* a verification job runs */
 	uint64_t t0;
 	uint64_t nlogged;               /* repairs it queued and logged */
 };
 
 static void scrub_pump(struct ssd_scrub *sc);
+static void scrub_chk_ready(struct scrub_chk *c, bool pump);
 
 /* Cache thread: read the next batch of records with a pool version. */
 static int scrub_load(struct ssd_scrub *sc)
@@ -230,11 +241,77 @@ static void scrub_chk_verdict(struct scrub_chk *c)
 	sc->inflight--;
 }
 
+/* Worker: verify the values a deep check got (CRC, then tag / MAC). */
+static void scrub_verify_work(struct workq_job *job)
+{
+	struct scrub_chk *c = container_of(job, struct scrub_chk, job);
+	struct ssd_scrub *sc = c->sc;
+	struct codec_id id = { .chunk = c->r.obj, .version = c->r.p.version };
+
+	memcpy(id.pool, sc->s->pool_id, sizeof(id.pool));
+	for (unsigned i = 0; i < CODEC_MAX_SHARDS; i++)
+		if (c->q[i].got && codec_verify_shard(sc->ctx, &id, &c->cm, i,
+						      c->q[i].buf, c->q[i].len,
+						      true) != CODEC_SHARD_OK)
+			c->bad++;
+}
+
+static void scrub_verify_next(struct ssd_scrub *sc);
+
+/* Cache thread: a verification ended. */
+static void scrub_verify_done(struct workq_job *job)
+{
+	struct scrub_chk *c = container_of(job, struct scrub_chk, job);
+	struct ssd_scrub *sc = c->sc;
+
+	sc->verifying = false;
+	scrub_chk_verdict(c);
+	scrub_verify_next(sc);
+	scrub_pump(sc);
+}
+
+/* Cache thread: one verification at a time, on a worker (its CPU is not
+ * the cache thread's, and one worker at most is a scrub's). */
+static void scrub_verify_next(struct ssd_scrub *sc)
+{
+	struct scrub_chk *c = sc->vq_head;
+
+	if (sc->verifying || !c || sc->s->stopping)
+		return;
+	sc->vq_head = c->vnext;
+	if (!sc->vq_head)
+		sc->vq_tail = NULL;
+	sc->verifying = true;
+	c->job.work = scrub_verify_work;
+	c->job.done = scrub_verify_done;
+	c->job.loop = &sc->s->loop;
+	workq_submit(&sc->s->wq, &c->job);
+}
+
+/* Cache thread: every request of c answered: verify (deep) or judge;
+ * pump unless the caller's loop goes on. */
+static void scrub_chk_ready(struct scrub_chk *c, bool pump)
+{
+	struct ssd_scrub *sc = c->sc;
+
+	if (c->verify && !sc->s->stopping) {
+		if (sc->vq_tail)
+			sc->vq_tail->vnext = c;
+		else
+			sc->vq_head = c;
+		sc->vq_tail = c;
+		scrub_verify_next(sc);
+		return;
+	}
+	scrub_chk_verdict(c);
+	if (pump)
+		scrub_pump(sc);
+}
+
 static void scrub_req_done(struct zdb_req *req)
 {
 	struct scrub_sreq *q = container_of(req, struct scrub_sreq, req);
 	struct scrub_chk *c = q->c;
-	struct ssd_scrub *sc = c->sc;
 	int r = req->result;
 
 	if (r == -ENOENT || (req->op == ZDB_OP_EXISTS && r == 0)) {
@@ -246,19 +323,15 @@ static void scrub_req_done(struct zdb_req *req)
 	} else if (r < 0) {
 		c->errors++;
 	} else if (req->op == ZDB_OP_GET) {
-		struct codec_id id = { .chunk = c->r.obj, .version = c->r.p.version };
-
-		memcpy(id.pool, sc->s->pool_id, sizeof(id.pool));
-		if (codec_verify_shard(sc->ctx, &id, &c->cm, q->idx, q->buf,
-				       (size_t)r, true) != CODEC_SHARD_OK)
-			c->bad++;
+		q->len = (size_t)r;
+		q->got = c->verify = true;
 	}
-	free(q->buf);
-	q->buf = NULL;
-	if (--c->pending == 0) {
-		scrub_chk_verdict(c);
-		scrub_pump(sc);
+	if (!q->got) {
+		free(q->buf);
+		q->buf = NULL;
 	}
+	if (--c->pending == 0)
+		scrub_chk_ready(c, true);
 }
 
 /* Cache thread: start checking record r's shards. */
@@ -324,7 +397,7 @@ static void scrub_chk_start(struct ssd_scrub *sc, const struct scrub_rec *r)
 		zdb_pool_submit(s->pool, b, &q->req);
 	}
 	if (--c->pending == 0)
-		scrub_chk_verdict(c);   /* no pump: the caller's loop goes on */
+		scrub_chk_ready(c, false);      /* the caller's loop goes on */
 }
 
 /* Cache thread: keep SCRUB_PAR records in flight; end at the last one. */
@@ -478,6 +551,16 @@ void ssd_scrub_free(struct ssd *s)
 
 	if (!sc)
 		return;
+	while (sc->verifying)           /* its job uses ctx and its check */
+		loop_run_once(&s->loop, 10ull * 1000000);
+	while (sc->vq_head) {
+		struct scrub_chk *c = sc->vq_head;
+
+		sc->vq_head = c->vnext;
+		for (unsigned i = 0; i < CODEC_MAX_SHARDS; i++)
+			free(c->q[i].buf);
+		free(c);
+	}
 	s->scrub = NULL;
 	codec_ctx_free(sc->ctx);
 	free(sc);
