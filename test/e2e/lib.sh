@@ -137,3 +137,13 @@ e2e_show_log() {
 }
 
 e2e_rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$E2E_PID/status"; }
+
+# e2e_wait_exit WHAT — wait for the daemon (signalled by the test) to exit;
+# its exit status in $rc.  Fails when it does not exit: the wait is a hang
+# guard, not a timing.
+e2e_wait_exit() {
+  wait_for "! kill -0 $E2E_PID 2>/dev/null || grep -q '^State:.*Z' /proc/$E2E_PID/status" 120 ||
+    fail "daemon still running: $1"
+  rc=0
+  wait "$E2E_PID" || rc=$?
+}

@@ -252,3 +252,18 @@ backend_restart() {
   _backend_launch "$1"
   _backend_ready "$1"
 }
+
+# backends_pause / backends_resume — SIGSTOP / SIGCONT every server.
+backends_pause() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_stop "$i"; done; }
+backends_resume() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_cont "$i"; done; }
+# backends_resume_after_exit — the pool back after a client exited with
+# requests in flight to the paused servers: 0-db dies of SIGPIPE when it
+# answers a closed client, so zdb servers are restarted with their data.
+backends_resume_after_exit() {
+  local i
+  if [ "$BACKEND_KIND" = zdb ]; then
+    for ((i = 0; i < BACKEND_N; i++)); do backend_restart "$i"; done
+  else
+    backends_resume
+  fi
+}

@@ -24,31 +24,11 @@ flush_max_age_ms = 600000
 shutdown_flush_timeout_ms = 2000"
 cleanup_push "for p in \${BACKEND_PID[*]}; do kill -CONT \$p; done"
 
-pause_pool() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_stop "$i"; done; }
-resume_pool() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_cont "$i"; done; }
-# resume_after_exit — the pool back after the daemon exited with requests
-# in flight to it: 0-db (NBDSRV_TEST_BACKEND=zdb) dies of SIGPIPE when it
-# answers a closed client, so its servers are restarted with their data
-resume_after_exit() {
-  local i
-  if [ "$BACKEND_KIND" = zdb ]; then
-    for ((i = 0; i < BACKEND_N; i++)); do backend_restart "$i"; done
-  else
-    resume_pool
-  fi
-}
-wait_exit() {
-  wait_for "! kill -0 $E2E_PID 2>/dev/null || grep -q '^State:.*Z' /proc/$E2E_PID/status" 120 ||
-    fail "daemon still running: $1"
-  rc=0
-  wait "$E2E_PID" || rc=$?
-}
-
 # 1. status while syncs wait
 e2e_start --create-volume v=4M
 qemu-io -f raw -c "write -P 0x5a 4k 4k" -c "write -P 0x6b 512k 4k" -c flush "$(e2e_uri v)" \
   >/dev/null || fail "write"
-pause_pool
+backends_pause
 "$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync1.out" 2>&1 &
 s1=$!
 "$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync2.out" 2>&1 &
@@ -61,7 +41,7 @@ kill -0 "$s1" 2>/dev/null && kill -0 "$s2" 2>/dev/null ||
   fail "a sync returned with the pool paused: $(cat "$t"/sync*.out)"
 d=$(e2e_stat pool_dirty)
 [ "$d" = 2 ] || fail "status while syncs wait: pool_dirty $d, want 2"
-resume_pool
+backends_resume
 r1=0; wait "$s1" || r1=$?
 r2=0; wait "$s2" || r2=$?
 [ "$r1" = 0 ] && [ "$r2" = 0 ] || fail "syncs after the pool resumed: $r1 $r2: $(cat "$t"/sync*.out)"
@@ -70,7 +50,7 @@ info "1: status answered while two syncs waited; both succeeded once the pool re
 
 # 2. a sync waiting at SIGTERM
 qemu-io -f raw -c "write -P 0x7c 64k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write 2"
-pause_pool
+backends_pause
 "$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync3.out" 2>&1 &
 s3=$!
 cleanup_push "kill $s3 2>/dev/null"
@@ -99,7 +79,7 @@ wait_for "grep -q sent '$t/sync4.out'" 60 || fail "the pipelined syncs were not 
 sleep 1         # let the daemon read them (as for sync3)
 kill -0 "$s4" 2>/dev/null || fail "the pipelined syncs returned with the pool paused: $(cat "$t/sync4.out")"
 kill -TERM "$E2E_PID"
-wait_exit "SIGTERM with a sync waiting"
+e2e_wait_exit "SIGTERM with a sync waiting"
 [ "$rc" = 0 ] || fail "exit status $rc with a sync waiting at SIGTERM (want 0)"
 r3=0; wait "$s3" || r3=$?
 cat "$t/sync3.out" >&2
@@ -109,13 +89,13 @@ wait "$s4" || true
 cat "$t/sync4.out" >&2
 [ "$(grep -c '"errno":108}' "$t/sync4.out")" = 2 ] ||
   fail "two pipelined syncs at the stop: want both refused with ESHUTDOWN (108): $(cat "$t/sync4.out")"
-resume_after_exit
+backends_resume_after_exit
 info "2: a sync waiting at SIGTERM was answered (error); exit 0"
 
 # 3. writethrough FLUSH waiting at SIGTERM
 e2e_set_mode writethrough
 e2e_start
-pause_pool
+backends_pause
 # a plain WRITE (acknowledged from the SSD; a chunk never written, so no
 # fetch from the pool), then a FLUSH; prints the FLUSH's NBD error
 python3 - "$E2E_SOCK" >"$t/q.out" 2>&1 <<'PY' &
@@ -147,14 +127,14 @@ cleanup_push "kill $q 2>/dev/null"
 sleep 1
 kill -0 "$q" 2>/dev/null || fail "the writethrough FLUSH returned with the pool paused: $(cat "$t/q.out")"
 kill -TERM "$E2E_PID"
-wait_exit "SIGTERM with a writethrough FLUSH waiting for the paused pool"
+e2e_wait_exit "SIGTERM with a writethrough FLUSH waiting for the paused pool"
 [ "$rc" = 0 ] || fail "exit status $rc with a FLUSH waiting at SIGTERM (want 0)"
 wait "$q" || true
 cat "$t/q.out" >&2
 grep -qx "write 0" "$t/q.out" || fail "the WRITE before the FLUSH failed"
 grep -qx "flush 108" "$t/q.out" || fail "the FLUSH waiting at the stop did not fail with NBD_ESHUTDOWN"
 grep -q "FLUSHes still waiting for the pool (writethrough) fail" "$NBDSRV_LOG" || fail "no log line for the failed FLUSHes"
-resume_after_exit
+backends_resume_after_exit
 e2e_start
 qemu_io_ok -f raw -r -c "read -P 0x3d 2M 4k" -c "read -P 0x7c 64k 4k" -c "read -P 0x5a 4k 4k" \
   "$(e2e_uri v)" || fail "read back after the stop"

@@ -22,28 +22,6 @@ flush_max_age_ms = 600000
 shutdown_flush_timeout_ms = 2000"
 cleanup_push "for p in \${BACKEND_PID[*]}; do kill -CONT \$p; done"
 
-pause_pool() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_stop "$i"; done; }
-resume_pool() { local i; for ((i = 0; i < BACKEND_N; i++)); do backend_cont "$i"; done; }
-# resume_after_exit — the pool back after the daemon exited with requests
-# in flight to it: 0-db (NBDSRV_TEST_BACKEND=zdb) dies of SIGPIPE when it
-# answers a closed client, so its servers are restarted with their data
-resume_after_exit() {
-  local i
-  if [ "$BACKEND_KIND" = zdb ]; then
-    for ((i = 0; i < BACKEND_N; i++)); do backend_restart "$i"; done
-  else
-    resume_pool
-  fi
-}
-# wait_exit WHAT — the daemon's exit status in $rc (fails when it does not
-# exit: the wait is a hang guard, not a timing)
-wait_exit() {
-  wait_for "! kill -0 $E2E_PID 2>/dev/null || grep -q '^State:.*Z' /proc/$E2E_PID/status" 120 ||
-    fail "daemon still running: $1"
-  rc=0
-  wait "$E2E_PID" || rc=$?
-}
-
 # 1. healthy pool
 e2e_start --create-volume v=4M
 qemu-io -f raw -c "write -P 0x5a 4k 4k" -c "write -P 0x6b 1000k 8k" -c flush \
@@ -61,13 +39,13 @@ info "1: drained at SIGTERM; the data survived the cache file's loss"
 # 2. paused pool: the drain gives up at shutdown_flush_timeout_ms
 qemu-io -f raw -c "write -P 0x7c 64k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write 2"
 [ "$(e2e_stat pool_dirty)" = 1 ] || fail "pool_dirty $(e2e_stat pool_dirty), want 1"
-pause_pool
+backends_pause
 kill -TERM "$E2E_PID"
-wait_exit "SIGTERM with the pool paused and a 2000 ms drain budget"
+e2e_wait_exit "SIGTERM with the pool paused and a 2000 ms drain budget"
 [ "$rc" = 0 ] || fail "exit status $rc after a drain that gave up (want 0)"
 grep -q "stop: drain gave up after 2000 ms" "$NBDSRV_LOG" || fail "no 'drain gave up' in the log"
 grep -q "1 objects are not in the pool yet" "$NBDSRV_LOG" || fail "the log does not say what is left"
-resume_after_exit
+backends_resume_after_exit
 e2e_start
 e2e_ctl vol sync || fail "vol sync after the backends resumed"
 [ "$(e2e_stat pool_dirty)" = 0 ] || fail "pool_dirty $(e2e_stat pool_dirty) after the sync"
@@ -83,7 +61,7 @@ info "2: the drain gave up on a paused pool (exit 0); the object was flushed aft
 sed -i "s/^shutdown_flush_timeout_ms = .*/shutdown_flush_timeout_ms = 600000/" "$E2E_CONF"
 e2e_start
 qemu-io -f raw -c "write -P 0x3d 128k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write 3"
-pause_pool
+backends_pause
 kill -TERM "$E2E_PID"
 wait_for "grep -q 'stop: draining 1 objects' '$NBDSRV_LOG'" 60 || fail "the drain did not start"
 d=$(e2e_stat pool_dirty) || fail "status during the drain"
@@ -91,11 +69,11 @@ d=$(e2e_stat pool_dirty) || fail "status during the drain"
 "$NBDSRV" status --config "$E2E_CONF" | grep -q "^daemon: draining" ||
   fail "status during the drain does not say it drains"
 kill -TERM "$E2E_PID"
-wait_exit "a second SIGTERM during the drain"
+e2e_wait_exit "a second SIGTERM during the drain"
 [ "$rc" = 0 ] || fail "exit status $rc after a second signal (want 0)"
 grep -q "signal 15: drain stopped: 1 objects are not in the pool yet" "$NBDSRV_LOG" ||
   fail "no 'drain stopped' in the log"
-resume_after_exit
+backends_resume_after_exit
 e2e_start
 qemu_io_ok -f raw -r -c "read -P 0x3d 128k 4k" "$(e2e_uri v)" || fail "read back after the stopped drain"
 e2e_stop
