@@ -580,64 +580,63 @@ json_t *volumes_status(struct volumes *v)
 		? "memory" : v->writethrough ? "writethrough" : "writeback"));
 	if (v->mode == VOLUMES_PERSISTENT) {
 		struct ssdcache_stats st;
+		json_t *c = json_object(), *sc = json_object();
 
 		ssdcache_get_stats(v->store, &st);
-		json_object_set_new(o, "cache", json_pack(
-			"{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}",
-			"slot_size", (json_int_t)v->chunk_size,
-			"slots", (json_int_t)st.slots,
-			"slots_used", (json_int_t)st.slots_used,
-			"slots_dirty", (json_int_t)st.slots_dirty,
-			"slots_free", (json_int_t)st.slots_free,
-			"objects", (json_int_t)st.objects,
-			"hits", (json_int_t)st.hits,
-			"misses", (json_int_t)st.misses,
-			"fetches", (json_int_t)st.fetches,
-			"miss_bytes", (json_int_t)st.miss_bytes,
-			"fetch_errors", (json_int_t)st.fetch_errors,
-			"prefetches", (json_int_t)st.prefetches,
-			"evictions", (json_int_t)st.evictions,
-			"pool_dirty", (json_int_t)st.pool_dirty,
-			"flushed", (json_int_t)st.flushed,
-			"flush_errors", (json_int_t)st.flush_errors,
-			"gc_versions", (json_int_t)st.gc_versions,
-			"bp_waiting", (json_int_t)st.bp_waiting,
-			"bp_stalls", (json_int_t)st.bp_stalls,
-			"degraded_writes", (json_int_t)st.degraded_writes,
-			"repair_pending", (json_int_t)st.repair_pending,
-			"fetch_shards", (json_int_t)st.fetch_shards,
-			"readaheads", (json_int_t)st.readaheads,
-			"read_fetches", (json_int_t)st.read_fetches,
-			"read_served", (json_int_t)st.read_served,
-			"slot_waits", (json_int_t)st.slot_waits,
-			"cow_blocks", (json_int_t)st.cow_blocks,
-			"intent_commits", (json_int_t)st.intent_commits,
-			"record_commits", (json_int_t)st.record_commits,
-			"wb_waiting", (json_int_t)st.wb_waiting,
-			"wb_oldest_ms", (json_int_t)st.wb_oldest_ms,
-			"wb_forced", (json_int_t)st.wb_forced,
-			"wb_complete", (json_int_t)st.wb_complete,
-			"wb_idle", (json_int_t)st.wb_idle,
-			"wb_age", (json_int_t)st.wb_age,
-			"wb_background", (json_int_t)st.wb_background));
-		json_object_set_new(o, "scrub", json_pack(
-			"{s:b, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I,"
-			" s:I}",
-			"running", (int)st.scrub_running,
-			"deep", (int)st.scrub_deep,
-			"runs", (json_int_t)st.scrub_runs,
-			"total", (json_int_t)st.scrub_total,
-			"checked", (json_int_t)st.scrub_checked,
-			"shards", (json_int_t)st.scrub_shards,
-			"missing", (json_int_t)st.scrub_missing,
-			"bad", (json_int_t)st.scrub_bad,
-			"down", (json_int_t)st.scrub_down,
-			"errors", (json_int_t)st.scrub_errors,
-			"queued", (json_int_t)st.scrub_queued,
-			"repair_pending", (json_int_t)st.repair_pending,
-			"repairs", (json_int_t)st.repairs));
+		/* one call per member: no format string to keep in step */
+#define CST(obj, name) json_object_set_new(obj, #name, json_integer((json_int_t)st.name))
+		json_object_set_new(c, "slot_size", json_integer((json_int_t)v->chunk_size));
+		CST(c, slots);
+		CST(c, slots_used);
+		CST(c, slots_dirty);
+		CST(c, slots_free);
+		CST(c, objects);
+		CST(c, hits);
+		CST(c, misses);
+		CST(c, fetches);
+		CST(c, miss_bytes);
+		CST(c, fetch_errors);
+		CST(c, prefetches);
+		CST(c, evictions);
+		CST(c, pool_dirty);
+		CST(c, flushed);
+		CST(c, flush_errors);
+		CST(c, gc_versions);
+		CST(c, bp_waiting);
+		CST(c, bp_stalls);
+		CST(c, degraded_writes);
+		CST(c, repair_pending);
+		CST(c, fetch_shards);
+		CST(c, readaheads);
+		CST(c, read_fetches);
+		CST(c, read_served);
+		CST(c, slot_waits);
+		CST(c, cow_blocks);
+		CST(c, intent_commits);
+		CST(c, record_commits);
+		CST(c, wb_waiting);
+		CST(c, wb_oldest_ms);
+		CST(c, wb_forced);
+		CST(c, wb_complete);
+		CST(c, wb_idle);
+		CST(c, wb_age);
+		CST(c, wb_background);
+		json_object_set_new(o, "cache", c);
+		json_object_set_new(sc, "running", json_boolean(st.scrub_running));
+		json_object_set_new(sc, "deep", json_boolean(st.scrub_deep));
+		json_object_set_new(sc, "runs", json_integer((json_int_t)st.scrub_runs));
+		json_object_set_new(sc, "total", json_integer((json_int_t)st.scrub_total));
+		json_object_set_new(sc, "checked", json_integer((json_int_t)st.scrub_checked));
+		json_object_set_new(sc, "shards", json_integer((json_int_t)st.scrub_shards));
+		json_object_set_new(sc, "missing", json_integer((json_int_t)st.scrub_missing));
+		json_object_set_new(sc, "bad", json_integer((json_int_t)st.scrub_bad));
+		json_object_set_new(sc, "down", json_integer((json_int_t)st.scrub_down));
+		json_object_set_new(sc, "errors", json_integer((json_int_t)st.scrub_errors));
+		json_object_set_new(sc, "queued", json_integer((json_int_t)st.scrub_queued));
+		CST(sc, repair_pending);
+		CST(sc, repairs);
+#undef CST
+		json_object_set_new(o, "scrub", sc);
 	}
 	json_object_set_new(o, "warm", warm_status(v->warm));
 	return o;
