@@ -680,10 +680,13 @@ struct fake {
 	bool stall_done;
 };
 
+/* send(MSG_NOSIGNAL), not write(): a client that gives up on a bad reply
+ * closes while the fake may still be writing, and SIGPIPE would kill the
+ * test process (it did, once in CI) */
 static void wr(int fd, const char *s, size_t n)
 {
 	while (n) {
-		ssize_t w = write(fd, s, n);
+		ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
 
 		if (w <= 0)
 			return;
