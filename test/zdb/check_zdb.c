@@ -396,6 +396,7 @@ struct chunk_io {
 	bool ready, done;
 	unsigned tag;
 	uint64_t t0, t_ready;
+	unsigned busy_at_ready;        /* requests of the op in flight at ready() */
 };
 
 static void cio_fill(struct chunk_io *x, unsigned n, unsigned tag)
@@ -426,7 +427,10 @@ static void ex_done_cb(struct zdb_req *r)
 
 static void put_ready_cb(struct zdb_chunk_put *op)
 {
-	((struct chunk_io *)op->priv)->ready = true;
+	struct chunk_io *x = op->priv;
+
+	x->ready = true;
+	x->busy_at_ready = op->pending;
 }
 
 static bool verify_cb(struct zdb_chunk_get *op, unsigned i)
@@ -449,6 +453,7 @@ static void get_ready_cb(struct zdb_chunk_get *op)
 
 	x->ready = true;
 	x->t_ready = now_ns();
+	x->busy_at_ready = op->inflight;
 }
 
 static void get_done_cb(struct zdb_chunk_get *op)
@@ -532,8 +537,13 @@ START_TEST(test_chunk_faults)
 	f.blackhole = true;
 	zdb_pool_set_fault(fx.pool, b0, &f);
 	ck_assert_int_eq(do_get(&fx, x, 6, 4, gop), 0);
-	ck_assert_msg(x->t_ready - x->t0 < 10 * 20ull * 1000000 + 500ull * 1000000,
-		      "hedged get took %llu ms", (unsigned long long)((x->t_ready - x->t0) / 1000000));
+	/* ready while the blackholed request is still in flight: a get that
+	 * waited for its timeout has nothing in flight at ready().  Not a
+	 * wall-clock bound: a loaded CI machine stalls this process for
+	 * hundreds of ms at times. */
+	printf("test_chunk_faults: hedged get ready after %llu ms\n",
+	       (unsigned long long)((x->t_ready - x->t0) / 1000000));
+	ck_assert_msg(x->busy_at_ready >= 1, "hedged get: ready only after the blackholed request ended");
 	ck_assert_uint_ge(gop->hedged, 1);
 	ck_assert(!(gop->have & 1));
 	/* done() waits for the blackholed request's 2 s deadline */
@@ -565,13 +575,16 @@ START_TEST(test_chunk_faults)
 		t0 = now_ns();
 		ck_assert_int_eq(zdb_pool_put_chunk(fx.pool, pop), 0);
 		ck_assert_int_eq(zdb_pool_run_until(fx.pool, &x->ready, 30ull * 1000000000), 0);
-		ck_assert_msg(now_ns() - t0 < 1500ull * 1000000, "hedged put took %llu ms",
-			      (unsigned long long)((now_ns() - t0) / 1000000));
+		printf("test_chunk_faults: hedged put ready after %llu ms\n",
+		       (unsigned long long)((now_ns() - t0) / 1000000));
 		ck_assert_int_eq(pop->result, 0);
 		ck_assert_uint_ge(pop->nhedged, 1);
 		for (i = 0; i < 6; i++)
 			ck_assert_int_ne(x->sh[i].backend, where[0]);
-		ck_assert(!x->done);    /* the hung request still holds the op */
+		/* ready while the hung request is still in flight (not after its
+		 * timeout), and it still holds the op */
+		ck_assert_uint_ge(x->busy_at_ready, 1);
+		ck_assert(!x->done);
 		wait_done(&fx, x);
 		memset(&f, 0, sizeof(f));
 		zdb_pool_set_fault(fx.pool, where[0], &f);
@@ -960,7 +973,7 @@ static void one_done(struct zdb_req *r)
 
 static void run_flag(struct loop *l, struct zdb_backend *b, bool *flag)
 {
-	uint64_t end = now_ns() + 10ull * 1000000000;
+	uint64_t end = now_ns() + 30ull * 1000000000;   /* generous: ASan on a loaded box */
 
 	while (!*flag) {
 		ck_assert_msg(now_ns() < end, "timed out");
@@ -1088,7 +1101,7 @@ START_TEST(test_bad_servers)
 		uint64_t end;
 
 		(void)one_op(&l, bb, ZDB_OP_PUT, "k2", "v", NULL, 0);
-		end = now_ns() + 2000000000ull;
+		end = now_ns() + 30000000000ull;
 		while (bb->state == ZDB_CONN_READY && now_ns() < end)
 			loop_run_once(&l, 10ull * 1000000);
 		ck_assert_int_ne(bb->state, ZDB_CONN_READY);
@@ -1128,7 +1141,7 @@ START_TEST(test_zdb_dialect_fake)
 	/* wrong password: a clear, secret-free error naming the cause */
 	b = conn_to(&l, f, "wrong-pass");
 	{
-		uint64_t end = now_ns() + 5000000000ull;
+		uint64_t end = now_ns() + 30000000000ull;
 
 		while (b->state != ZDB_CONN_FATAL && now_ns() < end)
 			loop_run_once(&l, 10ull * 1000000);
@@ -1172,7 +1185,7 @@ START_TEST(test_zdb_dialect_fake)
 
 	/* the server comes back empty: noticed through the canary */
 	{
-		uint64_t end = now_ns() + 5000000000ull;
+		uint64_t end = now_ns() + 30000000000ull;
 		uint64_t connects = b->connects;
 
 		ck_assert_uint_eq(b->emptied, 0);
@@ -1204,7 +1217,7 @@ START_TEST(test_zdb_dialect_fake)
 	 * die of SIGPIPE) — the late replies are sent without error */
 	{
 		struct one s1, s2;
-		uint64_t end = now_ns() + 5000000000ull;
+		uint64_t end = now_ns() + 30000000000ull;
 
 		memset(&s1, 0, sizeof(s1));
 		memset(&s2, 0, sizeof(s2));
