@@ -140,12 +140,33 @@ backend_keys() {
   echo $((n - c))
 }
 
-# _backend_ready I — wait until backend I answers; on zdb create its
-# namespace when it has none.
+# _backend_up I — true when backend I's own process listens on its port
+# and answers PING (not another test's server that won the port: free_port
+# closes its probe socket, so a port can be taken again before our server
+# binds it, by another test's server or any outgoing connection).
+_backend_up() {
+  ss -Hltnp "sport = :${BACKEND_PORT[$1]}" 2>/dev/null | grep -q "pid=${BACKEND_PID[$1]}," &&
+    _backend_ping "${BACKEND_PORT[$1]}"
+}
+
+# _backend_ready I [newport] — wait until backend I answers; on zdb create
+# its namespace when it has none.  With "newport" (a first start), a server
+# that exits at start (its port was taken meanwhile) is started again on
+# another free port, up to 3 times.
 _backend_ready() {
-  local i=$1
-  wait_for "_backend_ping ${BACKEND_PORT[$i]}" 30 ||
-    { cat "${BACKEND_DIR[$i]}/server.log" >&2; fail "backend $i did not answer PING"; }
+  local i=$1 try
+  for ((try = 0; ; try++)); do
+    wait_for "_backend_up $i || ! backend_running $i" 30 && _backend_up "$i" && break
+    if [ "${2:-}" = newport ] && [ "$try" -lt 3 ] && ! backend_running "$i"; then
+      info "backend $i exited at start on port ${BACKEND_PORT[$i]} (taken?): $(tail -c 300 "${BACKEND_DIR[$i]}/server.log")"
+      wait "${BACKEND_PID[$i]}" 2>/dev/null || true
+      BACKEND_PORT[$i]=$(free_port)
+      _backend_launch "$i"
+      continue
+    fi
+    cat "${BACKEND_DIR[$i]}/server.log" >&2
+    fail "backend $i (pid ${BACKEND_PID[$i]}, port ${BACKEND_PORT[$i]}) did not answer PING"
+  done
   if [ "$BACKEND_KIND" = zdb ] && [ "$(backend_ns)" != default ]; then
     _backend_py "${BACKEND_PORT[$i]}" zdb "$(backend_ns)" "${BACKEND_PASSWORD:-}" ns ||
       fail "backend $i: cannot create namespace $(backend_ns)"
@@ -187,7 +208,7 @@ backends_start() {
     BACKEND_DIR[$i]=$top/backend$i
     _backend_launch "$i"
   done
-  for ((i = 0; i < n; i++)); do _backend_ready "$i"; done
+  for ((i = 0; i < n; i++)); do _backend_ready "$i" newport; done
 }
 
 # backends_config FILE K M [ZONES [EXTRA-POOL-LINES]] — a pool config for the
