@@ -124,7 +124,10 @@ print("flush", cmd(3, 2, 0), flush=True)
 PY
 q=$!
 cleanup_push "kill $q 2>/dev/null"
-sleep 1
+# the FLUSH goes out right after the WRITE's reply: wait for that (a slow
+# python start on a loaded box must not let the SIGTERM come first)
+wait_for "grep -q '^write' '$t/q.out'" 60 || fail "the WRITE got no reply: $(cat "$t/q.out")"
+sleep 1         # let the daemon read the FLUSH
 kill -0 "$q" 2>/dev/null || fail "the writethrough FLUSH returned with the pool paused: $(cat "$t/q.out")"
 kill -TERM "$E2E_PID"
 e2e_wait_exit "SIGTERM with a writethrough FLUSH waiting for the paused pool"
