@@ -31,7 +31,7 @@ NBD_TEST_OTHER_FILE=$t/other \
 # Every connection is closed now (some with replies in flight): the server
 # keeps none of their descriptors (sockets, splice pipes).
 if [ "${NBDSRV_STANDIN:-0}" != 1 ]; then
-  wait_for '[ "$(nfds)" -le "$fds0" ]' 20 ||
+  wait_for '[ "$(nfds)" -le "$fds0" ]' 60 ||
     { ls -l "/proc/$rw_pid/fd" >&2; fail "descriptors: $fds0 before the clients, $(nfds) after"; }
 fi
 stop_nbdsrv || fail "ro server: exit status $? after SIGTERM"

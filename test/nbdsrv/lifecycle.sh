@@ -60,7 +60,7 @@ listen=(--listen "127.0.0.1:$port")
 [ "$standin" = 1 ] && listen=()
 start_nbdsrv --unix "$t/sock" "${listen[@]}" --pidfile "$t/pid" \
   --export "disk=$t/disk" --threads 2 --log-level debug
-wait_for "[ -s '$t/pid' ]" 10 || fail "no pidfile"
+wait_for "[ -s '$t/pid' ]" 60 || fail "no pidfile"
 [ "$(cat "$t/pid")" = "$NBDSRV_PID" ] || fail "pidfile has $(cat "$t/pid"), pid is $NBDSRV_PID"
 nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null || fail "unix listener"
 [ "$standin" = 1 ] || nbdinfo --size "nbd://127.0.0.1:$port/disk" >/dev/null || fail "TCP listener"

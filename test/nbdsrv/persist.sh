@@ -87,7 +87,7 @@ done
 info "v, v@s1, c read back equal after restart"
 
 # --- delete everything: the backends' keys go back to the start -------------
-wait_for "[ \$(keys) -gt $keys0 ]" 20 || fail "nothing reached the backends"
+wait_for "[ \$(keys) -gt $keys0 ]" 60 || fail "nothing reached the backends"
 info "keys: $keys0 before, $(keys) with data"
 vol rm c >/dev/null || fail "vol rm c"
 snap rm v@s1 >/dev/null || fail "snap rm v@s1"

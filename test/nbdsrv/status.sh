@@ -93,17 +93,17 @@ grep -q "^disk " "$t/st.txt" || fail "status table: export missing"
 "$NBDSRV" status --control "$t/cache/nbdsrv.ctl" >"$t/st2.txt" || fail "status --control"
 grep -q "^b05 " "$t/st2.txt" || fail "status --control: no pool"
 
-# --- a backend dies: down within 15 s; restarted: up again within 30 s ------
+# --- a backend dies: shown down, restarted: shown up again (60 s guards) ------
 backend_kill 3
-wait_for "status_json && check_json 'b[\"b03\"][\"health\"] == \"down\"'" 15 ||
-  { cat "$t/st.json" >&2; fail "killed backend b03 not shown down within 15 s"; }
+wait_for "status_json && check_json 'b[\"b03\"][\"health\"] == \"down\"'" 60 ||
+  { cat "$t/st.json" >&2; fail "killed backend b03 not shown down within 60 s"; }
 check_json 'sum(x["health"] == "up" for x in b.values()) == 5 and s["pool"]["backends_down"] == 1' ||
   fail "the other backends should stay up"
 "$NBDSRV" status --config "$t/pool.conf" >"$t/st3.txt"
 grep -Eq "^b03 +.* down " "$t/st3.txt" || { cat "$t/st3.txt" >&2; fail "table: b03 not down"; }
 backend_restart_empty 3
-wait_for "status_json && check_json 'b[\"b03\"][\"health\"] == \"up\"'" 30 ||
-  { cat "$t/st.json" >&2; fail "restarted backend b03 not up again within 30 s"; }
+wait_for "status_json && check_json 'b[\"b03\"][\"health\"] == \"up\"'" 60 ||
+  { cat "$t/st.json" >&2; fail "restarted backend b03 not up again within 60 s"; }
 
 # --- the password is nowhere ------------------------------------------------
 stop_nbdsrv || fail "serve --config: exit status $? after SIGTERM"

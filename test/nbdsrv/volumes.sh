@@ -116,7 +116,7 @@ vol info c1 --json >"$t/ci.json"
 [ "$(jq_py "$t/ci.json" '"origin" not in j["volume"]')" = 1 ] || fail "flatten kept the origin"
 snap rm v@s1 || fail "snap rm after flatten"
 cmp "$t/img" <(nbdcopy "$(uri c1)" -) || fail "the flattened clone changed"
-wait_for "vol du v --json >'$t/du.json' && [ \"\$(jq_py '$t/du.json' 'j[\"du\"][0][\"used\"] == 64 << 20')\" = 1 ]" 10 ||
+wait_for "vol du v --json >'$t/du.json' && [ \"\$(jq_py '$t/du.json' 'j[\"du\"][0][\"used\"] == 64 << 20')\" = 1 ]" 60 ||
   { cat "$t/du.json" >&2; fail "du: the deleted snapshot's 2 MiB not freed"; }
 vol du >"$t/du.txt" || fail "vol du (all)"
 grep -q "^c1 " "$t/du.txt" && grep -q "^v " "$t/du.txt" || fail "vol du lists every volume"

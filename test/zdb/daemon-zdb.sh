@@ -125,7 +125,7 @@ for want in "b02 .*down .*password rejected" "b03 .*down .*namespace does not ex
 done
 truncate -s 4M "$t/exp.a"
 qwrite a 256K 1M 0x5a
-wait_for '[ "$(e2e_dirty)" -gt 0 ]' 10 || fail "A: the write is not shown dirty"
+wait_for '[ "$(e2e_dirty)" -gt 0 ]' 60 || fail "A: the write is not shown dirty"
 sleep 2
 [ "$(e2e_dirty)" -gt 0 ] || fail "A: a write reached a pool of 2 usable backends"
 kill -0 "$E2E_PID" || fail "A: daemon died"
