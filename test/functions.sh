@@ -90,9 +90,28 @@ qemu_io_ok() {
   fi
 }
 
-# free_port — a TCP port on 127.0.0.1 that nothing listens on right now.
+# free_port — a TCP port on 127.0.0.1 that nothing uses right now.  Taken
+# at random BELOW the kernel's ephemeral range: a port from bind(0) is one
+# that the next outgoing connection (the daemon's to its backends, any
+# other test's) may take as its local port before our server binds it.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+  python3 -c '
+import random, socket
+lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for _ in range(200):
+    p = random.randint(10000, lo - 1) if lo > 11000 else 0
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+    except OSError:
+        continue
+    finally:
+        s.close()
+    if p:
+        print(p)
+        break
+else:
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
 # start_nbdsrv ARGS… — start `nbdsrv serve ARGS…` in the background, log to
