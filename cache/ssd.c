@@ -3154,6 +3154,11 @@ static void *ssd_thread(void *arg)
 			loop_run_once(&s->loop, 10ull * 1000000);
 		ssdflush_stop(s);
 	}
+	/* what the last completions posted here (a sync or writethrough
+	 * FLUSH answered by ssd_wt_wake in ssdflush_stop's final iteration)
+	 * is answered and freed now, while the thread's state still exists */
+	while (loop_run_posts(&s->loop) > 0)
+		;
 	for (unsigned i = 0; i < SSD_FETCH_PAR; i++)
 		codec_ctx_free(s->fctx[i]);
 	ssd_fbuf_trim(s);

@@ -134,7 +134,9 @@ struct loop {
 
 /* Create the ring (entries SQEs) on the calling thread, which then owns it. */
 int loop_init(struct loop *l, unsigned entries);
-/* Tear down; no operation may be in flight.  Safe on a zeroed loop. */
+/* Tear down; no operation may be in flight.  Messages still queued by
+ * loop_post() run first (until none is left; SQEs they queue are dropped).
+ * Safe on a zeroed loop. */
 void loop_fini(struct loop *l);
 /* A zeroed SQE with user_data = op (op may be NULL: no callback).  Never
  * NULL: when the submission queue is full it is submitted first. */
@@ -148,6 +150,9 @@ int loop_run_once(struct loop *l, uint64_t timeout_ns);
 void loop_stop(struct loop *l);
 /* Queue msg to run on l's thread; callable from any thread. */
 void loop_post(struct loop *l, struct loop_msg *msg);
+/* Run the messages queued so far now (loop thread only), without waiting
+ * for the eventfd wake-up; for shutdown sequences.  Returns how many ran. */
+int loop_run_posts(struct loop *l);
 
 /* Arm t to call cb(&t->op, ...) after ns nanoseconds; use container_of() to
  * get back to t.  Re-arming an armed timer is a bug. */

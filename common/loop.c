@@ -11,6 +11,13 @@
  * Cross-thread messages: other threads append to a mutex-protected list and
  * write the eventfd only when the list was empty; the loop keeps one read of
  * the eventfd armed and drains the whole list when it completes.
+ *
+ * Nothing posted is dropped: a message is a hand-off of ownership (a
+ * request to answer, memory to free), so loop_fini() first runs every
+ * message still queued — also those posted by the last completions of a
+ * shutdown sequence after its final loop_run_once() — and the messages
+ * they post in turn.  SQEs those callbacks queue are never submitted: at
+ * fini a message may end or free its work, not start new I/O.
  */
 #include "common/common.h"
 
@@ -34,7 +41,6 @@ static void loop_arm_wake(struct loop *l);
 static void loop_wake_done(struct loop_op *op, int res, uint32_t flags)
 {
 	struct loop *l = container_of(op, struct loop, wake_op);
-	struct loop_msg *m;
 
 	(void)flags;
 	if (res < 0 && res != -EINTR && res != -ECANCELED)
@@ -42,19 +48,35 @@ static void loop_wake_done(struct loop_op *op, int res, uint32_t flags)
 	if (res == -ECANCELED)
 		return;                 /* loop_fini() is tearing down */
 
+	loop_arm_wake(l);
+	loop_run_posts(l);
+}
+
+static struct loop_msg *loop_take_posts(struct loop *l)
+{
+	struct loop_msg *m;
+
 	pthread_mutex_lock(&l->post_lock);
 	m = l->post_head;
 	l->post_head = l->post_tail = NULL;
 	pthread_mutex_unlock(&l->post_lock);
+	return m;
+}
 
-	loop_arm_wake(l);
+int loop_run_posts(struct loop *l)
+{
+	struct loop_msg *m = loop_take_posts(l);
+	int n = 0;
+
 	while (m) {
 		struct loop_msg *next = m->next;
 
 		m->next = NULL;
 		m->fn(m);
 		m = next;
+		n++;
 	}
+	return n;
 }
 
 static void loop_arm_wake(struct loop *l)
@@ -103,6 +125,8 @@ int loop_init(struct loop *l, unsigned entries)
 void loop_fini(struct loop *l)
 {
 	if (l->wake_fd >= 0) {
+		while (loop_run_posts(l) > 0)
+			;
 		io_uring_queue_exit(&l->ring);
 		close(l->wake_fd);
 		pthread_mutex_destroy(&l->post_lock);

@@ -8,6 +8,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -212,6 +213,95 @@ START_TEST(test_workq_roundtrip)
 }
 END_TEST
 
+struct post_rec {
+	struct loop_msg msg;
+	struct loop_msg chained;        /* posted by msg's callback */
+	struct loop *l;
+	int *ran;
+	char *owned;                    /* freed by the callback: LSan sees a drop */
+};
+
+static void post_chained_fn(struct loop_msg *m)
+{
+	struct post_rec *p = container_of(m, struct post_rec, chained);
+
+	(*p->ran) += 10;
+}
+
+static void post_fn(struct loop_msg *m)
+{
+	struct post_rec *p = container_of(m, struct post_rec, msg);
+
+	(*p->ran)++;
+	free(p->owned);
+	p->owned = NULL;
+	p->chained.fn = post_chained_fn;
+	loop_post(p->l, &p->chained);
+}
+
+static void *post_thread(void *arg)
+{
+	struct post_rec *p = arg;
+
+	loop_post(p->l, &p->msg);
+	return NULL;
+}
+
+/* A message posted after the owner's last loop_run_once (a shutdown's last
+ * completion) is still run by loop_fini, and so is one it posts. */
+START_TEST(test_loop_fini_runs_posts)
+{
+	struct loop l;
+	struct post_rec p[2];
+	int ran = 0;
+	pthread_t th;
+
+	ck_assert_int_eq(loop_init(&l, 8), 0);
+	ck_assert_int_ge(loop_run_once(&l, 0), 0);
+	for (int i = 0; i < 2; i++) {
+		memset(&p[i], 0, sizeof(p[i]));
+		p[i].l = &l;
+		p[i].ran = &ran;
+		p[i].msg.fn = post_fn;
+		p[i].owned = malloc(64);
+		ck_assert_ptr_nonnull(p[i].owned);
+	}
+	loop_post(&l, &p[0].msg);
+	ck_assert_int_eq(pthread_create(&th, NULL, post_thread, &p[1]), 0);
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	loop_fini(&l);
+	ck_assert_int_eq(ran, 22);
+	ck_assert_ptr_null(p[0].owned);
+	ck_assert_ptr_null(p[1].owned);
+	loop_fini(&l);                  /* idempotent */
+	ck_assert_int_eq(ran, 22);
+}
+END_TEST
+
+/* loop_run_posts runs what is queued now, without a wake-up completion. */
+START_TEST(test_loop_run_posts)
+{
+	struct loop l;
+	struct post_rec p;
+	int ran = 0;
+
+	ck_assert_int_eq(loop_init(&l, 8), 0);
+	memset(&p, 0, sizeof(p));
+	p.l = &l;
+	p.ran = &ran;
+	p.msg.fn = post_fn;
+	loop_post(&l, &p.msg);
+	ck_assert_int_eq(loop_run_posts(&l), 1);
+	ck_assert_int_eq(ran, 1);
+	ck_assert_int_eq(loop_run_posts(&l), 1);        /* the chained one */
+	ck_assert_int_eq(ran, 11);
+	ck_assert_int_eq(loop_run_posts(&l), 0);
+	loop_fini(&l);
+	ck_assert_int_eq(ran, 11);
+}
+END_TEST
+
+
 int main(void)
 {
 	Suite *s = suite_create("common");
@@ -222,6 +312,8 @@ int main(void)
 	tcase_add_test(tc, test_loop_write_read);
 	tcase_add_test(tc, test_loop_timer);
 	tcase_add_test(tc, test_workq_roundtrip);
+	tcase_add_test(tc, test_loop_fini_runs_posts);
+	tcase_add_test(tc, test_loop_run_posts);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
