@@ -32,9 +32,12 @@
  *     reads back cache-hot data.  (Splicing the pages into TCP instead left
  *     the receiver copying cold page-cache memory: the single-threaded
  *     client's CPU per GiB doubled and throughput fell.)  A page evicted
- *     between mincore() and the send is faulted in by the sendmsg; a file
- *     shrunk under the export fails it (-EFAULT: the connection breaks, as
- *     the header is already out).  Uncached ranges take the normal read.
+ *     between mincore() and the send is faulted in by the sendmsg.  A range
+ *     no longer inside the file (shrunk by another process) takes the
+ *     normal read, which answers with an error and keeps the connection
+ *     (ops->map checks the size); only a truncate racing the send itself
+ *     fails it (-EFAULT: the connection breaks, as the header is already
+ *     out).  Uncached ranges take the normal read.
  *   - unix socket: splice(file -> a pipe of the request slot) on io-wq
  *     when the read completes, then the header by sendmsg (MSG_MORE) and
  *     splice(pipe -> socket): no copy by the server at all (5x less CPU per
@@ -525,7 +528,7 @@ static bool req_map(struct conn *c, struct req *q)
 	if (!CONN_MAP_MIN || q->nr.length < CONN_MAP_MIN ||
 	    q->nr.length > CONN_MAP_MAX || !e->ops->map)
 		return false;
-	m = e->ops->map(e);
+	m = e->ops->map(e, q->nr.offset, q->nr.length);
 	if (!m)
 		return false;
 	if (!page)

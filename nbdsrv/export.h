@@ -110,10 +110,12 @@ struct export_ops {
 	 * when reads must go through ops->read.  Owned by the export. */
 	int (*splice_fd)(struct export *e);
 	/* Optional.  The export's content mapped read-only (size bytes), or
-	 * NULL.  Only for handing to the kernel (e.g. as sendmsg data): a
-	 * page past a shrunk file's end must not be touched in user space
-	 * (SIGBUS).  Owned by the export. */
-	const uint8_t *(*map)(struct export *e);
+	 * NULL — also when [off, off+len) is no longer wholly inside the file
+	 * (shrunk by another process: that read must take ops->read, which
+	 * reports the error).  Only for handing to the kernel (e.g. as sendmsg
+	 * data): a page past a shrunk file's end must not be touched in user
+	 * space (SIGBUS).  A syscall; owned by the export. */
+	const uint8_t *(*map)(struct export *e, uint64_t off, uint64_t len);
 	/* Optional, with splice_fd or map.  True when [off, off+len) holds no
 	 * hole, so a reply sent without hole detection (one data chunk) loses
 	 * nothing; false when it may (or on any doubt).  Cheap, but a

@@ -47,7 +47,15 @@
  * e.g. no address space for a huge device).  The server only gives the map
  * to the kernel as sendmsg data, never touches it itself: a file shrunk
  * under the export would SIGBUS a user-space access, the kernel returns
- * -EFAULT.  The mapped pages are the page cache's (they show in RSS).
+ * -EFAULT.  So that a shrunk file's read gets an error reply (as from
+ * qemu-nbd or nbdkit's file plugin) rather than a broken connection or
+ * the zeros the page cache holds past the new end of its last page,
+ * ops->map hands out the map only for a range inside the file's current
+ * size (one fstat); the others take ops->read, whose short read is -EIO.
+ * A truncate that lands between that check and the send still breaks the
+ * connection (-EFAULT after the header) or sends the page's zeros past the
+ * new end, as a pread racing the truncate could return them.  The mapped
+ * pages are the page cache's (they show in RSS).
  * Such a reply is one data chunk, so ops->all_data (lseek SEEK_HOLE) tells
  * the server when a range has a hole: that read takes the normal path,
  * whose reply describes the hole as a HOLE chunk.
@@ -539,9 +547,17 @@ static int file_splice_fd(struct export *e)
 	return ((struct file_export *)e)->fd;
 }
 
-static const uint8_t *file_map(struct export *e)
+static const uint8_t *file_map(struct export *e, uint64_t off, uint64_t len)
 {
-	return ((struct file_export *)e)->map;
+	struct file_export *f = (struct file_export *)e;
+	struct stat st;
+
+	if (!f->map)
+		return NULL;
+	if (!f->bdev && (fstat(f->fd, &st) < 0 || st.st_size < 0 ||
+			 (uint64_t)st.st_size < off + len))
+		return NULL;
+	return f->map;
 }
 
 /* One lseek(SEEK_HOLE): the next hole at or past the range's end (a block
