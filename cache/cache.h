@@ -374,6 +374,13 @@ struct ssdcache_stats {
 	                           * counted as lost, not repaired */
 	uint64_t scrub_queued;    /* versions it found damaged (now on the
 	                           * repair list, or already were) */
+	uint64_t scrub_waiting;   /* versions it found damaged while fewer
+	                           * than k+m backends were up: not queued
+	                           * (no repair can place k+m shards), scrubbed
+	                           * again once k+m are up */
+	uint64_t scrub_rate;      /* its read limit, bytes/s (deep; 0 = none) */
+	uint64_t scrub_bytes;     /* shard bytes it read (deep) */
+	uint64_t scrub_throttled; /* times the rate limit held the walk */
 	/* miss path and eviction (pool mode) */
 	uint64_t hits;            /* reads and prefetches served from slots
 	                           * (or zeros) without a pool fetch */
@@ -416,9 +423,12 @@ struct ssdcache_stats {
  * too): each shard is checked on its recorded backend (EXISTS; deep: GET
  * and codec_verify_shard), and a version with a shard missing, bad or on
  * a backend that is down is marked for repair (rewritten whole by the
- * flusher, as a degraded write).  Returns at once; progress in the
- * stats.  Any thread.  0, -EBUSY (one is running), -EINVAL (no pool). */
-int ssdcache_scrub_start(struct objstore *s, bool deep);
+ * flusher, as a degraded write) — or, while fewer than k+m backends are
+ * up, counted as waiting and scrubbed again once they are.  A deep scrub
+ * reads at most rate bytes/s (0 = unlimited; < 0 = the pool config's
+ * scrub_rate).  Returns at once; progress in the stats.  Any thread.  0,
+ * -EBUSY (one is running), -EINVAL (no pool). */
+int ssdcache_scrub_start(struct objstore *s, bool deep, int64_t rate);
 /* A backend of the pool was seen emptied (by another pool of the daemon
  * than the cache's own, which reports it by itself): start a shallow
  * scrub, or make the running one (if it checked anything yet) run once

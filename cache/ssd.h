@@ -228,6 +228,10 @@ struct ssd {
 	bool scrub_deep;                /* under lock: that start's mode */
 	bool scrub_again;               /* under lock: a backend was emptied
 	                                 * during the scrub: run once more */
+	uint64_t scrub_rate;            /* under lock: that start's rate */
+	uint8_t scrub_rewait;           /* cache thread: the last scrub left
+	                                 * versions waiting for k+m backends up:
+	                                 * 1 shallow, 2 deep scrub when they are */
 	struct loop_msg scrub_msg;
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	int wt_fail;                    /* -errno: fail writethrough flushes
@@ -380,12 +384,16 @@ struct ssd_ent *ssd_find_load(struct ssd *s, uint64_t obj);
 /* Cache thread: a backend of the cache's pool was emptied (its canary
  * vanished): start a shallow scrub, or run one more after the current. */
 void ssd_scrub_emptied(struct ssd *s, const char *backend);
-/* Cache thread tick: resume a scrub paused for the repair backlog. */
+/* Cache thread tick: resume a scrub paused for the repair backlog or the
+ * rate limit; scrub again once versions left waiting can be repaired. */
 void ssd_scrub_tick(struct ssd *s);
 /* Cache thread, pool closed: free what a stopped scrub holds. */
 void ssd_scrub_free(struct ssd *s);
 
 /* ssdflush.c */
+/* Cache thread: whether k+m backends of the pool are not DOWN (a repair
+ * can place every shard). */
+bool ssdflush_pool_whole(struct ssd *s);
 /* Start the pool side on the cache thread: open the pool, recover intents,
  * arm the flusher.  Returns 0 or -errno. */
 int ssdflush_start(struct ssd *s);

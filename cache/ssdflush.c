@@ -865,7 +865,7 @@ static void ssd_ig_start(struct ssd *s, struct ssd_fj *jobs)
 
 /* Whether the pool has k+m backends a put would use (not DOWN), i.e. a
  * repair can be expected to store every shard. */
-static bool ssd_pool_whole(struct ssd *s)
+bool ssdflush_pool_whole(struct ssd *s)
 {
 	unsigned i, n = zdb_pool_size(s->pool), h = 0;
 
@@ -888,7 +888,7 @@ static struct ssd_ent *ssd_pick_repair(struct ssd *s)
 	now = now_ns();
 	if (now < s->repair_at)
 		return NULL;
-	if (!ssd_pool_whole(s)) {
+	if (!ssdflush_pool_whole(s)) {
 		s->repair_at = now + SSD_REPAIR_HEALTH_NS;
 		return NULL;
 	}

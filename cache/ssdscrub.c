@@ -30,10 +30,38 @@
  * and collects the old one.  A record whose version changed since the
  * batch was read (rewritten meanwhile) is left alone.
  *
+ * Fewer than k+m backends up.  A repair writes a new version with k+m
+ * shards on k+m distinct backends, so while fewer than k+m are not DOWN
+ * (the mission's 20 servers with 16+4 and one of them down) no repair can
+ * run, and before this file knew it the 64 repairs it queued stalled the
+ * walk until the backend came back.  Now a damaged version found then is
+ * not queued: it is counted as waiting (scrub_waiting; logged once per
+ * scrub, with the count in the summary), and the walk goes on, so the
+ * rest of the pool is still checked and the scrub ends (`nbdsrv scrub
+ * --wait` exits 3: degraded).  Memory stays bounded: a count, not a list.
+ * When the scrub ends with versions waiting, the cache thread's tick
+ * scrubs again (same depth) as soon as k+m backends are up: the versions
+ * on a backend that was only down are then found whole (nothing is
+ * rewritten for a transient outage), the others are queued and repaired.
+ * A restart forgets the wait: the next scrub finds them.
+ *
+ * Rate limit.  A deep scrub reads every shard of the pool, which competes
+ * with clients for the backends' disks and the network; it reads at most
+ * scrub_rate bytes per second (pool.conf, default 64 MiB/s, 0 =
+ * unlimited; `nbdsrv scrub --rate` for one run), as Ceph bounds its deep
+ * scrubs.  A token bucket on the cache thread: before a record's check
+ * starts, tokens accrue at the rate since the last look (capped at a
+ * tenth of a second's worth); a check starts only with tokens > 0 and
+ * takes its k+m shards' maximum size (so any rate progresses, a record at
+ * a time, the debt paid back before the next); otherwise the walk waits
+ * for the tick (50 ms) and scrub_throttled counts it.  No thread sleeps.
+ * A shallow scrub (EXISTS, a few bytes per shard) is bounded only by its
+ * concurrency (SCRUB_PAR records): not limited.
+ *
  * Bounds (client I/O keeps going).  SCRUB_PAR records in flight (k+m
- * requests each), and the walk pauses while SCRUB_REPAIR_MAX objects wait
- * for repair (their entries stay in memory until rewritten), resumed by the
- * cache thread's tick.  Deep verification (CRC, then the AEAD tag or the
+ * requests each), and, while a repair can run, the walk pauses while
+ * SCRUB_REPAIR_MAX objects wait for repair (their entries stay in memory
+ * until rewritten), resumed by the cache thread's tick.  Deep verification (CRC, then the AEAD tag or the
  * parity MAC: a decryption's worth of CPU per shard) runs on the cache's
  * workq, never on the cache thread, one record at a time with one codec
  * context of the scrub's own, so a deep scrub takes at most one worker
@@ -102,6 +130,10 @@ struct ssd_scrub {
 	bool verifying;                 /* a verification job runs */
 	uint64_t t0;
 	uint64_t nlogged;               /* repairs it queued and logged */
+	bool wait_logged;               /* "waiting for backends" said */
+	uint64_t rate;                  /* deep: bytes/s, 0 = unlimited */
+	double tokens;                  /* its bucket */
+	uint64_t tok_ns;                /* last refill */
 };
 
 static void scrub_pump(struct ssd_scrub *sc);
@@ -174,11 +206,14 @@ static void scrub_end(struct ssd_scrub *sc, int err)
 		log_info("ssdcache: scrub%s done in %.1f s: %" PRIu64 " records, %"
 			 PRIu64 " shards checked, %" PRIu64 " missing, %" PRIu64
 			 " bad, %" PRIu64 " on backends down, %" PRIu64
-			 " unanswered; %" PRIu64 " versions queued for repair",
+			 " unanswered; %" PRIu64 " versions queued for repair, %"
+			 PRIu64 " waiting for k+m backends up",
 			 sc->deep ? " (deep)" : "", (now_ns() - sc->t0) / 1e9,
 			 s->st.scrub_checked, s->st.scrub_shards, s->st.scrub_missing,
 			 s->st.scrub_bad, s->st.scrub_down, s->st.scrub_errors,
-			 s->st.scrub_queued);
+			 s->st.scrub_queued, s->st.scrub_waiting);
+	if (!err && s->st.scrub_waiting && !s->stopping)
+		s->scrub_rewait = sc->deep ? 2 : 1;
 	if (again) {
 		s->scrub_posted = true;
 		s->scrub_deep = false;
@@ -201,14 +236,27 @@ static void scrub_chk_verdict(struct scrub_chk *c)
 	struct ssd_scrub *sc = c->sc;
 	struct ssd *s = sc->s;
 	bool lost = c->missing || c->bad || c->down;
+	bool wait = lost && !s->stopping && !ssdflush_pool_whole(s);
+	uint64_t bytes = 0;
 
+	for (unsigned i = 0; i < CODEC_MAX_SHARDS; i++)
+		bytes += c->q[i].got ? c->q[i].len : 0;
+	if (wait && !sc->wait_logged) {
+		sc->wait_logged = true;
+		log_warn("ssdcache: scrub: fewer than k+m = %u backends are up: "
+			 "damaged versions cannot be repaired now (counted as "
+			 "waiting; scrubbed again once %u backends are up)",
+			 s->k + s->m, s->k + s->m);
+	}
 	pthread_mutex_lock(&s->lock);
+	s->st.scrub_bytes += bytes;
+	s->st.scrub_waiting += wait;
 	s->st.scrub_checked++;
 	s->st.scrub_missing += c->missing;
 	s->st.scrub_bad += c->bad;
 	s->st.scrub_down += c->down;
 	s->st.scrub_errors += c->errors;
-	if (lost && !s->stopping) {
+	if (lost && !s->stopping && !wait) {
 		struct ssd_ent *e = ssd_find_load(s, c->r.obj);
 
 		if (e && e->prec.version == c->r.p.version && !e->dropped) {
@@ -400,6 +448,31 @@ static void scrub_chk_start(struct ssd_scrub *sc, const struct scrub_rec *r)
 		scrub_chk_ready(c, false);      /* the caller's loop goes on */
 }
 
+/* Cache thread: whether the rate limit lets one more record's check
+ * start now (its cost taken), else counted as throttled. */
+static bool scrub_bucket_take(struct ssd_scrub *sc)
+{
+	struct ssd *s = sc->s;
+	uint64_t now;
+	double burst;
+
+	if (!sc->deep || !sc->rate)
+		return true;
+	now = now_ns();
+	burst = MAX((double)sc->rate / 10, 1.0);
+	sc->tokens = MIN(sc->tokens + (double)(now - sc->tok_ns) * (double)sc->rate / 1e9,
+			 burst);
+	sc->tok_ns = now;
+	if (sc->tokens > 0) {
+		sc->tokens -= (double)codec_shard_max(s->codec) * (s->k + s->m);
+		return true;
+	}
+	pthread_mutex_lock(&s->lock);
+	s->st.scrub_throttled++;
+	pthread_mutex_unlock(&s->lock);
+	return false;
+}
+
 /* Cache thread: keep SCRUB_PAR records in flight; end at the last one. */
 static void scrub_pump(struct ssd_scrub *sc)
 {
@@ -411,7 +484,9 @@ static void scrub_pump(struct ssd_scrub *sc)
 		pthread_mutex_lock(&s->lock);
 		backlog = s->nrepair;
 		pthread_mutex_unlock(&s->lock);
-		if (backlog >= SCRUB_REPAIR_MAX)
+		/* (repairs that cannot run do not hold the walk: what it
+		 * finds then waits as a count, scrub_chk_verdict) */
+		if (backlog >= SCRUB_REPAIR_MAX && ssdflush_pool_whole(s))
 			return;                 /* the tick resumes */
 		if (sc->next == sc->nbatch) {
 			int r;
@@ -431,6 +506,8 @@ static void scrub_pump(struct ssd_scrub *sc)
 			}
 			continue;
 		}
+		if (!scrub_bucket_take(sc))
+			return;                 /* the tick resumes */
 		scrub_chk_start(sc, &sc->batch[sc->next++]);
 	}
 }
@@ -441,12 +518,14 @@ static void scrub_msg_run(struct loop_msg *m)
 	struct ssd *s = container_of(m, struct ssd, scrub_msg);
 	struct ssd_scrub *sc;
 	struct meta_stats ms;
+	uint64_t rate;
 	bool deep;
 	int r;
 
 	pthread_mutex_lock(&s->lock);
 	s->scrub_posted = false;
 	deep = s->scrub_deep;
+	rate = s->scrub_rate;
 	pthread_mutex_unlock(&s->lock);
 	if (s->scrub || s->stopping || !s->pool)
 		goto fail;
@@ -455,7 +534,9 @@ static void scrub_msg_run(struct loop_msg *m)
 		goto fail;
 	sc->s = s;
 	sc->deep = deep;
-	sc->t0 = now_ns();
+	sc->t0 = sc->tok_ns = now_ns();
+	sc->rate = rate;
+	sc->tokens = MAX((double)rate / 10, 1.0);
 	if (deep && (r = codec_ctx_new(s->codec, &sc->ctx)) < 0) {
 		free(sc);
 		goto fail;
@@ -467,8 +548,14 @@ static void scrub_msg_run(struct loop_msg *m)
 		ms.entries[META_T_CACHE_INDEX] - 1 : 0;      /* key 0: binding */
 	pthread_mutex_unlock(&s->lock);
 	s->scrub = sc;
-	log_info("ssdcache: scrub%s started: %" PRIu64 " index records",
-		 deep ? " (deep)" : "", s->st.scrub_total);
+	s->scrub_rewait = 0;
+	if (deep && rate)
+		log_info("ssdcache: scrub (deep) started: %" PRIu64 " index records, "
+			 "reading at most %" PRIu64 " KiB/s", s->st.scrub_total,
+			 rate >> 10);
+	else
+		log_info("ssdcache: scrub%s started: %" PRIu64 " index records",
+			 deep ? " (deep)" : "", s->st.scrub_total);
 	scrub_pump(sc);
 	return;
 fail:
@@ -480,13 +567,18 @@ fail:
 	pthread_mutex_unlock(&s->lock);
 }
 
-/* lock held: claim the start (counters reset); false if one runs. */
-static bool scrub_claim(struct ssd *s, bool deep)
+/* lock held: claim the start (counters reset); false if one runs.  rate
+ * < 0: the pool config's. */
+static bool scrub_claim(struct ssd *s, bool deep, int64_t rate)
 {
 	if (s->st.scrub_running || s->scrub_posted)
 		return false;
 	s->scrub_posted = true;
 	s->scrub_deep = deep;
+	s->scrub_rate = rate >= 0 ? (uint64_t)rate :
+			s->pool_cfg ? s->pool_cfg->scrub_rate : 0;
+	s->st.scrub_rate = deep ? s->scrub_rate : 0;
+	s->st.scrub_waiting = s->st.scrub_bytes = s->st.scrub_throttled = 0;
 	s->scrub_msg.fn = scrub_msg_run;
 	s->st.scrub_running = 1;
 	s->st.scrub_deep = deep;
@@ -496,7 +588,7 @@ static bool scrub_claim(struct ssd *s, bool deep)
 	return true;
 }
 
-int ssdcache_scrub_start(struct objstore *so, bool deep)
+int ssdcache_scrub_start(struct objstore *so, bool deep, int64_t rate)
 {
 	struct ssd *s = (struct ssd *)so;
 	bool ok;
@@ -504,7 +596,7 @@ int ssdcache_scrub_start(struct objstore *so, bool deep)
 	if (!s->pool_mode || !s->thread_started)
 		return -EINVAL;
 	pthread_mutex_lock(&s->lock);
-	ok = !s->stopping && scrub_claim(s, deep);
+	ok = !s->stopping && scrub_claim(s, deep, rate);
 	pthread_mutex_unlock(&s->lock);
 	if (!ok)
 		return -EBUSY;
@@ -517,7 +609,7 @@ void ssd_scrub_emptied(struct ssd *s, const char *backend)
 	bool ok, again = false;
 
 	pthread_mutex_lock(&s->lock);
-	ok = !s->stopping && scrub_claim(s, false);
+	ok = !s->stopping && scrub_claim(s, false, -1);
 	if (!ok && !s->stopping && s->st.scrub_checked && !s->scrub_again)
 		again = s->scrub_again = true;
 	pthread_mutex_unlock(&s->lock);
@@ -541,8 +633,25 @@ void ssdcache_backend_emptied(struct objstore *so, const char *backend)
 
 void ssd_scrub_tick(struct ssd *s)
 {
-	if (s->scrub && !s->stopping)
+	bool ok;
+
+	if (s->stopping)
+		return;
+	if (s->scrub) {
 		scrub_pump(s->scrub);
+		return;
+	}
+	if (!s->scrub_rewait || !ssdflush_pool_whole(s))
+		return;
+	pthread_mutex_lock(&s->lock);
+	ok = scrub_claim(s, s->scrub_rewait == 2, -1);
+	pthread_mutex_unlock(&s->lock);
+	if (!ok)
+		return;                 /* one starts anyway */
+	log_info("ssdcache: k+m backends are up again: scrubbing%s to repair "
+		 "the versions left waiting", s->scrub_rewait == 2 ? " (deep)" : "");
+	s->scrub_rewait = 0;
+	loop_post(&s->loop, &s->scrub_msg);
 }
 
 void ssd_scrub_free(struct ssd *s)

@@ -1,6 +1,6 @@
 /*
- * cmd_scrub.c — `nbdsrv scrub [--deep] [--wait] [--control PATH | --config
- * FILE]`: ask the running daemon to check every pool version its cache
+ * cmd_scrub.c — `nbdsrv scrub [--deep] [--rate R] [--wait] [--control PATH
+ * | --config FILE]`: ask the running daemon to check every pool version its cache
  * index names (cache/ssdscrub.c) and queue the damaged ones for repair.
  *
  * The daemon answers at once (the scrub runs on its cache thread); its
@@ -10,13 +10,20 @@
  * --wait (a note says so), refused without.  Repairs go on after the scrub
  * ends (status: repair_pending).
  *
- * Exit status: 0 started (or, with --wait, finished), 1 refused or the
- * daemon could not be asked, 2 usage error.
+ * --rate bounds the bytes per second a deep scrub reads (pool.conf's
+ * scrub_rate when absent; 0 = unlimited).
+ *
+ * Exit status: 0 started (or, with --wait, finished with nothing left
+ * waiting), 1 refused or the daemon could not be asked, 2 usage error,
+ * 3 (--wait) finished degraded: damaged versions wait for k+m backends up
+ * (the daemon scrubs again by itself when they are).
  */
 #include "nbdsrv/cmd.h"
 #include "nbdsrv/ctl_client.h"
+#include "common/common.h"
 
 #include <getopt.h>
+#include <stdint.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,14 +36,17 @@
 static void scrub_usage(FILE *f)
 {
 	fprintf(f,
-"usage: nbdsrv scrub [--deep] [--wait] [--control PATH | --config FILE]\n"
+"usage: nbdsrv scrub [--deep] [--rate R] [--wait] [--control PATH | --config FILE]\n"
 "\n"
 "Check every shard of every pool version the daemon's cache index names on\n"
 "its backend, and queue the versions with a shard missing, bad or on a\n"
 "backend that is down for repair (a new complete version is written).\n"
 "  --deep           read each shard and verify its checksum and tag\n"
 "                   (default: only ask whether the backend has it)\n"
-"  --wait           follow it until it ends (progress on a terminal)\n"
+"  --rate R         a deep scrub reads at most R bytes per second (e.g. 64M;\n"
+"                   0 = unlimited; default: pool.conf scrub_rate, 64M)\n"
+"  --wait           follow it until it ends (progress on a terminal); exit\n"
+"                   status 3 if damaged versions wait for k+m backends up\n"
 "  --control PATH   the daemon's control socket\n"
 "  --config FILE    its pool config: the socket is <cache_path>/nbdsrv.ctl\n");
 }
@@ -75,12 +85,13 @@ static void scrub_print(FILE *f, json_t *sc, const char *end)
 		" records, %" JSON_INTEGER_FORMAT " shards checked, %"
 		JSON_INTEGER_FORMAT " missing, %" JSON_INTEGER_FORMAT " bad, %"
 		JSON_INTEGER_FORMAT " on backends down; %" JSON_INTEGER_FORMAT
-		" versions queued for repair, %" JSON_INTEGER_FORMAT " waiting%s",
+		" versions queued for repair, %" JSON_INTEGER_FORMAT " waiting, %"
+		JSON_INTEGER_FORMAT " waiting for k+m backends up%s",
 		json_is_true(json_object_get(sc, "deep")) ? " (deep)" : "",
 		json_is_true(json_object_get(sc, "running")) ? "running" : "done",
 		ji(sc, "checked"), ji(sc, "total"), ji(sc, "shards"), ji(sc, "missing"),
 		ji(sc, "bad"), ji(sc, "down"), ji(sc, "queued"),
-		ji(sc, "repair_pending"), end);
+		ji(sc, "repair_pending"), ji(sc, "waiting"), end);
 }
 
 int cmd_scrub(int argc, char **argv)
@@ -90,13 +101,16 @@ int cmd_scrub(int argc, char **argv)
 		{ "config",  required_argument, NULL, 'f' },
 		{ "deep",    no_argument,       NULL, 'd' },
 		{ "wait",    no_argument,       NULL, 'w' },
+		{ "rate",    required_argument, NULL, 'r' },
 		{ "help",    no_argument,       NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *control = NULL, *config = NULL, *err;
 	bool deep = false, wait = false, joined = false, tty = isatty(2);
 	json_t *req, *rep = NULL, *sc;
-	json_int_t runs0 = 0;
+	json_int_t runs0 = 0, waiting = 0;
+	uint64_t rate = 0;
+	bool rate_set = false;
 	char path[512];
 	int c, rc;
 
@@ -108,6 +122,14 @@ int cmd_scrub(int argc, char **argv)
 		case 'f': config = optarg; break;
 		case 'd': deep = true; break;
 		case 'w': wait = true; break;
+		case 'r':
+			if (parse_size(optarg, &rate) < 0 || rate > (uint64_t)INT64_MAX) {
+				fprintf(stderr, WHO ": --rate: a rate in bytes per second "
+					"such as 64M (0 = unlimited), got '%s'\n", optarg);
+				return 2;
+			}
+			rate_set = true;
+			break;
 		case 'h': scrub_usage(stdout); return 0;
 		case ':':
 			fprintf(stderr, WHO ": %s: missing argument\n", argv[optind - 1]);
@@ -135,6 +157,11 @@ int cmd_scrub(int argc, char **argv)
 		json_decref(sc);
 	}
 	req = json_pack("{s:s, s:b}", "cmd", "scrub", "deep", deep);
+	if (req && rate_set &&
+	    json_object_set_new(req, "rate", json_integer((json_int_t)rate)) < 0) {
+		json_decref(req);
+		req = NULL;
+	}
 	if (!req) {
 		fprintf(stderr, WHO ": out of memory\n");
 		return 1;
@@ -169,6 +196,7 @@ int cmd_scrub(int argc, char **argv)
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			scrub_print(stdout, sc, "\n");
+			waiting = ji(sc, "waiting");
 			json_decref(sc);
 			break;
 		}
@@ -177,5 +205,13 @@ int cmd_scrub(int argc, char **argv)
 		json_decref(sc);
 		nanosleep(&(struct timespec){ .tv_nsec = 500 * 1000000L }, NULL);
 	}
-	return fflush(stdout) == 0 ? 0 : 1;
+	if (fflush(stdout) != 0)
+		return 1;
+	if (waiting) {
+		fprintf(stderr, WHO ": degraded: %" JSON_INTEGER_FORMAT " damaged "
+			"version(s) wait for k+m backends up (repaired by a scrub the "
+			"daemon starts when they are)\n", waiting);
+		return 3;
+	}
+	return 0;
 }

@@ -84,11 +84,15 @@ static void print_cache(json_t *v)
 		       " records checked, %" JSON_INTEGER_FORMAT " shards missing, %"
 		       JSON_INTEGER_FORMAT " bad, %" JSON_INTEGER_FORMAT " on backends down; %"
 		       JSON_INTEGER_FORMAT " versions queued for repair, %"
-		       JSON_INTEGER_FORMAT " waiting now\n",
+		       JSON_INTEGER_FORMAT " waiting now, %" JSON_INTEGER_FORMAT
+		       " waiting for k+m backends up%s%s%s\n",
 		       json_is_true(json_object_get(c, "running")) ? "running" : "done",
 		       json_is_true(json_object_get(c, "deep")) ? " (deep)" : "",
 		       ji(c, "checked"), ji(c, "total"), ji(c, "missing"), ji(c, "bad"),
-		       ji(c, "down"), ji(c, "queued"), ji(c, "repair_pending"));
+		       ji(c, "down"), ji(c, "queued"), ji(c, "repair_pending"),
+		       ji(c, "waiting"), ji(c, "rate") ? "; at most " : "",
+		       ji(c, "rate") ? human_bytes(b[0], sizeof(b[0]), ji(c, "rate")) : "",
+		       ji(c, "rate") ? "/s" : "");
 	json_array_foreach(json_object_get(v, "warm"), i, e)
 		printf("  warm %-20s %-8s %s / %s, %s/s%s%s\n",
 		       json_string_value(json_object_get(e, "spec")) ?: "?",

@@ -299,22 +299,29 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 	return CTL_PENDING;
 }
 
-/* scrub [deep]: starts the cache's scrub and answers at once; progress is
- * status's volumes.scrub (the CLI's --wait polls it). */
+/* scrub [deep] [rate]: starts the cache's scrub and answers at once;
+ * progress is status's volumes.scrub (the CLI's --wait polls it).  rate:
+ * bytes/s a deep scrub reads (0 = unlimited; absent = pool.conf's). */
 static int ctl_scrub(struct ctl_client *cl, json_t *req, struct strbuf *o)
 {
-	json_t *d = json_object_get(req, "deep");
+	json_t *d = json_object_get(req, "deep"), *rt = json_object_get(req, "rate");
 	int r;
 
 	if (d && !json_is_boolean(d)) {
 		snprintf(cl->err, sizeof(cl->err), "\"deep\" must be true or false");
 		return -EINVAL;
 	}
+	if (rt && (!json_is_integer(rt) || json_integer_value(rt) < 0)) {
+		snprintf(cl->err, sizeof(cl->err), "\"rate\" must be a number of bytes "
+			 "per second (0 = unlimited)");
+		return -EINVAL;
+	}
 	if (!cl->ctl->vols) {
 		snprintf(cl->err, sizeof(cl->err), "this daemon serves no volumes");
 		return -ENOTSUP;
 	}
-	r = volumes_scrub(cl->ctl->vols, d && json_is_true(d));
+	r = volumes_scrub(cl->ctl->vols, d && json_is_true(d),
+			  rt ? (int64_t)json_integer_value(rt) : -1);
 	if (r == -EBUSY)
 		snprintf(cl->err, sizeof(cl->err), "a scrub is already running");
 	else if (r == -ENOTSUP || r == -EINVAL)

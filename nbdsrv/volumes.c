@@ -528,11 +528,11 @@ int volumes_sync_start(struct volumes *v, struct loop *loop,
 	return ssdcache_sync_start(v->store, loop, done, arg, out);
 }
 
-int volumes_scrub(struct volumes *v, bool deep)
+int volumes_scrub(struct volumes *v, bool deep, int64_t rate)
 {
 	if (v->mode != VOLUMES_PERSISTENT)
 		return -ENOTSUP;
-	return ssdcache_scrub_start(v->store, deep);
+	return ssdcache_scrub_start(v->store, deep, rate);
 }
 
 void volumes_backend_emptied(void *arg, const char *backend)
@@ -633,6 +633,10 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(sc, "down", json_integer((json_int_t)st.scrub_down));
 		json_object_set_new(sc, "errors", json_integer((json_int_t)st.scrub_errors));
 		json_object_set_new(sc, "queued", json_integer((json_int_t)st.scrub_queued));
+		json_object_set_new(sc, "waiting", json_integer((json_int_t)st.scrub_waiting));
+		json_object_set_new(sc, "rate", json_integer((json_int_t)st.scrub_rate));
+		json_object_set_new(sc, "bytes", json_integer((json_int_t)st.scrub_bytes));
+		json_object_set_new(sc, "throttled", json_integer((json_int_t)st.scrub_throttled));
 		CST(sc, repair_pending);
 		CST(sc, repairs);
 #undef CST

@@ -84,10 +84,11 @@ int volumes_sync_start(struct volumes *v, struct loop *loop,
 void volumes_sync_cancel(struct ssdcache_sync *y, int res);
 /* Objects written but not yet in the pool now (0 without a pool). */
 uint64_t volumes_pool_dirty(struct volumes *v);
-/* Start a scrub of the cache's pool versions (ssdcache_scrub_start; its
- * progress is the "scrub" object of volumes_status).  Any thread.  0,
- * -EBUSY (one runs), -ENOTSUP (memory volumes). */
-int volumes_scrub(struct volumes *v, bool deep);
+/* Start a scrub of the cache's pool versions (ssdcache_scrub_start; rate
+ * < 0: pool.conf's scrub_rate; its progress is the "scrub" object of
+ * volumes_status).  Any thread.  0, -EBUSY (one runs), -ENOTSUP (memory
+ * volumes). */
+int volumes_scrub(struct volumes *v, bool deep, int64_t rate);
 /* A backend was emptied (pool_thread_on_emptied's callback, arg = the
  * volumes): start a shallow scrub (ssdcache_backend_emptied).  Any
  * thread, never blocks. */

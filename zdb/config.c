@@ -20,6 +20,8 @@
  *                                 # (default 3/4 of the cache's dirty_max)
  *     shutdown_flush_timeout_ms = 30000  # a clean stop waits for the pool
  *                                 # this long at most (0 = no drain)
+ *     scrub_rate = 64M            # bytes/s a deep scrub reads (0 = unlimited;
+ *                                 # `nbdsrv scrub --rate` overrides it)
  *     listen = 0.0.0.0:10809      # repeatable; unix:/path for a socket
  *     depth = 16                  # requests in flight per backend
  *     timeout_ms = 5000           # per-request deadline
@@ -54,13 +56,15 @@ int zdb_address_check(const char *addr);   /* conn.c */
 enum {
 	PK_K, PK_M, PK_MIN, PK_CHUNK, PK_KEYFILE, PK_CPATH, PK_CSIZE, PK_CMODE,
 	PK_LISTEN, PK_DEPTH, PK_TIMEOUT, PK_CTIMEOUT, PK_HEDGE, PK_SLOW, PK_PING,
-	PK_DIRTYMAX, PK_FLUSHPAR, PK_FIDLE, PK_FAGE, PK_FBG, PK_SHUTFLUSH, PK_COUNT
+	PK_DIRTYMAX, PK_FLUSHPAR, PK_FIDLE, PK_FAGE, PK_FBG, PK_SHUTFLUSH, PK_SCRUBRATE,
+	PK_COUNT
 };
 static const char *const pool_keys[PK_COUNT] = {
 	"k", "m", "min_shards", "chunk_size", "key_file", "cache_path", "cache_size",
 	"cache_mode", "listen", "depth", "timeout_ms", "connect_timeout_ms", "hedge_ms",
 	"slow_ms", "ping_ms", "cache_dirty_max", "flush_parallel", "flush_idle_ms",
 	"flush_max_age_ms", "flush_background", "shutdown_flush_timeout_ms",
+	"scrub_rate",
 };
 
 enum { BK_KIND, BK_ADDR, BK_NS, BK_PW, BK_PWFILE, BK_ZONE, BK_COUNT };
@@ -87,6 +91,7 @@ void zdb_pool_cfg_defaults(struct zdb_pool_cfg *cfg)
 	cfg->chunk_size = 1u << 20;
 	cfg->depth = 16;
 	cfg->shutdown_flush_timeout_ms = 30000;
+	cfg->scrub_rate = 64ull << 20;
 	cfg->timeout_ns = 5000ull * 1000000;
 	cfg->connect_timeout_ns = 2000ull * 1000000;
 	cfg->slow_ns = 200ull * 1000000;
@@ -263,6 +268,14 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 			return -EINVAL;
 		c->flush_max_age_ms = v;
 		c->flush_max_age_set = true;
+		return 0;
+	case PK_SCRUBRATE:
+		if (parse_size(it->value, &v) < 0) {
+			snprintf(err, errlen, "scrub_rate must be a rate in bytes per second "
+				 "such as 64M (0 = unlimited), got '%.40s'", it->value);
+			return -EINVAL;
+		}
+		c->scrub_rate = v;
 		return 0;
 	case PK_SHUTFLUSH:
 		if (cfg_num(it->value, 0, 3600000, &v, err, errlen, it->key) < 0)

@@ -10,6 +10,8 @@
  *   blackhole drop every request
  *   corrupt   flip one byte of a successful GET's payload
  *   delay     submit to the inner backend only after delay_ns
+ *   down      the pool sees the backend DOWN (state BACKOFF) and every
+ *             request fails -ENOTCONN at once, as a lost connection
  * The state the pool reads (state, dialect, inflight, …) mirrors the inner
  * backend's at every tick, except that a blackholed backend keeps claiming
  * READY: exactly the "up but silent" failure hedging must route around.
@@ -135,6 +137,10 @@ static void fault_submit(struct zdb_backend *b, struct zdb_req *r)
 		fault_complete_later(s, -ECANCELED);
 		return;
 	}
+	if (fb->f.down) {
+		fault_complete_later(s, -ENOTCONN);
+		return;
+	}
 	if (fault_roll(fb, fb->f.fail_permille)) {
 		fault_complete_later(s, -EIO);
 		return;
@@ -156,7 +162,9 @@ static void fault_mirror(struct fault_be *fb)
 {
 	struct zdb_backend *in = fb->inner;
 
-	if (!fb->stopping)
+	if (!fb->stopping && fb->f.down)
+		fb->b.state = ZDB_CONN_BACKOFF;
+	else if (!fb->stopping)
 		fb->b.state = fb->f.blackhole && in->state != ZDB_CONN_IDLE ? ZDB_CONN_READY
 			      : in->state;
 	fb->b.dialect = in->dialect;

@@ -242,6 +242,8 @@ struct zdb_fault {
 	unsigned corrupt_permille;  /* flip one byte of a GET payload */
 	uint64_t delay_ns;          /* added to every request */
 	bool blackhole;             /* every request hangs until its deadline */
+	bool down;                  /* disconnected: the pool sees it DOWN,
+	                             * requests fail -ENOTCONN at once */
 };
 /* Wrap inner (taking ownership) in a fault injector, initially pass-through. */
 struct zdb_backend *zdb_fault_wrap(struct zdb_backend *inner);
@@ -285,6 +287,8 @@ struct zdb_pool_cfg {
 	bool flush_idle_set, flush_max_age_set, flush_background_set;
 	uint64_t shutdown_flush_timeout_ms; /* a clean stop's pool drain
 	                             * (nbdsrv serve), default 30000, 0 = none */
+	uint64_t scrub_rate;        /* bytes/s a deep scrub reads, default
+	                             * 64 MiB/s, 0 = unlimited */
 	char listen[8][256];
 	unsigned nlisten;
 	unsigned depth;             /* in flight per backend, default 16 */
