@@ -10,6 +10,12 @@
 #     chunks, the read fails).
 #  2. backends 2 and 3 come back empty: the daemon notices (canary gone)
 #     and scrubs by itself; the repairs drain.
+#  2b. the pool has exactly k+m backends: backend 5 killed, a scrub cannot
+#     repair anything (a new version needs k+m distinct backends), and
+#     must not hang: `scrub --wait` ends with exit 3 (degraded), every
+#     version counted as waiting, none queued, status says so; a deep
+#     scrub with --rate shows the rate and is throttled; backend 5 comes
+#     back (empty): the daemon scrubs by itself and repairs it.
 #  3. one shard value on backend 4 overwritten with garbage: a shallow
 #     scrub does not see it, `scrub --deep` does (bad >= 1) and it is
 #     repaired: restart with the cache file deleted, KILL backends 0 and 1,
@@ -136,6 +142,45 @@ for i in 2 3; do
     fail "backend $i holds $(backend_keys $i) shards after the repair, want $NCHUNK"
 done
 info "part 2: automatic scrub repaired backends 2 and 3"
+
+# --- 2b. one backend down in a pool of exactly k+m: no stall -----------------
+backend_kill 5
+# exit 3 once the daemon's pool sees backend 5 down (at once: its
+# connection is refused); a scrub that raced the notice exits 0
+scrub_degraded() {
+  local rc=0
+  "$NBDSRV" scrub --control "$ctl" --wait "$@" >"$t/scrub2b.out" 2>"$t/scrub2b.err" || rc=$?
+  echo "$rc" >"$t/scrub2b.rc"
+  [ "$rc" = 3 ]
+}
+scrub_2b_failed() {
+  cat "$t/scrub2b.out" "$t/scrub2b.err" >&2
+  fail "$1: last exit $(cat "$t/scrub2b.rc"), $(st "$SC")"
+}
+wait_for scrub_degraded 30 || scrub_2b_failed "scrub with backend 5 down never said degraded"
+cat "$t/scrub2b.out" "$t/scrub2b.err" >&2
+grep -q "degraded: $NCHUNK damaged" "$t/scrub2b.err" || fail "scrub --wait did not say degraded"
+[ "$(st "$SC['waiting'] == $NCHUNK and $SC['queued'] == 0 and $SC['down'] == $NCHUNK and $SC['checked'] >= $NCHUNK")" = 1 ] ||
+  fail "scrub with backend 5 down: $(st "$SC")"
+[ "$(st "$SC['repair_pending']")" = 0 ] || fail "repairs queued that cannot run: $(st "$SC")"
+"$NBDSRV" status --control "$ctl" | grep -q "$NCHUNK waiting for k+m backends up" ||
+  fail "status does not show the versions waiting: $("$NBDSRV" status --control "$ctl" | grep scrub)"
+# a deep scrub with a rate: shown, and the walk is held by it (32 chunks of
+# 6 x 64 KiB shards at 4 MiB/s: about 3 s)
+rc=0; "$NBDSRV" scrub --control "$ctl" --rate 1x >/dev/null 2>&1 || rc=$?
+[ "$rc" = 2 ] || fail "scrub --rate 1x: exit $rc"
+wait_for "scrub_degraded --deep --rate 4M" 60 || scrub_2b_failed "deep scrub with backend 5 down"
+[ "$(st "$SC['deep'] and $SC['rate'] == 4194304 and $SC['throttled'] > 0 and $SC['bytes'] > 0")" = 1 ] ||
+  fail "deep scrub at 4M/s: $(st "$SC")"
+"$NBDSRV" status --control "$ctl" | grep -q "at most 4.0M/s" ||
+  fail "status does not show the rate: $("$NBDSRV" status --control "$ctl" | grep scrub)"
+runs0=$(st "$SC['runs']")
+backend_restart_empty 5
+wait_for "[ \$(st \"$SC['runs'] > $runs0 and not $SC['running'] and $SC['repair_pending'] == 0 and $SC['waiting'] == 0\") = 1 ]" 90 ||
+  fail "no repair after backend 5 came back: $(st "$SC")"
+wait_for "[ \$(backend_keys 5) -eq $NCHUNK ]" 30 ||
+  fail "backend 5 holds $(backend_keys 5) shards after the repair, want $NCHUNK"
+info "part 2b: one backend down: scrub ended degraded, repaired when it came back"
 
 # --- a second scrub while one runs: refused, or followed with --wait ---------
 backend_stop 5          # its EXISTS wait: the scrub cannot end meanwhile
