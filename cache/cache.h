@@ -402,6 +402,9 @@ struct ssdcache_stats {
 	uint64_t evictions;       /* objects evicted */
 	uint64_t cow_blocks;      /* blocks copied into dependents before a
 	                           * write to their base landed */
+	uint64_t read_retries;    /* reads resolved and read again: a write
+	                           * landed in place on blocks they were
+	                           * reading through a base */
 	uint64_t slot_waits;      /* writes / fetches that waited for a slot */
 	uint64_t slots_free;      /* free now (not counting a batch whose
 	                           * eviction records are being committed) */

@@ -121,6 +121,9 @@ struct ssd_ent {
 	struct ssd_ent *pnext;          /* pool-dirty list */
 	struct ssd_ent *rnext;          /* repair list */
 	struct ssd_req *wait_head, *wait_tail; /* writes waiting for rmw */
+	struct ssd_sub *vreads;         /* preads of other objects' reads
+	                                 * through this entry (ssd.c, "Reads in
+	                                 * flight through a base") */
 	/* miss path and eviction */
 	bool from_pool;                 /* blocks not valid come from the
 	                                 * pool version (no base link) */
@@ -288,6 +291,11 @@ struct ssd_sub {
 	struct iovec iov[3];
 	unsigned niov;
 	uint64_t done, len;
+	/* a read of another object through this slot (via), blocks
+	 * [vb0, vb1): on via->vreads until the read's preads are done */
+	struct ssd_ent *via;
+	uint64_t vb0, vb1;
+	struct ssd_sub *vnext, **vpprev;
 };
 
 enum ssd_kind { SSD_READ, SSD_WRITE, SSD_ZERO, SSD_FLUSH, SSD_PREFETCH };
@@ -321,9 +329,21 @@ struct ssd_req {
 	int fetch_res;                  /* result of the fetch waited for */
 	bool served;                    /* a read the fetch's worker copied
 	                                 * from the plaintext (ssd_fetch_serve) */
+	unsigned nsub;                  /* read: subs in use */
+	bool vread;                     /* read: some subs are on vreads */
+	bool stale;                     /* read: a write landed in place on
+	                                 * blocks it reads through a base */
 	void (*resume)(struct ssd_req *r); /* after a fetch / a free slot */
 	struct ssd_sub subs[];
 };
+
+/* Test hook, NULL in production: called on the reader's loop after a read
+ * resolved its blocks and before it submits its preads; returning true
+ * holds the read, which the hook's owner submits later (on that loop) with
+ * ssd_read_submit.  Global: set it only while one cache is open. */
+extern bool (*ssd_read_hook)(struct ssd_req *r);
+/* Submit the preads of a read the hook held (r's loop). */
+void ssd_read_submit(struct ssd_req *r);
 
 /* ssd.c, for the flusher */
 /* lock held: obj's entry or NULL */

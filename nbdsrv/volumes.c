@@ -612,6 +612,7 @@ json_t *volumes_status(struct volumes *v)
 		CST(c, read_served);
 		CST(c, slot_waits);
 		CST(c, cow_blocks);
+		CST(c, read_retries);
 		CST(c, intent_commits);
 		CST(c, record_commits);
 		CST(c, wb_waiting);

@@ -22,7 +22,9 @@
  * object deletes its record and shards; a lost cache file: writethrough
  * re-binds and reads every byte from the pool, writeback with unflushed
  * objects is refused unless discard_dirty; an object created inside a
- * write section keeps its base across a crash (records at creation).
+ * write section keeps its base across a crash (records at creation); a
+ * dependent's read resolved to its base's slot but not yet read when the
+ * base is written in place returns the old bytes (ssd_read_hook holds it).
  *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
@@ -32,6 +34,7 @@
  * Seeds: NBDSRV_SEED=<n> replays the randomized test; it prints its seed.
  */
 #include "cache/cache.h"
+#include "cache/ssd.h"
 #include "codec/codec.h"
 #include "zdb/zdb.h"
 #include "test/lib/rng.h"
@@ -1777,6 +1780,93 @@ START_TEST(test_base_written)
 }
 END_TEST
 
+/* ssd_read_hook: hold the first read of hold_obj after its resolution */
+static struct ssd_req *held;
+static uint64_t hold_obj;
+
+static bool hold_hook(struct ssd_req *r)
+{
+	if (held || r->io->obj != hold_obj)
+		return false;
+	held = r;
+	return true;
+}
+
+/*
+ * A dependent's read in flight when its base is written in place: the read
+ * has resolved blocks to the base's slot (held by ssd_read_hook before its
+ * preads), the base write detaches the dependent and lands, then the preads
+ * run: the read must return the bytes from before the write.  Modes: local
+ * (COW copy), pool (COW copy, or a version switch if the flusher was
+ * quicker), pool with the dependent flushed (version switch), and a
+ * two-level chain (3 → 2 → 1: the read goes through 2 to 1's slot, the
+ * write detaches 2 only).
+ */
+START_TEST(test_base_inflight)
+{
+	uint8_t *x = malloc(SLOT), *y = malloc(SLOT), *z = malloc(SLOT);
+	uint8_t *got = malloc(SLOT), *want = malloc(SLOT);
+	struct ssdcache_stats st;
+
+	seed_init("test_base_inflight");
+	fill(x, SLOT);
+	fill(y, 5000);
+	fill(z, SLOT);
+	for (int mode = 0; mode < 4; mode++) {
+		struct copts co = { .create = true, .nslots = 16, .local = mode == 0,
+			.wt = true };
+		struct meta *m;
+		struct objstore *c;
+		uint64_t robj = 2, rbase = 1;
+
+		wipe_store();
+		open_store(&co, &m, &c);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 1000, 5000, y), 0);
+		memcpy(want, x, SLOT);
+		memcpy(want + 1000, y, 5000);
+		if (mode == 2)
+			ck_assert_int_eq(do_flush(c), 0);
+		if (mode == 3) {
+			ck_assert_int_eq(do_io(c, OP_WRITE, 3, 2, 30000, 4096, y), 0);
+			memcpy(want + 30000, y, 4096);
+			robj = 3;
+			rbase = 2;
+		}
+		memset(got, 0xee, SLOT);
+		struct sync_io rd = { .io = { .loop = &lp, .cb = sync_cb, .obj = robj,
+			.base = rbase, .off = 0, .len = SLOT, .buf = got } };
+
+		held = NULL;
+		hold_obj = robj;
+		ssd_read_hook = hold_hook;
+		objstore_read(c, &rd.io);
+		ssd_read_hook = NULL;
+		ck_assert_msg(held != NULL, "mode %d: the read was not held", mode);
+		/* the base rewritten in place between resolution and preads */
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, z), 0);
+		ssd_read_submit(held);
+		wait_all(&rd, 1);
+		ck_assert_int_eq(rd.io.res, 0);
+		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: a read in flight "
+			      "saw its base's later write", mode);
+		ssdcache_get_stats(c, &st);
+		ck_assert_uint_ge(st.read_retries, 1);
+		ck_assert_int_eq(do_io(c, OP_READ, robj, rbase, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: read again", mode);
+		ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+		ck_assert(!memcmp(got, z, SLOT));
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(got);
+	free(want);
+}
+END_TEST
+
 /* A miss while the pool does not answer waits (retries), then completes
  * with the right bytes when the pool is back: never -EIO for a pause. */
 START_TEST(test_miss_paused)
@@ -2587,6 +2677,7 @@ int main(void)
 	tcase_add_test(tc, test_reopen_partial);
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
+	tcase_add_test(tc, test_base_inflight);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
