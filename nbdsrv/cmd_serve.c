@@ -52,13 +52,24 @@
  * was before this drain existed: losing the cache file in that window
  * loses those writes (serve refuses to start without --discard-dirty).
  *
+ * An error of the main loop itself (its io_uring failing) takes the same
+ * way out, as after a second signal (serve_abort): the control socket
+ * stops (a `vol sync` waiting is answered ESHUTDOWN), writethrough FLUSHes
+ * waiting for the pool fail, the connections are dropped, the cache close
+ * does not wait for the pool, then step 4 — and the exit status is 1.
+ * Every exit path of serve_until_signal runs the steps that apply.
+ * Test knob (inert unless set): with NBDSRV_TEST_FAIL_LOOP=PATH in the
+ * environment, the serving loop fails (-EIO) on its once-a-second tick
+ * after PATH appears — a real ring error cannot be provoked on demand.
+ *
  * Exit status: 0 after a signal (in-flight requests finished, exports
  * flushed) — also when the drain gave up or was cut short by a second
  * signal: the stop was clean and nothing acknowledged is lost while the
  * cache is kept; the log says how many objects are not in the pool (run
  * `nbdsrv vol sync` before the stop to learn it by exit status); 1 on a
  * startup error (a message names the option and value at fault, or
- * FILE:LINE for the config) or a failed final flush, 2 on a usage error.
+ * FILE:LINE for the config), a failed main loop or a failed final flush,
+ * 2 on a usage error.
  */
 #include "nbdsrv/cmd.h"
 #include "nbdsrv/control.h"
@@ -485,6 +496,29 @@ static int drain_pool(struct sigwait *w, struct volumes *vols, uint64_t deadline
 	return 0;
 }
 
+/* Serving failed (r: the main loop, the control socket or the pid file): stop as after a second signal (see the
+ * header), running the loop while it still works, for at most 10 s. */
+static void serve_abort(struct server *srv, struct sigwait *w,
+			struct control *ctl, struct volumes *vols, int r)
+{
+	uint64_t deadline = now_ns() + 10ull * 1000000000;
+
+	log_error("serve: stopping after an error (%s): connections dropped, "
+		  "no pool drain", strerror(-r));
+	control_set_state(ctl, "stopping");
+	control_stop(ctl);
+	if (vols) {
+		volumes_fail_flushes(vols, -ESHUTDOWN);
+		volumes_set_close_wait(vols, 0);
+	}
+	server_stop_begin(srv);
+	server_stop_force(srv);
+	while ((!server_stopped(srv) || !control_idle(ctl)) && now_ns() < deadline)
+		if (loop_run_once(&w->loop, 50ull * 1000 * 1000) < 0 &&
+		    loop_run_posts(&w->loop) == 0)
+			break;
+}
+
 /* Serve until SIGTERM/SIGINT, then stop (see the header): drain the
  * connections, then the pool, then the control socket.  A second signal
  * drops the connections that are still draining (a client that stopped
@@ -499,6 +533,7 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 	struct control *ctl = NULL;
 	uint64_t last_gc = 0, deadline = 0;
 	bool failed_flushes = false;
+	const char *fail_knob = getenv("NBDSRV_TEST_FAIL_LOOP");
 	int r;
 
 	memset(&w, 0, sizeof(w));
@@ -533,9 +568,14 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		r = loop_run_once(&w.loop, 1000ull * 1000 * 1000);
 		if (r < 0)
 			goto out;
-		if (vols && now_ns() - last_gc >= 1000ull * 1000 * 1000) {
-			volumes_gc(vols);
+		if (now_ns() - last_gc >= 1000ull * 1000 * 1000) {
+			if (vols)
+				volumes_gc(vols);
 			last_gc = now_ns();
+			if (fail_knob && access(fail_knob, F_OK) == 0) {
+				r = -EIO;
+				goto out;
+			}
 		}
 	}
 	log_info("signal %d: finishing in-flight requests (again to drop them)",
@@ -588,6 +628,8 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 	}
 	r = 0;
 out:
+	if (r < 0)
+		serve_abort(srv, &w, ctl, vols, r);
 	server_stop(srv);
 	loop_fini(&w.loop);
 	control_free(ctl);

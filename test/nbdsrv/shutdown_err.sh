@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# shutdown_err.sh — an error of the daemon's main loop ends it through the
+# same orderly teardown as a stop (cmd_serve.c serve_abort), not by
+# dropping what waits: with the pool paused, a dirty volume and a
+# `vol sync` waiting, the failing loop (test knob NBDSRV_TEST_FAIL_LOOP)
+# answers the sync with an error, exits 1 (not 0, not a hang, no leak in
+# the ASan build: LSan reports in the log), releases its lock and sockets,
+# and the written data reads back after a restart with the pool resumed.
+# wait_for limits are hang guards, not timings.
+source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
+source "$SRC_DIR/test/lib/backends.sh"
+source "$SRC_DIR/test/e2e/lib.sh"
+requires python3 redis-server qemu-io
+t=$(mktempdir)
+e2e_pool 6 4 2 "$t" writeback 8M 256K "flush_idle_ms = 600000
+flush_max_age_ms = 600000
+shutdown_flush_timeout_ms = 2000"
+cleanup_push "for p in \${BACKEND_PID[*]}; do kill -CONT \$p; done"
+
+export NBDSRV_TEST_FAIL_LOOP=$t/fail-now
+e2e_start --create-volume v=4M
+qemu-io -f raw -c "write -P 0x5a 4k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write"
+backends_pause
+"$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync.out" 2>&1 &
+s=$!
+cleanup_push "kill $s 2>/dev/null"
+sleep 1         # let it reach the daemon (its answer must come either way)
+kill -0 "$s" 2>/dev/null || fail "the sync returned with the pool paused: $(cat "$t/sync.out")"
+touch "$NBDSRV_TEST_FAIL_LOOP"
+e2e_wait_exit "main loop failure with a sync waiting"
+[ "$rc" = 1 ] || { tail -30 "$NBDSRV_LOG" >&2; fail "exit status $rc after a main loop error (want 1)"; }
+rs=0; wait "$s" || rs=$?
+cat "$t/sync.out" >&2
+[ "$rs" != 0 ] || fail "the sync waiting at the error succeeded"
+grep -q "daemon is stopping" "$t/sync.out" || fail "the sync was not answered by the daemon: $(cat "$t/sync.out")"
+grep -q "stopping after an error" "$NBDSRV_LOG" || fail "no log line for the error stop"
+! grep -q "LeakSanitizer\|AddressSanitizer" "$NBDSRV_LOG" || { cat "$NBDSRV_LOG" >&2; fail "sanitizer report at the error stop"; }
+[ ! -e "$E2E_CACHE/nbdsrv.ctl" ] || fail "the control socket was left behind"
+flock -n "$E2E_CACHE/meta/nbdsrv.lock" true || fail "the metadata lock is still held"
+backends_resume_after_exit
+unset NBDSRV_TEST_FAIL_LOOP
+rm -f "$t/fail-now"
+e2e_start
+qemu-io -f raw -c "read -P 0x5a 4k 4k" "$(e2e_uri v)" >/dev/null || fail "the write did not survive the error stop"
+e2e_stop
+info "a main loop error answered the waiting sync, exited 1, and kept the data"
