@@ -142,11 +142,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			inlen -= (size_t)used;
 			nreq++;
 			if (nreq <= 3) {
-				if (write(sfd, hs[nreq - 1], strlen(hs[nreq - 1])) < 0)
+				/* send(MSG_NOSIGNAL): a client that dropped the
+				 * connection must not kill the fuzzer with SIGPIPE */
+				if (send(sfd, hs[nreq - 1], strlen(hs[nreq - 1]),
+					 MSG_NOSIGNAL) < 0)
 					abort();
 			} else if (!sent) {
 				sent = true;
-				if (size > 1 && write(sfd, data + 1, size - 1) < 0) {
+				if (size > 1 &&
+				    send(sfd, data + 1, size - 1, MSG_NOSIGNAL) < 0) {
 					/* EAGAIN: the tail is dropped, fine */
 				}
 				shutdown(sfd, SHUT_WR);
