@@ -2106,6 +2106,19 @@ static void check_pool_one(struct objstore *c, uint8_t (*want)[SLOT], const char
 	free(pool);
 }
 
+/* Wait (bounded, 60 s) until the pool holds GOBJ versions: the deletes of
+ * replaced and recovered versions run in the background, later than any
+ * fixed sleep on a loaded machine.  check_pool_one asserts after it. */
+static void wait_pool_settled(void)
+{
+	for (int i = 0; i < 6000; i++) {
+		scan();
+		if (npv == GOBJ)
+			return;
+		usleep(10000);
+	}
+}
+
 /* Child: write every object (want), then (flush) FLUSH it to the SSD,
  * report on fd and wait for the SIGKILL.  pause: the pool is a blackhole
  * (the flusher's intents commit, no put ever lands); gated: the commit
@@ -2222,7 +2235,9 @@ START_TEST(test_flush_groups)
 	for (int i = 0; i < 6000 && stored_whole() < GOBJ; i++)
 		usleep(10000);
 	ck_assert_uint_eq(stored_whole(), GOBJ);
-	usleep(100000);                 /* the puts' completions run */
+	/* the puts' completions run (their records queue behind the held
+	 * commit: one group); 1 s, not 0.1: a loaded CI box delays them */
+	usleep(1000000);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.intents_recovered, 1);
 	ck_assert_uint_eq(st.flushed, 0);
@@ -2242,6 +2257,7 @@ START_TEST(test_flush_groups)
 	ck_assert_msg(st.record_commits >= 1 && st.record_commits <= 2,
 		      "%llu record commits for %u objects",
 		      (unsigned long long)st.record_commits, GOBJ);
+	wait_pool_settled();
 	check_pool_one(c, want, "after the intent-group crash");
 	pthread_mutex_lock(&gate_lock);
 	gate_cache = NULL;
@@ -2268,7 +2284,7 @@ START_TEST(test_flush_groups)
 	ck_assert_int_eq(meta_close(m), 0);
 	ck_assert_int_eq(meta_at(false, &m), 0);
 	ck_assert_int_eq(cache_par(m, false, false, &c), 0);
-	usleep(100000);
+	wait_pool_settled();
 	check_pool_one(c, NULL, "after the record-group crash");
 	objstore_close(c);
 	ck_assert_int_eq(meta_close(m), 0);
