@@ -28,7 +28,9 @@
  * the repair job reads the object through the miss path, which rebuilds it
  * from any k good shards, then writes a new version with all k+m shards
  * and collects the old one.  A record whose version changed since the
- * batch was read (rewritten meanwhile) is left alone.
+ * batch was read (rewritten meanwhile) is left alone.  Only the versions
+ * this cache's index names are scrubbed: another node's published
+ * snapshots are that node's to scrub.
  *
  * Fewer than k+m backends up.  A repair writes a new version with k+m
  * shards on k+m distinct backends, so while fewer than k+m are not DOWN

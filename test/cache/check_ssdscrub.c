@@ -16,7 +16,8 @@
  *     the damaged version (the others were only on a backend that was down);
  *   - the rate limit: a deep scrub at a rate below one record's shards per
  *     tenth of a second is held by the bucket at least once per record
- *     after the first (scrub_throttled), an unlimited one never; no
+ *     after the first (scrub_throttled; asserted for half of them), an
+ *     unlimited one never; no
  *     wall-clock assertion.
  *
  * Seeds: NBDSRV_SEED=<n> replays the data; each test prints its seed.
@@ -384,7 +385,10 @@ START_TEST(test_scrub_rate)
 	ck_assert_uint_eq(st.scrub_checked, NOBJ);
 	ck_assert_uint_eq(st.scrub_bad + st.scrub_missing, 0);
 	ck_assert_uint_eq(st.scrub_rate, (uint64_t)rate);
-	ck_assert_uint_ge(st.scrub_throttled, NOBJ - 1);
+	/* (every record but the first finds the bucket empty right after the
+	 * previous one's start; half of them, in case the thread was
+	 * preempted that long in between) */
+	ck_assert_uint_ge(st.scrub_throttled, (NOBJ - 1) / 2);
 	/* a shallow scrub is not limited */
 	scrub(c, false, rate, &st);
 	ck_assert_uint_eq(st.scrub_rate, 0);
