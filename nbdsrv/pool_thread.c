@@ -208,7 +208,8 @@ static void status_msg(struct loop_msg *m)
 
 	req->text = NULL;
 	req->len = 0;
-	f = open_memstream(&req->text, &req->len);
+	/* run by loop_fini after the pool was freed: answered empty */
+	f = pt->pool ? open_memstream(&req->text, &req->len) : NULL;
 	if (f) {
 		zdb_pool_format_status(pt->pool, f, req->json);
 		if (fclose(f) != 0) {
@@ -217,7 +218,7 @@ static void status_msg(struct loop_msg *m)
 			req->len = 0;
 		}
 	}
-	if (!pt->stopping)
+	if (!pt->stopping && pt->pool)
 		(void)zdb_pool_refresh_info(pt->pool, 0);
 	req->msg.fn = status_reply_msg;
 	loop_post(req->reply_loop, &req->msg);
