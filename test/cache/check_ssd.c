@@ -289,7 +289,7 @@ START_TEST(test_base_retained)
 	ssdcache_get_stats(ssd, &st);
 	ck_assert_uint_eq(st.slots_used, 2);
 	ck_assert_int_eq(do_io(ssd, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
-	for (int i = 0; i < 1000; i++) {
+	for (int i = 0; i < 15000; i++) {
 		ssdcache_get_stats(ssd, &st);
 		if (st.slots_used == 1)
 			break;

@@ -529,7 +529,7 @@ static void settle(struct objstore *c, uint64_t gc_want)
 {
 	struct ssdcache_stats st;
 
-	for (int i = 0; i < 2000; i++) {
+	for (int i = 0; i < 12000; i++) {
 		ssdcache_get_stats(c, &st);
 		if (st.gc_versions >= gc_want && !st.pool_dirty)
 			break;
@@ -667,7 +667,7 @@ START_TEST(test_crash_orphans)
 
 		/* reopen: orphans deleted, dirty objects flushed again */
 		open_store(&co, &m, &c);
-		for (int i = 0; i < 2000; i++) {
+		for (int i = 0; i < 12000; i++) {
 			ssdcache_get_stats(c, &st);
 			if (!st.pool_dirty)
 				break;
