@@ -203,7 +203,8 @@ static void scrub(struct objstore *c, bool deep, int64_t rate, struct ssdcache_s
 	fflush(stdout);
 }
 
-/* Wait (bounded, 60 s) for `repairs` repairs in all and none pending. */
+/* Wait (bounded, 60 s) for `repairs` repairs in all, none pending, and
+ * the replaced versions' shards deleted (as many, no other overwrite). */
 static void wait_repaired(struct objstore *c, uint64_t repairs)
 {
 	struct ssdcache_stats st;
@@ -211,12 +212,14 @@ static void wait_repaired(struct objstore *c, uint64_t repairs)
 
 	do {
 		ssdcache_get_stats(c, &st);
-		if (st.repairs >= repairs && !st.repair_pending)
+		if (st.repairs >= repairs && !st.repair_pending &&
+		    st.gc_versions >= repairs)
 			break;
 		usleep(10000);
 	} while (now_ns() - t0 < 60ull * 1000000000);
 	ck_assert_uint_eq(st.repairs, repairs);
 	ck_assert_uint_eq(st.repair_pending, 0);
+	ck_assert_uint_eq(st.gc_versions, repairs);
 }
 
 /* Path of the first shard file (by name) on backend be. */
