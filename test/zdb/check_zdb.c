@@ -170,6 +170,7 @@ START_TEST(test_config_errors)
 		  "t.conf:4: [backend a]: a dir backend takes no namespace or password" },
 		{ "[pool]\nhedge_ms = soon\n", "t.conf:2: hedge_ms (or auto) must be a number" },
 		{ "[pool]\ncache_mode = lazy\n", "t.conf:2: cache_mode must be writeback or writethrough" },
+		{ "[pool]\nscrub_rate = fast\n", "t.conf:2: scrub_rate must be a rate in bytes per second" },
 		{ "[backend]\n", "t.conf:1: [backend] needs a name" },
 	};
 	struct zdb_pool_cfg *cfg = malloc(sizeof(*cfg));
@@ -224,7 +225,7 @@ START_TEST(test_config_ok)
 	const char *text =
 		"# a pool\n[pool]\nk = 2\nm = 1\nchunk_size = 4M\nhedge_ms = 25\n"
 		"listen = unix:/run/x.sock\nlisten = 127.0.0.1:10809\n"
-		"cache_mode = writethrough\n"
+		"cache_mode = writethrough\nscrub_rate = 8M\n"
 		"[backend a]\nkind = zdb\naddress = [::1]:9900\nnamespace = nbd\n"
 		"password_file = pw\nzone = r1\n"
 		"[backend b]\nkind = redis\naddress = unix:/tmp/r.sock\npassword = \"a # b\"\n"
@@ -247,6 +248,7 @@ START_TEST(test_config_ok)
 	ck_assert_uint_eq(cfg->hedge_ns, 25ull * 1000000);
 	ck_assert_uint_eq(cfg->nlisten, 2);
 	ck_assert_int_eq(cfg->cache_mode, ZDB_CACHE_WRITETHROUGH);
+	ck_assert_uint_eq(cfg->scrub_rate, 8u << 20);
 	ck_assert_uint_eq(cfg->nbackends, 3);
 	ck_assert_str_eq(cfg->backends[0].password, "s3cret");
 	ck_assert_str_eq(cfg->backends[0].zone, "r1");
@@ -256,6 +258,8 @@ START_TEST(test_config_ok)
 	ck_assert(cfg->backends[2].address[0] == '/');
 	zdb_pool_cfg_wipe(cfg);
 	ck_assert_str_eq(cfg->backends[0].password, "");
+	zdb_pool_cfg_defaults(cfg);
+	ck_assert_uint_eq(cfg->scrub_rate, 64u << 20);
 	free(cfg);
 	rm_tmpdir();
 }
