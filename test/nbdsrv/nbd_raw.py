@@ -72,7 +72,7 @@ class Closed(Exception):
 
 
 class Conn:
-    def __init__(self, timeout=10.0):
+    def __init__(self, timeout=60.0):
         if sock_path.startswith("tcp:"):
             host, port = sock_path[4:].rsplit(":", 1)
             self.s = socket.create_connection((host, int(port)), timeout=timeout)
