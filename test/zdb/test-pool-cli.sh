@@ -16,7 +16,7 @@ printf 'Right-Pa55\n' >"$t/b01.pw"
 sed -i '/^\[backend b01\]/,/^$/ s/^password = .*/password_file = b01.pw/' "$t/ok.conf"
 grep -q 'password_file = b01.pw' "$t/ok.conf" || fail "could not write password_file"
 "$NBDSRV" pool status --config "$t/ok.conf" >"$t/out" 2>&1 || { cat "$t/out"; fail "status with the right password"; }
-grep -Eq '^b01 .* up +ready +redis' "$t/out" || { cat "$t/out"; fail "b01 not up"; }
+grep -Eq '^b01 .* (up|slow) +ready +redis' "$t/out" || { cat "$t/out"; fail "b01 not up"; }
 "$NBDSRV" pool check --config "$t/ok.conf" >"$t/out" 2>&1 || { cat "$t/out"; fail "check"; }
 grep -q '3 of 3 backends passed' "$t/out" || fail "check output: $(cat "$t/out")"
 "$NBDSRV" pool init --config "$t/ok.conf" >"$t/out" 2>&1 || { cat "$t/out"; fail "init on redis"; }
@@ -25,7 +25,8 @@ python3 - "$t/json" <<'PY' || fail "bad JSON status: $(cat "$t/json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
 assert d["k"] == 2 and len(d["backends"]) == 3
-assert all(b["health"] == "up" and b["dialect"] == "redis" for b in d["backends"])
+# "slow" (a PING above 200 ms on a loaded machine) is connected too
+assert all(b["health"] in ("up", "slow") and b["dialect"] == "redis" for b in d["backends"])
 assert all(b["used_bytes"] > 0 for b in d["backends"])
 PY
 grep -rq 'Right-Pa55' "$t/out" "$t/json" && fail "the password appears in the output"

@@ -54,7 +54,7 @@ grep -q 'ok=10 failed=0' <<<"$out" || fail "get: $out"
 python3 - "$t/json" <<'PY' || fail "status JSON: $(cat "$t/json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert all(b["dialect"] == "zdb" and b["health"] == "up" for b in d["backends"])
+assert all(b["dialect"] == "zdb" and b["health"] in ("up", "slow") for b in d["backends"])
 assert sum(b["entries"] for b in d["backends"]) >= 30   # shards + canaries
 assert all(b["used_bytes"] > 0 for b in d["backends"])
 PY
