@@ -24,7 +24,9 @@
  * objects is refused unless discard_dirty; an object created inside a
  * write section keeps its base across a crash (records at creation); a
  * dependent's read resolved to its base's slot but not yet read when the
- * base is written in place returns the old bytes (ssd_read_hook holds it).
+ * base is written in place returns the old bytes (ssd_read_hook holds it),
+ * also at random: snapshot reads held and released in random order between
+ * random in-place writes of their base never see the writes.
  *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
@@ -45,6 +47,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1786,8 +1789,8 @@ static uint64_t hold_obj;
 
 static bool hold_hook(struct ssd_req *r)
 {
-	if (held || r->io->obj != hold_obj)
-		return false;
+	if (held || r->io->obj != hold_obj || r->io->loop != &lp)
+		return false;  /* not the flusher's reads (the cache's loop) */
 	held = r;
 	return true;
 }
@@ -1864,6 +1867,169 @@ START_TEST(test_base_inflight)
 	free(z);
 	free(got);
 	free(want);
+}
+END_TEST
+
+/* test_base_inflight_stress: reads held by the hook, released later */
+#define SR_HOLD 8u
+static struct ssd_req *sr_held[SR_HOLD];
+static unsigned sr_nheld;
+
+static bool sr_hook(struct ssd_req *r)
+{
+	if (r->io->obj < 10 || r->io->loop != &lp || sr_nheld == SR_HOLD ||
+	    rnd() % 3 == 0)
+		return false;
+	sr_held[sr_nheld++] = r;
+	return true;
+}
+
+static void sr_release(unsigned i)
+{
+	struct ssd_req *r = sr_held[i];
+
+	sr_held[i] = sr_held[--sr_nheld];
+	ssd_read_submit(r);
+}
+
+/*
+ * Randomized: snapshots (objects 10.., created from object 1 with a small
+ * write of their own, some from another snapshot: two-level chains) are
+ * read at random ranges while object 1 is written in place at random
+ * ranges (edges not block-aligned); the hook holds up to 8 of the reads
+ * between their resolution and their preads and releases them in random
+ * order between the writes (retry passes included).  Every read returns
+ * the snapshot as it was created.  Modes: local, pool, pool with flushes
+ * between (dependents switch to their pool versions).
+ */
+START_TEST(test_base_inflight_stress)
+{
+	enum { NSNAP = 6, NREAD = 24, STEPS = 250 };
+	uint8_t *bx = malloc(SLOT), (*snap)[SLOT] = malloc(NSNAP * SLOT);
+	uint8_t *tmp = malloc(SLOT), *got = malloc(SLOT);
+	struct rd { struct sync_io s; uint8_t *buf; unsigned snap; bool busy; }
+		*rds = calloc(NREAD, sizeof(*rds));
+	struct ssdcache_stats st;
+	uint64_t retries = 0;
+
+	seed_init("test_base_inflight_stress");
+	for (unsigned i = 0; i < NREAD; i++)
+		rds[i].buf = malloc(SLOT);
+	for (int mode = 0; mode < 3; mode++) {
+		struct copts co = { .create = true, .local = mode == 0, .wt = true };
+		struct meta *m;
+		struct objstore *c;
+		unsigned nsnap = 0;
+
+		wipe_store();
+		open_store(&co, &m, &c);
+		fill(bx, SLOT);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, bx), 0);
+		sr_nheld = 0;
+		ssd_read_hook = sr_hook;
+		for (unsigned step = 0; step < STEPS; step++) {
+			unsigned what = (unsigned)(rnd() % 10);
+			uint64_t off = rnd() % SLOT;
+			uint64_t len = 1 + rnd() % MIN((uint64_t)SLOT - off, 16384);
+
+			if (nsnap < NSNAP && (nsnap == 0 || what == 0)) {
+				/* a new snapshot: of 1, or of an older snapshot */
+				uint64_t base = nsnap && rnd() % 3 == 0 ?
+						10 + rnd() % nsnap : 1;
+
+				memcpy(snap[nsnap], base == 1 ? bx : snap[base - 10], SLOT);
+				fill(tmp, len);
+				memcpy(snap[nsnap] + off, tmp, len);
+				ck_assert_int_eq(do_io(c, OP_WRITE, 10 + nsnap, base,
+						       off, len, tmp), 0);
+				nsnap++;
+			} else if (what <= 4) {
+				/* a read of a snapshot (maybe held by the hook) */
+				unsigned i;
+
+				for (i = 0; i < NREAD && rds[i].busy; i++)
+					;
+				if (i == NREAD)
+					continue;
+				rds[i].busy = true;
+				rds[i].snap = (unsigned)(rnd() % nsnap);
+				rds[i].s = (struct sync_io){ .io = { .loop = &lp,
+					.cb = sync_cb, .obj = 10 + rds[i].snap,
+					.base = 1, .off = off, .len = len,
+					.buf = rds[i].buf } };
+				objstore_read(c, &rds[i].s.io);
+			} else if (what <= 7) {
+				/* the base written in place */
+				fill(tmp, len);
+				memcpy(bx + off, tmp, len);
+				ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, off, len, tmp), 0);
+			} else if (sr_nheld) {
+				sr_release((unsigned)(rnd() % sr_nheld));
+			}
+			if (mode == 2 && rnd() % 16 == 0)
+				ck_assert_int_eq(do_flush(c), 0);
+			loop_run_once(&lp, 0);
+			for (unsigned i = 0; i < NREAD; i++) {
+				struct rd *d = &rds[i];
+
+				if (!d->busy || !d->s.done)
+					continue;
+				d->busy = false;
+				ck_assert_int_eq(d->s.io.res, 0);
+				ck_assert_msg(!memcmp(d->buf, snap[d->snap] + d->s.io.off,
+						      d->s.io.len), "mode %d step %u: "
+					      "snapshot %u [%" PRIu64 ", +%" PRIu64 ") "
+					      "changed", mode, step, d->snap,
+					      d->s.io.off, d->s.io.len);
+			}
+		}
+		/* the rest: release, wait, compare */
+		for (uint64_t t0 = now_ns(); now_ns() - t0 < 120ull * 1000000000;) {
+			unsigned busy = 0;
+
+			while (sr_nheld)
+				sr_release(0);
+			loop_run_once(&lp, 10ull * 1000000);
+			for (unsigned i = 0; i < NREAD; i++) {
+				struct rd *d = &rds[i];
+
+				if (d->busy && d->s.done) {
+					d->busy = false;
+					ck_assert_int_eq(d->s.io.res, 0);
+					ck_assert_msg(!memcmp(d->buf, snap[d->snap] +
+							      d->s.io.off, d->s.io.len),
+						      "mode %d, at the end: snapshot %u "
+						      "changed", mode, d->snap);
+				}
+				busy += d->busy;
+			}
+			if (!busy)
+				break;
+		}
+		ssd_read_hook = NULL;
+		for (unsigned i = 0; i < NREAD; i++)
+			ck_assert(!rds[i].busy);
+		for (unsigned i = 0; i < nsnap; i++) {
+			ck_assert_int_eq(do_io(c, OP_READ, 10 + i, 1, 0, SLOT, got), 0);
+			ck_assert_msg(!memcmp(got, snap[i], SLOT), "mode %d: snapshot %u",
+				      mode, i);
+		}
+		ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+		ck_assert(!memcmp(got, bx, SLOT));
+		ssdcache_get_stats(c, &st);
+		retries += st.read_retries;
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
+	}
+	printf("test_base_inflight_stress: %" PRIu64 " read retries\n", retries);
+	ck_assert_uint_gt(retries, 0);
+	for (unsigned i = 0; i < NREAD; i++)
+		free(rds[i].buf);
+	free(rds);
+	free(bx);
+	free(snap);
+	free(tmp);
+	free(got);
 }
 END_TEST
 
@@ -2694,6 +2860,7 @@ int main(void)
 	tcase_add_test(tc, test_miss_concurrent);
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_base_inflight);
+	tcase_add_test(tc, test_base_inflight_stress);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
