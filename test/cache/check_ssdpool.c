@@ -31,7 +31,11 @@
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
  * shards are then listed with KEYS / GET (the servers are FLUSHALLed at
- * the start of each test).
+ * the start of each test; each test's setup first SIGCONTs the servers a
+ * failed test may have left stopped, and the test's RESP client gives up
+ * after 60 s).  A test still running after 240 s prints so at once and
+ * aborts (hang_guard): a hang is a failure with a message, not a silent
+ * ctest timeout.
  *
  * Seeds: NBDSRV_SEED=<n> replays the randomized test; it prints its seed.
  */
@@ -48,6 +52,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +61,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +71,25 @@
 #define NBE    6u
 #define K      4u
 #define M      2u
+
+/* A test still running after HANG_S seconds is ended by hang_guard (Check's
+ * own timeout is 300 s and reports only at the end of the suite). */
+#define HANG_S 240
+#define SP_STR_(x) #x
+#define SP_STR(x) SP_STR_(x)
+/* How long the test's blocking RESP client waits for a server. */
+#define RC_TIMEOUT_S 60
+
+#if defined(__SANITIZE_ADDRESS__)
+#define SP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define SP_ASAN 1
+#endif
+#endif
+#ifdef SP_ASAN
+size_t __sanitizer_get_current_allocated_bytes(void);
+#endif
 
 static char dir[64], cpath[96];
 static const uint8_t pool_id[16] = "ssd-pool-test-1!";
@@ -78,6 +103,7 @@ static struct zdb_pool_cfg *pcfg;
 
 struct rc {
 	int fd;
+	unsigned be;
 	char buf[1 << 16];
 	size_t have, at;
 };
@@ -86,6 +112,7 @@ static void rc_open(struct rc *c, unsigned be)
 {
 	const char *a = pcfg->backends[be].address, *colon = strrchr(a, ':');
 	struct sockaddr_in sa = { .sin_family = AF_INET };
+	struct timeval tv = { .tv_sec = RC_TIMEOUT_S };
 	char host[64];
 
 	ck_assert_ptr_nonnull(colon);
@@ -94,7 +121,11 @@ static void rc_open(struct rc *c, unsigned be)
 	ck_assert_int_eq(inet_pton(AF_INET, host, &sa.sin_addr), 1);
 	c->fd = socket(AF_INET, SOCK_STREAM, 0);
 	ck_assert_int_ge(c->fd, 0);
+	/* a stopped server accepts (the kernel does) but never answers */
+	ck_assert_int_eq(setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+	ck_assert_int_eq(setsockopt(c->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)), 0);
 	ck_assert_int_eq(connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	c->be = be;
 	c->have = c->at = 0;
 }
 
@@ -117,7 +148,10 @@ static int rc_byte(struct rc *c)
 	if (c->at == c->have) {
 		ssize_t n = read(c->fd, c->buf, sizeof(c->buf));
 
-		ck_assert_int_gt(n, 0);
+		ck_assert_msg(n > 0, "redis server %u: %s (%d s timeout)", c->be,
+			      n == 0 ? "closed the connection" :
+			      errno == EAGAIN ? "no answer (stopped?)" : strerror(errno),
+			      RC_TIMEOUT_S);
 		c->have = (size_t)n;
 		c->at = 0;
 	}
@@ -168,6 +202,52 @@ static void redis_flushall(unsigned be)
 	close(c.fd);
 }
 
+/* The servers' pids (NBDSRV_SSD_BACKEND_PIDS), which pool_pause stops. */
+static pid_t be_pid[NBE];
+static unsigned nbe_pid;
+
+static void be_pids_load(void)
+{
+	const char *pids = getenv("NBDSRV_SSD_BACKEND_PIDS");
+	char *copy, *save = NULL, *tok;
+
+	nbe_pid = 0;
+	if (!pids)
+		return;
+	copy = strdup(pids);
+	for (tok = strtok_r(copy, " ,", &save); tok; tok = strtok_r(NULL, " ,", &save)) {
+		ck_assert_uint_lt(nbe_pid, NBE);
+		be_pid[nbe_pid++] = (pid_t)atoi(tok);
+	}
+	free(copy);
+}
+
+static void be_signal(int sig)
+{
+	for (unsigned i = 0; i < nbe_pid; i++)
+		ck_assert_msg(kill(be_pid[i], sig) == 0, "kill(%d, %d): %s",
+			      (int)be_pid[i], sig, strerror(errno));
+}
+
+/* SIGALRM in the test's process: say so at once (Check reports only at the
+ * end of the suite, which a hang pushes past ctest's timeout), resume the
+ * servers (a test that stopped them would hang every later test's FLUSHALL)
+ * and end the test. */
+static void hang_guard(int sig)
+{
+	static const char msg[] = "check_ssdpool: the running test (see its seed line "
+				  "above) is still running after " SP_STR(HANG_S) " s: "
+				  "hung; servers resumed, test aborted\n";
+
+	(void)sig;
+	for (unsigned i = 0; i < nbe_pid; i++)
+		kill(be_pid[i], SIGCONT);
+	if (write(STDERR_FILENO, msg, sizeof(msg) - 1) < 0)
+		_exit(2);
+	signal(SIGABRT, SIG_DFL);
+	abort();
+}
+
 static void setup(void)
 {
 	struct codec_params cp = { .k = K, .m = M, .max_chunk = SLOT };
@@ -185,6 +265,11 @@ static void setup(void)
 	codec_key_free(key);
 	ck_assert_int_eq(codec_ctx_new(codec, &cctx), 0);
 	pcfg = calloc(1, sizeof(*pcfg));
+	signal(SIGALRM, hang_guard);
+	alarm(HANG_S);
+	/* a test that failed with the pool paused left the servers stopped */
+	be_pids_load();
+	be_signal(SIGCONT);
 	if (getenv("NBDSRV_SSD_POOL_CONF")) {
 		ck_assert_msg(zdb_pool_cfg_load(getenv("NBDSRV_SSD_POOL_CONF"), pcfg,
 						err, sizeof(err)) == 0, "%s", err);
@@ -218,6 +303,7 @@ static void teardown(void)
 {
 	char cmd[128];
 
+	alarm(0);
 	codec_ctx_free(cctx);
 	codec_free(codec);
 	free(pcfg);
@@ -737,20 +823,41 @@ static uint64_t rss_kib(void)
 	return v;
 }
 
+/* Bytes the process has malloc'd and not freed (ASan's count under ASan:
+ * its quarantine keeps freed memory resident, so RSS there also grows with
+ * every buffer a retry frees and takes again). */
+static uint64_t heap_kib(void)
+{
+#ifdef SP_ASAN
+	return __sanitizer_get_current_allocated_bytes() / 1024;
+#else
+	struct mallinfo2 mi = mallinfo2();
+
+	return (mi.uordblks + mi.hblkhd) / 1024;
+#endif
+}
+
+/* Run the loop for ns nanoseconds; the least heap_kib() seen meanwhile
+ * (what stays allocated, without the buffers of requests in flight). */
+static uint64_t run_heap_min(uint64_t ns)
+{
+	uint64_t least = UINT64_MAX;
+
+	for (uint64_t t0 = now_ns(); now_ns() - t0 < ns;) {
+		loop_run_once(&lp, 10ull * 1000000);
+		least = MIN(least, heap_kib());
+	}
+	return least;
+}
+
 /* Stop (or resume) the pool: SIGSTOP/SIGCONT of the servers named by
  * NBDSRV_SSD_BACKEND_PIDS, else blackhole faults on every backend. */
 static void pool_pause(struct objstore *c, bool stop)
 {
-	const char *pids = getenv("NBDSRV_SSD_BACKEND_PIDS");
 	struct zdb_fault hole = { .blackhole = true }, none = { 0 };
 
-	if (pids) {
-		char *copy = strdup(pids), *save = NULL, *tok;
-
-		for (tok = strtok_r(copy, " ,", &save); tok;
-		     tok = strtok_r(NULL, " ,", &save))
-			ck_assert_int_eq(kill((pid_t)atoi(tok), stop ? SIGSTOP : SIGCONT), 0);
-		free(copy);
+	if (nbe_pid) {
+		be_signal(stop ? SIGSTOP : SIGCONT);
 		return;
 	}
 	for (unsigned i = 0; i < NBE; i++)
@@ -758,15 +865,15 @@ static void pool_pause(struct objstore *c, bool stop)
 }
 
 /* The pool stops answering: past dirty_max objects, new writes wait
- * (queued, no copies: RSS stays flat), nothing is dropped; when the pool
- * comes back everything lands in it. */
+ * (queued, no copies: the heap stays flat), nothing is dropped; when the
+ * pool comes back everything lands in it. */
 START_TEST(test_backpressure)
 {
 	struct copts co = { .create = true, .dirty_max = BPMAX, .fault = true };
 	struct meta *m;
 	struct objstore *c;
 	struct sync_io s[BPN];
-	uint64_t rss0;
+	uint64_t rss0, heap0, heap1, t0;
 	uint8_t *buf[BPN], *got = malloc(SLOT);
 	struct ssdcache_stats st;
 	unsigned i;
@@ -786,26 +893,37 @@ START_TEST(test_backpressure)
 	for (i = 0; i < BPMAX; i++)
 		objstore_write(c, &s[i].io);
 	wait_all(s, BPMAX);
-	/* (the flusher's jobs, bounded, have their buffers by now) */
-	run_for(300ull * 1000000);
+	/* (bounded, 120 s) until every one of their flushes failed once: the
+	 * flusher's jobs (bounded) have their buffers, the connections their
+	 * first reconnect; the heap's baseline is its least over the retries
+	 * that follow (their puts' buffers come and go) */
+	t0 = now_ns();
+	do {
+		run_for(20ull * 1000000);
+		ssdcache_get_stats(c, &st);
+	} while (st.flush_errors < BPMAX && now_ns() - t0 < 120ull * 1000000000);
+	ck_assert_uint_ge(st.flush_errors, BPMAX);
+	heap0 = run_heap_min(500ull * 1000000);
 	rss0 = rss_kib();
 	for (i = BPMAX; i < BPN; i++)
 		objstore_write(c, &s[i].io);
 	/* ... and the others wait while the pool is down (a failed flush
 	 * retries, never gives the token back) */
-	run_for(800ull * 1000000);
+	heap1 = run_heap_min(800ull * 1000000);
 	ck_assert_uint_eq(count_done(s, BPN), BPMAX);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_eq(st.bp_waiting, BPN - BPMAX);
 	ck_assert_uint_eq(st.pool_dirty, BPMAX);
 	ck_assert_uint_eq(st.flushed, 0);
-	/* the waiting writes hold no copies of their data */
-	ck_assert_msg(rss_kib() < rss0 + (BPN - BPMAX) * (SLOT / 1024) / 4,
-		      "RSS grew from %llu to %llu KiB while %u writes waited",
-		      (unsigned long long)rss0, (unsigned long long)rss_kib(),
-		      BPN - BPMAX);
-	printf("test_backpressure: RSS %llu -> %llu KiB with %u writes waiting\n",
-	       (unsigned long long)rss0, (unsigned long long)rss_kib(), BPN - BPMAX);
+	/* the waiting writes hold no copies of their data (a quarter of one
+	 * copy each would show) */
+	ck_assert_msg(heap1 < heap0 + (BPN - BPMAX) * (SLOT / 1024) / 4,
+		      "heap grew from %llu to %llu KiB while %u writes waited",
+		      (unsigned long long)heap0, (unsigned long long)heap1, BPN - BPMAX);
+	printf("test_backpressure: heap %llu -> %llu KiB, RSS %llu -> %llu KiB "
+	       "with %u writes waiting\n", (unsigned long long)heap0,
+	       (unsigned long long)heap1, (unsigned long long)rss0,
+	       (unsigned long long)rss_kib(), BPN - BPMAX);
 
 	pool_pause(c, false);
 	wait_all(s, BPN);
