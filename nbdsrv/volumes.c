@@ -625,19 +625,21 @@ json_t *volumes_status(struct volumes *v)
 		json_object_set_new(o, "cache", c);
 		json_object_set_new(sc, "running", json_boolean(st.scrub_running));
 		json_object_set_new(sc, "deep", json_boolean(st.scrub_deep));
-		json_object_set_new(sc, "runs", json_integer((json_int_t)st.scrub_runs));
-		json_object_set_new(sc, "total", json_integer((json_int_t)st.scrub_total));
-		json_object_set_new(sc, "checked", json_integer((json_int_t)st.scrub_checked));
-		json_object_set_new(sc, "shards", json_integer((json_int_t)st.scrub_shards));
-		json_object_set_new(sc, "missing", json_integer((json_int_t)st.scrub_missing));
-		json_object_set_new(sc, "bad", json_integer((json_int_t)st.scrub_bad));
-		json_object_set_new(sc, "down", json_integer((json_int_t)st.scrub_down));
-		json_object_set_new(sc, "errors", json_integer((json_int_t)st.scrub_errors));
-		json_object_set_new(sc, "queued", json_integer((json_int_t)st.scrub_queued));
-		json_object_set_new(sc, "waiting", json_integer((json_int_t)st.scrub_waiting));
-		json_object_set_new(sc, "rate", json_integer((json_int_t)st.scrub_rate));
-		json_object_set_new(sc, "bytes", json_integer((json_int_t)st.scrub_bytes));
-		json_object_set_new(sc, "throttled", json_integer((json_int_t)st.scrub_throttled));
+#define SST(name) json_object_set_new(sc, #name, json_integer((json_int_t)st.scrub_##name))
+		SST(runs);
+		SST(total);
+		SST(checked);
+		SST(shards);
+		SST(missing);
+		SST(bad);
+		SST(down);
+		SST(errors);
+		SST(queued);
+		SST(waiting);
+		SST(rate);
+		SST(bytes);
+		SST(throttled);
+#undef SST
 		CST(sc, repair_pending);
 		CST(sc, repairs);
 #undef CST
