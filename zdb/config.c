@@ -270,9 +270,12 @@ static int cfg_pool_key(struct cfg_ctx *x, const struct config_item *it, char *e
 		c->flush_max_age_set = true;
 		return 0;
 	case PK_SCRUBRATE:
-		if (parse_size(it->value, &v) < 0) {
+		/* at most INT64_MAX, as `scrub --rate`: it is shown as a JSON
+		 * integer (signed) in status */
+		if (parse_size(it->value, &v) < 0 || v > (uint64_t)INT64_MAX) {
 			snprintf(err, errlen, "scrub_rate must be a rate in bytes per second "
-				 "such as 64M (0 = unlimited), got '%.40s'", it->value);
+				 "such as 64M (0 = unlimited, below 8E), got '%.40s'",
+				 it->value);
 			return -EINVAL;
 		}
 		c->scrub_rate = v;

@@ -171,6 +171,10 @@ START_TEST(test_config_errors)
 		{ "[pool]\nhedge_ms = soon\n", "t.conf:2: hedge_ms (or auto) must be a number" },
 		{ "[pool]\ncache_mode = lazy\n", "t.conf:2: cache_mode must be writeback or writethrough" },
 		{ "[pool]\nscrub_rate = fast\n", "t.conf:2: scrub_rate must be a rate in bytes per second" },
+		/* above INT64_MAX: status would show a negative rate (JSON
+		 * integers are signed), and `scrub --rate` refuses it too */
+		{ "[pool]\nscrub_rate = 8E\n", "t.conf:2: scrub_rate must be a rate in bytes per second" },
+		{ "[pool]\nscrub_rate = 15E\n", "t.conf:2: scrub_rate must be a rate in bytes per second" },
 		{ "[backend]\n", "t.conf:1: [backend] needs a name" },
 	};
 	struct zdb_pool_cfg *cfg = malloc(sizeof(*cfg));
