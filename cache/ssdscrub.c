@@ -139,6 +139,7 @@ struct ssd_scrub {
 };
 
 static void scrub_pump(struct ssd_scrub *sc);
+static void scrub_msg_run(struct loop_msg *m);
 static void scrub_chk_ready(struct scrub_chk *c, bool pump);
 
 /* Cache thread: read the next batch of records with a pool version. */
@@ -192,6 +193,24 @@ static int scrub_load(struct ssd_scrub *sc)
 	return r;
 }
 
+/* lock held: a run is posted (scrub_msg) with its mode, and its figures
+ * start from zero — for every start, also the run again after a backend
+ * was emptied (its figures are its own, not added to the first run's). */
+static void scrub_post_run(struct ssd *s, bool deep, uint64_t rate)
+{
+	s->scrub_posted = true;
+	s->scrub_deep = deep;
+	s->scrub_rate = rate;
+	s->scrub_msg.fn = scrub_msg_run;
+	s->st.scrub_running = 1;
+	s->st.scrub_deep = deep;
+	s->st.scrub_rate = deep ? rate : 0;
+	s->st.scrub_waiting = s->st.scrub_bytes = s->st.scrub_throttled = 0;
+	s->st.scrub_total = s->st.scrub_checked = s->st.scrub_shards = 0;
+	s->st.scrub_missing = s->st.scrub_bad = s->st.scrub_down = 0;
+	s->st.scrub_errors = s->st.scrub_queued = 0;
+}
+
 static void scrub_end(struct ssd_scrub *sc, int err)
 {
 	struct ssd *s = sc->s;
@@ -216,11 +235,8 @@ static void scrub_end(struct ssd_scrub *sc, int err)
 			 s->st.scrub_queued, s->st.scrub_waiting);
 	if (!err && s->st.scrub_waiting && !s->stopping)
 		s->scrub_rewait = sc->deep ? 2 : 1;
-	if (again) {
-		s->scrub_posted = true;
-		s->scrub_deep = false;
-		s->st.scrub_running = 1;
-	}
+	if (again)
+		scrub_post_run(s, false, 0);
 	pthread_mutex_unlock(&s->lock);
 	codec_ctx_free(sc->ctx);
 	s->scrub = NULL;
@@ -575,18 +591,8 @@ static bool scrub_claim(struct ssd *s, bool deep, int64_t rate)
 {
 	if (s->st.scrub_running || s->scrub_posted)
 		return false;
-	s->scrub_posted = true;
-	s->scrub_deep = deep;
-	s->scrub_rate = rate >= 0 ? (uint64_t)rate :
-			s->pool_cfg ? s->pool_cfg->scrub_rate : 0;
-	s->st.scrub_rate = deep ? s->scrub_rate : 0;
-	s->st.scrub_waiting = s->st.scrub_bytes = s->st.scrub_throttled = 0;
-	s->scrub_msg.fn = scrub_msg_run;
-	s->st.scrub_running = 1;
-	s->st.scrub_deep = deep;
-	s->st.scrub_total = s->st.scrub_checked = s->st.scrub_shards = 0;
-	s->st.scrub_missing = s->st.scrub_bad = s->st.scrub_down = 0;
-	s->st.scrub_errors = s->st.scrub_queued = 0;
+	scrub_post_run(s, deep, rate >= 0 ? (uint64_t)rate :
+		       s->pool_cfg ? s->pool_cfg->scrub_rate : 0);
 	return true;
 }
 

@@ -18,7 +18,9 @@
  *     tenth of a second is held by the bucket at least once per record
  *     after the first (scrub_throttled; asserted for half of them), an
  *     unlimited one never; no
- *     wall-clock assertion.
+ *     wall-clock assertion;
+ *   - a backend emptied during a scrub: the run again that follows has
+ *     its own figures (before, they were added to the first run's).
  *
  * Seeds: NBDSRV_SEED=<n> replays the data; each test prints its seed.
  */
@@ -400,6 +402,70 @@ START_TEST(test_scrub_rate)
 }
 END_TEST
 
+/* A backend emptied while a scrub runs makes it run once more (shallow):
+ * that run's figures are its own, as for any start — not added to the
+ * first run's (checked 2N of N, every version counted waiting twice, and
+ * "deep" with the first run's rate for a shallow run; `scrub --wait` then
+ * exits 3 for versions that no longer wait).  The backend stays down for
+ * both runs, so both count every version waiting. */
+START_TEST(test_scrub_again_counts)
+{
+	struct zdb_fault down = { .down = true }, none = { 0 };
+	struct meta *m;
+	struct objstore *c;
+	struct ssdcache_stats st;
+	/* about 0.8 s per record after the first: the first run is still
+	 * walking when the backend is reported emptied */
+	int64_t rate = 2 * (int64_t)SLOT;
+	uint64_t runs0, t0;
+
+	seed_init("test_scrub_again_counts");
+	open_store(32, &m, &c);
+	write_objects(c, NOBJ);
+	ck_assert_int_eq(ssdcache_set_fault(c, DOWNBE, &down), 0);
+	ssdcache_get_stats(c, &st);
+	runs0 = st.scrub_runs;
+	ck_assert_int_eq(ssdcache_scrub_start(c, true, rate), 0);
+	t0 = now_ns();
+	do {
+		ssdcache_get_stats(c, &st);
+		if (st.scrub_checked >= 1)
+			break;
+		usleep(10000);
+	} while (now_ns() - t0 < 30ull * 1000000000);
+	ck_assert_uint_ge(st.scrub_checked, 1);
+	/* (if the first run already ended, this starts a shallow scrub:
+	 * the same figures are expected) */
+	ssdcache_backend_emptied(c, "d03");
+	wait_scrub(c, runs0, &st);
+	printf("after the run again: %llu runs, %llu of %llu records checked, "
+	       "%llu down, %llu waiting, deep %d, rate %llu\n",
+	       (unsigned long long)(st.scrub_runs - runs0),
+	       (unsigned long long)st.scrub_checked, (unsigned long long)st.scrub_total,
+	       (unsigned long long)st.scrub_down, (unsigned long long)st.scrub_waiting,
+	       (int)st.scrub_deep, (unsigned long long)st.scrub_rate);
+	fflush(stdout);
+	ck_assert_uint_eq(st.scrub_runs, runs0 + 2);
+	ck_assert_uint_eq(st.scrub_total, NOBJ);
+	ck_assert_uint_eq(st.scrub_checked, NOBJ);
+	ck_assert_uint_eq(st.scrub_shards, NOBJ * (K + M));
+	ck_assert_uint_eq(st.scrub_down, NOBJ);
+	ck_assert_uint_eq(st.scrub_waiting, NOBJ);
+	ck_assert_uint_eq(st.scrub_queued, 0);
+	ck_assert_uint_eq(st.scrub_deep, 0);
+	ck_assert_uint_eq(st.scrub_rate, 0);
+	ck_assert_uint_eq(st.scrub_bytes, 0);
+	ck_assert_uint_eq(st.scrub_throttled, 0);
+	/* back: the scrub for the versions left waiting finds them whole */
+	ck_assert_int_eq(ssdcache_set_fault(c, DOWNBE, &none), 0);
+	wait_scrub(c, runs0 + 2, &st);
+	ck_assert_uint_eq(st.scrub_checked, NOBJ);
+	ck_assert_uint_eq(st.scrub_down + st.scrub_missing + st.scrub_waiting, 0);
+	ck_assert_uint_eq(st.scrub_queued, 0);
+	close_store(m, c);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-scrub");
@@ -410,6 +476,7 @@ int main(void)
 	tcase_add_test(tc, test_scrub_missing_bad);
 	tcase_add_test(tc, test_scrub_backend_down);
 	tcase_add_test(tc, test_scrub_rate);
+	tcase_add_test(tc, test_scrub_again_counts);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
