@@ -438,6 +438,14 @@ int ssdcache_scrub_start(struct objstore *s, bool deep, int64_t rate);
  * more.  Any thread, never blocks; no-op without a pool. */
 void ssdcache_backend_emptied(struct objstore *s, const char *backend);
 
+struct zdb_refusal;
+/* Copy into out (room for max) the refusals of the cache's own pool —
+ * requests a backend answered with -ENOSPC/-EROFS/-EACCES while up, e.g. a
+ * full 0-db namespace — one per backend that refused any since the open,
+ * as of the cache thread's last tick (at most 50 ms old).  Returns how many
+ * backends have refused (may exceed max); 0 without a pool.  Any thread. */
+unsigned ssdcache_refusals(struct objstore *s, struct zdb_refusal *out, unsigned max);
+
 /* A consistent snapshot of s's counters (s must be an ssdcache). */
 void ssdcache_get_stats(struct objstore *s, struct ssdcache_stats *st);
 

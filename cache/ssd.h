@@ -236,6 +236,10 @@ struct ssd {
 	                                 * versions waiting for k+m backends up:
 	                                 * 1 shallow, 2 deep scrub when they are */
 	struct loop_msg scrub_msg;
+	struct zdb_refusal *refusals;   /* under lock: the pool's per-backend
+	                                 * refusals as of the last tick (one
+	                                 * per backend; ssdflush_refusals) */
+	unsigned nrefusals;
 	struct ssd_req *wt_wait;        /* writethrough flushes waiting */
 	int wt_fail;                    /* -errno: fail writethrough flushes
 	                                 * waiting (and new ones) at once

@@ -1073,6 +1073,40 @@ static void ssd_pick(struct ssd *s)
 		ssd_ig_start(s, jobs);
 }
 
+/* Copy the pool's refusal records for ssdcache_refusals (other threads
+ * must not touch the pool); the lock is taken only when one changed. */
+static void ssd_refusals_tick(struct ssd *s)
+{
+	struct zdb_refusal rf;
+	unsigned i;
+
+	for (i = 0; i < s->nrefusals; i++) {
+		zdb_pool_refusal(s->pool, i, &rf);
+		if (rf.count == s->refusals[i].count)
+			continue;
+		pthread_mutex_lock(&s->lock);
+		s->refusals[i] = rf;
+		pthread_mutex_unlock(&s->lock);
+	}
+}
+
+unsigned ssdcache_refusals(struct objstore *so, struct zdb_refusal *out, unsigned max)
+{
+	struct ssd *s = (struct ssd *)so;
+	unsigned i, n = 0;
+
+	pthread_mutex_lock(&s->lock);
+	for (i = 0; i < s->nrefusals; i++) {
+		if (!s->refusals[i].count)
+			continue;
+		if (n < max)
+			out[n] = s->refusals[i];
+		n++;
+	}
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 {
 	struct ssd *s = container_of(op, struct ssd, ftimer.op);
@@ -1087,6 +1121,7 @@ static void ssd_tick(struct loop_op *op, int res, uint32_t flags)
 		ssd_jbuf_trim(s);
 	ssd_evict_tick(s);
 	ssd_scrub_tick(s);
+	ssd_refusals_tick(s);
 	loop_timer_arm(&s->loop, &s->ftimer, SSD_TICK_NS, ssd_tick);
 }
 
@@ -1222,6 +1257,7 @@ static void ssd_pool_event(void *arg, unsigned idx, int ev)
 int ssdflush_start(struct ssd *s)
 {
 	struct zdb_pool_opts po = { 0 };
+	struct zdb_refusal *rf;
 	int r;
 	unsigned i;
 
@@ -1251,6 +1287,13 @@ int ssdflush_start(struct ssd *s)
 		log_error("ssdcache: cannot open the pool: %s", strerror(-r));
 		return r;
 	}
+	rf = calloc(zdb_pool_size(s->pool), sizeof(*rf));
+	if (!rf)
+		return -ENOMEM;
+	pthread_mutex_lock(&s->lock);
+	s->refusals = rf;
+	s->nrefusals = zdb_pool_size(s->pool);
+	pthread_mutex_unlock(&s->lock);
 	zdb_pool_wait_connected(s->pool, 10ull * 1000000000);
 	r = ssd_recover_intents(s);
 	if (r < 0)
@@ -1307,6 +1350,11 @@ void ssdflush_stop(struct ssd *s)
 		zdb_pool_free(s->pool);
 		s->pool = NULL;
 	}
+	pthread_mutex_lock(&s->lock);
+	free(s->refusals);
+	s->refusals = NULL;
+	s->nrefusals = 0;
+	pthread_mutex_unlock(&s->lock);
 	ssd_scrub_free(s);
 	if (s->wq_started) {
 		workq_fini(&s->wq);

@@ -164,6 +164,7 @@ static void ctl_finish(struct ctl_client *cl, int r)
 struct ctl_pool_req {
 	struct pool_status_req req;
 	struct ctl_client *cl;
+	struct zdb_refusal *refusals;   /* the cache pool's, for the NOTEs */
 };
 
 static void ctl_pool_status_done(struct pool_status_req *req)
@@ -186,6 +187,7 @@ static void ctl_pool_status_done(struct pool_status_req *req)
 		r = r ? r : strbuf_json_str(o, req->text);
 	}
 	free(req->text);
+	free(pr->refusals);
 	free(pr);
 	ctl_finish(cl, r);
 }
@@ -291,6 +293,17 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 		if (!pr)
 			return -ENOMEM;
 		pr->cl = cl;
+		/* the status pool never writes: the backends' refusals are the
+		 * ones the cache's flusher pool met */
+		if (ctl->vols) {
+			unsigned n = volumes_refusals(ctl->vols, NULL, 0);
+
+			pr->refusals = n ? calloc(n, sizeof(*pr->refusals)) : NULL;
+			if (pr->refusals)
+				pr->req.nrefusals = MIN(n, volumes_refusals(ctl->vols,
+							pr->refusals, n));
+			pr->req.refusals = pr->refusals;
+		}
 		pr->req.reply_loop = ctl->loop;
 		pr->req.done = ctl_pool_status_done;
 		pr->req.json = !fmt || !strcmp(fmt, "json");

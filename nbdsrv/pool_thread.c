@@ -211,7 +211,8 @@ static void status_msg(struct loop_msg *m)
 	/* run by loop_fini after the pool was freed: answered empty */
 	f = pt->pool ? open_memstream(&req->text, &req->len) : NULL;
 	if (f) {
-		zdb_pool_format_status(pt->pool, f, req->json);
+		zdb_pool_format_status_ext(pt->pool, f, req->json, req->refusals,
+					   req->nrefusals);
 		if (fclose(f) != 0) {
 			free(req->text);
 			req->text = NULL;

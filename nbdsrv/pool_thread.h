@@ -35,6 +35,10 @@ struct pool_status_req {
 	struct loop *reply_loop;        /* done() runs on this loop */
 	void (*done)(struct pool_status_req *req);
 	bool json;                      /* JSON object, else the human table */
+	const struct zdb_refusal *refusals; /* another pool's (the cache's),
+	                                 * merged in (zdb_pool_format_status_ext);
+	                                 * the caller's, kept until done() */
+	unsigned nrefusals;
 	char *text;                     /* out: malloc'd (caller frees), or NULL
 	                                 * when out of memory */
 	size_t len;

@@ -548,6 +548,13 @@ void volumes_sync_cancel(struct ssdcache_sync *y, int res)
 	ssdcache_sync_cancel(y, res);
 }
 
+unsigned volumes_refusals(struct volumes *v, struct zdb_refusal *out, unsigned max)
+{
+	if (v->mode != VOLUMES_PERSISTENT)
+		return 0;
+	return ssdcache_refusals(v->store, out, max);
+}
+
 uint64_t volumes_pool_dirty(struct volumes *v)
 {
 	struct ssdcache_stats st;

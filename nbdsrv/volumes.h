@@ -82,6 +82,11 @@ int volumes_sync_start(struct volumes *v, struct loop *loop,
 /* Stop waiting for a sync (loop's thread, before its done ran): done
  * runs soon with res; the flush goes on (ssdcache_sync_cancel). */
 void volumes_sync_cancel(struct ssdcache_sync *y, int res);
+struct zdb_refusal;
+/* The cache's pool's per-backend refusals (ssdcache_refusals: 0-db full,
+ * read-only...) into out (room for max); returns how many backends have
+ * refused (may exceed max), 0 in memory mode.  Any thread. */
+unsigned volumes_refusals(struct volumes *v, struct zdb_refusal *out, unsigned max);
 /* Objects written but not yet in the pool now (0 without a pool). */
 uint64_t volumes_pool_dirty(struct volumes *v);
 /* Start a scrub of the cache's pool versions (ssdcache_scrub_start; rate

@@ -752,18 +752,24 @@ static int conn_map_error(struct conn *c, const struct resp_reply *rp)
 
 	memcpy(detail, rp->str, dl);
 	detail[dl] = 0;
+	int r = -EIO;
+
 	conn_set_error(c, "server error: %s", detail);
 	if (text_has(rp->str, rp->len, "No space") || text_has(rp->str, rp->len, "OOM"))
-		return -ENOSPC;
-	if (text_has(rp->str, rp->len, "read-only") || text_has(rp->str, rp->len, "locked") ||
-	    text_has(rp->str, rp->len, "worm") || text_has(rp->str, rp->len, "READONLY"))
-		return -EROFS;
-	if (text_has(rp->str, rp->len, "too big") || text_has(rp->str, rp->len, "too large"))
-		return -E2BIG;
-	if (text_has(rp->str, rp->len, "NOAUTH") || text_has(rp->str, rp->len, "Access denied") ||
-	    text_has(rp->str, rp->len, "NOPERM"))
-		return -EACCES;
-	return -EIO;
+		r = -ENOSPC;
+	else if (text_has(rp->str, rp->len, "read-only") || text_has(rp->str, rp->len, "locked") ||
+		 text_has(rp->str, rp->len, "worm") || text_has(rp->str, rp->len, "READONLY"))
+		r = -EROFS;
+	else if (text_has(rp->str, rp->len, "too big") || text_has(rp->str, rp->len, "too large"))
+		r = -E2BIG;
+	else if (text_has(rp->str, rp->len, "NOAUTH") || text_has(rp->str, rp->len, "Access denied") ||
+		 text_has(rp->str, rp->len, "NOPERM"))
+		r = -EACCES;
+	/* the pool's refusal record quotes the server (zdb.h zdb_refusal) */
+	if (r == -ENOSPC || r == -EROFS || r == -EACCES)
+		snprintf(c->b.refusal, sizeof(c->b.refusal), "%s",
+			 c->b.last_error + strlen("server error: "));
+	return r;
 }
 
 static uint64_t info_field(const char *s, size_t n, const char *name)

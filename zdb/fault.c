@@ -73,6 +73,7 @@ static void fault_finish(struct fault_shadow *s, int res)
 		((unsigned char *)o->buf)[fault_rand(fb) % (unsigned)res] ^= 0x5a;
 	fb->pending--;
 	free(s);
+	memcpy(fb->b.refusal, fb->inner->refusal, sizeof(fb->b.refusal));
 	o->result = res;
 	o->done(o);
 	fault_maybe_stopped(fb);

@@ -14,7 +14,12 @@
  *           before its requests time out;
  *     UP    otherwise.
  * One pool timer ticks every 10 ms and drives every backend's tick()
- * (deadlines, reconnect with backoff, idle PING).
+ * (deadlines, reconnect with backoff, idle PING).  A request the server
+ * refuses while up (-ENOSPC: 0-db namespace full, redis OOM; -EROFS:
+ * read-only, locked, WORM; -EACCES) counts as an error and is also recorded
+ * per backend (struct zdb_refusal: count, time, the server's words) for the
+ * status, which can merge in another pool's records over the same backends
+ * (the daemon's status pool never writes; its cache's flusher pool does).
  *
  * Placement.  Rendezvous hashing: backend b's score for chunk id is
  * hash(id, seed_b) with seed_b = hash(name) — deterministic, balanced, and
@@ -65,6 +70,7 @@ struct pool_be {
 	unsigned consec_fail;           /* errors since the last success */
 	uint64_t last_fail_ns;
 	uint64_t refused_log_ns;        /* last "refuses writes" warning */
+	struct zdb_refusal refusal;     /* requests it refused while up */
 	bool stopped;
 	bool have_info, info_busy;
 	struct zdb_info info;
@@ -182,6 +188,26 @@ uint64_t zdb_pool_hedge_ns(const struct zdb_pool *p)
 	return MAX(MIN(h, 1000ull * 1000000), 10ull * 1000000);
 }
 
+/* A full (0-db maxsize), read-only / locked / WORM namespace or a denied
+ * request fails while the backend stays up: recorded for the status (its
+ * NOTE column) and logged at most once a minute. */
+static void pool_refused(struct pool_be *pb, const struct zdb_req *r)
+{
+	struct zdb_refusal *rf = &pb->refusal;
+
+	rf->count++;
+	rf->last_ns = pb->last_fail_ns;
+	rf->err = r->result;
+	snprintf(rf->msg, sizeof(rf->msg), "%s",
+		 pb->b->refusal[0] ? pb->b->refusal : strerror(-r->result));
+	if (!pb->refused_log_ns || pb->last_fail_ns - pb->refused_log_ns > 60000000000ull) {
+		pb->refused_log_ns = pb->last_fail_ns;
+		log_warn("backend %s: %s refused: %s", pb->b->cfg.name,
+			 r->op == ZDB_OP_DEL ? "delete" : r->op == ZDB_OP_PUT ? "write"
+			 : "request", rf->msg);
+	}
+}
+
 static void pool_req_done(struct zdb_req *r)
 {
 	struct zdb_pool *p = r->pool;
@@ -204,15 +230,8 @@ static void pool_req_done(struct zdb_req *r)
 		pb->errors++;
 		pb->consec_fail++;
 		pb->last_fail_ns = now_ns();
-		/* A full (0-db maxsize) or read-only / WORM namespace fails
-		 * writes while staying up: say so, at most once a minute. */
-		if ((r->result == -ENOSPC || r->result == -EROFS) &&
-		    (!pb->refused_log_ns || pb->last_fail_ns - pb->refused_log_ns > 60000000000ull)) {
-			pb->refused_log_ns = pb->last_fail_ns;
-			log_warn("backend %s: %s refused: %s", pb->b->cfg.name,
-				 r->op == ZDB_OP_DEL ? "delete" : "write", pb->b->last_error[0]
-				 ? pb->b->last_error : strerror(-r->result));
-		}
+		if (r->result == -ENOSPC || r->result == -EROFS || r->result == -EACCES)
+			pool_refused(pb, r);
 	}
 	r->done = r->user_done;
 	r->done(r);
@@ -908,6 +927,13 @@ void zdb_pool_backend_status(const struct zdb_pool *p, unsigned idx,
 	st->have_info = pb->have_info;
 	st->info = pb->info;
 	snprintf(st->last_error, sizeof(st->last_error), "%s", b->last_error);
+	zdb_pool_refusal(p, idx, &st->refusal);
+}
+
+void zdb_pool_refusal(const struct zdb_pool *p, unsigned idx, struct zdb_refusal *out)
+{
+	*out = p->be[idx].refusal;
+	snprintf(out->backend, sizeof(out->backend), "%s", p->be[idx].b->cfg.name);
 }
 
 static void pool_info_done(struct zdb_req *r)
@@ -1006,10 +1032,45 @@ static void json_num(FILE *f, uint64_t v)
 		fprintf(f, "%" PRIu64, v);
 }
 
+static const char *refusal_class(int err)
+{
+	return err == -ENOSPC ? "ENOSPC" : err == -EROFS ? "EROFS" : err == -EACCES ? "EACCES"
+	       : "EIO";
+}
+
+/* Backend idx's own refusals plus those of extra[] under its name. */
+static void refusal_merged(const struct zdb_pool *p, unsigned idx,
+			   const struct zdb_refusal *extra, unsigned n, struct zdb_refusal *out)
+{
+	unsigned j;
+
+	zdb_pool_refusal(p, idx, out);
+	for (j = 0; j < n; j++) {
+		const struct zdb_refusal *x = &extra[j];
+
+		if (!x->count || strcmp(x->backend, out->backend))
+			continue;
+		out->count += x->count;
+		if (x->last_ns > out->last_ns) {
+			out->last_ns = x->last_ns;
+			out->err = x->err;
+			memcpy(out->msg, x->msg, sizeof(out->msg));
+		}
+	}
+}
+
 void zdb_pool_format_status(const struct zdb_pool *p, FILE *f, bool json)
+{
+	zdb_pool_format_status_ext(p, f, json, NULL, 0);
+}
+
+void zdb_pool_format_status_ext(const struct zdb_pool *p, FILE *f, bool json,
+				const struct zdb_refusal *extra, unsigned n)
 {
 	unsigned i, up = 0, slow = 0, down = 0;
 	struct zdb_backend_status st;
+	struct zdb_refusal rf;
+	uint64_t now = now_ns();
 
 	for (i = 0; i < p->n; i++) {
 		enum zdb_health h = zdb_pool_health(p, i);
@@ -1049,6 +1110,15 @@ void zdb_pool_format_status(const struct zdb_pool *p, FILE *f, bool json)
 			json_num(f, st.have_info ? st.info.entries : UINT64_MAX);
 			fputs(",\"error\":", f);
 			json_str(f, st.last_error);
+			refusal_merged(p, i, extra, n, &rf);
+			fprintf(f, ",\"refused\":%" PRIu64 ",\"refusal\":", rf.count);
+			if (rf.count) {
+				fprintf(f, "{\"error\":\"%s\",\"message\":", refusal_class(rf.err));
+				json_str(f, rf.msg);
+				fprintf(f, ",\"age_s\":%.1f}", (double)(now - rf.last_ns) / 1e9);
+			} else {
+				fputs("null", f);
+			}
 			fputc('}', f);
 		}
 		fputs("]}\n", f);
@@ -1061,19 +1131,23 @@ void zdb_pool_format_status(const struct zdb_pool *p, FILE *f, bool json)
 		"ZONE", "KIND", "ADDRESS", "HEALTH", "STATE", "DIALECT", "EWMA_MS", "P50_MS",
 		"P99_MS", "USED", "LIMIT", "NOTE");
 	for (i = 0; i < p->n; i++) {
-		char e[16], p50[16], p99[16], used[16], lim[16];
+		char e[16], p50[16], p99[16], used[16], lim[16], note[160] = "";
 
 		zdb_pool_backend_status(p, i, &st);
+		refusal_merged(p, i, extra, n, &rf);
+		if (rf.count && now - rf.last_ns < ZDB_REFUSAL_RECENT_NS)
+			snprintf(note, sizeof(note), "refused %" PRIu64 "\u00d7 (%s) %" PRIu64
+				 " s ago ", rf.count, rf.msg, (now - rf.last_ns) / 1000000000);
 		fmt_ms(e, sizeof(e), st.ewma_ns);
 		fmt_ms(p50, sizeof(p50), st.p50_ns);
 		fmt_ms(p99, sizeof(p99), st.p99_ns);
 		fmt_bytes(used, sizeof(used), st.have_info ? st.info.used_bytes : UINT64_MAX);
 		fmt_bytes(lim, sizeof(lim), st.have_info && st.info.limit_bytes
 			  ? st.info.limit_bytes : UINT64_MAX);
-		fprintf(f, "%-12s %-10s %-5s %-24s %-6s %-10s %-7s %8s %8s %8s %8s %8s %s%s%s\n",
+		fprintf(f, "%-12s %-10s %-5s %-24s %-6s %-10s %-7s %8s %8s %8s %8s %8s %s%s%s%s\n",
 			st.name, st.zone, st.kind, st.address, health_name(st.health),
 			zdb_conn_state_name(st.state), zdb_dialect_name(st.dialect), e, p50, p99,
-			used, lim, st.emptied ? "EMPTIED " : st.canary_missing ? "no-canary " : "",
+			used, lim, note, st.emptied ? "EMPTIED " : st.canary_missing ? "no-canary " : "",
 			st.last_error[0] ? "error: " : "", st.last_error);
 	}
 }

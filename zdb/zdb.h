@@ -210,6 +210,9 @@ struct zdb_backend {
 	uint64_t connect_timeout_ns;
 	uint64_t ping_ns;       /* PING after this long without traffic */
 	char last_error[160];   /* human-readable, secret-free */
+	char refusal[100];      /* the server's text of its last refusal
+	                         * (an -ENOSPC/-EROFS/-EACCES answer),
+	                         * printable; "" if none or not a server */
 	uint64_t oldest_inflight_ns;   /* start time of the oldest in-flight
 	                                * request, 0 if none */
 	unsigned inflight;
@@ -465,6 +468,23 @@ int zdb_pool_get_chunk(struct zdb_pool *p, struct zdb_chunk_get *op);
 
 /* ---- status ---- */
 
+/*
+ * Requests a backend refused while up: answers -ENOSPC (0-db namespace
+ * full, redis OOM, a dir backend's full disk), -EROFS (read-only, locked,
+ * WORM) or -EACCES — the connection stays READY, so health alone shows
+ * nothing.  Recorded by the pool for every request submitted through it.
+ */
+struct zdb_refusal {
+	char backend[64];       /* the backend's name */
+	uint64_t count;         /* requests refused since the pool opened */
+	uint64_t last_ns;       /* now_ns() of the last refusal; 0 = never */
+	int err;                /* the last one's class (-errno) */
+	char msg[100];          /* its text: the server's words or strerror */
+};
+
+/* Refusals older than this are not shown in the text NOTE column. */
+#define ZDB_REFUSAL_RECENT_NS (600ull * 1000000000)
+
 struct zdb_backend_status {
 	char name[64];
 	char zone[64];
@@ -480,14 +500,22 @@ struct zdb_backend_status {
 	bool have_info;
 	struct zdb_info info;
 	char last_error[160];
+	struct zdb_refusal refusal;
 };
 void zdb_pool_backend_status(const struct zdb_pool *p, unsigned idx,
 			     struct zdb_backend_status *st);
 /* Ask every ready backend for INFO/NSINFO and run the loop until answered
  * (or timeout_ns); the numbers then appear in the status. */
 int zdb_pool_refresh_info(struct zdb_pool *p, uint64_t timeout_ns);
+/* Copy backend idx's refusal record into *out (count 0: none). */
+void zdb_pool_refusal(const struct zdb_pool *p, unsigned idx, struct zdb_refusal *out);
 /* Write a human table (json=false) or one JSON object to f. */
 void zdb_pool_format_status(const struct zdb_pool *p, FILE *f, bool json);
+/* The same, with refusals another pool over the same backends saw (the
+ * cache's flusher pool) merged in by backend name: counts add up, the most
+ * recent message wins.  extra (n entries) is only read. */
+void zdb_pool_format_status_ext(const struct zdb_pool *p, FILE *f, bool json,
+				const struct zdb_refusal *extra, unsigned n);
 
 /* Helper for tools: run p's loop until *flag is true or timeout_ns passed;
  * returns 0 or -ETIMEDOUT. */
