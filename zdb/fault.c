@@ -143,7 +143,7 @@ static void fault_submit(struct zdb_backend *b, struct zdb_req *r)
 		return;
 	}
 	if (fault_roll(fb, fb->f.fail_permille)) {
-		fault_complete_later(s, -EIO);
+		fault_complete_later(s, fb->f.fail_err < 0 ? fb->f.fail_err : -EIO);
 		return;
 	}
 	if (fb->f.blackhole || fault_roll(fb, fb->f.drop_permille)) {

@@ -240,7 +240,8 @@ struct zdb_backend *zdb_dir_create(struct loop *l, const struct zdb_backend_cfg 
 
 /* Faults the wrapper can inject (probabilities in 1/1000). */
 struct zdb_fault {
-	unsigned fail_permille;     /* complete with -EIO */
+	unsigned fail_permille;     /* complete with fail_err */
+	int fail_err;               /* that error (-errno); 0 = -EIO */
 	unsigned drop_permille;     /* never answer: -ETIMEDOUT at deadline */
 	unsigned corrupt_permille;  /* flip one byte of a GET payload */
 	uint64_t delay_ns;          /* added to every request */

@@ -512,6 +512,137 @@ static void wait_done(struct fixture *fx, struct chunk_io *x)
 	ck_assert_int_eq(zdb_pool_run_until(fx->pool, &x->done, 60ull * 1000000000), 0);
 }
 
+struct put_one {
+	struct zdb_req req;
+	bool done;
+};
+
+static void put_one_done(struct zdb_req *r)
+{
+	container_of(r, struct put_one, req)->done = true;
+}
+
+/* PUT one key on backend idx through the pool; returns its result. */
+static int put_one(struct fixture *fx, unsigned idx)
+{
+	struct put_one p = { .req = { .op = ZDB_OP_PUT, .key = "k", .key_len = 1,
+				      .val = "v", .val_len = 1, .done = put_one_done } };
+
+	zdb_pool_submit(fx->pool, idx, &p.req);
+	ck_assert_int_eq(zdb_pool_run_until(fx->pool, &p.done, 30ull * 1000000000), 0);
+	return p.req.result;
+}
+
+static char *pool_status_text(struct fixture *fx, bool json, const struct zdb_refusal *x,
+			      unsigned n)
+{
+	char *txt = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&txt, &len);
+
+	ck_assert_ptr_nonnull(f);
+	zdb_pool_format_status_ext(fx->pool, f, json, x, n);
+	ck_assert_int_eq(fclose(f), 0);
+	return txt;
+}
+
+/* The line of the status table that starts with name (a copy). */
+static char *status_line(const char *txt, const char *name)
+{
+	size_t nl = strlen(name);
+	const char *p;
+
+	for (p = txt; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+		if (!strncmp(p, name, nl) && p[nl] == ' ')
+			return strndup(p, strcspn(p, "\n"));
+	ck_abort_msg("no status line for %s in:\n%s", name, txt);
+	return NULL;
+}
+
+/* A backend that answers while up with ENOSPC / EROFS (0-db namespace
+ * full, read-only) has its refusals recorded (count, class, time, words);
+ * other errors are not refusals; the status merges another pool's records
+ * by name (counts add, the newer message wins) and shows only recent ones
+ * in the text NOTE column. */
+START_TEST(test_pool_refusal)
+{
+	struct fixture fx;
+	struct zdb_fault f = { .fail_permille = 1000, .fail_err = -ENOSPC };
+	struct zdb_refusal rf, x[2];
+	char *txt, *line;
+	uint64_t t0 = now_ns();
+
+	fx_open(&fx, 3, 0, 2, 1);
+	zdb_pool_refusal(fx.pool, 1, &rf);
+	ck_assert_uint_eq(rf.count, 0);
+	ck_assert_str_eq(rf.backend, "d01");
+
+	zdb_pool_set_fault(fx.pool, 1, &f);
+	ck_assert_int_eq(put_one(&fx, 1), -ENOSPC);
+	zdb_pool_refusal(fx.pool, 1, &rf);
+	ck_assert_uint_eq(rf.count, 1);
+	ck_assert_int_eq(rf.err, -ENOSPC);
+	ck_assert_str_eq(rf.msg, strerror(ENOSPC));
+	ck_assert_uint_ge(rf.last_ns, t0);
+	f.fail_err = -EROFS;
+	zdb_pool_set_fault(fx.pool, 1, &f);
+	ck_assert_int_eq(put_one(&fx, 1), -EROFS);
+	f.fail_err = 0;                 /* -EIO: an error, not a refusal */
+	zdb_pool_set_fault(fx.pool, 1, &f);
+	ck_assert_int_eq(put_one(&fx, 1), -EIO);
+	zdb_pool_refusal(fx.pool, 1, &rf);
+	ck_assert_uint_eq(rf.count, 2);
+	ck_assert_int_eq(rf.err, -EROFS);
+	ck_assert_str_eq(rf.msg, strerror(EROFS));
+	zdb_pool_set_fault(fx.pool, 1, &(struct zdb_fault){ 0 });
+	ck_assert_int_eq(put_one(&fx, 0), 0);
+	zdb_pool_refusal(fx.pool, 0, &rf);
+	ck_assert_uint_eq(rf.count, 0);
+
+	/* merged: d01 gets 5 newer refusals of another pool; d02 4 old ones */
+	memset(x, 0, sizeof(x));
+	snprintf(x[0].backend, sizeof(x[0].backend), "d01");
+	x[0].count = 5;
+	x[0].last_ns = now_ns();
+	x[0].err = -ENOSPC;
+	snprintf(x[0].msg, sizeof(x[0].msg), "No space left on this namespace");
+	snprintf(x[1].backend, sizeof(x[1].backend), "d02");
+	x[1].count = 4;
+	x[1].last_ns = x[0].last_ns - ZDB_REFUSAL_RECENT_NS - 60ull * 1000000000;
+	x[1].err = -EROFS;
+	snprintf(x[1].msg, sizeof(x[1].msg), "Namespace is in read-only mode");
+	txt = pool_status_text(&fx, false, x, 2);
+	line = status_line(txt, "d01");
+	ck_assert_msg(strstr(line, "refused 7\u00d7 (No space left on this namespace) "),
+		      "d01: %s", line);
+	ck_assert_msg(strstr(line, " s ago"), "d01: %s", line);
+	free(line);
+	line = status_line(txt, "d00");
+	ck_assert_msg(!strstr(line, "refused"), "d00: %s", line);
+	free(line);
+	line = status_line(txt, "d02");        /* older than 10 minutes */
+	ck_assert_msg(!strstr(line, "refused"), "d02: %s", line);
+	free(line);
+	free(txt);
+	txt = pool_status_text(&fx, true, x, 2);
+	ck_assert_msg(strstr(txt, "\"refused\":7,\"refusal\":{\"error\":\"ENOSPC\","
+			      "\"message\":\"No space left on this namespace\",\"age_s\":"),
+		      "%s", txt);
+	ck_assert_msg(strstr(txt, "\"refused\":4,\"refusal\":{\"error\":\"EROFS\","
+			      "\"message\":\"Namespace is in read-only mode\",\"age_s\":66"),
+		      "%s", txt);
+	ck_assert_msg(strstr(txt, "\"refused\":0,\"refusal\":null"), "%s", txt);
+	free(txt);
+	/* without extra records: the pool's own */
+	txt = pool_status_text(&fx, false, NULL, 0);
+	line = status_line(txt, "d01");
+	ck_assert_msg(strstr(line, "refused 2\u00d7 (Read-only file system) "), "d01: %s", line);
+	free(line);
+	free(txt);
+	fx_close(&fx);
+}
+END_TEST
+
 START_TEST(test_chunk_faults)
 {
 	struct fixture fx;
@@ -1269,6 +1400,7 @@ static Suite *zdb_suite(void)
 	tcase_add_test(tc, test_place);
 	tcase_add_test(tc, test_dir_tmp_sweep);
 	tcase_add_test(tc, test_chunk_faults);
+	tcase_add_test(tc, test_pool_refusal);
 	tcase_add_test(tc, test_bad_servers);
 	tcase_add_test(tc, test_zdb_dialect_fake);
 	suite_add_tcase(s, tc);
