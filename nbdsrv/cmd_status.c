@@ -3,9 +3,10 @@
  * ask the running daemon for its state over the control socket and print
  * it: exports with their counters, reactors, listeners, the volume store
  * (when the daemon serves volumes) and the pool's backends (health, state,
- * dialect, latency p50/p99, capacity).  The pool part is produced by
- * zdb_pool_format_status() on the daemon's pool thread; this command only
- * prints it.  --json prints the daemon's reply object unchanged (one line).
+ * dialect, latency p50/p99, capacity, and the requests each refused while
+ * up — the cache's pool's refusals, merged in by the daemon).  The pool part
+ * is produced by zdb_pool_format_status_ext() on the daemon's pool thread;
+ * this command only prints it.  --json prints the daemon's reply object unchanged (one line).
  *
  * Exit status: 0 when the daemon answered, 1 when it could not be asked or
  * refused, 2 on a usage error.
