@@ -426,6 +426,8 @@ static int cfg_backend_key(struct cfg_ctx *x, const struct config_item *it, char
 	return -EINVAL;
 }
 
+#define CFG_ZDB_NS_PASSWORD_MAX 63
+
 /* Checks on the backend section just closed. */
 static int cfg_backend_end(struct cfg_ctx *x, char *err, size_t errlen, unsigned *line)
 {
@@ -459,6 +461,17 @@ static int cfg_backend_end(struct cfg_ctx *x, char *err, size_t errlen, unsigned
 	if (b->kind == ZDB_KIND_DIR && (b->has_password || b->ns[0])) {
 		snprintf(err, errlen, "[backend %s]: a dir backend takes no namespace or password",
 			 b->name);
+		return -EINVAL;
+	}
+	/* 0-db stores at most 63 bytes of a namespace password (NSSET answers
+	 * "-Invalid value" beyond, so no SELECT could ever match) and
+	 * `NSSET ns password *` CLEARS the password: pool init would leave
+	 * the namespace open to anyone. */
+	if (b->kind == ZDB_KIND_ZDB && b->has_password &&
+	    (strlen(b->password) > CFG_ZDB_NS_PASSWORD_MAX || !strcmp(b->password, "*"))) {
+		snprintf(err, errlen, "[backend %s]: a 0-db namespace password must be 1 to %d bytes "
+			 "and not \"*\" (0-db's NSSET limit; \"*\" clears the password)", b->name,
+			 CFG_ZDB_NS_PASSWORD_MAX);
 		return -EINVAL;
 	}
 	if (!b->zone[0])

@@ -684,6 +684,11 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 				conn_fatal(c, -EACCES, "not authorized: %s", detail);
 				return 0;
 			}
+			if (c->b.dialect == ZDB_DIALECT_ZDB && text_has(rp->str, rp->len, "frozen")) {
+				/* NSSET ns freeze 1 (0-db maintenance): transient, retried */
+				conn_fail(c, -EAGAIN, "namespace is frozen (0-db maintenance)");
+				return 0;
+			}
 			if (c->b.dialect == ZDB_DIALECT_ZDB && text_has(rp->str, rp->len, "Invalid key")) {
 				conn_fatal(c, -EINVAL, "namespace is in sequential mode (0-db --mode seq); "
 					   "nbdsrv needs user-key mode: %s", detail);

@@ -168,6 +168,11 @@ START_TEST(test_config_errors)
 		  "t.conf:13: [backend d] has the same address and namespace as [backend c]" },
 		{ "[pool]\nk = 2\nm = 1\n[backend a]\nkind = dir\naddress = /x\npassword = p\n",
 		  "t.conf:4: [backend a]: a dir backend takes no namespace or password" },
+		{ "[pool]\nk = 2\nm = 1\n[backend a]\nkind = zdb\naddress = 1.2.3.4:1\npassword = *\n",
+		  "t.conf:4: [backend a]: a 0-db namespace password must be 1 to 63 bytes and not \"*\"" },
+		{ "[pool]\nk = 2\nm = 1\n[backend a]\nkind = zdb\naddress = 1.2.3.4:1\npassword = "
+		  "0123456789012345678901234567890123456789012345678901234567890123\n",
+		  "t.conf:4: [backend a]: a 0-db namespace password must be 1 to 63 bytes" },
 		{ "[pool]\nhedge_ms = soon\n", "t.conf:2: hedge_ms (or auto) must be a number" },
 		{ "[pool]\ncache_mode = lazy\n", "t.conf:2: cache_mode must be writeback or writethrough" },
 		{ "[pool]\nscrub_rate = fast\n", "t.conf:2: scrub_rate must be a rate in bytes per second" },
@@ -188,6 +193,20 @@ START_TEST(test_config_errors)
 		ck_assert_msg(r < 0, "case %u parsed although it should fail", i);
 		ck_assert_msg(!strncmp(err, cases[i].want, strlen(cases[i].want)),
 			      "case %u: got '%s', want '%s'", i, err, cases[i].want);
+	}
+	/* 0-db's namespace password bound is inclusive: 63 bytes (and a
+	 * redis password has no such bound) */
+	{
+		static const char ok63[] = "[pool]\nk = 2\nm = 1\n" B3 "[backend z]\nkind = zdb\n"
+			"address = 127.0.0.1:4\nnamespace = nbd\npassword = "
+			"012345678901234567890123456789012345678901234567890123456789012\n"
+			"[backend r]\nkind = redis\naddress = 127.0.0.1:5\npassword = "
+			"0123456789012345678901234567890123456789012345678901234567890123456789\n";
+
+		ck_assert_msg(zdb_pool_cfg_parse("t.conf", "/tmp", ok63, strlen(ok63), cfg, err,
+						 sizeof(err)) == 0, "63-byte 0-db password refused: %s", err);
+		ck_assert_uint_eq(strlen(cfg->backends[3].password), 63);
+		zdb_pool_cfg_wipe(cfg);
 	}
 	/* a NUL byte in the middle */
 	ck_assert_int_lt(zdb_pool_cfg_parse("t.conf", NULL, "[pool]\nk\0=1\n", 12, cfg, err,
@@ -830,6 +849,7 @@ struct fake {
 	int cur_fd;                 /* the connection being served */
 	unsigned send_errors;       /* replies to a client that had closed */
 	bool stall_done;
+	bool frozen;                /* 0-db NSSET ns freeze 1: every data command refused */
 };
 
 /* send(MSG_NOSIGNAL), not write(): a client that gives up on a bad reply
@@ -953,6 +973,12 @@ static bool fake_answer(struct fake *f, int fd, char argv[8][256], size_t *lens,
 	}
 	if (!strcmp(argv[0], "PING")) {
 		wrs(fd, "+PONG\r\n");
+		return true;
+	}
+	if (zdb && __atomic_load_n(&f->frozen, __ATOMIC_SEQ_CST) &&
+	    (!strcmp(argv[0], "GET") || !strcmp(argv[0], "SET") || !strcmp(argv[0], "DEL"))) {
+		/* 0-db v2.0.x's exact bytes (zdbd/commands.c command_error_frozen) */
+		wrs(fd, "-Namespace is temporarily frozen (read-write disabled)\r\n");
 		return true;
 	}
 	if (zdb && !strcmp(argv[0], "GET") && argc == 2 && !strncmp(argv[1], "stall", 5)) {
@@ -1350,6 +1376,34 @@ START_TEST(test_zdb_dialect_fake)
 		ck_assert_int_eq(b->state, ZDB_CONN_READY);
 		ck_assert_uint_eq(b->emptied, 1);
 		ck_assert(!b->canary_missing);
+	}
+	/* a frozen namespace (0-db maintenance) fails requests with an error,
+	 * never "missing"; at reconnect it is a transient, named failure (was
+	 * "unexpected handshake reply"), and the backend comes back once thawed */
+	{
+		uint64_t end = now_ns() + 30000000000ull;
+		uint64_t connects = b->connects;
+
+		ck_assert_int_eq(one_op(&l, b, ZDB_OP_PUT, "fz", "v", NULL, 0), 0);
+		__atomic_store_n(&f->frozen, true, __ATOMIC_SEQ_CST);
+		ck_assert_int_eq(one_op(&l, b, ZDB_OP_GET, "fz", NULL, buf, sizeof(buf)), -EIO);
+		ck_assert_msg(strstr(b->last_error, "frozen"), "%s", b->last_error);
+		shutdown(__atomic_load_n(&f->cur_fd, __ATOMIC_SEQ_CST), SHUT_RDWR);
+		while (!(b->state != ZDB_CONN_READY && strstr(b->last_error, "namespace is frozen")) &&
+		       now_ns() < end) {
+			loop_run_once(&l, 10ull * 1000000);
+			b->ops->tick(b, now_ns());
+		}
+		ck_assert_msg(strstr(b->last_error, "namespace is frozen"), "%s", b->last_error);
+		ck_assert(!strstr(b->last_error, "unexpected"));
+		ck_assert_int_ne(b->state, ZDB_CONN_FATAL);
+		__atomic_store_n(&f->frozen, false, __ATOMIC_SEQ_CST);
+		while ((b->connects == connects || b->state != ZDB_CONN_READY) && now_ns() < end) {
+			loop_run_once(&l, 10ull * 1000000);
+			b->ops->tick(b, now_ns());
+		}
+		ck_assert_int_eq(b->state, ZDB_CONN_READY);
+		ck_assert_int_eq(one_op(&l, b, ZDB_OP_GET, "fz", NULL, buf, sizeof(buf)), 1);
 	}
 	/* requests time out on a server that does not answer: the teardown
 	 * must not close the socket before the server answered (0-db would
