@@ -29,6 +29,11 @@
 #    every byte still reads back.
 # E. b05's namespace full (NSSET maxsize), b04's WORM: writes land degraded
 #    and deletes fail, each said in the log; everything reads back.
+# F. (0-db v2.0.x only: skipped when NSSET lock is refused) b03 locked
+#    (read-only): writes land degraded, said in the log, repaired once
+#    unlocked; b02 frozen across a daemon restart: down as "namespace is
+#    frozen" (retried, not refused for good), writes degraded, repaired
+#    once thawed; everything reads back.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
@@ -236,4 +241,42 @@ e2e_start
 readback v v@s1 c a
 e2e_stop
 info "E: full and WORM namespaces reported, data intact"
+
+# --- F. a locked namespace and a frozen one (0-db v2.0.x) --------------------
+STEP=F
+zadmin 5 NSSET nbd maxsize 0 >/dev/null
+zadmin 4 NSSET nbd worm 0 >/dev/null
+if [ "$(zadmin 3 NSSET nbd lock 1)" != OK ]; then
+  info "F: skipped: this 0-db has no NSSET lock/freeze"
+else
+  e2e_start
+  dw0=$(e2e_stat degraded_writes)
+  qwrite v 13M 512K 0x61
+  vsync
+  [ "$(e2e_stat degraded_writes)" -gt "$dw0" ] || fail "F: no degraded write with b03 locked"
+  # one warning a minute per backend: GC's deletes may be refused first
+  wait_for "grep -Eq 'backend b03: (write|delete) refused: .*locked' '$NBDSRV_LOG'" 30 ||
+    fail "F: no warning that the locked b03 refuses writes"
+  zadmin 3 NSSET nbd lock 0 >/dev/null
+  wait_for '[ "$(e2e_stat repair_pending)" = 0 ]' 120 || fail "F: writes refused by the locked b03 not repaired"
+  e2e_stop
+  [ "$(zadmin 2 NSSET nbd freeze 1)" = OK ] || fail "F: NSSET lock known but not freeze"
+  e2e_start
+  wait_for "grep -q 'backend b02 .*namespace is frozen' '$NBDSRV_LOG'" 30 ||
+    fail "F: the frozen b02 is not reported as such"
+  "$NBDSRV" status --config "$E2E_CONF" >"$t/st" || fail "F: status"
+  grep -Eq "^b02 .*down .*namespace is frozen" "$t/st" || { cat "$t/st" >&2; fail "F: status: b02 not down as frozen"; }
+  qwrite v 13M 512K 0x62
+  vsync
+  [ "$(e2e_stat repair_pending)" -gt 0 ] || fail "F: no repair pending with b02 frozen"
+  zadmin 2 NSSET nbd freeze 0 >/dev/null
+  wait_for '[ "$(e2e_stat repair_pending)" = 0 ]' 120 || fail "F: writes missed by the frozen b02 not repaired"
+  e2e_stop
+  e2e_drop_cache
+  e2e_start
+  readback v v@s1 c a
+  e2e_stop
+  zdbs_alive 0 1 2 3 4 5 || fail "F: a zdb server died"
+  info "F: locked and frozen namespaces reported, writes repaired, data intact"
+fi
 echo "daemon-zdb.sh: ok"
