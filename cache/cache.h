@@ -405,6 +405,9 @@ struct ssdcache_stats {
 	uint64_t read_retries;    /* reads resolved and read again: a write
 	                           * landed in place on blocks they were
 	                           * reading through a base */
+	uint64_t fill_waits;      /* writes that waited for a dependent's
+	                           * partial-block fill reading the blocks
+	                           * they write (through a chain of bases) */
 	uint64_t slot_waits;      /* writes / fetches that waited for a slot */
 	uint64_t slots_free;      /* free now (not counting a batch whose
 	                           * eviction records are being committed) */

@@ -91,11 +91,30 @@
  * base).  Cost without dependents: one pointer test per run of blocks and
  * one per write.  A read served from a fetch's plaintext needs no check:
  * the plaintext is an immutable pool version and the serve decision is
- * taken under the mutex; a write's own read-modify-write of an edge block
- * of its base cannot race either (the base's write waits for its direct
- * dependents' writes in progress).  Not covered: that rmw through a chain
- * of two bases or more (3 → 2 → 1, 1 written in place while 3's write
- * reads its edge block from 1's slot).
+ * taken under the mutex.
+ *
+ * Fills in flight through a base.  A write's read-modify-write of a
+ * partial edge block, and a detach's copy of a block into a dependent,
+ * read the block from wherever it resolves along the chain — possibly a
+ * far base's slot (3 → 2 → 1: 3's rmw reads 1's slot; 1's write detaches
+ * only its direct dependent 2, and a direct dependent's write in progress
+ * is all it waits for).  Such a fill from another entry's slot is listed
+ * on that entry's vreads too, from its resolution (under the mutex) until
+ * its pread completed; a write to the entry, at the point where it would
+ * mark reads stale, instead WAITS while a fill listed there overlaps its
+ * blocks (stats.fill_waits; woken when the fill unlists).  Once it goes
+ * on, its detach is done under the same mutex hold, so no later fill
+ * resolves those blocks to it: waiting is bounded by one pread per fill,
+ * with no restart of the dependent's write.  Why wait here when reads
+ * retry: a fill is a write's, which the base's write may delay like the
+ * direct dependents' writes it already waits for (snapshot READERS never
+ * delay it), and a retried rmw would have to undo its data phase; the
+ * list (not a walk of the dependents' chains) is exact even when the
+ * chain changes meanwhile (2 switched to its pool version after 3's rmw
+ * resolved through it).  That case remains for a fill resolved after the
+ * switch: its block is then in the pool, and the write lets go of its
+ * data phase and prepares again (fetch first), as a detach's copy does.
+ * Cost without dependents: none (the list is empty).
  *
  * Threads.  Every op is submitted on the caller's loop and its file I/O is
  * submitted there too (reads hit the cache file directly from the caller's
@@ -968,13 +987,14 @@ static struct ssd_sub *ssd_sub_add(struct ssd_req *r, unsigned i, bool write,
 #define SSD_MAX_PASSES 64u
 
 bool (*ssd_read_hook)(struct ssd_req *r);
+bool (*ssd_rmw_hook)(struct ssd_req *r);
 
 static void ssd_req_free(struct ssd_req *r);
 
 /* lock held: u (a sub of r) reads blocks [b0, b1) of another object's
  * slot (via's): a write landing in place on them marks r stale. */
-static void ssd_via_add(struct ssd_req *r, struct ssd_sub *u,
-			struct ssd_ent *via, uint64_t b0, uint64_t b1)
+static void ssd_via_link(struct ssd_sub *u, struct ssd_ent *via,
+			 uint64_t b0, uint64_t b1)
 {
 	u->via = via;
 	u->vb0 = b0;
@@ -984,22 +1004,29 @@ static void ssd_via_add(struct ssd_req *r, struct ssd_sub *u,
 		u->vnext->vpprev = &u->vnext;
 	u->vpprev = &via->vreads;
 	via->vreads = u;
+}
+
+static void ssd_via_unlink(struct ssd_sub *u)
+{
+	*u->vpprev = u->vnext;
+	if (u->vnext)
+		u->vnext->vpprev = u->vpprev;
+	u->via = NULL;
+}
+
+static void ssd_via_add(struct ssd_req *r, struct ssd_sub *u,
+			struct ssd_ent *via, uint64_t b0, uint64_t b1)
+{
+	ssd_via_link(u, via, b0, b1);
 	r->vread = true;
 }
 
 /* lock held: r's subs leave their vreads lists. */
 static void ssd_via_drop(struct ssd_req *r)
 {
-	for (unsigned i = 0; i < r->nsub; i++) {
-		struct ssd_sub *u = &r->subs[i];
-
-		if (!u->via)
-			continue;
-		*u->vpprev = u->vnext;
-		if (u->vnext)
-			u->vnext->vpprev = u->vpprev;
-		u->via = NULL;
-	}
+	for (unsigned i = 0; i < r->nsub; i++)
+		if (r->subs[i].via)
+			ssd_via_unlink(&r->subs[i]);
 	r->vread = false;
 }
 
@@ -1008,8 +1035,31 @@ static void ssd_via_drop(struct ssd_req *r)
 static void ssd_via_stale(struct ssd_ent *e, uint64_t b0, uint64_t b1)
 {
 	for (struct ssd_sub *u = e->vreads; u; u = u->vnext)
-		if (u->vb0 < b1 && b0 < u->vb1)
+		if (u->vb0 < b1 && b0 < u->vb1 && u->req->kind != SSD_WRITE &&
+		    u->req->kind != SSD_ZERO)
 			u->req->stale = true;
+}
+
+/* lock held: whether a fill of another write than r (its rmw, or a copy
+ * into a dependent) is reading blocks [b0, b1) of e's slot: a write to
+ * them waits until it did. */
+static bool ssd_via_fill(const struct ssd_ent *e, uint64_t b0, uint64_t b1,
+			 const struct ssd_req *r)
+{
+	for (const struct ssd_sub *u = e->vreads; u; u = u->vnext)
+		if (u->vb0 < b1 && b0 < u->vb1 && u->req != r &&
+		    (u->req->kind == SSD_WRITE || u->req->kind == SSD_ZERO))
+			return true;
+	return false;
+}
+
+/* lock held: r (a write) no longer reads through other entries' slots;
+ * a write waiting for that (ssd_via_fill) tries again. */
+static void ssd_fill_done(struct ssd *s, struct ssd_req *r)
+{
+	ssd_via_drop(r);
+	if (s->sw_head)
+		ssd_sw_wake(s);
 }
 
 /* End a read or prefetch that submitted no I/O (or failed to). */
@@ -1251,6 +1301,8 @@ static void ssd_write_complete(struct ssd_req *r)
 	uint64_t b;
 
 	pthread_mutex_lock(&s->lock);
+	if (r->vread)
+		ssd_fill_done(s, r);
 	if (!r->err) {
 		bool all = true;
 
@@ -1287,9 +1339,32 @@ static void ssd_write_complete(struct ssd_req *r)
 	ssd_req_finish(r);
 }
 
+static void ssd_modify_prep(struct ssd_req *r);
+
+/* lock held: r's rmw found an edge block's old bytes in the pool (a
+ * dependent of its chain was switched to its pool version since the
+ * preparation looked): let go of the rmw and the data phase and prepare
+ * again, which fetches it.  Returns the writes waiting for the rmw. */
+static struct ssd_req *ssd_write_unstart(struct ssd *s, struct ssd_req *r)
+{
+	struct ssd_ent *e = r->ent;
+	struct ssd_req *w = e->wait_head;
+
+	if (r->vread)
+		ssd_fill_done(s, r);
+	r->nsub = 0;
+	e->rmw = false;
+	e->wait_head = e->wait_tail = NULL;
+	if (--e->writing == 0 && s->sw_head)
+		ssd_sw_wake(s);
+	return w;
+}
+
 /*
  * Write phases: 0 = (if rmw) fill the partial edge blocks of the bounce
- * from the base chain; 1 = write; 2 = done.
+ * from the base chain; 1 = write; 2 = done.  A fill from another entry's
+ * slot is listed on it (vreads, as a read's) until its pread completed: a
+ * write to that entry waits for it (ssd_modify_prep).
  */
 static void ssd_write_start(struct ssd_req *r)
 {
@@ -1297,6 +1372,8 @@ static void ssd_write_start(struct ssd_req *r)
 	struct objstore_io *io = r->io;
 	struct ssd_ent *e = r->ent;
 	uint64_t edge[2] = { r->b0, r->b1 - 1 };
+	struct ssd_req *w = NULL;
+	bool again = false;
 	unsigned n = 0, i;
 
 	pthread_mutex_lock(&s->lock);
@@ -1326,20 +1403,38 @@ static void ssd_write_start(struct ssd_req *r)
 			src = ssd_source(e, blk, &pool);
 			s->st.rmw_blocks++;
 			if (pool) {
-				/* ssd_modify_prep fetched it and pins it */
-				log_error("ssdcache: object %" PRIu64 ": block %" PRIu64
-					  " left the cache during a write", io->obj, blk);
-				r->err = -EIO;
+				again = true;
 				break;
 			}
 			if (!src)
 				continue;       /* bounce is zeroed */
 			ssd_pin(r, src);
-			ssd_sub_add(r, n++, false, slot_off(s, src->slot) + lo,
-				    r->bounce + (lo - r->b0 * SSD_BLK), SSD_BLK);
+			if (r->err)
+				break;
+			struct ssd_sub *u = ssd_sub_add(r, n++, false,
+				slot_off(s, src->slot) + lo,
+				r->bounce + (lo - r->b0 * SSD_BLK), SSD_BLK);
+
+			r->nsub = n;
+			if (src != e)
+				ssd_via_add(r, u, src, blk, blk + 1);
 		}
+		if (again)
+			w = ssd_write_unstart(s, r);
 	}
 	pthread_mutex_unlock(&s->lock);
+	if (again) {
+		while (w) {
+			struct ssd_req *next = w->wnext;
+
+			w->msg.fn = ssd_write_resume;
+			loop_post(w->io->loop, &w->msg);
+			w = next;
+		}
+		memset(r->bounce, 0, (r->b1 - r->b0) * SSD_BLK);
+		ssd_modify_prep(r);
+		return;
+	}
 	r->phase = 1;
 	if (r->err) {
 		ssd_write_complete(r);
@@ -1349,9 +1444,10 @@ static void ssd_write_start(struct ssd_req *r)
 		ssd_req_step(r);
 		return;
 	}
-	r->pending = n;
-	for (i = 0; i < n; i++)
-		ssd_sub_submit(&r->subs[i]);
+	r->nsub = n;
+	if (ssd_rmw_hook && ssd_rmw_hook(r))
+		return;
+	ssd_read_submit(r);
 }
 
 /* A read whose preads through a base are done: true when a write landed
@@ -1401,6 +1497,11 @@ static void ssd_req_step(struct ssd_req *r)
 		if (r->phase == 1 && !r->err) {
 			struct ssd_sub *u;
 
+			if (r->vread) {
+				pthread_mutex_lock(&s->lock);
+				ssd_fill_done(s, r);
+				pthread_mutex_unlock(&s->lock);
+			}
 			r->phase = 2;
 			if (r->bounce) {
 				if (r->kind == SSD_WRITE)
@@ -1435,8 +1536,6 @@ static void ssd_modify_go(struct ssd_req *r)
 	}
 	ssd_write_start(r);
 }
-
-static void ssd_modify_prep(struct ssd_req *r);
 
 static void ssd_bp_resume(struct loop_msg *m)
 {
@@ -1511,7 +1610,7 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 	struct ssd_ent **ds = NULL, *d;
 	size_t nd = 0, cap = 0, i;
 	uint8_t *blk = NULL;
-	bool changed = false;
+	bool changed = false, again = false;
 	int err = 0;
 
 	for (i = 0; i < s->nbuckets && e->deps; i++)
@@ -1579,7 +1678,7 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 	/* copy: one block at a time, synchronously (a rare path: vol wrote
 	 * an object in place that is still some object's base) */
 	blk = malloc(SSD_BLK);
-	for (i = 0; i < nd && !err; i++) {
+	for (i = 0; i < nd && !err && !again; i++) {
 		if (!(d = ds[i]))
 			continue;
 		if (!blk) {
@@ -1588,7 +1687,8 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 		}
 		ssd_pin(r, d);
 		d->cowing = true;               /* its writes wait (prep) */
-		for (uint64_t b = r->b0; b < r->b1 && !err; b++) {
+		for (uint64_t b = r->b0; b < r->b1 && !err && !again; b++) {
+			struct ssd_sub via = { .req = r };
 			bool pool;
 			struct ssd_ent *src;
 			uint64_t from;
@@ -1596,9 +1696,19 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 			if (bit_get(d->valid, b))
 				continue;
 			src = ssd_source(e, b, &pool);
+			if (pool) {
+				/* e's chain changed while the lock was dropped
+				 * (e switched to its pool version): prepare
+				 * again, which fetches */
+				again = true;
+				break;
+			}
 			from = src ? slot_off(s, src->slot) + b * SSD_BLK : 0;
-			if (src)
+			if (src) {
 				ssd_pin(r, src);
+				if (src != e)   /* a fill through e's base chain */
+					ssd_via_link(&via, src, b, b + 1);
+			}
 			pthread_mutex_unlock(&s->lock);
 			if (src)
 				err = ssd_pread_all(s->fd, blk, SSD_BLK, from);
@@ -1608,6 +1718,8 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 				err = ssd_pwrite_all(s->fd, blk, SSD_BLK,
 						     slot_off(s, d->slot) + b * SSD_BLK);
 			pthread_mutex_lock(&s->lock);
+			if (via.via)
+				ssd_via_unlink(&via);
 			if (!err) {
 				bit_set(d->valid, b);
 				s->st.cow_blocks++;
@@ -1624,6 +1736,15 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 	free(blk);
 	free(ds);
 	ssd_sw_wake(s);
+	if (!err && again && !changed) {
+		r->resume = ssd_modify_resume;
+		r->fetch_res = 0;
+		r->msg.fn = ssd_resume_msg;
+		loop_post(r->io->loop, &r->msg);
+		return 1;
+	}
+	/* again and changed: the dependents' commit runs first, then the
+	 * preparation again */
 	return err ? err : changed ? 2 : 0;
 }
 
@@ -1810,8 +1931,20 @@ static void ssd_modify_prep(struct ssd_req *r)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
-	if (e->vreads)
+	if (e->vreads) {
+		if (ssd_via_fill(e, r->b0, r->b1, r)) {
+			/* a dependent's write (maybe through a chain of
+			 * bases) fills a block from these: wait for its pread */
+			r->resume = ssd_modify_resume;
+			r->fetch_res = 0;
+			r->wnext = s->sw_head;
+			s->sw_head = r;
+			s->st.fill_waits++;
+			pthread_mutex_unlock(&s->lock);
+			return;
+		}
 		ssd_via_stale(e, r->b0, r->b1);
+	}
 	e->writing++;
 	pthread_mutex_unlock(&s->lock);
 	ssd_modify_go(r);

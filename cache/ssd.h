@@ -346,7 +346,12 @@ struct ssd_req {
  * holds the read, which the hook's owner submits later (on that loop) with
  * ssd_read_submit.  Global: set it only while one cache is open. */
 extern bool (*ssd_read_hook)(struct ssd_req *r);
-/* Submit the preads of a read the hook held (r's loop). */
+/* Test hook, NULL in production: as ssd_read_hook, for a write's
+ * read-modify-write: called after the write resolved its partial edge
+ * blocks and before it preads them; a held write is submitted later with
+ * ssd_read_submit (its loop). */
+extern bool (*ssd_rmw_hook)(struct ssd_req *r);
+/* Submit the preads of a read (or an rmw) a hook held (r's loop). */
 void ssd_read_submit(struct ssd_req *r);
 
 /* ssd.c, for the flusher */

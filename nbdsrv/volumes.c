@@ -620,6 +620,7 @@ json_t *volumes_status(struct volumes *v)
 		CST(c, slot_waits);
 		CST(c, cow_blocks);
 		CST(c, read_retries);
+		CST(c, fill_waits);
 		CST(c, intent_commits);
 		CST(c, record_commits);
 		CST(c, wb_waiting);

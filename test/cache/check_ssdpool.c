@@ -1988,6 +1988,153 @@ START_TEST(test_base_inflight)
 }
 END_TEST
 
+/* ssd_rmw_hook: hold the first rmw of hold_obj after its resolution */
+static struct ssd_req *rmw_held;
+
+static bool rmw_hold_hook(struct ssd_req *r)
+{
+	if (rmw_held || r->io->obj != hold_obj || r->io->loop != &lp)
+		return false;
+	rmw_held = r;
+	return true;
+}
+
+/* Whether the write io waits (s->sw_head) while no object is flushed. */
+static bool sw_waiting(struct objstore *c, const struct objstore_io *io)
+{
+	struct ssd *s = (struct ssd *)c;
+	bool found = false;
+
+	pthread_mutex_lock(&s->lock);
+	for (struct ssd_req *w = s->sw_head; w && !found; w = w->wnext)
+		found = w->io == io;
+	/* not for a dependent's flush in progress (it wakes it) */
+	for (size_t i = 0; i < s->nbuckets && found; i++)
+		for (struct ssd_ent *e = s->tab[i]; e && found; e = e->hnext)
+			found = !e->flushing;
+	pthread_mutex_unlock(&s->lock);
+	return found;
+}
+
+/*
+ * A write's read-modify-write through a chain of bases (3 → 2 → 1, or
+ * 4 → 3 → 2 → 1) in flight when the far base (1) is written in place: the
+ * write of a partial block resolved that block to 1's slot (held by
+ * ssd_rmw_hook before its pread), 1's write detaches its direct dependent
+ * 2 only, then the pread runs: the written object's bytes outside its
+ * write must be 1's OLD bytes.  A second partial write of the object
+ * (queued behind the held one's rmw, resolved only after it) must too; in
+ * the flushed mode 1's write switches 2 to its pool version meanwhile, so
+ * that write finds its edge block in the pool (fetched, not -EIO).  Modes:
+ * local, pool, pool with the chain flushed, pool with a three-level chain.
+ */
+START_TEST(test_rmw_chain)
+{
+	uint8_t *x = malloc(SLOT), *y = malloc(SLOT), *z = malloc(SLOT);
+	uint8_t *w = malloc(SLOT), *got = malloc(SLOT), *want = malloc(SLOT);
+	uint8_t *bad = malloc(SLOT);
+
+	seed_init("test_rmw_chain");
+	fill(x, SLOT);
+	fill(y, 5000);
+	fill(z, SLOT);
+	fill(w, 300);
+	for (int mode = 0; mode < 4; mode++) {
+		struct copts co = { .create = true, .nslots = 16, .local = mode == 0,
+			.wt = true };
+		struct meta *m;
+		struct objstore *c;
+		uint64_t obj = mode == 3 ? 4 : 3;
+		bool waited = false;
+
+		wipe_store();
+		open_store(&co, &m, &c);
+		/* 1 whole; 2 from 1 (blocks 0-1); 3 from 2 (blocks 7-8);
+		 * 4 from 3 (block 3): blocks 9 and 12 only 1 has */
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 1000, 5000, y), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 3, 2, 30000, 4096, y), 0);
+		memcpy(want, x, SLOT);
+		memcpy(want + 1000, y, 5000);
+		memcpy(want + 30000, y, 4096);
+		if (mode == 3) {
+			ck_assert_int_eq(do_io(c, OP_WRITE, 4, 3, 12300, 100, y), 0);
+			memcpy(want + 12300, y, 100);
+		}
+		if (mode >= 2)
+			ck_assert_int_eq(do_flush(c), 0);
+		struct sync_io io[3] = {
+			{ .io = { .loop = &lp, .cb = sync_cb, .obj = obj,
+				  .base = obj - 1, .off = 9 * 4096 + 100, .len = 300,
+				  .buf = w } },
+			{ .io = { .loop = &lp, .cb = sync_cb, .obj = obj,
+				  .base = obj - 1, .off = 12 * 4096 + 2000, .len = 300,
+				  .buf = w } },
+			{ .io = { .loop = &lp, .cb = sync_cb, .obj = 1, .off = 0,
+				  .len = SLOT, .buf = z } },
+		};
+
+		memcpy(want + 9 * 4096 + 100, w, 300);
+		memcpy(want + 12 * 4096 + 2000, w, 300);
+		memcpy(bad, z, SLOT);           /* what a leak of 1's write gives */
+		memcpy(bad + 9 * 4096 + 100, w, 300);
+		memcpy(bad + 12 * 4096 + 2000, w, 300);
+		rmw_held = NULL;
+		hold_obj = obj;
+		ssd_rmw_hook = rmw_hold_hook;
+		objstore_write(c, &io[0].io);
+		ssd_rmw_hook = NULL;
+		ck_assert_msg(rmw_held != NULL, "mode %d: the rmw was not held", mode);
+		objstore_write(c, &io[1].io);
+		/* 1 written in place while the rmw is held: it completes or
+		 * waits for the held write (never for a timeout) */
+		objstore_write(c, &io[2].io);
+		for (uint64_t t0 = now_ns(); !io[2].done; ) {
+			loop_run_once(&lp, 10ull * 1000000);
+			if (sw_waiting(c, &io[2].io)) {
+				waited = true;
+				break;
+			}
+			ck_assert_msg(now_ns() - t0 < 120ull * 1000000000,
+				      "mode %d: the base write neither completed "
+				      "nor waited", mode);
+		}
+		ssd_read_submit(rmw_held);
+		wait_all(io, 3);
+		for (int i = 0; i < 3; i++)
+			ck_assert_msg(io[i].io.res == 0, "mode %d: write %d: %s",
+				      mode, i, strerror(-io[i].io.res));
+		printf("test_rmw_chain: mode %d: the base write %s\n", mode,
+		       waited ? "waited for the rmw" : "did not wait");
+		ck_assert_int_eq(do_io(c, OP_READ, obj, obj - 1, 0, SLOT, got), 0);
+		for (uint64_t b = 0; b < SLOT / 4096; b++)
+			ck_assert_msg(!memcmp(got + b * 4096, want + b * 4096, 4096),
+				      "mode %d: object %" PRIu64 " block %" PRIu64
+				      " differs: %s", mode, obj, b,
+				      !memcmp(got + b * 4096, bad + b * 4096, 4096) ?
+				      "its far base's later write" : "other bytes");
+		ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+		ck_assert(!memcmp(got, z, SLOT));
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
+		/* and after a reopen */
+		co.create = false;
+		open_store(&co, &m, &c);
+		ck_assert_int_eq(do_io(c, OP_READ, obj, obj - 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want, SLOT), "mode %d: after a reopen",
+			      mode);
+		close_store(m, c);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(w);
+	free(got);
+	free(want);
+	free(bad);
+}
+END_TEST
+
 /* test_base_inflight_stress: reads held by the hook, released later */
 #define SR_HOLD 8u
 static struct ssd_req *sr_held[SR_HOLD];
@@ -2979,6 +3126,7 @@ int main(void)
 	tcase_add_test(tc, test_base_written);
 	tcase_add_test(tc, test_base_inflight);
 	tcase_add_test(tc, test_base_inflight_stress);
+	tcase_add_test(tc, test_rmw_chain);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
