@@ -13,8 +13,13 @@
  * --rate bounds the bytes per second a deep scrub reads (pool.conf's
  * scrub_rate when absent; 0 = unlimited).
  *
+ * The daemon's scrub counters live in its process: --wait ends with an
+ * error when they show a new daemon (a restart between two polls), rather
+ * than waiting for a scrub that is gone.
+ *
  * Exit status: 0 started (or, with --wait, finished with nothing left
- * waiting), 1 refused or the daemon could not be asked, 2 usage error,
+ * waiting), 1 refused, the daemon could not be asked or (--wait) it
+ * restarted before the end, 2 usage error,
  * 3 (--wait) finished degraded: damaged versions wait for k+m backends up
  * (the daemon scrubs again by itself when they are).
  */
@@ -185,14 +190,28 @@ int cmd_scrub(int argc, char **argv)
 		printf("scrub%s started (progress: nbdsrv status)\n", deep ? " (deep)" : "");
 		return fflush(stdout) == 0 ? 0 : 1;
 	}
-	for (;;) {
+	for (json_int_t last = runs0;;) {
+		json_int_t runs;
 		bool running;
 
 		sc = scrub_status(path);
 		if (!sc)
 			return 1;
 		running = json_is_true(json_object_get(sc, "running"));
-		if (!running && (joined || ji(sc, "runs") > runs0)) {
+		runs = ji(sc, "runs");
+		/* the daemon's counters are its process's: fewer runs than seen,
+		 * or ours neither running nor ended (a start shows running at
+		 * once), is a new daemon — the scrub followed is gone */
+		if (runs < last || (!running && !joined && runs <= runs0)) {
+			if (tty)
+				fprintf(stderr, "\r\033[K");
+			fprintf(stderr, WHO ": the daemon restarted before the scrub "
+				"ended (run it again)\n");
+			json_decref(sc);
+			return 1;
+		}
+		last = runs;
+		if (!running && (joined || runs > runs0)) {
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			scrub_print(stdout, sc, "\n");

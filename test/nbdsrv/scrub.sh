@@ -20,6 +20,9 @@
 #     scrub does not see it, `scrub --deep` does (bad >= 1) and it is
 #     repaired: restart with the cache file deleted, KILL backends 0 and 1,
 #     every byte reads back.
+#  4. `scrub --wait` following a deep scrub across a daemon restart (the
+#     CLI held stopped meanwhile) ends with exit 1 instead of polling the
+#     new daemon forever.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 requires nbdcopy qemu-io python3 cmp redis-server
@@ -220,6 +223,28 @@ backend_kill 0
 backend_kill 1
 readback "after the deep scrub, backends 0 and 1 killed"
 info "part 3: the garbage shard was replaced"
+# `scrub --wait` across a daemon restart: the scrub it follows is gone
+# with the old process; the new daemon's figures (runs from 0, none
+# running) must end the wait with an error, not poll forever (a quick
+# restart, e.g. systemd's after a crash, can fall between two polls: the
+# CLI is held stopped meanwhile).  Rate 1 B/s: the deep scrub never ends.
+"$NBDSRV" scrub --control "$ctl" --deep --rate 1 --wait >"$t/rs.out" 2>"$t/rs.err" &
+rs=$!
+cleanup_push "kill -CONT $rs 2>/dev/null; kill $rs 2>/dev/null"
+wait_for "[ \$(st \"$SC['running'] and $SC['deep'] and $SC['rate'] == 1\") = 1 ]" 30 ||
+  fail "the deep scrub at 1 B/s did not start: $(st "$SC")"
+kill -STOP "$rs"
+rc=0; stop_nbdsrv || rc=$?
+[ "$rc" = 0 ] || fail "SIGTERM during a deep scrub: exit $rc"
+NBDSRV_LOG=$t/serve5.log
+start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
+wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after the restart"
+kill -CONT "$rs"
+wait_for "! kill -0 $rs 2>/dev/null" 30 || fail "scrub --wait still polls after the daemon restarted"
+rc=0; wait "$rs" || rc=$?
+cat "$t/rs.out" "$t/rs.err" >&2
+[ "$rc" = 1 ] || fail "scrub --wait across a restart: exit $rc (want 1)"
+grep -q "restarted" "$t/rs.err" || fail "scrub --wait did not say the daemon restarted"
 # a stop while a deep scrub waits for a backend (values of the other
 # shards held): a clean exit, nothing leaked
 backend_stop 5
