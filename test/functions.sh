@@ -90,19 +90,26 @@ qemu_io_ok() {
   fi
 }
 
-# free_port — a TCP port on 127.0.0.1 that nothing uses right now.  Taken
-# at random BELOW the kernel's ephemeral range: a port from bind(0) is one
-# that the next outgoing connection (the daemon's to its backends, any
-# other test's) may take as its local port before our server binds it.
+# free_port [HOST] — a TCP port on HOST (default 127.0.0.1; an IPv6 address
+# such as ::1 works too) that nothing uses right now.  Taken at random
+# BELOW the kernel's ephemeral range: a port from bind(0) is one that the
+# next outgoing connection (the daemon's to its backends, any other test's)
+# may take as its local port before our server binds it.  Even so the port
+# can be taken between this probe and the server's bind (another test's
+# server): a server a test starts on it must be started again on another
+# port when it exits at start with "Address already in use" (start_nbdsrv
+# does; port_listener tells whose the port is).
 free_port() {
-  python3 -c '
-import random, socket
+  python3 - "${1:-127.0.0.1}" <<'PY'
+import random, socket, sys
+host = sys.argv[1]
+fam = socket.AF_INET6 if ":" in host else socket.AF_INET
 lo = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 for _ in range(200):
     p = random.randint(10000, lo - 1) if lo > 11000 else 0
-    s = socket.socket()
+    s = socket.socket(fam)
     try:
-        s.bind(("127.0.0.1", p))
+        s.bind((host, p))
     except OSError:
         continue
     finally:
@@ -111,32 +118,69 @@ for _ in range(200):
         print(p)
         break
 else:
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+    s = socket.socket(fam); s.bind((host, 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+# port_listener PORT PID — true when process PID itself listens on TCP PORT
+# (a connect alone may reach another test's server that won the port).
+port_listener() {
+  ss -Hltnp "sport = :$1" 2>/dev/null | grep -q "pid=$2,"
 }
 
 # start_nbdsrv ARGS… — start `nbdsrv serve ARGS…` in the background, log to
 # $NBDSRV_LOG (default: a temp file, printed on failure), set NBDSRV_PID, and
-# wait until every --unix socket exists and every --listen port accepts.
+# wait until every --unix socket exists and the daemon itself listens on
+# every --listen port.  When it exits at start because a --listen port was
+# taken meanwhile (free_port's race), it is started again with new ports
+# (free_port on the same host), up to 3 times: the ports finally used are in
+# NBDSRV_PORTS (one per --listen, in order) and NBDSRV_PORT (the first) —
+# a caller reads its port from there after the call, never from what it
+# passed.
 start_nbdsrv() {
   local log=${NBDSRV_LOG:-$(mktemp "$_test_tmp/nbdsrv-log.XXXXXX")}
+  local args=("$@") try i a prev host port ok
   NBDSRV_LOG=$log
-  "$NBDSRV" serve "$@" >"$log" 2>&1 &
-  NBDSRV_PID=$!
-  cleanup_push "kill -9 $NBDSRV_PID; wait $NBDSRV_PID"
   cleanup_push "[ \$? -eq 0 ] || { echo '--- nbdsrv log:' >&2; tail -50 '$log' >&2; }"
-  local a prev=""
-  for a in "$@"; do
-    case $prev in
-      --unix) wait_for "[ -S '$a' ]" 30 || { cat "$log" >&2; fail "nbdsrv did not create $a"; } ;;
-      --listen)
-        local port=${a##*:} host=127.0.0.1
+  for ((try = 0; ; try++)); do
+    "$NBDSRV" serve "${args[@]}" >"$log" 2>&1 &
+    NBDSRV_PID=$!
+    cleanup_push "kill -9 $NBDSRV_PID; wait $NBDSRV_PID"
+    NBDSRV_PORTS=()
+    ok=1 prev=""
+    for a in "${args[@]}"; do
+      case $prev in
+        --unix)
+          wait_for "[ -S '$a' ] || ! kill -0 $NBDSRV_PID" 30 && [ -S "$a" ] ||
+            { ok=0; break; } ;;
+        --listen)
+          port=${a##*:}
+          NBDSRV_PORTS+=("$port")
+          wait_for "port_listener $port $NBDSRV_PID || ! kill -0 $NBDSRV_PID" 30 &&
+            port_listener "$port" "$NBDSRV_PID" || { ok=0; break; } ;;
+      esac
+      prev=$a
+    done
+    NBDSRV_PORT=${NBDSRV_PORTS[0]:-}
+    [ $ok = 1 ] && kill -0 "$NBDSRV_PID" 2>/dev/null && return 0
+    # exited (or never served): relaunch on new ports if a port was taken
+    if kill -0 "$NBDSRV_PID" 2>/dev/null || [ "$try" -ge 3 ] ||
+       ! grep -q "Address already in use" "$log" || ! [[ " ${args[*]} " == *" --listen "* ]]; then
+      cat "$log" >&2
+      fail "nbdsrv did not start (serve ${args[*]})"
+    fi
+    info "nbdsrv exited at start, a --listen port was taken: $(grep -m1 "Address already in use" "$log"); new ports"
+    wait "$NBDSRV_PID" 2>/dev/null || true
+    prev=""
+    for i in "${!args[@]}"; do
+      if [ "$prev" = --listen ]; then
+        a=${args[$i]} host=127.0.0.1
         case $a in \[*\]:*) host=${a%%]*}; host=${host#\[} ;; esac   # [IPv6]:PORT
-        wait_for "(exec 3<>/dev/tcp/$host/$port) 2>/dev/null" 30 ||
-          { cat "$log" >&2; fail "nbdsrv did not listen on $a"; } ;;
-    esac
-    prev=$a
+        args[$i]="${a%:*}:$(free_port "$host")"
+      fi
+      prev=${args[$i]}
+    done
   done
-  kill -0 "$NBDSRV_PID" 2>/dev/null || { cat "$log" >&2; fail "nbdsrv exited at start"; }
 }
 
 # stop_nbdsrv — SIGTERM, wait, and return its exit status.

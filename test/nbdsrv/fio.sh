@@ -11,6 +11,7 @@ port=$(free_port)
 listen=(--listen "127.0.0.1:$port")
 [ "${NBDSRV_STANDIN:-0}" = 1 ] && listen=()   # nbdkit: -U and -p exclude each other
 start_nbdsrv --unix "$t/sock" "${listen[@]}" --export "disk=$t/disk"
+[ ${#listen[@]} -eq 0 ] || port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 uri="nbd+unix:///disk?socket=$t/sock"
 tcp="nbd://127.0.0.1:$port/disk"
 [ "${NBDSRV_STANDIN:-0}" = 1 ] && tcp=$uri

@@ -15,11 +15,12 @@ python3 -c 'import sys; sys.stdout.buffer.write(b"\xa5" * (4 << 20))' >"$t/ro"
 
 port=$(free_port)
 listen=(--listen "127.0.0.1:$port")
-tcp="tcp:127.0.0.1:$port"
 # nbdkit: -U and -p exclude each other
-[ "${NBDSRV_STANDIN:-0}" = 1 ] && { listen=(); tcp=""; }
+[ "${NBDSRV_STANDIN:-0}" = 1 ] && listen=()
 start_nbdsrv --unix "$t/rw.sock" "${listen[@]}" \
   --export "disk=$t/disk,desc=test disk" --export "other=$t/other"
+tcp=""
+[ ${#listen[@]} -eq 0 ] || tcp="tcp:127.0.0.1:$NBDSRV_PORT"   # start_nbdsrv may have moved it
 rw_pid=$NBDSRV_PID
 start_nbdsrv --unix "$t/ro.sock" --export "ro=$t/ro,ro"
 

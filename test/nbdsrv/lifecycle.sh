@@ -60,6 +60,7 @@ listen=(--listen "127.0.0.1:$port")
 [ "$standin" = 1 ] && listen=()
 start_nbdsrv --unix "$t/sock" "${listen[@]}" --pidfile "$t/pid" \
   --export "disk=$t/disk" --threads 2 --log-level debug
+[ ${#listen[@]} -eq 0 ] || port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 wait_for "[ -s '$t/pid' ]" 60 || fail "no pidfile"
 [ "$(cat "$t/pid")" = "$NBDSRV_PID" ] || fail "pidfile has $(cat "$t/pid"), pid is $NBDSRV_PID"
 nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null || fail "unix listener"
@@ -68,10 +69,11 @@ nbdinfo --size "nbd+unix:///disk?socket=$t/sock" >/dev/null || fail "unix listen
 # IPv6 and host names in --listen (nbdsrv only: the stand-in has one listener).
 if [ "$standin" != 1 ] &&
    python3 -c 'import socket; socket.socket(socket.AF_INET6).bind(("::1", 0))' 2>/dev/null; then
-  p6=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1",0)); print(s.getsockname()[1])')
+  p6=$(free_port ::1)
   p4=$(free_port)
   saved=$NBDSRV_PID
   start_nbdsrv --listen "[::1]:$p6" --listen "localhost:$p4" --export "disk=$t/disk"
+  p6=${NBDSRV_PORTS[0]} p4=${NBDSRV_PORTS[1]}   # start_nbdsrv may have moved them
   nbdinfo --size "nbd://[::1]:$p6/disk" >/dev/null || fail "IPv6 listener"
   nbdinfo --size "nbd://127.0.0.1:$p4/disk" >/dev/null || fail "listener given as localhost"
   stop_nbdsrv || fail "IPv6 server: exit status $? after SIGTERM"
@@ -163,10 +165,11 @@ bin=$TEST_BIN_DIR/nbdsrv/nbd_client_test
 if [ -x "$bin" ] && [ "$standin" != 1 ]; then
   truncate -s 64M "$t/busy-disk"; truncate -s 1M "$t/busy-other"
   bport=$(free_port)
-  blisten=(--listen "127.0.0.1:$bport"); btcp="tcp:127.0.0.1:$bport"
+  blisten=(--listen "127.0.0.1:$bport")
   saved=$NBDSRV_PID
   start_nbdsrv --unix "$t/busy.sock" "${blisten[@]}" --export "disk=$t/busy-disk" \
     --export "other=$t/busy-other"
+  btcp="tcp:127.0.0.1:$NBDSRV_PORT"   # start_nbdsrv may have moved it
   NBD_TEST_ONLY=stress "$bin" "$t/busy.sock" "$t/busy.sock" 1 $btcp >"$t/busy.out" 2>&1 &
   busyc=$!
   cleanup_push "kill $busyc"

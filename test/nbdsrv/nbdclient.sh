@@ -24,6 +24,7 @@ port=$(free_port)
 ctl=$t/ctl
 start_nbdsrv --listen "127.0.0.1:$port" --volumes ephemeral --control "$ctl" \
   --export "disk=$t/disk,desc=file disk" --export "golden=$t/disk,ro,desc=published snapshot"
+port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 wait_for "[ -S '$ctl' ]" 30 || fail "no control socket"
 "$NBDSRV" vol --control "$ctl" create vol1 256M >/dev/null || fail "vol create"
 

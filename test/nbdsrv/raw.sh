@@ -13,6 +13,7 @@ listen=(--listen "127.0.0.1:$port")
 [ "${NBDSRV_STANDIN:-0}" = 1 ] && listen=()   # nbdkit: -U and -p exclude each other
 start_nbdsrv --unix "$t/sock" "${listen[@]}" --export "disk=$t/disk" --export "big=$t/big" \
   --export "odd=$t/odd" --export "empty=$t/empty"
+[ ${#listen[@]} -eq 0 ] || port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 NBD_SERVER_PID=$NBDSRV_PID python3 "$SRC_DIR/test/nbdsrv/nbd_raw.py" "$t/sock" ||
   fail "raw protocol checks failed"
 # The same framing over TCP (partial reads and writes split differently).

@@ -11,6 +11,7 @@ t=$(mktempdir)
 python3 -c 'import os,sys; open(sys.argv[1],"wb").write(os.urandom(8 << 20))' "$t/disk"
 port=$(free_port)
 start_nbdsrv --unix "$t/sock" --listen "127.0.0.1:$port" --export "disk=$t/disk"
+port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 # TCP (the map path) and the unix socket (the splice path) alike
 for addr in "tcp:127.0.0.1:$port" "$t/sock"; do
 PYTHONPATH="$SRC_DIR/test/nbdsrv" python3 - "$addr" "$t/disk" <<'PY' ||

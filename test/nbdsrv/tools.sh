@@ -17,6 +17,7 @@ roexp=(--export "ro=$t/ro,ro")
 [ "$standin" = 1 ] && { listen=(); roexp=(--export "ro=$t/ro"); }
 start_nbdsrv --unix "$t/sock" "${listen[@]}" \
   --export "disk=$t/disk,desc=tools disk" --export "other=$t/other" "${roexp[@]}"
+[ ${#listen[@]} -eq 0 ] || port=$NBDSRV_PORT   # start_nbdsrv may have moved it
 U="nbd+unix:///disk?socket=$t/sock"
 T="nbd://127.0.0.1:$port/disk"
 [ "$standin" = 1 ] && T=$U

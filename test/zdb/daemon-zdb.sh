@@ -94,7 +94,7 @@ vsync() { "$NBDSRV" vol --config "$E2E_CONF" sync --timeout "${1:-60000}" >/dev/
 BACKEND_ZDB_ARGS="" backends_start zdb 5 "$t"
 BACKEND_N=6 BACKEND_PORT[5]=$(free_port) BACKEND_DIR[5]=$t/backend5
 BACKEND_ZDB_ARGS="--mode seq" _backend_launch 5
-_backend_ready 5
+BACKEND_ZDB_ARGS="--mode seq" _backend_ready 5 newport   # relaunched in seq mode if its port was taken
 "$NBDSRV" key generate "$t/pool.key" >/dev/null || fail "key generate"
 {
   printf '[pool]\nk = 4\nm = 2\nchunk_size = 256K\nkey_file = %s\n' "$t/pool.key"

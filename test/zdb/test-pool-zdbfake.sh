@@ -9,15 +9,29 @@ source "$SRC_DIR/test/functions.sh"
 requires python3
 T=$TEST_BIN_DIR/zdb/zdb_tool
 t=$(mktempdir)
-ports=()
+ports=() pids=()
+fake_launch() {  # fake_launch I — fake I on a free port
+  ports[$1]=$(free_port)
+  python3 "$SRC_DIR/test/zdb/fake_zdb.py" "${ports[$1]}" --admin Adm1n >"$t/fake$1.log" 2>&1 &
+  pids[$1]=$!
+  cleanup_push "kill ${pids[$1]}"
+}
+for i in 0 1 2 3; do fake_launch "$i"; done
+# each fake itself listens (not another test's server that won its port
+# between free_port and its bind: then it exits and starts on another)
 for i in 0 1 2 3; do
-  p=$(free_port)
-  python3 "$SRC_DIR/test/zdb/fake_zdb.py" "$p" --admin Adm1n >"$t/fake$i.log" 2>&1 &
-  cleanup_push "kill $!"
-  ports+=("$p")
-done
-for p in "${ports[@]}"; do
-  wait_for "(exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null" 30 || fail "fake on $p did not start"
+  for ((try = 0; ; try++)); do
+    wait_for "port_listener ${ports[$i]} ${pids[$i]} || ! kill -0 ${pids[$i]}" 30 &&
+      port_listener "${ports[$i]}" "${pids[$i]}" && break
+    if [ "$try" -lt 3 ] && ! kill -0 "${pids[$i]}" 2>/dev/null &&
+       grep -q "Address already in use" "$t/fake$i.log"; then
+      info "fake $i: port ${ports[$i]} was taken; another"
+      fake_launch "$i"
+      continue
+    fi
+    cat "$t/fake$i.log" >&2
+    fail "fake $i on ${ports[$i]} did not start"
+  done
 done
 printf 'Adm1n\n' >"$t/admin.pw"
 printf 'ns-Secret\n' >"$t/ns.pw"
