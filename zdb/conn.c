@@ -140,6 +140,7 @@ struct conn {
 	uint64_t last_rx_ns;
 	char kind_warned;
 	char worm_warned;
+	char nopw_warned;
 	struct conn_linger {            /* half-closed sockets being drained */
 		int fd;
 		uint64_t until_ns;
@@ -857,6 +858,18 @@ static int conn_user_reply(struct conn *c, struct zdb_req *r, const struct resp_
 			return conn_map_error(c, rp);
 		if (rp->type != RESP_BULK)
 			return -EPROTO;
+		/* 0-db grants SELECT ns SECURE on a namespace without a
+		 * password: only NSINFO tells that it is open */
+		if (zdb && c->b.cfg.has_password) {
+			c->b.ns_unprotected = text_has(rp->str, rp->len, "\npassword: no");
+			if (c->b.ns_unprotected && !c->nopw_warned) {
+				c->nopw_warned = 1;
+				log_warn("backend %s: namespace %s has no password on the server "
+					 "although pool.conf gives one: anyone can write and delete "
+					 "there (set it: nbdsrv pool init)", c->b.cfg.name,
+					 c->b.cfg.ns[0] ? c->b.cfg.ns : "default");
+			}
+		}
 		if (!in || r->buf_len < sizeof(*in))
 			return 0;
 		if (zdb) {

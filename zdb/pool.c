@@ -924,6 +924,7 @@ void zdb_pool_backend_status(const struct zdb_pool *p, unsigned idx,
 	st->timeouts = pb->timeouts;
 	st->canary_missing = b->canary_missing;
 	st->emptied = b->emptied;
+	st->ns_unprotected = b->ns_unprotected;
 	st->have_info = pb->have_info;
 	st->info = pb->info;
 	snprintf(st->last_error, sizeof(st->last_error), "%s", b->last_error);
@@ -1097,11 +1098,12 @@ void zdb_pool_format_status_ext(const struct zdb_pool *p, FILE *f, bool json,
 			fprintf(f, ",\"health\":\"%s\",\"state\":\"%s\",\"dialect\":\"%s\","
 				"\"ewma_ms\":%.3f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"ok\":%" PRIu64
 				",\"errors\":%" PRIu64 ",\"timeouts\":%" PRIu64
-				",\"canary_missing\":%s,\"emptied\":%" PRIu64,
+				",\"canary_missing\":%s,\"emptied\":%" PRIu64 ",\"ns_unprotected\":%s",
 				health_name(st.health), zdb_conn_state_name(st.state),
 				zdb_dialect_name(st.dialect), (double)st.ewma_ns / 1e6,
 				(double)st.p50_ns / 1e6, (double)st.p99_ns / 1e6, st.ok, st.errors,
-				st.timeouts, st.canary_missing ? "true" : "false", st.emptied);
+				st.timeouts, st.canary_missing ? "true" : "false", st.emptied,
+				st.ns_unprotected ? "true" : "false");
 			fputs(",\"used_bytes\":", f);
 			json_num(f, st.have_info ? st.info.used_bytes : UINT64_MAX);
 			fputs(",\"limit_bytes\":", f);
@@ -1144,10 +1146,11 @@ void zdb_pool_format_status_ext(const struct zdb_pool *p, FILE *f, bool json,
 		fmt_bytes(used, sizeof(used), st.have_info ? st.info.used_bytes : UINT64_MAX);
 		fmt_bytes(lim, sizeof(lim), st.have_info && st.info.limit_bytes
 			  ? st.info.limit_bytes : UINT64_MAX);
-		fprintf(f, "%-12s %-10s %-5s %-24s %-6s %-10s %-7s %8s %8s %8s %8s %8s %s%s%s%s\n",
+		fprintf(f, "%-12s %-10s %-5s %-24s %-6s %-10s %-7s %8s %8s %8s %8s %8s %s%s%s%s%s\n",
 			st.name, st.zone, st.kind, st.address, health_name(st.health),
 			zdb_conn_state_name(st.state), zdb_dialect_name(st.dialect), e, p50, p99,
-			used, lim, note, st.emptied ? "EMPTIED " : st.canary_missing ? "no-canary " : "",
+			used, lim, note, st.ns_unprotected ? "NO-PASSWORD " : "",
+			st.emptied ? "EMPTIED " : st.canary_missing ? "no-canary " : "",
 			st.last_error[0] ? "error: " : "", st.last_error);
 	}
 }

@@ -219,6 +219,9 @@ struct zdb_backend {
 	uint64_t connects;      /* successful handshakes */
 	bool canary_missing;    /* canary absent at the last handshake */
 	uint64_t emptied;       /* times the canary vanished after we saw it */
+	bool ns_unprotected;    /* 0-db: pool.conf gives a password but the
+	                         * namespace has none (last NSINFO): anyone
+	                         * can write and delete there */
 };
 
 enum zdb_event {
@@ -498,6 +501,7 @@ struct zdb_backend_status {
 	uint64_t ok, errors, timeouts;
 	bool canary_missing;
 	uint64_t emptied;
+	bool ns_unprotected;     /* see zdb_backend.ns_unprotected */
 	bool have_info;
 	struct zdb_info info;
 	char last_error[160];

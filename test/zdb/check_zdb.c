@@ -850,6 +850,7 @@ struct fake {
 	unsigned send_errors;       /* replies to a client that had closed */
 	bool stall_done;
 	bool frozen;                /* 0-db NSSET ns freeze 1: every data command refused */
+	bool nopw;                  /* NSINFO: the namespace has no password */
 };
 
 /* send(MSG_NOSIGNAL), not write(): a client that gives up on a bad reply
@@ -965,9 +966,13 @@ static bool fake_answer(struct fake *f, int fd, char argv[8][256], size_t *lens,
 		return true;
 	}
 	if (!strcmp(argv[0], "NSINFO")) {
-		const char *t = "# namespace\nname: nbd\nentries: 7\ndata_size_bytes: 12345\n"
-				"data_limits_bytes: 1000000\nmode: userkey\n";
+		/* v2.0.x's field order (zdbd/commands_namespace.c command_nsinfo) */
+		char t[512];
 
+		snprintf(t, sizeof(t), "# namespace\nname: nbd\nentries: 7\npublic: no\nworm: no\n"
+			 "locked: no\npassword: %s\ndata_size_bytes: 12345\ndata_size_mb: 0.01\n"
+			 "data_limits_bytes: 1000000\nindex_size_bytes: 58\nmode: userkey\n",
+			 __atomic_load_n(&f->nopw, __ATOMIC_SEQ_CST) ? "no" : "yes");
 		wr_bulk(fd, t, strlen(t));
 		return true;
 	}
@@ -1333,6 +1338,15 @@ START_TEST(test_zdb_dialect_fake)
 	ck_assert_uint_eq(info.used_bytes, 12345);
 	ck_assert_uint_eq(info.limit_bytes, 1000000);
 	ck_assert_uint_eq(info.entries, 7);
+	ck_assert(!b->ns_unprotected);
+	/* the namespace lost its password (NSSET nbd password *): 0-db still
+	 * grants SELECT nbd SECURE, only NSINFO says it is open */
+	__atomic_store_n(&f->nopw, true, __ATOMIC_SEQ_CST);
+	ck_assert_int_eq(one_op(&l, b, ZDB_OP_INFO, NULL, NULL, &info, sizeof(info)), 0);
+	ck_assert(b->ns_unprotected);
+	__atomic_store_n(&f->nopw, false, __ATOMIC_SEQ_CST);
+	ck_assert_int_eq(one_op(&l, b, ZDB_OP_INFO, NULL, NULL, &info, sizeof(info)), 0);
+	ck_assert(!b->ns_unprotected);
 	/* key and value limits are enforced before sending */
 	{
 		char longkey[300];

@@ -97,4 +97,24 @@ printf '[backend r]\nkind = zdb\naddress = 127.0.0.1:%s\nnamespace = ro\n' "${po
 "$NBDSRV" pool check --config "$t/seq.conf" >"$t/out" 2>&1 && fail "check with a seq / read-only namespace passed"
 grep -q '^s .*FAIL .*sequential mode' "$t/out" || { cat "$t/out"; fail "seq-mode namespace: no clear error"; }
 grep -q '^r .*FAIL .*read-only without its password' "$t/out" || { cat "$t/out"; fail "read-only namespace: no clear error"; }
+# z3's namespace loses its password (NSSET nbd password *): 0-db still lets
+# SELECT nbd SECURE in, so only NSINFO shows it — status says so
+python3 - "${ports[3]}" <<'PY' || fail "clearing z3's namespace password"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+for a in (("AUTH", "Adm1n"), ("NSSET", "nbd", "password", "*")):
+    s.sendall(b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in (y.encode() for y in a)))
+    r = f.readline()
+    assert r == b"+OK\r\n", (a, r)
+PY
+"$NBDSRV" pool status --config "$t/pool.conf" >"$t/out" 2>"$t/err" || { cat "$t/out" "$t/err"; fail "status, z3 without password"; }
+grep -q '^z3 .*NO-PASSWORD' "$t/out" || { cat "$t/out"; fail "status: z3 not shown without password"; }
+! grep -q '^z[012] .*NO-PASSWORD' "$t/out" || { cat "$t/out"; fail "status: a protected namespace shown without password"; }
+"$NBDSRV" pool status --config "$t/pool.conf" --json 2>/dev/null >"$t/json" || fail "status --json"
+python3 - "$t/json" <<'PY' || fail "status JSON ns_unprotected: $(cat "$t/json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert [b["name"] for b in d["backends"] if b["ns_unprotected"]] == ["z3"]
+PY
 info ok
