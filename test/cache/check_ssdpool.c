@@ -26,7 +26,10 @@
  * dependent's read resolved to its base's slot but not yet read when the
  * base is written in place returns the old bytes (ssd_read_hook holds it),
  * also at random: snapshot reads held and released in random order between
- * random in-place writes of their base never see the writes.
+ * random in-place writes of their base never see the writes; likewise a
+ * write's read-modify-write of a partial block through a chain of bases
+ * (ssd_rmw_hook holds it) keeps the far base's old bytes when that base is
+ * written in place meanwhile, deterministically and at random.
  *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
@@ -2135,6 +2138,213 @@ START_TEST(test_rmw_chain)
 }
 END_TEST
 
+/* test_rmw_chain_stress: writes' rmw held by the hook, released later */
+#define SR_HOLD_RMW 8u
+static struct ssd_req *rs_held[SR_HOLD_RMW];
+static unsigned rs_nheld;
+
+static bool rs_hook(struct ssd_req *r)
+{
+	bool far = false;
+
+	if (r->io->obj < 10 || r->io->loop != &lp || rs_nheld == SR_HOLD_RMW)
+		return false;
+	/* only a fill from a base beyond the direct one (a held write
+	 * delays its direct base's writes: the direct case is covered) */
+	for (unsigned i = 0; i < r->nsub; i++)
+		far |= r->subs[i].via && r->subs[i].via != r->ent->bent;
+	if (!far)
+		return false;
+	rs_held[rs_nheld++] = r;
+	return true;
+}
+
+static void rs_release(unsigned i)
+{
+	struct ssd_req *r = rs_held[i];
+
+	rs_held[i] = rs_held[--rs_nheld];
+	ssd_read_submit(r);
+}
+
+/*
+ * Randomized, in rounds (fresh objects each): a root written whole and
+ * objects created from it or from one another (chains up to 5 deep, each
+ * with a small write of its own); then the round's objects are written in
+ * place at random unaligned ranges and read, while the hook holds the
+ * writes whose partial edge block resolved to a base beyond their direct
+ * one (up to 8) between that resolution and the pread, and releases them
+ * in random order between the other ops: writes of those far bases come
+ * while the fills are in flight.  Ops on one object do not overlap (an
+ * object with an op in flight is not written or read again: each op has
+ * one right answer).  Every read, and every object at the end of a round,
+ * equals its model (an object created from a base: the base's bytes at
+ * its creation plus its own writes).  Modes: local, pool, pool with
+ * flushes between.
+ */
+START_TEST(test_rmw_chain_stress)
+{
+	enum { NOBJ = 6, ROUNDS = 20, STEPS = 40 };
+	uint8_t (*mdl)[SLOT] = malloc(NOBJ * SLOT);
+	uint8_t *got = malloc(SLOT);
+	struct op { struct sync_io s; uint8_t *buf; bool busy, read; }
+		*ops = calloc(NOBJ, sizeof(*ops));
+	uint64_t ids[NOBJ], bases[NOBJ], waits = 0;
+	struct ssdcache_stats st;
+
+	seed_init("test_rmw_chain_stress");
+	for (unsigned i = 0; i < NOBJ; i++)
+		ops[i].buf = malloc(SLOT);
+	for (int mode = 0; mode < 3; mode++) {
+		struct copts co = { .create = true, .local = mode == 0, .wt = true };
+		struct sync_io fl = { .done = true };
+		struct meta *m;
+		struct objstore *c;
+		uint64_t mwaits = 0;
+
+		wipe_store();
+		open_store(&co, &m, &c);
+		/* the last mode goes on (up to 10x) until a base write
+		 * waited for a fill at least once in the test */
+		for (unsigned round = 0; round < ROUNDS || (mode == 2 && !waits &&
+						  round < 10 * ROUNDS); round++) {
+			/* the round's objects: a root, then each from an
+			 * earlier one (mostly the newest: long chains) */
+			for (unsigned i = 0; i < NOBJ; i++) {
+				uint64_t off = rnd() % SLOT;
+				uint64_t len = 1 + rnd() % MIN((uint64_t)SLOT - off, 3000);
+				unsigned from = i && rnd() % 3 ? i - 1 :
+						(unsigned)(rnd() % (i ? i : 1));
+
+				ids[i] = 1000 * (round + 1) + i;
+				bases[i] = i ? ids[from] : 0;
+				if (!i) {
+					fill(mdl[0], SLOT);
+					ck_assert_int_eq(do_io(c, OP_WRITE, ids[0], 0, 0,
+							       SLOT, mdl[0]), 0);
+					continue;
+				}
+				memcpy(mdl[i], mdl[from], SLOT);
+				fill(got, len);
+				memcpy(mdl[i] + off, got, len);
+				ck_assert_int_eq(do_io(c, OP_WRITE, ids[i], bases[i],
+						       off, len, got), 0);
+			}
+			rs_nheld = 0;
+			ssd_rmw_hook = rs_hook;
+			for (unsigned step = 0; step < STEPS; step++) {
+				unsigned what = (unsigned)(rnd() % 10);
+				/* the root (the far base of most) more often */
+				unsigned x = rnd() % 3 ? (unsigned)(rnd() % NOBJ) : 0;
+				uint64_t off = rnd() % SLOT;
+				uint64_t cap = rnd() % (x ? 8 : 2) ? 9000 : SLOT;
+				uint64_t len = 1 + rnd() % MIN((uint64_t)SLOT - off, cap);
+				struct op *o = &ops[x];
+
+				if (what <= 6 && !o->busy) {
+					o->busy = true;
+					o->read = what <= 1;
+					o->s = (struct sync_io){ .io = { .loop = &lp,
+						.cb = sync_cb, .obj = ids[x],
+						.base = bases[x], .off = off, .len = len,
+						.buf = o->buf } };
+					if (o->read) {
+						objstore_read(c, &o->s.io);
+					} else {
+						fill(o->buf, len);
+						memcpy(mdl[x] + off, o->buf, len);
+						objstore_write(c, &o->s.io);
+					}
+				} else if (rs_nheld && rnd() % 4 == 0) {
+					/* seldom: a base write's detach commits
+					 * before it reaches the fills */
+					rs_release((unsigned)(rnd() % rs_nheld));
+				}
+				if (mode == 2 && fl.done && rnd() % 16 == 0) {
+					fl = (struct sync_io){ .io = { .loop = &lp,
+						.cb = sync_cb } };
+					objstore_flush(c, &fl.io);
+				}
+				/* up to 1 ms: ops waiting for a commit get on */
+				loop_run_once(&lp, 1000000);
+				for (unsigned i = 0; i < NOBJ; i++) {
+					o = &ops[i];
+					if (!o->busy || !o->s.done)
+						continue;
+					o->busy = false;
+					ck_assert_msg(o->s.io.res == 0, "mode %d round %u "
+						      "step %u: object %" PRIu64 ": %s", mode,
+						      round, step, ids[i],
+						      strerror(-o->s.io.res));
+					ck_assert_msg(!o->read || !memcmp(o->buf, mdl[i] +
+						      o->s.io.off, o->s.io.len), "mode %d "
+						      "round %u step %u: object %" PRIu64
+						      " [%" PRIu64 ", +%" PRIu64 ") differs",
+						      mode, round, step, ids[i], o->s.io.off,
+						      o->s.io.len);
+				}
+				ck_assert_msg(!fl.done || fl.io.res == 0,
+					      "mode %d: flush: %s", mode,
+					      strerror(-fl.io.res));
+			}
+			/* the rest: release, wait */
+			for (uint64_t t0 = now_ns(); now_ns() - t0 < 120ull * 1000000000;) {
+				unsigned busy = !fl.done;
+
+				while (rs_nheld)
+					rs_release(0);
+				loop_run_once(&lp, 10ull * 1000000);
+				for (unsigned i = 0; i < NOBJ; i++) {
+					struct op *d = &ops[i];
+
+					if (d->busy && d->s.done) {
+						d->busy = false;
+						ck_assert_int_eq(d->s.io.res, 0);
+						ck_assert_msg(!d->read || !memcmp(d->buf,
+							      mdl[i] + d->s.io.off,
+							      d->s.io.len), "mode %d "
+							      "round %u, at the end: object %"
+							      PRIu64 " differs", mode, round,
+							      ids[i]);
+					}
+					busy += d->busy;
+				}
+				if (!busy)
+					break;
+			}
+			ssd_rmw_hook = NULL;
+			ck_assert(fl.done);
+			for (unsigned i = 0; i < NOBJ; i++) {
+				ck_assert(!ops[i].busy);
+				ck_assert_int_eq(do_io(c, OP_READ, ids[i], bases[i], 0,
+						       SLOT, got), 0);
+				for (uint64_t b = 0; b < SLOT / 4096; b++)
+					ck_assert_msg(!memcmp(got + b * 4096,
+							      mdl[i] + b * 4096, 4096),
+						      "mode %d round %u: object %" PRIu64
+						      " block %" PRIu64 " differs", mode,
+						      round, ids[i], b);
+			}
+			/* room for the next round (local mode never evicts) */
+			for (unsigned i = NOBJ; i-- > 0;)
+				objstore_drop(c, ids[i]);
+			ck_assert_int_eq(do_flush(c), 0);
+			ssdcache_get_stats(c, &st);
+			waits += st.fill_waits - mwaits;
+			mwaits = st.fill_waits;
+		}
+		close_store(m, c);
+	}
+	printf("test_rmw_chain_stress: %" PRIu64 " fill waits\n", waits);
+	ck_assert_uint_gt(waits, 0);
+	for (unsigned i = 0; i < NOBJ; i++)
+		free(ops[i].buf);
+	free(ops);
+	free(mdl);
+	free(got);
+}
+END_TEST
+
 /* test_base_inflight_stress: reads held by the hook, released later */
 #define SR_HOLD 8u
 static struct ssd_req *sr_held[SR_HOLD];
@@ -3127,6 +3337,7 @@ int main(void)
 	tcase_add_test(tc, test_base_inflight);
 	tcase_add_test(tc, test_base_inflight_stress);
 	tcase_add_test(tc, test_rmw_chain);
+	tcase_add_test(tc, test_rmw_chain_stress);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
