@@ -18,7 +18,16 @@
  * Stopping: server_stop() posts stop_msg to each reactor; the reactor
  * cancels its accepts and calls conn_shutdown() on every connection, then
  * runs until the last connection has closed and the last accept CQE has
- * arrived.  Only then does its thread return and its ring go away.
+ * arrived.  Only then does its thread return and its ring go away.  A
+ * socket handed over to a reactor that is stopping is closed, as one its
+ * own accept completes then: the handover may even arrive after the
+ * reactor left its loop (it read `pending` before the sender counted it),
+ * and is then run by loop_fini on the main thread, where no ring serves
+ * it.
+ *
+ * Test hook (NULL in production): server_handoff_hook, when set, runs on
+ * the accepting reactor just before a socket is handed over and may change
+ * the target, so a test can hand one to a reactor that already exited.
  */
 #include "nbdsrv/server.h"
 
@@ -53,12 +62,19 @@ struct handoff {
 	bool tcp;
 };
 
+void (*server_handoff_hook)(struct reactor *from, struct reactor **to);
+
+/* On h->to's thread, or on the main thread from loop_fini once h->to's
+ * thread has exited (stopping is then set and stable). */
 static void handoff_msg(struct loop_msg *m)
 {
 	struct handoff *h = container_of(m, struct handoff, msg);
 
-	__atomic_fetch_sub(&h->to->pending, 1, __ATOMIC_RELAXED);
-	conn_accept(h->to, h->fd, h->tcp);
+	if (h->to->stopping)
+		close(h->fd);
+	else
+		conn_accept(h->to, h->fd, h->tcp);
+	__atomic_fetch_sub(&h->to->pending, 1, __ATOMIC_RELEASE);
 	free(h);
 }
 
@@ -91,6 +107,8 @@ static void accept_one(struct reactor *r, int fd, bool tcp)
 	struct reactor *to = pick_reactor(r);
 	struct handoff *h;
 
+	if (server_handoff_hook)
+		server_handoff_hook(r, &to);
 	if (to != r && (h = malloc(sizeof(*h)))) {
 		h->to = to;
 		h->fd = fd;

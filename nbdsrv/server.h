@@ -98,6 +98,10 @@ bool server_stopped(struct server *srv);
 /* server_stop_begin(), then wait for the reactors and free them. */
 void server_stop(struct server *srv);
 
+/* Test hook, NULL in production: called on the accepting reactor before a
+ * socket is handed to *to (another reactor); it may change *to. */
+extern void (*server_handoff_hook)(struct reactor *from, struct reactor **to);
+
 /* A listening unix stream socket at path with file mode `mode` (set before
  * bind, so it is never reachable with looser permissions).  A stale socket
  * left by a dead process is replaced (also one a SIGKILLed process's

@@ -11,3 +11,6 @@ nbdsrv_unit_test(check_nbd_ext_headers
 target_compile_definitions(check_nbd_ext_headers PRIVATE
                            NBDSRV_BIN="$<TARGET_FILE:nbdsrv>")
 add_dependencies(check_nbd_ext_headers nbdsrv)
+# Reactor lifecycle (handover to a reactor that exited) through a test hook.
+nbdsrv_unit_test(check_nbd_server SOURCES ${CMAKE_CURRENT_SOURCE_DIR}/check_server.c
+                 LIBS nbdsrv_core)
