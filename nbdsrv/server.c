@@ -23,7 +23,8 @@
  * own accept completes then: the handover may even arrive after the
  * reactor left its loop (it read `pending` before the sender counted it),
  * and is then run by loop_fini on the main thread, where no ring serves
- * it.
+ * it — which is why server_stop joins every reactor before it finishes
+ * any ring (a running one may still post to one that exited).
  *
  * Test hook (NULL in production): server_handoff_hook, when set, runs on
  * the accepting reactor just before a socket is handed over and may change
@@ -325,10 +326,12 @@ void server_stop(struct server *srv)
 	unsigned i;
 
 	server_stop_begin(srv);
-	for (i = 0; i < srv->n_reactors; i++) {
+	/* every thread first: a reactor still running may hand a socket to
+	 * one that already exited */
+	for (i = 0; i < srv->n_reactors; i++)
 		pthread_join(srv->reactors[i].thread, NULL);
+	for (i = 0; i < srv->n_reactors; i++)
 		loop_fini(&srv->reactors[i].loop);
-	}
 	for (i = 0; i < srv->n_reactors; i++)
 		free(srv->reactors[i].accepts);
 	free(srv->reactors);
