@@ -58,9 +58,20 @@
  * waiting for the pool fail, the connections are dropped, the cache close
  * does not wait for the pool, then step 4 — and the exit status is 1.
  * Every exit path of serve_until_signal runs the steps that apply.
- * Test knob (inert unless set): with NBDSRV_TEST_FAIL_LOOP=PATH in the
+ *
+ * The pool thread answers a `status` by posting to the main loop, which
+ * lives on serve_until_signal's stack: every exit path stops the pool
+ * thread (pool_thread_stop: whatever was handed to it has been answered
+ * once it returns) before that loop goes away, and the loop's fini runs
+ * those answers.  The clean stop has no such request left (the control
+ * socket is idle first); an abort whose ring no longer runs may.
+ *
+ * Test knobs (inert unless set): with NBDSRV_TEST_FAIL_LOOP=PATH in the
  * environment, the serving loop fails (-EIO) on its once-a-second tick
- * after PATH appears — a real ring error cannot be provoked on demand.
+ * after PATH appears — a real ring error cannot be provoked on demand;
+ * when PATH holds "ring", the ring then also counts as dead (serve_abort
+ * runs no more of it, as after a real ring failure).  Pool thread side:
+ * NBDSRV_TEST_HOLD_POOL_STATUS (pool_thread.c).
  *
  * Exit status: 0 after a signal (in-flight requests finished, exports
  * flushed) — also when the drain gave up or was cut short by a second
@@ -388,6 +399,7 @@ static int write_pidfile(const char *path)
 /* The main thread's wait for signals, through its own ring. */
 struct sigwait {
 	struct loop loop;
+	bool ring_dead;         /* test knob: loop_run_once counts as failing */
 	struct loop_op op;
 	int fd;
 	struct signalfd_siginfo si;
@@ -514,9 +526,24 @@ static void serve_abort(struct server *srv, struct sigwait *w,
 	server_stop_begin(srv);
 	server_stop_force(srv);
 	while ((!server_stopped(srv) || !control_idle(ctl)) && now_ns() < deadline)
-		if (loop_run_once(&w->loop, 50ull * 1000 * 1000) < 0 &&
+		if ((w->ring_dead ? -EIO : loop_run_once(&w->loop, 50ull * 1000 * 1000)) < 0 &&
 		    loop_run_posts(&w->loop) == 0)
 			break;
+}
+
+/* Test knob NBDSRV_TEST_FAIL_LOOP: PATH exists (its content "ring": the
+ * ring counts as dead from now on). */
+static bool serve_knob_failed(struct sigwait *w, const char *path)
+{
+	char buf[8] = "";
+	FILE *f;
+
+	if (!path || !(f = fopen(path, "r")))
+		return false;
+	if (fgets(buf, sizeof(buf), f) && !strncmp(buf, "ring", 4))
+		w->ring_dead = true;
+	fclose(f);
+	return true;
 }
 
 /* Serve until SIGTERM/SIGINT, then stop (see the header): drain the
@@ -526,7 +553,7 @@ static void serve_abort(struct server *srv, struct sigwait *w,
  * The control socket, if any, runs on the same (main thread) ring. */
 static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			      bool ctl_owned, const char *pidfile,
-			      struct pool_thread *pool, struct volumes *vols,
+			      struct pool_thread **pool, struct volumes *vols,
 			      uint64_t drain_ms)
 {
 	struct sigwait w;
@@ -550,8 +577,8 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 		r = control_open(&ctl, ctl_path, ctl_owned, srv, &w.loop);
 		if (r < 0)
 			goto out;
-		if (pool)
-			control_set_pool(ctl, pool);
+		if (*pool)
+			control_set_pool(ctl, *pool);
 		if (vols)
 			control_set_volumes(ctl, vols);
 		log_info("control socket %s", ctl_path);
@@ -572,7 +599,7 @@ static int serve_until_signal(struct server *srv, int sfd, const char *ctl_path,
 			if (vols)
 				volumes_gc(vols);
 			last_gc = now_ns();
-			if (fail_knob && access(fail_knob, F_OK) == 0) {
+			if (serve_knob_failed(&w, fail_knob)) {
 				r = -EIO;
 				goto out;
 			}
@@ -631,6 +658,12 @@ out:
 	if (r < 0)
 		serve_abort(srv, &w, ctl, vols, r);
 	server_stop(srv);
+	/* a status still on the pool thread (an abort) is answered to w.loop
+	 * before it goes away; a request read meanwhile does not ask the pool */
+	if (ctl)
+		control_set_pool(ctl, NULL);
+	pool_thread_stop(*pool);
+	*pool = NULL;
 	loop_fini(&w.loop);
 	control_free(ctl);
 	return r;
@@ -946,7 +979,7 @@ int cmd_serve(int argc, char **argv)
 	 * socket at the default path in <cache_path> is ours (stale if found). */
 	r = serve_until_signal(&srv, sfd, control,
 			       control == ctl_path && vmode == VOLUMES_PERSISTENT,
-			       o.pidfile, pool, vols, drain_ms);
+			       o.pidfile, &pool, vols, drain_ms);
 	if (r == -EINVAL)
 		rc = 2;                 /* --control value does not parse */
 	else

@@ -28,6 +28,13 @@
  * scrub of the cache's pool versions (cache/ssdscrub.c) to repair what
  * lost a shard there.
  *
+ * Test knob (inert unless set): with NBDSRV_TEST_HOLD_POOL_STATUS=PATH in
+ * the environment, a status request waits on the pool thread while PATH
+ * exists (logged once per request), and pool_thread_stop logs that it
+ * stops the thread: a test can keep a status on the pool thread across
+ * the daemon's stop (cmd_serve.c serve_abort) and release it once the
+ * stop waits for the thread.
+ *
  * Secrets: the configuration copy is wiped as soon as the pool has taken its
  * own; backend messages and the status output never contain a password
  * (zdb.h's promise).
@@ -39,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define POOL_RING    1024
 #define POOL_INFO_NS (2000ull * 1000 * 1000)
@@ -186,6 +194,8 @@ void pool_thread_stop(struct pool_thread *pt)
 {
 	if (!pt)
 		return;
+	if (getenv("NBDSRV_TEST_HOLD_POOL_STATUS"))
+		log_info("test knob: stopping the pool thread");
 	loop_post(&pt->loop, &pt->stop_msg);
 	pthread_join(pt->thread, NULL);
 	loop_fini(&pt->loop);
@@ -204,8 +214,14 @@ static void status_msg(struct loop_msg *m)
 {
 	struct pool_status_req *req = container_of(m, struct pool_status_req, msg);
 	struct pool_thread *pt = req->pt;
+	const char *hold = getenv("NBDSRV_TEST_HOLD_POOL_STATUS");
 	FILE *f;
 
+	if (hold && access(hold, F_OK) == 0) {
+		log_info("test knob: holding a status request");
+		while (access(hold, F_OK) == 0)
+			usleep(10 * 1000);
+	}
 	req->text = NULL;
 	req->len = 0;
 	/* run by loop_fini after the pool was freed: answered empty */

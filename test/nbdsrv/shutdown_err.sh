@@ -44,3 +44,36 @@ e2e_start
 qemu-io -f raw -c "read -P 0x5a 4k 4k" "$(e2e_uri v)" >/dev/null || fail "the write did not survive the error stop"
 e2e_stop
 info "a main loop error answered the waiting sync, exited 1, and kept the data"
+
+# 2. The main ring itself dead (knob content "ring": serve_abort runs no
+# more of it) while a `status` is on the pool thread (held there by the
+# knob NBDSRV_TEST_HOLD_POOL_STATUS): the stop must wait for the pool
+# thread's answer before the main loop (on serve_until_signal's stack) and
+# the control clients go away.  So when the daemon logs that it stops the
+# pool thread, its control socket must still be there (it goes after the
+# answer); the answer lands in the loop's fini, no leak (ASan build), exit
+# 1.  Before the fix the control socket was gone by then and the answer
+# was posted to the dead stack frame (leaked, or a stack write).
+export NBDSRV_TEST_FAIL_LOOP=$t/fail-ring NBDSRV_TEST_HOLD_POOL_STATUS=$t/hold-status
+cleanup_push "rm -f '$t/hold-status'"
+e2e_start
+touch "$NBDSRV_TEST_HOLD_POOL_STATUS"
+e2e_ctl status >"$t/status.out" 2>&1 &
+st=$!
+cleanup_push "kill $st 2>/dev/null"
+wait_for "grep -q 'test knob: holding a status request' '$NBDSRV_LOG'" 60 ||
+  { tail -30 "$NBDSRV_LOG" >&2; fail "the status never reached the pool thread"; }
+echo ring >"$NBDSRV_TEST_FAIL_LOOP"
+wait_for "grep -q 'test knob: stopping the pool thread' '$NBDSRV_LOG'" 60 ||
+  { tail -30 "$NBDSRV_LOG" >&2; fail "the ring failure did not stop the pool thread"; }
+ctl_left=0; [ -S "$E2E_CACHE/nbdsrv.ctl" ] && ctl_left=1
+rm -f "$NBDSRV_TEST_HOLD_POOL_STATUS"
+e2e_wait_exit "main ring failure with a status on the pool thread"
+[ "$ctl_left" = 1 ] || fail "the control clients were gone before the pool thread stopped (its answer went to a dead loop)"
+[ "$rc" = 1 ] || { tail -30 "$NBDSRV_LOG" >&2; fail "exit status $rc after a main ring error (want 1)"; }
+grep -q "stopping after an error" "$NBDSRV_LOG" || fail "no log line for the error stop"
+! grep -q "LeakSanitizer\|AddressSanitizer" "$NBDSRV_LOG" || { cat "$NBDSRV_LOG" >&2; fail "sanitizer report at the ring error stop"; }
+wait_for "! kill -0 $st" 60 || fail "the status client was neither answered nor hung up on"
+[ ! -e "$E2E_CACHE/nbdsrv.ctl" ] || fail "the control socket was left behind"
+unset NBDSRV_TEST_FAIL_LOOP NBDSRV_TEST_HOLD_POOL_STATUS
+info "a dead main ring with a status on the pool thread: answered before the loop went away, exited 1"
