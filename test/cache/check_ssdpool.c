@@ -911,7 +911,14 @@ START_TEST(test_backpressure)
 	for (i = BPMAX; i < BPN; i++)
 		objstore_write(c, &s[i].io);
 	/* ... and the others wait while the pool is down (a failed flush
-	 * retries, never gives the token back) */
+	 * retries, never gives the token back): (bounded, 120 s) until the
+	 * cache thread took every one of them, then they stay so */
+	t0 = now_ns();
+	do {
+		run_for(20ull * 1000000);
+		ssdcache_get_stats(c, &st);
+	} while (st.bp_waiting + count_done(s, BPN) < BPN &&
+		 now_ns() - t0 < 120ull * 1000000000);
 	heap1 = run_heap_min(800ull * 1000000);
 	ck_assert_uint_eq(count_done(s, BPN), BPMAX);
 	ssdcache_get_stats(c, &st);
@@ -1425,6 +1432,7 @@ START_TEST(test_dirty_kept)
 	struct meta *m;
 	struct objstore *c;
 	unsigned i, done;
+	uint64_t t0;
 
 	seed_init("test_dirty_kept");
 	pcfg->timeout_ns = 300ull * 1000000;
@@ -1437,6 +1445,14 @@ START_TEST(test_dirty_kept)
 			.obj = 200 + i, .len = SLOT, .buf = buf[i] } };
 		objstore_write(c, &s[i].io);
 	}
+	/* (bounded, 120 s) until every write completed or waits (the cache
+	 * thread took them all), then nothing may change for a second */
+	t0 = now_ns();
+	do {
+		run_for(20ull * 1000000);
+		ssdcache_get_stats(c, &st);
+	} while (count_done(s, DN) + st.bp_waiting < DN &&
+		 now_ns() - t0 < 120ull * 1000000000);
 	run_for(1000ull * 1000000);
 	done = count_done(s, DN);
 	ck_assert_uint_le(done, 16);
