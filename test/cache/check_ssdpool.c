@@ -328,6 +328,8 @@ static int meta_at(bool create, struct meta **m)
 	return meta_open(mdir, &o, m);
 }
 
+#define WB_LONG_MS 3600000ull           /* a delay no test waits for */
+
 /* How a test opens the cache (NSLOTS slots unless nslots says otherwise). */
 struct copts {
 	bool create, wt, local, fault, discard;
@@ -1877,8 +1879,12 @@ START_TEST(test_base_written)
 	fill(y, 5000);
 	fill(z, SLOT);
 	for (int mode = 0; mode < 3; mode++) {
+		/* mode 1: object 2 not in the pool at the base's writes — the
+		 * write-back delay keeps the flusher from committing it first
+		 * (with none, a fast pool sometimes won that race: no copy) */
 		struct copts co = { .create = true, .nslots = 16, .local = mode == 0,
-			.wt = true };
+			.wt = true, .idle_ms = mode == 1 ? WB_LONG_MS : 0,
+			.age_ms = mode == 1 ? WB_LONG_MS : 0 };
 		struct meta *m;
 		struct objstore *c;
 
@@ -2952,8 +2958,6 @@ START_TEST(test_flush_groups)
 END_TEST
 
 /* ---------------------------------------------------- write-back delay -- */
-
-#define WB_LONG_MS 3600000ull           /* a delay no test waits for */
 
 /* Wait (bounded, 60 s) until pool_dirty is at most n; the stats then. */
 static void wb_wait_dirty(struct objstore *c, uint64_t n, struct ssdcache_stats *st)
