@@ -49,13 +49,23 @@ r2=0; wait "$s2" || r2=$?
 info "1: status answered while two syncs waited; both succeeded once the pool resumed"
 
 # 2. a sync waiting at SIGTERM
+# The SIGTERM must come once the daemon HAS the syncs (before, they would
+# not be waiting: a refused connection or no answer, not what is tested).
+# A sync forces the objects dirtied before it: an object waiting for its
+# write-back delay (600 s here) stops waiting (wb_waiting), nothing else
+# does that — so each sync gets a fresh waiting object to force.
+wb_waiting_is() { [ "$(e2e_stat wb_waiting)" = "$1" ]; }
 qemu-io -f raw -c "write -P 0x7c 64k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write 2"
 backends_pause
+wb_waiting_is 1 || fail "write 2: wb_waiting $(e2e_stat wb_waiting), want 1 (its delay)"
 "$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync3.out" 2>&1 &
 s3=$!
 cleanup_push "kill $s3 2>/dev/null"
-sleep 1
+wait_for "wb_waiting_is 0" 60 || fail "the sync did not reach the daemon: $(cat "$t/sync3.out")"
 kill -0 "$s3" 2>/dev/null || fail "the sync returned with the pool paused: $(cat "$t/sync3.out")"
+# (a chunk never written: no fetch from the paused pool)
+qemu-io -f raw -c "write -P 0x8e 1M 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write 3"
+wb_waiting_is 1 || fail "write 3: wb_waiting $(e2e_stat wb_waiting), want 1 (its delay; the waiting sync forces only what was dirty before it)"
 # two syncs pipelined on one control connection: the second is read only
 # after the first is answered (at the stop); it must not start a new wait
 # that holds the stop (up to its 60 s timeout) but be refused at once
@@ -76,7 +86,7 @@ PY
 s4=$!
 cleanup_push "kill $s4 2>/dev/null"
 wait_for "grep -q sent '$t/sync4.out'" 60 || fail "the pipelined syncs were not sent: $(cat "$t/sync4.out")"
-sleep 1         # let the daemon read them (as for sync3)
+wait_for "wb_waiting_is 0" 60 || fail "the first pipelined sync did not reach the daemon: $(cat "$t/sync4.out")"
 kill -0 "$s4" 2>/dev/null || fail "the pipelined syncs returned with the pool paused: $(cat "$t/sync4.out")"
 kill -TERM "$E2E_PID"
 e2e_wait_exit "SIGTERM with a sync waiting"
@@ -97,9 +107,10 @@ e2e_set_mode writethrough
 e2e_start
 backends_pause
 # a plain WRITE (acknowledged from the SSD; a chunk never written, so no
-# fetch from the pool), then a FLUSH; prints the FLUSH's NBD error
-python3 - "$E2E_SOCK" >"$t/q.out" 2>&1 <<'PY' &
-import socket, struct, sys
+# fetch from the pool), then (once the file "go" exists) a FLUSH; prints
+# the FLUSH's NBD error
+python3 - "$E2E_SOCK" "$t/go" >"$t/q.out" 2>&1 <<'PY' &
+import os, socket, struct, sys, time
 s = socket.socket(socket.AF_UNIX)
 s.connect(sys.argv[1])
 def recv(n):
@@ -120,14 +131,19 @@ def cmd(typ, cookie, off, data=b""):
     assert magic == 0x67446698 and ck == cookie
     return err
 print("write", cmd(1, 1, 2 << 20, b"\x3d" * 4096), flush=True)
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
 print("flush", cmd(3, 2, 0), flush=True)
 PY
 q=$!
 cleanup_push "kill $q 2>/dev/null"
-# the FLUSH goes out right after the WRITE's reply: wait for that (a slow
-# python start on a loaded box must not let the SIGTERM come first)
+# the SIGTERM must come once the daemon has the FLUSH: it forces the
+# written object, which waited for its write-back delay until then
 wait_for "grep -q '^write' '$t/q.out'" 60 || fail "the WRITE got no reply: $(cat "$t/q.out")"
-sleep 1         # let the daemon read the FLUSH
+[ "$(e2e_stat wb_waiting)" -ge 1 ] ||
+  fail "writethrough WRITE: wb_waiting $(e2e_stat wb_waiting), want >= 1 (its delay)"
+touch "$t/go"
+wait_for "wb_waiting_is 0" 60 || fail "the FLUSH did not reach the daemon: $(cat "$t/q.out")"
 kill -0 "$q" 2>/dev/null || fail "the writethrough FLUSH returned with the pool paused: $(cat "$t/q.out")"
 kill -TERM "$E2E_PID"
 e2e_wait_exit "SIGTERM with a writethrough FLUSH waiting for the paused pool"
