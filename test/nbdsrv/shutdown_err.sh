@@ -21,10 +21,14 @@ export NBDSRV_TEST_FAIL_LOOP=$t/fail-now
 e2e_start --create-volume v=4M
 qemu-io -f raw -c "write -P 0x5a 4k 4k" -c flush "$(e2e_uri v)" >/dev/null || fail "write"
 backends_pause
+# the loop fails once the daemon HAS the sync (one read only after the stop
+# began would not be waiting): the sync forces the object that waited for
+# its write-back delay (600 s), nothing else does (wb_waiting 1 -> 0)
+[ "$(e2e_stat wb_waiting)" = 1 ] || fail "the write: wb_waiting $(e2e_stat wb_waiting), want 1 (its delay)"
 "$NBDSRV" vol sync --timeout 60000 --config "$E2E_CONF" >"$t/sync.out" 2>&1 &
 s=$!
 cleanup_push "kill $s 2>/dev/null"
-sleep 1         # let it reach the daemon (its answer must come either way)
+wait_for "[ \"\$(e2e_stat wb_waiting)\" = 0 ]" 60 || fail "the sync did not reach the daemon: $(cat "$t/sync.out")"
 kill -0 "$s" 2>/dev/null || fail "the sync returned with the pool paused: $(cat "$t/sync.out")"
 touch "$NBDSRV_TEST_FAIL_LOOP"
 e2e_wait_exit "main loop failure with a sync waiting"
