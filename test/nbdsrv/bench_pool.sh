@@ -50,7 +50,9 @@ for run in 1 2; do
 assert all(x["errors"] == 0 and x["ops"] == 10 for x in r), r' "$t/b$run.json" ||
     fail "--bytes run $run: errors or wrong counts"
 done
-sleep 0.5
+# the monitor stream lags the runs: wait (hang guard) for the runs' last
+# command, the 8th DEL, before stopping it (the check below asserts the rest)
+wait_for "[ \"\$(grep -ci '\"DEL\" \"bench\\.' '$t/monitor')\" -ge 8 ]" 30 || true
 kill "$mon" 2>/dev/null || true
 python3 - "$t/monitor" <<'PY' || fail "--bytes: keys not distinct"
 import re, sys
