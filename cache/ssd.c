@@ -1057,8 +1057,18 @@ static bool ssd_via_fill(const struct ssd_ent *e, uint64_t b0, uint64_t b1,
  * a write waiting for that (ssd_via_fill) tries again. */
 static void ssd_fill_done(struct ssd *s, struct ssd_req *r)
 {
+	bool wake = false;
+
+	for (unsigned i = 0; i < r->nsub; i++) {
+		struct ssd_ent *via = r->subs[i].via;
+
+		if (via && via->fill_wait) {
+			via->fill_wait = false;
+			wake = true;
+		}
+	}
 	ssd_via_drop(r);
-	if (s->sw_head)
+	if (wake && s->sw_head)
 		ssd_sw_wake(s);
 }
 
@@ -1939,6 +1949,7 @@ static void ssd_modify_prep(struct ssd_req *r)
 			r->fetch_res = 0;
 			r->wnext = s->sw_head;
 			s->sw_head = r;
+			e->fill_wait = true;
 			s->st.fill_waits++;
 			pthread_mutex_unlock(&s->lock);
 			return;

@@ -104,6 +104,9 @@ struct ssd_ent {
 	uint64_t obent_ver;
 	uint32_t pins;                  /* ops in flight that read/write it */
 	bool dropped, on_dirty, rmw;
+	bool fill_wait;                 /* a write waits for a fill through
+	                                 * this entry (ssd.c, "Fills in flight
+	                                 * through a base") */
 	uint64_t ver, staged_ver;       /* record versions: changed / staged */
 	/* pool state */
 	struct ssd_prec prec;           /* committed (or being staged) version */
