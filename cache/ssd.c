@@ -3222,7 +3222,10 @@ static void ssd_evict_committed(struct meta_flush *f, int res);
 
 /* Cache thread: evict clean objects until high free slots (or one when
  * writers wait).  Their records (no slot) are staged in one write section
- * and committed; only then are the slots free to reuse. */
+ * and committed; only then are the slots free to reuse.  While the cache
+ * stops, only for a writer or fetch waiting for a slot (a message or a
+ * flush completion run by the stop would otherwise start one for nothing;
+ * ssd_thread waits for one in flight before its loop goes away). */
 void ssd_evict_run(struct ssd *s)
 {
 	size_t rl = ssd_rec_len(s), n = 0, want;
@@ -3233,7 +3236,7 @@ void ssd_evict_run(struct ssd *s)
 		return;
 	pthread_mutex_lock(&s->lock);
 	want = s->nfree < s->high ? s->high - s->nfree : 0;
-	if (s->nfree >= s->low && !s->sw_head && !s->fsw_head)
+	if ((s->nfree >= s->low || s->stopping) && !s->sw_head && !s->fsw_head)
 		want = 0;
 	else if (!want)
 		want = 1;
@@ -3389,6 +3392,7 @@ static void ssd_stop_msg(struct loop_msg *m)
 static void *ssd_thread(void *arg)
 {
 	struct ssd *s = arg;
+	uint64_t deadline;
 	int r = loop_init(&s->loop, 256);
 
 	if (r == 0 && s->pool_mode) {
@@ -3406,18 +3410,26 @@ static void *ssd_thread(void *arg)
 	if (r < 0)
 		return NULL;
 	loop_run(&s->loop);
+	deadline = now_ns() + 60ull * 1000000000;
 	if (s->pool_mode) {
-		uint64_t deadline = now_ns() + 60ull * 1000000000;
-
 		while (s->evicting && !s->ev_failed && now_ns() < deadline)
 			loop_run_once(&s->loop, 10ull * 1000000);
 		ssdflush_stop(s);
+		deadline = now_ns() + 60ull * 1000000000;
 	}
 	/* what the last completions posted here (a sync or writethrough
 	 * FLUSH answered by ssd_wt_wake in ssdflush_stop's final iteration)
-	 * is answered and freed now, while the thread's state still exists */
-	while (loop_run_posts(&s->loop) > 0)
-		;
+	 * is answered and freed now, while the thread's state still exists;
+	 * an eviction started meanwhile (a flush completion in ssdflush_stop
+	 * or one of these messages, for a writer waiting for a slot) commits
+	 * with a reply to this loop: it is waited for too */
+	for (;;) {
+		while (loop_run_posts(&s->loop) > 0)
+			;
+		if (!s->evicting || s->ev_failed || now_ns() >= deadline)
+			break;
+		loop_run_once(&s->loop, 10ull * 1000000);
+	}
 	for (unsigned i = 0; i < SSD_FETCH_PAR; i++)
 		codec_ctx_free(s->fctx[i]);
 	ssd_fbuf_trim(s);

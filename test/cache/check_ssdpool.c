@@ -3332,6 +3332,82 @@ START_TEST(test_flush_race)
 }
 END_TEST
 
+/* A stopping cache starts no eviction unless a writer waits for a slot.
+ * A cache below its low watermark (128 slots: low 4, high 8) full of
+ * dirty objects (126: the most it lets be dirty) has nothing to evict
+ * until the flushes a sync started complete — during the close, every pool
+ * request being delayed by SNDELAY.  Each completion used to start an
+ * eviction after the pool was closed, its commit answered to a loop about
+ * to go away.  Every object keeps its slot in the index the close leaves.
+ * When the close was asked SNDELAY/2 or more after the sync (a stalled
+ * machine: a flush might have completed before the stop) the count is not
+ * asserted. */
+#define SNSLOTS 128u
+#define SNOBJ   126u
+#define SNDELAY (500ull * 1000000)
+START_TEST(test_stop_no_evict)
+{
+	struct copts co = { .create = true, .fault = true, .nslots = SNSLOTS,
+			    .dirty_max = SNOBJ, .bg = SNOBJ, .bg_set = true,
+			    .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+	struct zdb_fault slow = { .delay_ns = SNDELAY };
+	struct async_sync a = { 0 };
+	struct ssdcache_sync *h;
+	struct ssdcache_stats st;
+	struct meta *m;
+	struct objstore *c;
+	struct meta_txn *t;
+	uint8_t *x = malloc(SLOT), val[512], k[8];
+	unsigned slotted = 0;
+	uint64_t t0;
+	bool late;
+
+	seed_init("test_stop_no_evict");
+	fill(x, 4096);
+	open_store(&co, &m, &c);
+	for (unsigned i = 0; i < NBE; i++)
+		ck_assert_int_eq(ssdcache_set_fault(c, i, &slow), 0);
+	for (uint64_t o = 1; o <= SNOBJ; o++)
+		ck_assert_int_eq(do_io(c, OP_WRITE, o, 0, 0, 4096, x), 0);
+	ssdcache_get_stats(c, &st);
+	ck_assert_uint_eq(st.slots_free, SNSLOTS - SNOBJ);      /* < low */
+	ck_assert_uint_eq(st.pool_dirty, SNOBJ);
+	t0 = now_ns();
+	ck_assert_int_eq(ssdcache_sync_start(c, &lp, async_sync_done, &a, &h), 0);
+	/* its local part done (a stop cuts that short: not answered), the
+	 * first flush group's puts are on their way */
+	do {
+		loop_run_once(&lp, 1000000);
+		ssdcache_get_stats(c, &st);
+	} while (!st.intent_commits);
+	late = now_ns() - t0 >= SNDELAY / 2;
+	ck_assert_uint_eq(st.evictions, 0);
+	objstore_close(c);      /* the first flushes complete during the stop */
+	wait_answer(&a);        /* the close ends it (not every object flushed) */
+	t = meta_rbegin(m);
+	ck_assert_ptr_nonnull(t);
+	for (uint64_t o = 1; o <= SNOBJ; o++) {
+		struct ssd_rec rec;
+
+		for (unsigned i = 0; i < 8; i++)
+			k[i] = (uint8_t)(o >> (56 - 8 * i));
+		ck_assert_int_ge(meta_get(t, META_T_CACHE_INDEX, k, 8, val, sizeof(val)),
+				 (int)sizeof(rec));
+		memcpy(&rec, val, sizeof(rec));
+		slotted += rec.slot != SSD_NOSLOT;
+	}
+	meta_end(t);
+	ck_assert_int_eq(meta_close(m), 0);
+	if (late)
+		fprintf(stderr, "test_stop_no_evict: the close came SNDELAY/2 or more after "
+		       "the sync (stalled machine): evictions not checked\n");
+	else
+		ck_assert_msg(slotted == SNOBJ, "%u of %u objects were evicted "
+			      "by the stop", SNOBJ - slotted, SNOBJ);
+	free(x);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("ssdcache-pool");
@@ -3367,6 +3443,7 @@ int main(void)
 	tcase_add_test(tc, test_sync_async);
 	tcase_add_test(tc, test_wb_background_bp);
 	tcase_add_test(tc, test_flush_race);
+	tcase_add_test(tc, test_stop_no_evict);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
