@@ -2186,6 +2186,8 @@ static void ssd_flush_done(struct loop_op *op, int res, uint32_t flags)
 	int err = res < 0 ? res : 0;
 
 	(void)flags;
+	if (io->loop == &s->loop)
+		s->nlocal--;
 	if (!err)
 		err = ssd_stage(s, r);
 	if (err) {
@@ -2509,6 +2511,8 @@ static void ssd_flush_do(struct ssd *s, struct objstore_io *io,
 	pthread_mutex_unlock(&s->lock);
 	ssd_sub_add(r, 0, false, 0, NULL, 0);
 	r->subs[0].op.cb = ssd_flush_done;
+	if (io->loop == &s->loop)
+		s->nlocal++;            /* ssd_thread waits for it at stop */
 	sqe = loop_sqe(io->loop, &r->subs[0].op);
 	io_uring_prep_fsync(sqe, s->fd, IORING_FSYNC_DATASYNC);
 }
@@ -3422,11 +3426,13 @@ static void *ssd_thread(void *arg)
 	 * is answered and freed now, while the thread's state still exists;
 	 * an eviction started meanwhile (a flush completion in ssdflush_stop
 	 * or one of these messages, for a writer waiting for a slot) commits
-	 * with a reply to this loop: it is waited for too */
+	 * with a reply to this loop, and a sync's local flush (fdatasync) on
+	 * this ring completes here: both are waited for too */
 	for (;;) {
 		while (loop_run_posts(&s->loop) > 0)
 			;
-		if (!s->evicting || s->ev_failed || now_ns() >= deadline)
+		if (((!s->evicting || s->ev_failed) && !s->nlocal) ||
+		    now_ns() >= deadline)
 			break;
 		loop_run_once(&s->loop, 10ull * 1000000);
 	}

@@ -272,6 +272,8 @@ struct ssd {
 	struct loop_msg fq_msg;
 	bool evicting;                  /* a batch waits for its commit */
 	bool ev_failed;                 /* its commit failed: retry */
+	unsigned nlocal;                /* cache thread: local flushes (a sync's
+	                                 * fdatasync) in flight on s->loop */
 	struct meta_flush ev_mf;        /* cache thread */
 	uint32_t *ev_slots;             /* cache thread: that batch's slots */
 	size_t ev_n;
