@@ -3118,6 +3118,13 @@ static void ssd_fetch_start(struct ssd_fetch *f)
 	f->prec = f->e->prec;
 	f->hole = f->e->hole;
 	pthread_mutex_unlock(&s->lock);
+	/* started by an eviction's commit after ssdflush_stop (a fetch waited
+	 * for a slot at close): no pool and no workers left, not even for a
+	 * hole's zeros */
+	if (!s->wq_started) {
+		ssd_fetch_end(f, -EIO);
+		return;
+	}
 	/* one buffer: the plaintext (a slot) then k+m shards, reused */
 	f->plain = s->nfbuf ? s->fbuf[--s->nfbuf]
 		: malloc(s->slot_size + codec_shard_max(s->codec) * (s->k + s->m));
