@@ -11,7 +11,8 @@
  * ends (status: repair_pending).
  *
  * --rate bounds the bytes per second a deep scrub reads (pool.conf's
- * scrub_rate when absent; 0 = unlimited).
+ * scrub_rate when absent; 0 = unlimited); without --deep it is a usage
+ * error (a shallow scrub reads no shard data).
  *
  * The daemon's scrub counters live in its process: --wait ends with an
  * error when they show a new daemon (a restart between two polls), rather
@@ -149,6 +150,11 @@ int cmd_scrub(int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, WHO ": unexpected argument '%s'\n", argv[optind]);
 		scrub_usage(stderr);
+		return 2;
+	}
+	if (rate_set && !deep) {
+		fprintf(stderr, WHO ": --rate limits a deep scrub (--deep); a shallow "
+			"scrub reads no shard data\n");
 		return 2;
 	}
 	rc = ctl_resolve(WHO, control, config, path, sizeof(path));

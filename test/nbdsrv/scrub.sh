@@ -175,6 +175,9 @@ grep -q "degraded: $NCHUNK damaged" "$t/scrub2b.err" || fail "scrub --wait did n
 # 6 x 64 KiB shards at 4 MiB/s: about 3 s)
 rc=0; "$NBDSRV" scrub --control "$ctl" --rate 1x >/dev/null 2>&1 || rc=$?
 [ "$rc" = 2 ] || fail "scrub --rate 1x: exit $rc"
+rc=0; "$NBDSRV" scrub --control "$ctl" --rate 4M 2>"$t/rate.err" >/dev/null || rc=$?
+[ "$rc" = 2 ] && grep -q -- "--deep" "$t/rate.err" ||
+  fail "scrub --rate without --deep: exit $rc, $(cat "$t/rate.err")"
 wait_for "scrub_degraded --deep --rate 4M" 60 || scrub_2b_failed "deep scrub with backend 5 down"
 [ "$(st "$SC['deep'] and $SC['rate'] == 4194304 and $SC['throttled'] > 0 and $SC['bytes'] > 0")" = 1 ] ||
   fail "deep scrub at 4M/s: $(st "$SC")"
