@@ -12,6 +12,7 @@
 #include "cache/cache.h"
 #include "test/lib/rng.h"
 #include "test/lib/check_run.h"
+#include "test/cache/ssdfix.h"
 
 #include <check.h>
 #include <errno.h>
@@ -43,24 +44,13 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[128];
-
 	loop_fini(&lp);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	ssdfix_rmtree(dir);
 }
 
 static int meta_at(bool create, const uint8_t pool[16], struct meta **m)
 {
-	struct meta_opts o = { .create = create, .commit_delay_ns = UINT64_MAX };
-	char mdir[128];
-
-	snprintf(mdir, sizeof(mdir), "%s/meta", dir);
-	if (create)
-		mkdir(mdir, 0700);
-	memcpy(o.pool_id, pool, 16);
-	return meta_open(mdir, &o, m);
+	return ssdfix_meta_open(dir, pool, create, m);
 }
 
 static int cache_at(const char *path, struct meta *m, const uint8_t pool[16],
@@ -73,19 +63,6 @@ static int cache_at(const char *path, struct meta *m, const uint8_t pool[16],
 
 	memcpy(o.pool_id, pool, 16);
 	return ssdcache_open(&o, out);
-}
-
-struct sync_io {
-	struct objstore_io io;
-	bool done;
-};
-
-static void sync_cb(struct objstore_io *io, int res)
-{
-	struct sync_io *s = container_of(io, struct sync_io, io);
-
-	s->done = true;
-	io->res = res;
 }
 
 enum op { OP_READ, OP_WRITE, OP_ZERO, OP_FLUSH };
@@ -103,8 +80,7 @@ static int do_io(struct objstore *st, enum op op, uint64_t obj, uint64_t base,
 	case OP_FLUSH: objstore_flush(st, &s.io); break;
 	}
 	ck_assert_msg(!s.done, "op completed inside its submit call");
-	while (!s.done)
-		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+	ssdfix_wait(&lp, &s);
 	return s.io.res;
 }
 

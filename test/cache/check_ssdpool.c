@@ -48,6 +48,7 @@
 #include "zdb/zdb.h"
 #include "test/lib/rng.h"
 #include "test/lib/check_run.h"
+#include "test/cache/ssdfix.h"
 
 #include <check.h>
 #include <pthread.h>
@@ -253,19 +254,13 @@ static void hang_guard(int sig)
 
 static void setup(void)
 {
-	struct codec_params cp = { .k = K, .m = M, .max_chunk = SLOT };
-	uint8_t raw[CODEC_KEY_SIZE];
-	struct codec_key *key;
 	char err[160];
 
 	snprintf(dir, sizeof(dir), "/tmp/check_ssdpool.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(cpath, sizeof(cpath), "%s/cache", dir);
 	ck_assert_int_eq(loop_init(&lp, 256), 0);
-	memset(raw, 7, sizeof(raw));
-	ck_assert_int_eq(codec_key_from_bytes(raw, &key), 0);
-	ck_assert_int_eq(codec_new(&cp, key, &codec, err, sizeof(err)), 0);
-	codec_key_free(key);
+	ssdfix_codec(K, M, SLOT, 7, &codec);
 	ck_assert_int_eq(codec_ctx_new(codec, &cctx), 0);
 	pcfg = calloc(1, sizeof(*pcfg));
 	signal(SIGALRM, hang_guard);
@@ -286,46 +281,22 @@ static void setup(void)
 		}
 		return;
 	}
-	zdb_pool_cfg_defaults(pcfg);
-	pcfg->k = K;
-	pcfg->m = M;
-	pcfg->min_shards = K + M;
-	pcfg->nbackends = NBE;
-	for (unsigned i = 0; i < NBE; i++) {
-		struct zdb_backend_cfg *b = &pcfg->backends[i];
-
-		snprintf(b->name, sizeof(b->name), "d%02u", i);
-		snprintf(b->zone, sizeof(b->zone), "z%u", i);
-		snprintf(b->address, sizeof(b->address), "%s/be%02u", dir, i);
-		b->kind = ZDB_KIND_DIR;
-		mkdir(b->address, 0700);
-	}
+	ssdfix_dir_pool(pcfg, dir, NBE, K, M);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
 	alarm(0);
 	codec_ctx_free(cctx);
 	codec_free(codec);
 	free(pcfg);
 	loop_fini(&lp);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	ssdfix_rmtree(dir);
 }
 
 static int meta_at(bool create, struct meta **m)
 {
-	struct meta_opts o = { .create = create, .commit_delay_ns = UINT64_MAX };
-	char mdir[128];
-
-	snprintf(mdir, sizeof(mdir), "%s/meta", dir);
-	if (create)
-		mkdir(mdir, 0700);
-	memcpy(o.pool_id, pool_id, 16);
-	return meta_open(mdir, &o, m);
+	return ssdfix_meta_open(dir, pool_id, create, m);
 }
 
 #define WB_LONG_MS 3600000ull           /* a delay no test waits for */
@@ -383,19 +354,6 @@ static void wipe_store(void)
 	ck_assert_int_eq(system(cmd), 0);
 }
 
-struct sync_io {
-	struct objstore_io io;
-	bool done;
-};
-
-static void sync_cb(struct objstore_io *io, int res)
-{
-	struct sync_io *s = container_of(io, struct sync_io, io);
-
-	s->done = true;
-	io->res = res;
-}
-
 enum op { OP_READ, OP_WRITE, OP_FLUSH };
 
 static int do_io(struct objstore *st, enum op op, uint64_t obj, uint64_t base,
@@ -409,8 +367,7 @@ static int do_io(struct objstore *st, enum op op, uint64_t obj, uint64_t base,
 	case OP_WRITE: objstore_write(st, &s.io); break;
 	case OP_FLUSH: objstore_flush(st, &s.io); break;
 	}
-	while (!s.done)
-		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+	ssdfix_wait(&lp, &s);
 	return s.io.res;
 }
 

@@ -29,6 +29,7 @@
 #include "zdb/zdb.h"
 #include "test/lib/rng.h"
 #include "test/lib/check_run.h"
+#include "test/cache/ssdfix.h"
 
 #include <check.h>
 #include <dirent.h>
@@ -52,55 +53,28 @@ static struct zdb_pool_cfg *pcfg;
 
 static void setup(void)
 {
-	struct codec_params cp = { .k = K, .m = M, .max_chunk = SLOT };
-	uint8_t raw[CODEC_KEY_SIZE];
-	struct codec_key *key;
-	char err[160];
-
 	snprintf(dir, sizeof(dir), "/tmp/check_ssdscrub.XXXXXX");
 	ck_assert_ptr_nonnull(mkdtemp(dir));
 	snprintf(cpath, sizeof(cpath), "%s/cache", dir);
 	ck_assert_int_eq(loop_init(&lp, 256), 0);
-	memset(raw, 9, sizeof(raw));
-	ck_assert_int_eq(codec_key_from_bytes(raw, &key), 0);
-	ck_assert_int_eq(codec_new(&cp, key, &codec, err, sizeof(err)), 0);
-	codec_key_free(key);
+	ssdfix_codec(K, M, SLOT, 9, &codec);
 	pcfg = calloc(1, sizeof(*pcfg));
 	ck_assert_ptr_nonnull(pcfg);
-	zdb_pool_cfg_defaults(pcfg);
-	pcfg->k = K;
-	pcfg->m = M;
-	pcfg->min_shards = K + M;
-	pcfg->nbackends = NBE;
-	for (unsigned i = 0; i < NBE; i++) {
-		struct zdb_backend_cfg *b = &pcfg->backends[i];
-
-		snprintf(b->name, sizeof(b->name), "d%02u", i);
-		snprintf(b->zone, sizeof(b->zone), "z%u", i);
-		snprintf(b->address, sizeof(b->address), "%s/be%02u", dir, i);
-		b->kind = ZDB_KIND_DIR;
-		mkdir(b->address, 0700);
-	}
+	ssdfix_dir_pool(pcfg, dir, NBE, K, M);
 }
 
 static void teardown(void)
 {
-	char cmd[128];
-
 	codec_free(codec);
 	free(pcfg);
 	loop_fini(&lp);
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		fprintf(stderr, "cannot remove %s\n", dir);
+	ssdfix_rmtree(dir);
 }
 
 /* A writethrough cache of nslots slots over the pool (fault injectors
  * around the backends), with its metadata, both created. */
 static void open_store(unsigned nslots, struct meta **m, struct objstore **c)
 {
-	struct meta_opts mo = { .create = true, .commit_delay_ns = UINT64_MAX };
-	char mdir[128];
 	struct ssdcache_opts o = {
 		.path = cpath, .size = 4096 + (uint64_t)nslots * SLOT,
 		.slot_size = SLOT, .create = true, .pool_cfg = pcfg,
@@ -108,10 +82,7 @@ static void open_store(unsigned nslots, struct meta **m, struct objstore **c)
 		.flush_idle_ms = 0, .flush_idle_set = true,
 	};
 
-	snprintf(mdir, sizeof(mdir), "%s/meta", dir);
-	mkdir(mdir, 0700);
-	memcpy(mo.pool_id, pool_id, 16);
-	ck_assert_int_eq(meta_open(mdir, &mo, m), 0);
+	ck_assert_int_eq(ssdfix_meta_open(dir, pool_id, true, m), 0);
 	o.meta = *m;
 	memcpy(o.pool_id, pool_id, 16);
 	memset(o.shard_key_seed, 0x42, sizeof(o.shard_key_seed));
@@ -122,19 +93,6 @@ static void close_store(struct meta *m, struct objstore *c)
 {
 	objstore_close(c);
 	ck_assert_int_eq(meta_close(m), 0);
-}
-
-struct sync_io {
-	struct objstore_io io;
-	bool done;
-};
-
-static void sync_cb(struct objstore_io *io, int res)
-{
-	struct sync_io *s = container_of(io, struct sync_io, io);
-
-	s->done = true;
-	io->res = res;
 }
 
 /* Write n objects of random data and FLUSH (writethrough: in the pool). */
@@ -153,14 +111,12 @@ static void write_objects(struct objstore *c, unsigned n)
 		s = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb, .obj = o,
 			.off = 0, .len = SLOT, .buf = b } };
 		objstore_write(c, &s.io);
-		while (!s.done)
-			ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+		ssdfix_wait(&lp, &s);
 		ck_assert_int_eq(s.io.res, 0);
 	}
 	s = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb } };
 	objstore_flush(c, &s.io);
-	while (!s.done)
-		ck_assert_int_ge(loop_run_once(&lp, 1000000000ull), 0);
+	ssdfix_wait(&lp, &s);
 	ck_assert_int_eq(s.io.res, 0);
 	free(b);
 }
