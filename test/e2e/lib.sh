@@ -48,6 +48,17 @@ cache_mode = $mode${extra:+
 $extra}"
 }
 
+# e2e_pool_shutdown DIR — the shutdown tests' pool (test/nbdsrv/shutdown_*.sh):
+# 6 servers, 4+2, a writeback 8M cache of 256K chunks, write-back delays no
+# test waits for (600 s), a stop that gives up flushing after 2 s; at the
+# end the servers are resumed, should the test leave them paused.
+e2e_pool_shutdown() {
+  e2e_pool 6 4 2 "$1" writeback 8M 256K "flush_idle_ms = 600000
+flush_max_age_ms = 600000
+shutdown_flush_timeout_ms = 2000"
+  cleanup_push "for p in \${BACKEND_PID[*]}; do kill -CONT \$p; done"
+}
+
 # e2e_set_mode writeback|writethrough — change cache_mode in the config.
 e2e_set_mode() { sed -i "s/^cache_mode = .*/cache_mode = $1/" "$E2E_CONF"; }
 

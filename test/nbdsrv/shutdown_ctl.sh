@@ -19,10 +19,7 @@ source "$SRC_DIR/test/lib/backends.sh"
 source "$SRC_DIR/test/e2e/lib.sh"
 requires python3 redis-server qemu-io
 t=$(mktempdir)
-e2e_pool 6 4 2 "$t" writeback 8M 256K "flush_idle_ms = 600000
-flush_max_age_ms = 600000
-shutdown_flush_timeout_ms = 2000"
-cleanup_push "for p in \${BACKEND_PID[*]}; do kill -CONT \$p; done"
+e2e_pool_shutdown "$t"
 
 # 1. status while syncs wait
 e2e_start --create-volume v=4M
