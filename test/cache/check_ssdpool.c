@@ -2117,33 +2117,50 @@ START_TEST(test_rmw_chain)
 }
 END_TEST
 
-/* test_rmw_chain_stress: writes' rmw held by the hook, released later */
-#define SR_HOLD_RMW 8u
-static struct ssd_req *rs_held[SR_HOLD_RMW];
-static unsigned rs_nheld;
+/* The requests a stress test's hook (ssd_rmw_hook, ssd_read_hook) holds
+ * between their resolution and their preads, released in any order. */
+#define HOLD_MAX 8u
+struct hold {
+	struct ssd_req *r[HOLD_MAX];
+	unsigned n;
+};
 
-static bool rs_hook(struct ssd_req *r)
+/* Hold r when it is of this test's loop, on an object >= 10, there is
+ * room, and pick(r) (asked last) says so; true when held. */
+static bool hold_take(struct hold *h, struct ssd_req *r, bool (*pick)(struct ssd_req *))
 {
-	bool far = false;
-
-	if (r->io->obj < 10 || r->io->loop != &lp || rs_nheld == SR_HOLD_RMW)
+	if (r->io->obj < 10 || r->io->loop != &lp || h->n == HOLD_MAX || !pick(r))
 		return false;
-	/* only a fill from a base beyond the direct one (a held write
-	 * delays its direct base's writes: the direct case is covered) */
-	for (unsigned i = 0; i < r->nsub; i++)
-		far |= r->subs[i].via && r->subs[i].via != r->ent->bent;
-	if (!far)
-		return false;
-	rs_held[rs_nheld++] = r;
+	h->r[h->n++] = r;
 	return true;
 }
 
-static void rs_release(unsigned i)
+/* Submit the i-th held request (the last one takes its place). */
+static void hold_release(struct hold *h, unsigned i)
 {
-	struct ssd_req *r = rs_held[i];
+	struct ssd_req *r = h->r[i];
 
-	rs_held[i] = rs_held[--rs_nheld];
+	h->r[i] = h->r[--h->n];
 	ssd_read_submit(r);
+}
+
+/* test_rmw_chain_stress: writes' rmw held by the hook, released later */
+static struct hold rs_hold;
+
+/* only a fill from a base beyond the direct one (a held write delays its
+ * direct base's writes: the direct case is covered) */
+static bool rs_far(struct ssd_req *r)
+{
+	bool far = false;
+
+	for (unsigned i = 0; i < r->nsub; i++)
+		far |= r->subs[i].via && r->subs[i].via != r->ent->bent;
+	return far;
+}
+
+static bool rs_hook(struct ssd_req *r)
+{
+	return hold_take(&rs_hold, r, rs_far);
 }
 
 /*
@@ -2209,7 +2226,7 @@ START_TEST(test_rmw_chain_stress)
 				ck_assert_int_eq(do_io(c, OP_WRITE, ids[i], bases[i],
 						       off, len, got), 0);
 			}
-			rs_nheld = 0;
+			rs_hold.n = 0;
 			ssd_rmw_hook = rs_hook;
 			for (unsigned step = 0; step < STEPS; step++) {
 				unsigned what = (unsigned)(rnd() % 10);
@@ -2234,10 +2251,10 @@ START_TEST(test_rmw_chain_stress)
 						memcpy(mdl[x] + off, o->buf, len);
 						objstore_write(c, &o->s.io);
 					}
-				} else if (rs_nheld && rnd() % 4 == 0) {
+				} else if (rs_hold.n && rnd() % 4 == 0) {
 					/* seldom: a base write's detach commits
 					 * before it reaches the fills */
-					rs_release((unsigned)(rnd() % rs_nheld));
+					hold_release(&rs_hold, (unsigned)(rnd() % rs_hold.n));
 				}
 				if (mode == 2 && fl.done && rnd() % 16 == 0) {
 					fl = (struct sync_io){ .io = { .loop = &lp,
@@ -2270,8 +2287,8 @@ START_TEST(test_rmw_chain_stress)
 			for (uint64_t t0 = now_ns(); now_ns() - t0 < 120ull * 1000000000;) {
 				unsigned busy = !fl.done;
 
-				while (rs_nheld)
-					rs_release(0);
+				while (rs_hold.n)
+					hold_release(&rs_hold, 0);
 				loop_run_once(&lp, 10ull * 1000000);
 				for (unsigned i = 0; i < NOBJ; i++) {
 					struct op *d = &ops[i];
@@ -2325,25 +2342,18 @@ START_TEST(test_rmw_chain_stress)
 END_TEST
 
 /* test_base_inflight_stress: reads held by the hook, released later */
-#define SR_HOLD 8u
-static struct ssd_req *sr_held[SR_HOLD];
-static unsigned sr_nheld;
+static struct hold sr_hold;
+
+/* two reads in three, at random */
+static bool sr_pick(struct ssd_req *r)
+{
+	(void)r;
+	return rnd() % 3 != 0;
+}
 
 static bool sr_hook(struct ssd_req *r)
 {
-	if (r->io->obj < 10 || r->io->loop != &lp || sr_nheld == SR_HOLD ||
-	    rnd() % 3 == 0)
-		return false;
-	sr_held[sr_nheld++] = r;
-	return true;
-}
-
-static void sr_release(unsigned i)
-{
-	struct ssd_req *r = sr_held[i];
-
-	sr_held[i] = sr_held[--sr_nheld];
-	ssd_read_submit(r);
+	return hold_take(&sr_hold, r, sr_pick);
 }
 
 /*
@@ -2379,7 +2389,7 @@ START_TEST(test_base_inflight_stress)
 		open_store(&co, &m, &c);
 		fill(bx, SLOT);
 		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, bx), 0);
-		sr_nheld = 0;
+		sr_hold.n = 0;
 		ssd_read_hook = sr_hook;
 		for (unsigned step = 0; step < STEPS; step++) {
 			unsigned what = (unsigned)(rnd() % 10);
@@ -2417,8 +2427,8 @@ START_TEST(test_base_inflight_stress)
 				fill(tmp, len);
 				memcpy(bx + off, tmp, len);
 				ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, off, len, tmp), 0);
-			} else if (sr_nheld) {
-				sr_release((unsigned)(rnd() % sr_nheld));
+			} else if (sr_hold.n) {
+				hold_release(&sr_hold, (unsigned)(rnd() % sr_hold.n));
 			}
 			if (mode == 2 && rnd() % 16 == 0)
 				ck_assert_int_eq(do_flush(c), 0);
@@ -2441,8 +2451,8 @@ START_TEST(test_base_inflight_stress)
 		for (uint64_t t0 = now_ns(); now_ns() - t0 < 120ull * 1000000000;) {
 			unsigned busy = 0;
 
-			while (sr_nheld)
-				sr_release(0);
+			while (sr_hold.n)
+				hold_release(&sr_hold, 0);
 			loop_run_once(&lp, 10ull * 1000000);
 			for (unsigned i = 0; i < NREAD; i++) {
 				struct rd *d = &rds[i];
