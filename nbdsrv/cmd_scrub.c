@@ -206,9 +206,11 @@ int cmd_scrub(int argc, char **argv)
 		running = json_is_true(json_object_get(sc, "running"));
 		runs = ji(sc, "runs");
 		/* the daemon's counters are its process's: fewer runs than seen,
-		 * or ours neither running nor ended (a start shows running at
-		 * once), is a new daemon — the scrub followed is gone */
-		if (runs < last || (!running && !joined && runs <= runs0)) {
+		 * or ours neither running nor ended, is a new daemon — the scrub
+		 * followed is gone.  A start shows running at once, and a scrub
+		 * joined was running after runs0 was read: its end counts a run
+		 * (a new daemon's first runs 0 = runs0 too) */
+		if (runs < last || (!running && runs <= runs0)) {
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			fprintf(stderr, WHO ": the daemon restarted before the scrub "

@@ -22,7 +22,8 @@
 #     every byte reads back.
 #  4. `scrub --wait` following a deep scrub across a daemon restart (the
 #     CLI held stopped meanwhile) ends with exit 1 instead of polling the
-#     new daemon forever.
+#     new daemon forever; also when it joined the daemon's first scrub
+#     (runs 0), instead of exiting 0 with the new daemon's empty figures.
 source "${SRC_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}/test/functions.sh"
 source "$SRC_DIR/test/lib/backends.sh"
 requires nbdcopy qemu-io python3 cmp redis-server
@@ -248,6 +249,27 @@ rc=0; wait "$rs" || rc=$?
 cat "$t/rs.out" "$t/rs.err" >&2
 [ "$rc" = 1 ] || fail "scrub --wait across a restart: exit $rc (want 1)"
 grep -q "restarted" "$t/rs.err" || fail "scrub --wait did not say the daemon restarted"
+# the same when it JOINED the scrub (started by someone else) of a daemon
+# whose first scrub that is (runs 0): the new daemon's 0 runs, none
+# running, is no end of that scrub either (it exited 0 with an empty result)
+"$NBDSRV" scrub --control "$ctl" --deep --rate 1 >/dev/null || fail "scrub --deep --rate 1: exit $?"
+[ "$(st "$SC['running'] and $SC['runs'] == 0")" = 1 ] || fail "the first deep scrub at 1 B/s: $(st "$SC")"
+"$NBDSRV" scrub --control "$ctl" --wait >"$t/rj.out" 2>"$t/rj.err" &
+rj=$!
+cleanup_push "kill -CONT $rj 2>/dev/null; kill $rj 2>/dev/null"
+wait_for "grep -q 'following it' '$t/rj.err'" 30 || fail "scrub --wait did not join the deep scrub"
+kill -STOP "$rj"
+rc=0; stop_nbdsrv || rc=$?
+[ "$rc" = 0 ] || fail "SIGTERM during a joined deep scrub: exit $rc"
+NBDSRV_LOG=$t/serve6.log
+start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
+wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after the restart (joined)"
+kill -CONT "$rj"
+wait_for "! kill -0 $rj 2>/dev/null" 30 || fail "joined scrub --wait still polls after the daemon restarted"
+rc=0; wait "$rj" || rc=$?
+cat "$t/rj.out" "$t/rj.err" >&2
+[ "$rc" = 1 ] || fail "joined scrub --wait across a restart: exit $rc (want 1)"
+grep -q "restarted" "$t/rj.err" || fail "joined scrub --wait did not say the daemon restarted"
 # a stop while a deep scrub waits for a backend (values of the other
 # shards held): a clean exit, nothing leaked
 backend_stop 5
