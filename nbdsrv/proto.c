@@ -405,6 +405,9 @@ static void opt_meta(struct nbd_session *s, uint32_t opt, const uint8_t *d,
 	bool match = false;
 	long idx;
 
+	/* SET replaces the selection even when it fails (spec). */
+	if (!list)
+		s->meta_alloc = false;
 	if (!s->structured) {
 		opt_reply_str(s, opt, NBD_REP_ERR_INVALID,
 			      "structured replies not negotiated");

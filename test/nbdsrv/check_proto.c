@@ -326,9 +326,22 @@ START_TEST(test_meta_context)
 	ck_assert_uint_eq(get_u32(d), NBD_META_BASE_ALLOCATION_ID);
 	ck_assert(s.meta_alloc);
 
-	/* A truncated query list is malformed. */
+	/* A truncated query list is malformed, and a failed SET still drops
+	 * the earlier selection (spec: it replaces all previously-set
+	 * contexts, including when this command fails). */
 	ck_assert_int_eq(send_opt(&s, NBD_OPT_SET_META_CONTEXT, p, len - 3), NBD_HS_MORE);
 	ck_assert_uint_eq(reply_at(&s, 0, NULL, NULL), NBD_REP_ERR_INVALID);
+	ck_assert(!s.meta_alloc);
+	len = meta_payload(p, "disk", "base:allocation");
+	ck_assert_int_eq(send_opt(&s, NBD_OPT_SET_META_CONTEXT, p, len), NBD_HS_MORE);
+	ck_assert(s.meta_alloc);
+	len = meta_payload(p, "nope", "base:allocation");
+	ck_assert_int_eq(send_opt(&s, NBD_OPT_SET_META_CONTEXT, p, len), NBD_HS_MORE);
+	ck_assert_uint_eq(reply_at(&s, 0, NULL, NULL), NBD_REP_ERR_UNKNOWN);
+	ck_assert(!s.meta_alloc);
+	len = meta_payload(p, "disk", "base:allocation");
+	ck_assert_int_eq(send_opt(&s, NBD_OPT_SET_META_CONTEXT, p, len), NBD_HS_MORE);
+	ck_assert(s.meta_alloc);
 
 	/* GO on another export drops the selection. */
 	len = info_go_payload(p, "ro");

@@ -852,6 +852,32 @@ def t_meta_contexts():
     c.close()
 
 
+def t_meta_failed_set():
+    """Spec (NBD_OPT_SET_META_CONTEXT): "Issuing this command replaces all
+    previously-set metadata contexts (including when this command fails)".
+    A selection followed by a failed SET leaves none: BLOCK_STATUS is then
+    refused with EINVAL (the session goes on)."""
+    n = b"disk"
+    for bad in (struct.pack(">I", 4) + n + struct.pack(">II", 1, 40) + b"base",
+                struct.pack(">I", 7) + b"no-such" + struct.pack(">II", 1, 15) +
+                b"base:allocation"):
+        c = Conn()
+        c.handshake()
+        c.opt_simple(OPT_STRUCTURED_REPLY)
+        set_meta(c, "disk")
+        rtype, _ = c.opt_simple(OPT_SET_META, bad)
+        check(rtype & ERR, "bad SET_META_CONTEXT accepted: %#x" % rtype)
+        rtype, _ = c.info_go(OPT_GO, "disk")
+        check(rtype == REP_ACK, "GO disk: %#x" % rtype)
+        c.sr = True
+        err, _, _ = c.cmd(CMD_BLOCK_STATUS, 0, 4096)
+        check(err == EINVAL, "BLOCK_STATUS after a failed SET_META_CONTEXT: "
+              "error %d, want EINVAL (the failed SET drops the selection)" % err)
+        err, _, _ = c.read(0, 4096)
+        check(err == 0, "READ after the refused BLOCK_STATUS")
+        c.close()
+
+
 def t_max_payload():
     """A request of exactly the advertised maximum payload (64 MiB) works in
     both directions; one byte more is refused without killing the session
@@ -1047,7 +1073,8 @@ CHECKS = [
     t_bad_option_magic, t_bad_client_flags, t_garbage_after_greeting,
     t_oversize_option, t_export_name_unknown, t_oversize_request,
     t_bad_request_magic, t_disconnect_mid_payload, t_sr_then_extended,
-    t_stuck_reader, t_many_connections, t_meta_contexts, t_max_payload,
+    t_stuck_reader, t_many_connections, t_meta_contexts, t_meta_failed_set,
+    t_max_payload,
     t_odd_and_empty_exports,
     t_random_session,
     t_abrupt_close_in_flight,
