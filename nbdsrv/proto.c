@@ -26,8 +26,9 @@
  *   a flag on a command it does not apply to, a zero-length BLOCK_STATUS →
  *   EINVAL; range past the end → ENOSPC for WRITE and WRITE_ZEROES, EINVAL
  *   otherwise (READ, TRIM, CACHE, BLOCK_STATUS: the spec's wording); READ
- *   longer than the maximum payload → EOVERFLOW (EINVAL without structured
- *   replies); writes to a read-only export → EPERM.  A payload longer than
+ *   longer than the maximum block size → EINVAL, EOVERFLOW only with DF
+ *   (the one case the spec gives EOVERFLOW); writes to a read-only export
+ *   → EPERM.  A payload longer than
  *   NBD_MAX_PAYLOAD cannot be received: -EPROTO (disconnect).
  */
 #include "nbdsrv/proto.h"
@@ -708,7 +709,7 @@ int nbd_req_check(const struct nbd_session *s, const struct nbd_req *r)
 	if (writes && (e->flags & EXPORT_READ_ONLY))
 		return NBD_EPERM;
 	if (r->type == NBD_CMD_READ && r->length > NBD_MAX_PAYLOAD)
-		return s->structured ? NBD_EOVERFLOW : NBD_EINVAL;
+		return r->flags & NBD_CMD_FLAG_DF ? NBD_EOVERFLOW : NBD_EINVAL;
 	if (r->type == NBD_CMD_BLOCK_STATUS && r->length == 0)
 		return NBD_EINVAL;
 	if (__builtin_add_overflow(r->offset, r->length, &end) || end > e->size)

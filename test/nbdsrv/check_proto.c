@@ -422,6 +422,8 @@ START_TEST(test_request_checks)
 
 	go_session(&s, true, false, true, "disk");
 	r = mkreq(NBD_CMD_READ, 0, 0, NBD_MAX_PAYLOAD + 1ull);
+	ck_assert_int_eq(nbd_req_check(&s, &r), NBD_EINVAL);
+	r = mkreq(NBD_CMD_READ, NBD_CMD_FLAG_DF, 0, NBD_MAX_PAYLOAD + 1ull);
 	ck_assert_int_eq(nbd_req_check(&s, &r), NBD_EOVERFLOW);
 	r = mkreq(NBD_CMD_BLOCK_STATUS, NBD_CMD_FLAG_REQ_ONE, 0, 512);
 	ck_assert_int_eq(nbd_req_check(&s, &r), 0);

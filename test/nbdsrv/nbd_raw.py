@@ -675,8 +675,13 @@ def t_extended_headers():
     # READ of a 64-bit length above the advertised 64 MiB maximum payload.
     # (The spec lets a server serve it as holes or many chunks; nbdsrv's
     # contract is to refuse it.)
+    # Spec (block size constraints): a length above the maximum block size
+    # SHOULD get NBD_EINVAL; NBD_EOVERFLOW is only for a DF read too large
+    # to send unfragmented.
     err, _, _ = c.read(0, 4 * GiB + 4096)
-    check(err in (EINVAL, EOVERFLOW), "4 GiB + 4 KiB READ: error %d" % err)
+    check(err == EINVAL, "4 GiB + 4 KiB READ: error %d, want EINVAL" % err)
+    err, _, _ = c.read(0, 4 * GiB + 4096, flags=F_DF)
+    check(err in (EINVAL, EOVERFLOW), "4 GiB + 4 KiB DF READ: error %d" % err)
     err, _, _ = c.cmd(CMD_ZEROES, BIG_SIZE - 4096, 8192)
     check(err == ENOSPC, "WRITE_ZEROES past the end: %d" % err)
     err, _, _ = c.cmd(42)
@@ -895,8 +900,20 @@ def t_max_payload():
     check(err == 0, "64 MiB WRITE: %d" % err)
     err, data, _ = c.read(0, mx)
     check(err == 0 and data == blob, "64 MiB READ")
-    err, _, _ = c.read(0, mx + 1)
-    check(err in (EINVAL, EOVERFLOW), "64 MiB + 1 READ: %d" % err)
+    # Above the maximum block size: EINVAL (spec: "SHOULD report an
+    # NBD_EINVAL error if ... larger than the advertised maximum block
+    # size"; EOVERFLOW is reserved for DF reads).
+    for sr in (False, True):
+        c2 = Conn()
+        c2.handshake()
+        c2.go("disk", sr=sr)
+        err, _, _ = c2.read(0, mx + 1)
+        check(err == EINVAL, "64 MiB + 1 READ (structured %s): %d, want EINVAL" %
+              (sr, err))
+        if sr:
+            err, _, _ = c2.read(0, mx + 1, flags=F_DF)
+            check(err in (EINVAL, EOVERFLOW), "64 MiB + 1 DF READ: %d" % err)
+        c2.close()
     err, _, _ = c.read(4096, 4096)
     check(err == 0, "READ after the refused one")
     c.close()
