@@ -404,7 +404,7 @@ static void req_io_done(struct export_io *io, int res)
 	if (c->stats)
 		__atomic_fetch_add(&c->stats->requests, 1, __ATOMIC_RELAXED);
 	if (res < 0) {
-		q->err = nbd_errno_to_nbd(res);
+		q->err = nbd_errno_to_nbd(res, q->nr.flags);
 		log_debug("conn %d: cmd %u at %llu+%llu: %s", c->fd, q->nr.type,
 			  (unsigned long long)q->nr.offset,
 			  (unsigned long long)q->nr.length, strerror(-res));

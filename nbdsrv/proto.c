@@ -718,7 +718,7 @@ int nbd_req_check(const struct nbd_session *s, const struct nbd_req *r)
 	return 0;
 }
 
-uint32_t nbd_errno_to_nbd(int err)
+uint32_t nbd_errno_to_nbd(int err, uint16_t cmd_flags)
 {
 	if (err < 0)
 		err = -err;
@@ -737,10 +737,13 @@ uint32_t nbd_errno_to_nbd(int err)
 	case EDQUOT:
 	case EFBIG:
 		return NBD_ENOSPC;
+	/* The spec keeps these two for the flags that ask for them (a DF read,
+	 * a FAST_ZERO write-zeroes); anywhere else they mean "cannot do that"
+	 * (nbdkit maps them the same way). */
 	case EOVERFLOW:
-		return NBD_EOVERFLOW;
+		return cmd_flags & NBD_CMD_FLAG_DF ? NBD_EOVERFLOW : NBD_EINVAL;
 	case ENOTSUP:
-		return NBD_ENOTSUP;
+		return cmd_flags & NBD_CMD_FLAG_FAST_ZERO ? NBD_ENOTSUP : NBD_EINVAL;
 	case ESHUTDOWN:
 		return NBD_ESHUTDOWN;
 	default:

@@ -232,9 +232,10 @@ int nbd_req_decode(const struct nbd_session *s, const uint8_t *p,
  * NBD error number (reply with it; the payload must still be consumed), or
  * -EPROTO when the request cannot be received at all (disconnect). */
 int nbd_req_check(const struct nbd_session *s, const struct nbd_req *r);
-/* Map a -errno (or errno) from an export to the NBD error number.  The one
- * place where host errors become protocol errors. */
-uint32_t nbd_errno_to_nbd(int err);
+/* Map a -errno (or errno) from an export, for a request with cmd_flags, to
+ * the NBD error number.  The one place where host errors become protocol
+ * errors: ENOTSUP only for FAST_ZERO, EOVERFLOW only for DF (else EINVAL). */
+uint32_t nbd_errno_to_nbd(int err, uint16_t cmd_flags);
 
 /* Final reply to a request without reply payload: success (nbd_err == 0)
  * or an error.  Writes at most NBD_HDR_MAX + 6 bytes to buf, returns the

@@ -577,12 +577,23 @@ END_TEST
 
 START_TEST(test_errno_map)
 {
-	ck_assert_uint_eq(nbd_errno_to_nbd(0), 0);
-	ck_assert_uint_eq(nbd_errno_to_nbd(-EROFS), NBD_EPERM);
-	ck_assert_uint_eq(nbd_errno_to_nbd(-EDQUOT), NBD_ENOSPC);
-	ck_assert_uint_eq(nbd_errno_to_nbd(-ENOTSUP), NBD_ENOTSUP);
-	ck_assert_uint_eq(nbd_errno_to_nbd(-ENXIO), NBD_EIO);
-	ck_assert_uint_eq(nbd_errno_to_nbd(EINVAL), NBD_EINVAL);
+	ck_assert_uint_eq(nbd_errno_to_nbd(0, 0), 0);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EROFS, 0), NBD_EPERM);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EDQUOT, 0), NBD_ENOSPC);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EFBIG, 0), NBD_ENOSPC);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-ENXIO, 0), NBD_EIO);
+	ck_assert_uint_eq(nbd_errno_to_nbd(EINVAL, 0), NBD_EINVAL);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-ESHUTDOWN, 0), NBD_ESHUTDOWN);
+	/* Spec: "The server SHOULD NOT return NBD_ENOTSUP except as documented
+	 * in response to NBD_CMD_WRITE_ZEROES when NBD_CMD_FLAG_FAST_ZERO is
+	 * supported" (and MUST NOT without the flag when it advertised
+	 * FAST_ZERO); likewise NBD_EOVERFLOW only for DF reads. */
+	ck_assert_uint_eq(nbd_errno_to_nbd(-ENOTSUP, NBD_CMD_FLAG_FAST_ZERO |
+					   NBD_CMD_FLAG_NO_HOLE), NBD_ENOTSUP);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-ENOTSUP, 0), NBD_EINVAL);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EOPNOTSUPP, NBD_CMD_FLAG_NO_HOLE), NBD_EINVAL);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EOVERFLOW, NBD_CMD_FLAG_DF), NBD_EOVERFLOW);
+	ck_assert_uint_eq(nbd_errno_to_nbd(-EOVERFLOW, NBD_CMD_FLAG_FUA), NBD_EINVAL);
 }
 END_TEST
 
