@@ -2780,6 +2780,42 @@ static void wait_pool_settled(void)
 	}
 }
 
+/* How many flush jobs of c are past their put and not ended (s->nrec),
+ * read on the cache thread (nrec is that thread's own).  Blocking; the
+ * hang guard covers a cache thread that never runs the message. */
+struct nrec_probe {
+	struct loop_msg msg;
+	struct ssd *s;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	unsigned nrec;
+};
+
+static void nrec_probe_run(struct loop_msg *msg)
+{
+	struct nrec_probe *p = container_of(msg, struct nrec_probe, msg);
+
+	pthread_mutex_lock(&p->lock);
+	p->nrec = p->s->nrec;
+	p->done = true;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static unsigned cache_nrec(struct objstore *c)
+{
+	struct nrec_probe p = { .msg.fn = nrec_probe_run, .s = (struct ssd *)c,
+		.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER };
+
+	loop_post(&p.s->loop, &p.msg);
+	pthread_mutex_lock(&p.lock);
+	while (!p.done)
+		pthread_cond_wait(&p.cond, &p.lock);
+	pthread_mutex_unlock(&p.lock);
+	return p.nrec;
+}
+
 /* Child: write every object (want), then (flush) FLUSH it to the SSD,
  * report on fd and wait for the SIGKILL.  pause: the pool is a blackhole
  * (the flusher's intents commit, no put ever lands); gated: the commit
@@ -2868,6 +2904,7 @@ START_TEST(test_flush_groups)
 	struct ssdcache_stats st;
 	struct meta *m;
 	struct objstore *c;
+	unsigned nrec = 0;
 
 	(void)seed;
 	for (unsigned i = 0; i < GOBJ; i++) {
@@ -2896,9 +2933,13 @@ START_TEST(test_flush_groups)
 	for (int i = 0; i < 6000 && stored_whole() < GOBJ; i++)
 		usleep(10000);
 	ck_assert_uint_eq(stored_whole(), GOBJ);
-	/* the puts' completions run (their records queue behind the held
-	 * commit: one group); 1 s, not 0.1: a loaded CI box delays them */
-	usleep(1000000);
+	/* every put's completion ran on the cache thread: its record is in
+	 * the held group or queued behind it (one group), not yet committed
+	 * (bounded 60 s: a loaded CI box delays them, any fixed sleep too) */
+	for (int i = 0; i < 6000 && (nrec = cache_nrec(c)) < GOBJ; i++)
+		usleep(10000);
+	ck_assert_msg(nrec == GOBJ, "%u of %u flush jobs past their put after 60 s",
+		      nrec, GOBJ);
 	ssdcache_get_stats(c, &st);
 	ck_assert_uint_ge(st.intents_recovered, 1);
 	ck_assert_uint_eq(st.flushed, 0);
