@@ -212,11 +212,12 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 {
 	struct control *ctl = cl->ctl;
 	struct server *srv = ctl->srv;
-	const char *fmt = json_string_value(json_object_get(req, "format"));
+	json_t *jf = json_object_get(req, "format");
+	const char *fmt = json_string_value(jf);
 	size_t i;
 	int r;
 
-	if (fmt && strcmp(fmt, "json") && strcmp(fmt, "text")) {
+	if ((jf && !fmt) || (fmt && strcmp(fmt, "json") && strcmp(fmt, "text"))) {
 		snprintf(cl->err, sizeof(cl->err), "\"format\" must be \"json\" or \"text\"");
 		return -EINVAL;
 	}
@@ -314,7 +315,8 @@ static int ctl_status(struct ctl_client *cl, json_t *req, struct strbuf *o)
 
 /* scrub [deep] [rate]: starts the cache's scrub and answers at once;
  * progress is status's volumes.scrub (the CLI's --wait polls it).  rate:
- * bytes/s a deep scrub reads (0 = unlimited; absent = pool.conf's). */
+ * bytes/s a deep scrub reads (0 = unlimited; absent = pool.conf's; only
+ * with deep, as the CLI's --rate needs --deep). */
 static int ctl_scrub(struct ctl_client *cl, json_t *req, struct strbuf *o)
 {
 	json_t *d = json_object_get(req, "deep"), *rt = json_object_get(req, "rate");
@@ -327,6 +329,13 @@ static int ctl_scrub(struct ctl_client *cl, json_t *req, struct strbuf *o)
 	if (rt && (!json_is_integer(rt) || json_integer_value(rt) < 0)) {
 		snprintf(cl->err, sizeof(cl->err), "\"rate\" must be a number of bytes "
 			 "per second (0 = unlimited)");
+		return -EINVAL;
+	}
+	/* as the CLI's --rate without --deep: a shallow scrub reads no shard,
+	 * so a rate would be silently ignored */
+	if (rt && !(d && json_is_true(d))) {
+		snprintf(cl->err, sizeof(cl->err), "\"rate\" limits a deep scrub's reads: "
+			 "give \"deep\":true with it");
 		return -EINVAL;
 	}
 	if (!cl->ctl->vols) {

@@ -100,6 +100,32 @@ START_TEST(test_control_status_and_errors)
 	ck_assert_int_eq(i, 4);         /* one reply line per request line */
 	free(out);
 
+	/* Bad arguments get a clear error, never a silent default: a
+	 * non-string "format" (was answered as JSON), a scrub "rate" without
+	 * "deep" (was ignored; the CLI refuses --rate without --deep). */
+	{
+		static const char req[] = "{\"cmd\":\"status\",\"format\":5}\n"
+					  "{\"cmd\":\"status\",\"format\":\"xml\"}\n"
+					  "{\"cmd\":\"scrub\",\"rate\":1000}\n"
+					  "{\"cmd\":\"scrub\",\"deep\":false,\"rate\":1000}\n"
+					  "{\"cmd\":\"scrub\",\"deep\":true,\"rate\":1000}\n";
+		char *l2, *l3, *l4, *l5;
+
+		out = roundtrip(&l, sock, req, strlen(req));
+		ck_assert_ptr_nonnull(l2 = strchr(out, '\n'));
+		ck_assert_ptr_nonnull(l3 = strchr(l2 + 1, '\n'));
+		ck_assert_ptr_nonnull(l4 = strchr(l3 + 1, '\n'));
+		ck_assert_ptr_nonnull(l5 = strchr(l4 + 1, '\n'));
+		*l2++ = *l3++ = *l4++ = *l5++ = 0;
+		ck_assert_msg(strstr(out, "\"ok\":false") && strstr(out, "format"), "%s", out);
+		ck_assert_msg(strstr(l2, "\"ok\":false") && strstr(l2, "format"), "%s", l2);
+		ck_assert_msg(strstr(l3, "\"ok\":false") && strstr(l3, "deep"), "%s", l3);
+		ck_assert_msg(strstr(l4, "\"ok\":false") && strstr(l4, "deep"), "%s", l4);
+		/* well-formed: it gets as far as "no volumes" here */
+		ck_assert_msg(strstr(l5, "\"ok\":false") && strstr(l5, "serves no volumes"), "%s", l5);
+		free(out);
+	}
+
 	/* A line longer than the limit: an error, then the server hangs up. */
 	n = 70 * 1024;
 	big = malloc(n);
