@@ -83,6 +83,7 @@ class Conn:
             self.s.connect(sock_path)
         self.ext = False
         self.sr = False
+        self.reading = False
         self.cookie = 1
 
     def close(self):
@@ -207,9 +208,12 @@ class Conn:
             elif magic == SIMPLE_MAGIC:
                 err, ck = struct.unpack(">IQ", self.recv(12))
                 check(ck == cookie, "reply cookie %d, expected %d" % (ck, cookie))
+                # Spec: with structured replies, never a simple reply to a
+                # READ, "even for the case of an early NBD_EINVAL due to bad
+                # flags".
+                check(not (self.sr and self.reading), "simple reply (error %d) "
+                      "to READ with structured replies negotiated" % err)
                 if err == 0 and read_len:
-                    check(not self.sr, "simple reply to READ with structured "
-                          "replies negotiated")
                     data = self.recv(read_len)
                 return err, data, chunks
             else:
@@ -248,12 +252,20 @@ class Conn:
 
     def cmd(self, cmd, off=0, length=0, flags=0, payload=b""):
         c = self.request(cmd, off, length, flags, payload)
-        return self.reply(c)
+        self.reading = cmd == CMD_READ
+        try:
+            return self.reply(c)
+        finally:
+            self.reading = False
 
     def read(self, off, length, flags=0):
         c = self.request(CMD_READ, off, length, flags)
         self.last_off = off
-        return self.reply(c, read_len=length)
+        self.reading = True
+        try:
+            return self.reply(c, read_len=length)
+        finally:
+            self.reading = False
 
 
 def open_export(path, name="disk"):
@@ -863,9 +875,11 @@ def t_meta_failed_set():
     A selection followed by a failed SET leaves none: BLOCK_STATUS is then
     refused with EINVAL (the session goes on)."""
     n = b"disk"
-    for bad in (struct.pack(">I", 4) + n + struct.pack(">II", 1, 40) + b"base",
-                struct.pack(">I", 7) + b"no-such" + struct.pack(">II", 1, 15) +
-                b"base:allocation"):
+    bads = [struct.pack(">I", 4) + n + struct.pack(">II", 1, 40) + b"base"]
+    if not standin:     # nbdkit 1.32 does not look the export name up here
+        bads.append(struct.pack(">I", 7) + b"no-such" +
+                    struct.pack(">II", 1, 15) + b"base:allocation")
+    for bad in bads:
         c = Conn()
         c.handshake()
         c.opt_simple(OPT_STRUCTURED_REPLY)
