@@ -771,6 +771,11 @@ def t_stuck_reader():
     if standin:
         print("skip stuck reader: closing it crashes the stand-in (nbdkit 1.32)")
         return
+    if volumes:
+        # conn.c's backpressure is the same for every export (raw.sh covers
+        # it); on volumes it costs a minute under ASan.
+        print("skip stuck reader on volumes")
+        return
     c = Conn()
     c.handshake()
     c.go("disk")
