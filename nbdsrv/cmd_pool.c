@@ -7,7 +7,9 @@
  *           uses.  Exit 0 when every backend is up, 1 otherwise; each
  *           backend that is not is also named on stderr with its error.
  *   check   status, then a write / read-back / delete of a 4 KiB probe on
- *           every backend.  Exit 0 only if every probe round-trips.
+ *           every backend.  Exit 0 only if every probe round-trips; a failure
+ *           quotes the server's answer ("refused: " first when it is a
+ *           refusal, zdb.h zdb_refusal).
  *   init    on zdb backends, create the namespace (NSNEW; an existing one
  *           is fine), set its password, make it private (public 0) and
  *           user-keyed (mode user), logged in as admin when
@@ -121,8 +123,10 @@ static void probe_done(struct zdb_req *r)
 	container_of(r, struct probe, r)->done = true;
 }
 
+/* One request to backend idx; its result, and in why (ZDB_MSG_MAX bytes)
+ * "refused: " or "" and the server's words when it answered an error. */
 static int probe_op(struct pool_cli *c, unsigned idx, enum zdb_op op, const char *key,
-		    const void *val, size_t len, void *buf, size_t cap)
+		    const void *val, size_t len, void *buf, size_t cap, char *why)
 {
 	struct probe p;
 
@@ -138,6 +142,7 @@ static int probe_op(struct pool_cli *c, unsigned idx, enum zdb_op op, const char
 	zdb_pool_submit(c->pool, idx, &p.r);
 	if (zdb_pool_run_until(c->pool, &p.done, 30ull * 1000000000) < 0)
 		return -ETIMEDOUT;   /* cannot happen: requests have deadlines */
+	snprintf(why, ZDB_MSG_MAX + 16, "%s%s", p.r.refused ? "refused: " : "", p.r.msg);
 	return p.r.result;
 }
 
@@ -145,7 +150,7 @@ static int cli_check(struct pool_cli *c)
 {
 	unsigned char val[4096], back[4096];
 	unsigned i, bad = 0;
-	char key[64];
+	char key[64], why[ZDB_MSG_MAX + 16] = "";
 
 	if (cli_open(c) < 0)
 		return 1;
@@ -164,16 +169,16 @@ static int cli_check(struct pool_cli *c)
 			bad++;
 			continue;
 		}
-		if ((r = probe_op(c, i, ZDB_OP_PUT, key, val, sizeof(val), NULL, 0)) < 0)
+		if ((r = probe_op(c, i, ZDB_OP_PUT, key, val, sizeof(val), NULL, 0, why)) < 0)
 			what = "write failed";
-		else if ((r = probe_op(c, i, ZDB_OP_GET, key, NULL, 0, back, sizeof(back))) !=
+		else if ((r = probe_op(c, i, ZDB_OP_GET, key, NULL, 0, back, sizeof(back), why)) !=
 			 (int)sizeof(val) || memcmp(back, val, sizeof(val)))
 			what = r < 0 ? "read failed" : "read back different bytes";
-		else if ((r = probe_op(c, i, ZDB_OP_DEL, key, NULL, 0, NULL, 0)) < 0)
+		else if ((r = probe_op(c, i, ZDB_OP_DEL, key, NULL, 0, NULL, 0, why)) < 0)
 			what = "delete failed";
 		if (strcmp(what, "ok")) {
-			printf("%-12s FAIL  %s%s%s\n", b->cfg.name, what, r < 0 ? ": " : "",
-			       r < 0 ? strerror(-r) : "");
+			printf("%-12s FAIL  %s%s%s%s%s%s\n", b->cfg.name, what, r < 0 ? ": " : "",
+			       r < 0 ? strerror(-r) : "", why[0] ? " (" : "", why, why[0] ? ")" : "");
 			bad++;
 		} else {
 			printf("%-12s ok    %s %s\n", b->cfg.name, zdb_dialect_name(b->dialect),

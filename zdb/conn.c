@@ -100,6 +100,7 @@ struct conn {
 	bool failing;                   /* teardown waiting for kops == 0 */
 	int fail_err;
 	bool stopping, stopped_sent;
+	bool ns_gone;                   /* 0-db: our namespace was deleted */
 
 	struct zdb_req *pend_head, *pend_tail;  /* not yet sent */
 	struct zdb_req *fly_head, *fly_tail;    /* sent/being sent, FIFO */
@@ -204,15 +205,28 @@ static void conn_event(struct conn *c, int ev)
 		c->b.on_event(&c->b, ev);
 }
 
+void zdb_text_clean(char *dst, size_t size, const char *s, size_t n)
+{
+	size_t i, o = 0;
+
+	if (!size)
+		return;
+	for (i = 0; i < n && o + 1 < size; i++)
+		dst[o++] = (s[i] >= 32 && s[i] < 127) ? s[i] : '?';
+	if (i < n && size > 4) {
+		o = MIN(o, size - 4);
+		memcpy(dst + o, "...", 3);
+		o += 3;
+	}
+	dst[o] = 0;
+}
+
 static void conn_set_error(struct conn *c, const char *fmt, const char *detail)
 {
-	char clean[100];
-	size_t i, n = 0;
+	char clean[ZDB_MSG_MAX];
 
 	/* Server text is untrusted: keep it printable and short. */
-	for (i = 0; detail && detail[i] && n + 1 < sizeof(clean); i++)
-		clean[n++] = (detail[i] >= 32 && detail[i] < 127) ? detail[i] : '?';
-	clean[n] = 0;
+	zdb_text_clean(clean, sizeof(clean), detail ? detail : "", detail ? strlen(detail) : 0);
 	snprintf(c->b.last_error, sizeof(c->b.last_error), fmt, clean);
 }
 
@@ -555,6 +569,29 @@ static bool text_has(const char *s, size_t n, const char *needle)
 	return memmem(s, n, needle, strlen(needle)) != NULL;
 }
 
+static int conn_classify(const char *s, size_t n, bool *refusal);
+
+/* A handshake step answered with a passing state (0-db frozen namespace,
+ * redis LOADING / BUSY / too many clients): fail the connection, to be
+ * retried after the backoff — not FATAL.  True when it was one. */
+static bool conn_hs_transient(struct conn *c, const struct resp_reply *rp)
+{
+	char why[ZDB_MSG_MAX + 32], m[ZDB_MSG_MAX];
+	bool refusal;
+
+	if (conn_classify(rp->str, rp->len, &refusal) != -EAGAIN)
+		return false;
+	if (text_has(rp->str, rp->len, "frozen")) {
+		/* NSSET ns freeze 1 (0-db maintenance) */
+		conn_fail(c, -EAGAIN, "namespace is frozen (0-db maintenance)");
+		return true;
+	}
+	zdb_text_clean(m, sizeof(m), rp->str, rp->len);
+	snprintf(why, sizeof(why), "server busy (%s)", m);
+	conn_fail(c, -EAGAIN, why);
+	return true;
+}
+
 /* The reply to the handshake step in progress.  Returns 0 or -errno (the
  * connection is then failed by the caller). */
 static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
@@ -571,6 +608,8 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 	switch (c->hs_step) {
 	case HS_INFO:
 		if (rp->type == RESP_ERROR) {
+			if (conn_hs_transient(c, rp))
+				return 0;
 			if (!text_has(rp->str, rp->len, "NOAUTH") &&
 			    !text_has(rp->str, rp->len, "uthentication required")) {
 				conn_fatal(c, -EPROTO, "INFO refused: %s", detail);
@@ -685,11 +724,8 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 				conn_fatal(c, -EACCES, "not authorized: %s", detail);
 				return 0;
 			}
-			if (c->b.dialect == ZDB_DIALECT_ZDB && text_has(rp->str, rp->len, "frozen")) {
-				/* NSSET ns freeze 1 (0-db maintenance): transient, retried */
-				conn_fail(c, -EAGAIN, "namespace is frozen (0-db maintenance)");
+			if (conn_hs_transient(c, rp))
 				return 0;
-			}
 			if (c->b.dialect == ZDB_DIALECT_ZDB && text_has(rp->str, rp->len, "Invalid key")) {
 				conn_fatal(c, -EINVAL, "namespace is in sequential mode (0-db --mode seq); "
 					   "nbdsrv needs user-key mode: %s", detail);
@@ -751,31 +787,90 @@ static int conn_hs_reply(struct conn *c, const struct resp_reply *rp)
 
 /* ---- replies ---- */
 
-static int conn_map_error(struct conn *c, const struct resp_reply *rp)
+/*
+ * What an error answer means.  Redis starts its errors with an upper-case
+ * code word; 0-db sends fixed sentences (zdbd/commands*.c).  Matched as
+ * prefixes, first hit wins; a refusal is a "no" the backend keeps saying
+ * while up and the operator must see (zdb.h zdb_refusal); EAGAIN is a
+ * passing state, retried like a timeout (the pool tries a spare or another
+ * shard, the flusher keeps the object dirty).
+ */
+static const struct conn_errmap {
+	const char *prefix;
+	int err;
+	bool refusal;
+} conn_errmap[] = {
+	/* 0-db */
+	{ "No space left on this namespace", -ENOSPC, true },      /* NSSET maxsize */
+	{ "Namespace is in read-only mode", -EROFS, true },        /* public, no password */
+	{ "Namespace is temporarily locked", -EROFS, true },       /* NSSET lock 1 */
+	{ "Namespace is protected by worm mode", -EROFS, true },
+	{ "Cannot delete a key when namespace is in worm mode", -EROFS, true },
+	{ "Cannot write data right now", -EIO, true },    /* data file write failed: */
+	{ "Cannot write index right now", -EIO, true },   /* disk full or I/O error */
+	{ "Namespace is temporarily frozen", -EAGAIN, false },     /* NSSET freeze 1 */
+	{ "Access denied", -EACCES, true },
+	{ "Unauthorized", -EACCES, true },
+	{ "Permission denied", -EACCES, true },
+	{ "Payload too big", -E2BIG, false },
+	{ "Key too large", -E2BIG, false },
+	/* redis */
+	{ "OOM ", -ENOSPC, true },          /* maxmemory with noeviction */
+	{ "READONLY ", -EROFS, true },      /* a replica */
+	{ "MISCONF ", -EROFS, true },       /* stop-writes-on-bgsave-error */
+	{ "NOREPLICAS ", -EROFS, true },    /* min-replicas-to-write */
+	{ "NOAUTH ", -EACCES, true },
+	{ "NOPERM ", -EACCES, true },
+	{ "WRONGPASS ", -EACCES, true },
+	{ "LOADING ", -EAGAIN, false },     /* loading its dataset after a restart */
+	{ "BUSY ", -EAGAIN, false },        /* a script or module command runs */
+	{ "MASTERDOWN ", -EAGAIN, false },  /* replica without its master */
+	{ "TRYAGAIN ", -EAGAIN, false },
+	{ "ERR max number of clients reached", -EAGAIN, false },
+	{ "ERR string exceeds maximum allowed size", -E2BIG, false },
+};
+
+/* Class of an error answer: -errno, *refusal set for a refusal. */
+static int conn_classify(const char *s, size_t n, bool *refusal)
 {
-	char detail[101];
-	size_t dl = rp->len < 100 ? rp->len : 100;
+	size_t i;
 
-	memcpy(detail, rp->str, dl);
-	detail[dl] = 0;
-	int r = -EIO;
+	*refusal = false;
+	for (i = 0; i < ARRAY_SIZE(conn_errmap); i++) {
+		size_t pl = strlen(conn_errmap[i].prefix);
 
-	conn_set_error(c, "server error: %s", detail);
-	if (text_has(rp->str, rp->len, "No space") || text_has(rp->str, rp->len, "OOM"))
-		r = -ENOSPC;
-	else if (text_has(rp->str, rp->len, "read-only") || text_has(rp->str, rp->len, "locked") ||
-		 text_has(rp->str, rp->len, "worm") || text_has(rp->str, rp->len, "READONLY"))
-		r = -EROFS;
-	else if (text_has(rp->str, rp->len, "too big") || text_has(rp->str, rp->len, "too large"))
-		r = -E2BIG;
-	else if (text_has(rp->str, rp->len, "NOAUTH") || text_has(rp->str, rp->len, "Access denied") ||
-		 text_has(rp->str, rp->len, "NOPERM"))
-		r = -EACCES;
-	/* the pool's refusal record quotes the server (zdb.h zdb_refusal) */
-	if (r == -ENOSPC || r == -EROFS || r == -EACCES)
-		snprintf(c->b.refusal, sizeof(c->b.refusal), "%s",
-			 c->b.last_error + strlen("server error: "));
-	return r;
+		if ((n >= pl && !memcmp(s, conn_errmap[i].prefix, pl)) ||
+		    (n + 1 == pl && conn_errmap[i].prefix[n] == ' ' && !memcmp(s, conn_errmap[i].prefix, n))) {
+			*refusal = conn_errmap[i].refusal;
+			return conn_errmap[i].err;
+		}
+	}
+	/* other servers' and versions' wordings */
+	if (text_has(s, n, "No space") || text_has(s, n, "out of memory")) {
+		*refusal = true;
+		return -ENOSPC;
+	}
+	if (text_has(s, n, "read-only") || text_has(s, n, "worm")) {
+		*refusal = true;
+		return -EROFS;
+	}
+	if (text_has(s, n, "too big") || text_has(s, n, "too large"))
+		return -E2BIG;
+	return -EIO;
+}
+
+/* The error answer rp to request r: r->msg keeps the words (so the pool
+ * records the message of the very answer it counts, whatever came after
+ * on the pipeline), last_error too; returns -errno. */
+static int conn_map_error(struct conn *c, struct zdb_req *r, const struct resp_reply *rp)
+{
+	int err = conn_classify(rp->str, rp->len, &r->refused);
+
+	zdb_text_clean(r->msg, sizeof(r->msg), rp->str, rp->len);
+	snprintf(c->b.last_error, sizeof(c->b.last_error), "server error: %s", r->msg);
+	if (text_has(rp->str, rp->len, "namespace is not available anymore"))
+		c->ns_gone = true;      /* NSDEL'd under us: reconnect says so */
+	return err;
 }
 
 static uint64_t info_field(const char *s, size_t n, const char *name)
@@ -817,7 +912,7 @@ static int conn_user_reply(struct conn *c, struct zdb_req *r, const struct resp_
 		if (zdb && (rp->type == RESP_BULK || rp->type == RESP_NIL))
 			return 0;   /* key echoed, or nil: identical payload */
 		if (rp->type == RESP_ERROR)
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		return -EPROTO;
 	case ZDB_OP_GET:
 		if (rp->type == RESP_BULK) {
@@ -828,7 +923,7 @@ static int conn_user_reply(struct conn *c, struct zdb_req *r, const struct resp_
 		if (rp->type == RESP_NIL)
 			return -ENOENT;
 		if (rp->type == RESP_ERROR)
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		return -EPROTO;
 	case ZDB_OP_DEL:
 		if (rp->type == RESP_INT || rp->type == RESP_SIMPLE)
@@ -836,26 +931,26 @@ static int conn_user_reply(struct conn *c, struct zdb_req *r, const struct resp_
 		if (rp->type == RESP_ERROR) {
 			if (text_has(rp->str, rp->len, "Key not found"))
 				return 0;
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		}
 		return -EPROTO;
 	case ZDB_OP_EXISTS:
 		if (rp->type == RESP_INT)
 			return rp->integer > 0 ? 1 : 0;
 		if (rp->type == RESP_ERROR)
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		return -EPROTO;
 	case ZDB_OP_PING:
 		if (rp->type == RESP_SIMPLE)
 			return 0;
 		if (rp->type == RESP_ERROR)
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		return -EPROTO;
 	case ZDB_OP_INFO: {
 		struct zdb_info *in = r->buf;
 
 		if (rp->type == RESP_ERROR)
-			return conn_map_error(c, rp);
+			return conn_map_error(c, r, rp);
 		if (rp->type != RESP_BULK)
 			return -EPROTO;
 		/* 0-db grants SELECT ns SECURE on a namespace without a
@@ -996,6 +1091,11 @@ static int conn_process(struct conn *c)
 			return -EPROTO;
 		}
 		conn_complete(c, r, res);
+		if (c->ns_gone) {
+			c->ns_gone = false;
+			conn_fail(c, -ENOENT, "the namespace was removed on the server");
+			return -ENOENT;
+		}
 	}
 	if (c->rx_off == c->rx_len) {
 		c->rx_off = c->rx_len = 0;
@@ -1269,6 +1369,8 @@ static void conn_submit(struct zdb_backend *b, struct zdb_req *r)
 
 	r->be = b;
 	r->next = NULL;
+	r->refused = false;
+	r->msg[0] = 0;
 	r->start_ns = now_ns();
 	r->deadline_ns = r->start_ns + (r->timeout_ns ? r->timeout_ns : b->timeout_ns);
 	if ((r->op != ZDB_OP_PING && r->op != ZDB_OP_INFO) &&

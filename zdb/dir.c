@@ -264,6 +264,8 @@ static void dir_job_done(struct workq_job *job)
 	} else {
 		d->b.inflight--;
 		r->result = j->res;
+		/* its disk is full or read-only, or the folder denies us */
+		r->refused = j->res == -ENOSPC || j->res == -EROFS || j->res == -EACCES;
 		r->done(r);
 	}
 	free(j);
@@ -304,6 +306,8 @@ static void dir_submit(struct zdb_backend *b, struct zdb_req *r)
 	int e;
 
 	r->be = b;
+	r->refused = false;
+	r->msg[0] = 0;
 	r->start_ns = now_ns();
 	if (d->stopping || d->dirfd < 0 || b->state == ZDB_CONN_FATAL) {
 		zdb_req_complete_later(b->loop, r, d->stopping ? -ECANCELED : -ENOTCONN);

@@ -72,8 +72,9 @@ static void fault_finish(struct fault_shadow *s, int res)
 	if (res > 0 && o->op == ZDB_OP_GET && fault_roll(fb, fb->f.corrupt_permille))
 		((unsigned char *)o->buf)[fault_rand(fb) % (unsigned)res] ^= 0x5a;
 	fb->pending--;
+	o->refused = s->req.refused;
+	memcpy(o->msg, s->req.msg, sizeof(o->msg));
 	free(s);
-	memcpy(fb->b.refusal, fb->inner->refusal, sizeof(fb->b.refusal));
 	o->result = res;
 	o->done(o);
 	fault_maybe_stopped(fb);
@@ -121,6 +122,8 @@ static void fault_submit(struct zdb_backend *b, struct zdb_req *r)
 	struct fault_shadow *s;
 
 	r->be = b;
+	r->refused = false;
+	r->msg[0] = 0;
 	r->start_ns = now_ns();
 	r->deadline_ns = r->start_ns + (r->timeout_ns ? r->timeout_ns : fb->inner->timeout_ns);
 	s = calloc(1, sizeof(*s));
@@ -143,7 +146,11 @@ static void fault_submit(struct zdb_backend *b, struct zdb_req *r)
 		return;
 	}
 	if (fault_roll(fb, fb->f.fail_permille)) {
-		fault_complete_later(s, fb->f.fail_err < 0 ? fb->f.fail_err : -EIO);
+		int e = fb->f.fail_err < 0 ? fb->f.fail_err : -EIO;
+
+		/* like a server's "no" while up (zdb_req.refused) */
+		s->req.refused = e == -ENOSPC || e == -EROFS || e == -EACCES;
+		fault_complete_later(s, e);
 		return;
 	}
 	if (fb->f.blackhole || fault_roll(fb, fb->f.drop_permille)) {

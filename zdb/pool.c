@@ -15,8 +15,9 @@
  *     UP    otherwise.
  * One pool timer ticks every 10 ms and drives every backend's tick()
  * (deadlines, reconnect with backoff, idle PING).  A request the server
- * refuses while up (-ENOSPC: 0-db namespace full, redis OOM; -EROFS:
- * read-only, locked, WORM; -EACCES) counts as an error and is also recorded
+ * refuses while up (zdb_req.refused: -ENOSPC full, -EROFS read-only /
+ * locked / WORM / replica / MISCONF, -EACCES denied, -EIO 0-db's disk
+ * failing) counts as an error and is also recorded
  * per backend (struct zdb_refusal: count, time, the server's words) for the
  * status, which can merge in another pool's records over the same backends
  * (the daemon's status pool never writes; its cache's flusher pool does).
@@ -188,9 +189,9 @@ uint64_t zdb_pool_hedge_ns(const struct zdb_pool *p)
 	return MAX(MIN(h, 1000ull * 1000000), 10ull * 1000000);
 }
 
-/* A full (0-db maxsize), read-only / locked / WORM namespace or a denied
- * request fails while the backend stays up: recorded for the status (its
- * NOTE column) and logged at most once a minute. */
+/* A request the backend refused while up (zdb.h zdb_refusal): recorded
+ * with its own answer's words for the status (its NOTE column) and logged
+ * at most once a minute. */
 static void pool_refused(struct pool_be *pb, const struct zdb_req *r)
 {
 	struct zdb_refusal *rf = &pb->refusal;
@@ -198,8 +199,7 @@ static void pool_refused(struct pool_be *pb, const struct zdb_req *r)
 	rf->count++;
 	rf->last_ns = pb->last_fail_ns;
 	rf->err = r->result;
-	snprintf(rf->msg, sizeof(rf->msg), "%s",
-		 pb->b->refusal[0] ? pb->b->refusal : strerror(-r->result));
+	snprintf(rf->msg, sizeof(rf->msg), "%s", r->msg[0] ? r->msg : strerror(-r->result));
 	if (!pb->refused_log_ns || pb->last_fail_ns - pb->refused_log_ns > 60000000000ull) {
 		pb->refused_log_ns = pb->last_fail_ns;
 		log_warn("backend %s: %s refused: %s", pb->b->cfg.name,
@@ -230,7 +230,7 @@ static void pool_req_done(struct zdb_req *r)
 		pb->errors++;
 		pb->consec_fail++;
 		pb->last_fail_ns = now_ns();
-		if (r->result == -ENOSPC || r->result == -EROFS || r->result == -EACCES)
+		if (r->refused)
 			pool_refused(pb, r);
 	}
 	r->done = r->user_done;
@@ -245,6 +245,8 @@ void zdb_pool_submit(struct zdb_pool *p, unsigned idx, struct zdb_req *req)
 	}
 	req->pool = p;
 	req->pool_idx = idx;
+	req->refused = false;
+	req->msg[0] = 0;
 	req->user_done = req->done;
 	req->done = pool_req_done;
 	req->start_ns = now_ns();
@@ -1009,18 +1011,52 @@ static void fmt_bytes(char *out, size_t cap, uint64_t v)
 	snprintf(out, cap, i ? "%.1f%s" : "%.0f%s", d, u[i]);
 }
 
-static void json_str(FILE *f, const char *s)
+/* Length of the valid UTF-8 sequence at s (1-4), or 0 (a bad byte:
+ * stray continuation, overlong, surrogate, beyond U+10FFFF, cut short). */
+static size_t utf8_len(const unsigned char *s)
 {
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
+	unsigned c = s[0], n, i, cp;
 
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 32)
-			fprintf(f, "\\u%04x", c);
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	for (i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3fu);
+	}
+	if ((n == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (n == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return n;
+}
+
+/* A JSON string of s: escaped, and always valid UTF-8 (each bad byte of
+ * an untrusted text becomes U+FFFD). */
+static void json_str(FILE *f, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+
+	fputc('"', f);
+	while (*s) {
+		size_t n = utf8_len(s);
+
+		if (*s == '"' || *s == '\\')
+			fprintf(f, "\\%c", *s);
+		else if (*s < 32 || *s == 127)
+			fprintf(f, "\\u%04x", *s);
+		else if (n == 0)
+			fputs("\\ufffd", f);
 		else
-			fputc(c, f);
+			fwrite(s, 1, n, f);
+		s += n ? n : 1;
 	}
 	fputc('"', f);
 }
@@ -1036,7 +1072,7 @@ static void json_num(FILE *f, uint64_t v)
 static const char *refusal_class(int err)
 {
 	return err == -ENOSPC ? "ENOSPC" : err == -EROFS ? "EROFS" : err == -EACCES ? "EACCES"
-	       : "EIO";
+	       : err == -EAGAIN ? "EAGAIN" : "EIO";
 }
 
 /* Backend idx's own refusals plus those of extra[] under its name. */

@@ -37,6 +37,7 @@
 #define ZDB_VALUE_MAX  (8u << 20)          /* 8,388,608: 0-db's limit */
 #define ZDB_MAX_BACKENDS 256u
 #define ZDB_MAX_SHARDS  64u                /* k + m */
+#define ZDB_MSG_MAX     100u               /* a server's error text kept, + NUL */
 
 /* ---------------------------------------------------------------- 1 ---- */
 
@@ -110,7 +111,12 @@ typedef void zdb_done_fn(struct zdb_req *req);
  * thread).  result: >= 0 on success (GET: payload length; EXISTS: 0/1),
  * otherwise -ENOENT (GET of a missing key), -E2BIG (value too large),
  * -EMSGSIZE (payload larger than buf_len), -ETIMEDOUT (deadline),
- * -ENOTCONN (backend down), -EACCES (auth), -ENOSPC, -EROFS, -EIO, -ECANCELED.
+ * -ENOTCONN (backend down), -EACCES (auth, denied), -ENOSPC (full), -EROFS
+ * (writes refused: read-only, locked, WORM, a replica, redis MISCONF or
+ * NOREPLICAS), -EAGAIN (the server is busy for a while: redis LOADING,
+ * BUSY, MASTERDOWN, too many clients; 0-db frozen namespace — retry, maybe
+ * elsewhere), -EIO (any other error answer; with refused set: 0-db could
+ * not write its data or index file), -ECANCELED.
  */
 struct zdb_req {
 	enum zdb_op op;
@@ -124,6 +130,13 @@ struct zdb_req {
 	zdb_done_fn *done;
 	void *priv;             /* for the caller */
 	int result;
+	/* Set with result when it is < 0: refused = the backend refuses this
+	 * while up (full, read-only, denied, its disk failing: see zdb_refusal),
+	 * not a transient or transport failure; msg = the server's own words
+	 * for this request's error answer (printable ASCII, at most
+	 * ZDB_MSG_MAX - 1 bytes, "..." when cut), "" when it sent none. */
+	bool refused;
+	char msg[ZDB_MSG_MAX];
 
 	/* internal — owned by the backend while in flight */
 	struct zdb_req *next;
@@ -210,9 +223,6 @@ struct zdb_backend {
 	uint64_t connect_timeout_ns;
 	uint64_t ping_ns;       /* PING after this long without traffic */
 	char last_error[160];   /* human-readable, secret-free */
-	char refusal[100];      /* the server's text of its last refusal
-	                         * (an -ENOSPC/-EROFS/-EACCES answer),
-	                         * printable; "" if none or not a server */
 	uint64_t oldest_inflight_ns;   /* start time of the oldest in-flight
 	                                * request, 0 if none */
 	unsigned inflight;
@@ -473,17 +483,22 @@ int zdb_pool_get_chunk(struct zdb_pool *p, struct zdb_chunk_get *op);
 /* ---- status ---- */
 
 /*
- * Requests a backend refused while up: answers -ENOSPC (0-db namespace
- * full, redis OOM, a dir backend's full disk), -EROFS (read-only, locked,
- * WORM) or -EACCES — the connection stays READY, so health alone shows
- * nothing.  Recorded by the pool for every request submitted through it.
+ * Requests a backend refused while up (zdb_req.refused): -ENOSPC (0-db
+ * namespace full, redis OOM, a dir backend's full disk), -EROFS (0-db
+ * read-only, locked or WORM namespace; redis READONLY replica, MISCONF
+ * after a failed save, NOREPLICAS), -EACCES (denied: NOAUTH, NOPERM, 0-db
+ * Access denied), -EIO (0-db "Cannot write data / index right now": its
+ * disk is full or failing) — the connection stays READY, so health alone
+ * shows nothing.  Transient answers (-EAGAIN: LOADING, BUSY, a frozen 0-db
+ * namespace) are errors but no refusals.  Recorded by the pool for every
+ * request submitted through it, with that request's own message.
  */
 struct zdb_refusal {
 	char backend[64];       /* the backend's name */
 	uint64_t count;         /* requests refused since the pool opened */
 	uint64_t last_ns;       /* now_ns() of the last refusal; 0 = never */
 	int err;                /* the last one's class (-errno) */
-	char msg[100];          /* its text: the server's words or strerror */
+	char msg[ZDB_MSG_MAX];  /* its text: the server's words or strerror */
 };
 
 /* Refusals older than this are not shown in the text NOTE column. */
@@ -525,6 +540,11 @@ void zdb_pool_format_status_ext(const struct zdb_pool *p, FILE *f, bool json,
 /* Helper for tools: run p's loop until *flag is true or timeout_ns passed;
  * returns 0 or -ETIMEDOUT. */
 int zdb_pool_run_until(struct zdb_pool *p, const bool *flag, uint64_t timeout_ns);
+
+/* Copy the untrusted text s[0..n) into dst (size bytes, NUL-terminated):
+ * bytes outside printable ASCII become '?', a text that does not fit ends
+ * in "...".  Never fails. */
+void zdb_text_clean(char *dst, size_t size, const char *s, size_t n);
 
 /* Hash used by placement (exposed for tests): 64-bit, seeded. */
 uint64_t zdb_hash64(const void *data, size_t len, uint64_t seed);

@@ -851,6 +851,8 @@ struct fake {
 	bool stall_done;
 	bool frozen;                /* 0-db NSSET ns freeze 1: every data command refused */
 	bool nopw;                  /* NSINFO: the namespace has no password */
+	char held[8192];            /* error answers held until "err.go" */
+	size_t nheld;
 };
 
 /* send(MSG_NOSIGNAL), not write(): a client that gives up on a bad reply
@@ -984,6 +986,23 @@ static bool fake_answer(struct fake *f, int fd, char argv[8][256], size_t *lens,
 	    (!strcmp(argv[0], "GET") || !strcmp(argv[0], "SET") || !strcmp(argv[0], "DEL"))) {
 		/* 0-db v2.0.x's exact bytes (zdbd/commands.c command_error_frozen) */
 		wrs(fd, "-Namespace is temporarily frozen (read-write disabled)\r\n");
+		return true;
+	}
+	if (!strcmp(argv[0], "SET") && argc == 3 && !strncmp(argv[1], "err.", 4)) {
+		/* SET err.X TEXT answers "-TEXT"; the answers are held and all
+		 * sent in one write at "err.go", so the client parses them in
+		 * one receive, before any request completes */
+		if (f->nheld + lens[2] + 3 <= sizeof(f->held)) {
+			f->held[f->nheld++] = '-';
+			memcpy(f->held + f->nheld, argv[2], lens[2]);
+			f->nheld += lens[2];
+			memcpy(f->held + f->nheld, "\r\n", 2);
+			f->nheld += 2;
+		}
+		if (!strcmp(argv[1], "err.go")) {
+			wr(fd, f->held, f->nheld);
+			f->nheld = 0;
+		}
 		return true;
 	}
 	if (zdb && !strcmp(argv[0], "GET") && argc == 2 && !strncmp(argv[1], "stall", 5)) {
@@ -1286,6 +1305,164 @@ START_TEST(test_bad_servers)
 }
 END_TEST
 
+/* Each error answer a server really sends gets its class (errno, refusal
+ * or not) and its own words, cleaned and bounded — also when many answers
+ * arrive in one receive: the pool's refusal record, read in each request's
+ * done(), quotes that request's answer (the connection kept one string per
+ * backend, so it quoted the last answer parsed).  The JSON status stays
+ * valid UTF-8 whatever bytes a record holds. */
+static const struct errcase {
+	const char *answer;
+	int err;
+	bool refused;
+	const char *msg;        /* NULL: the answer itself */
+} errcases[] = {
+	{ "No space left on this namespace", -ENOSPC, true, NULL },
+	{ "OOM command not allowed when used memory > 'maxmemory'.", -ENOSPC, true, NULL },
+	{ "READONLY You can't write against a read only replica.", -EROFS, true, NULL },
+	{ "Namespace is temporarily frozen (read-write disabled)", -EAGAIN, false, NULL },
+	{ "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
+	  "persist to disk. Commands that may modify the data set are disabled, because this "
+	  "instance is configured to report errors during writes if RDB snapshotting fails "
+	  "(stop-writes-on-bgsave-error option). Please check the Redis logs for details about "
+	  "the RDB error.", -EROFS, true,
+	  "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to "
+	  "persist to disk...." },
+	{ "Cannot write data right now", -EIO, true, NULL },
+	{ "LOADING Redis is loading the dataset in memory", -EAGAIN, false, NULL },
+	{ "Cannot write index right now", -EIO, true, NULL },
+	{ "Namespace is temporarily locked (read-only)", -EROFS, true, NULL },
+	{ "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN "
+	  "NOSCRIPT.", -EAGAIN, false, NULL },
+	{ "Namespace is protected by worm mode", -EROFS, true, NULL },
+	{ "NOREPLICAS Not enough good replicas to write.", -EROFS, true, NULL },
+	{ "NOPERM User default has no permissions to run the 'set' command", -EACCES, true,
+	  NULL },
+	{ "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+	  -EAGAIN, false, NULL },
+	{ "ERR max number of clients reached", -EAGAIN, false, NULL },
+	{ "WRONGTYPE Operation against a key holding the wrong kind of value", -EIO, false,
+	  NULL },
+	{ "No space\x01\x1b[2J\x7f\xff\xc3\xa9 left", -ENOSPC, true, "No space??[2J???? left" },
+	{ "Payload too big", -E2BIG, false, NULL },
+	{ "Access denied", -EACCES, true, NULL },
+};
+
+struct errreq {
+	struct zdb_req r;
+	struct zdb_pool *pool;
+	unsigned i;
+	char key[16];
+	bool done;
+	struct zdb_refusal rf;  /* the pool's record as this one completed */
+};
+
+static void errreq_done(struct zdb_req *r)
+{
+	struct errreq *e = container_of(r, struct errreq, r);
+
+	zdb_pool_refusal(e->pool, 0, &e->rf);
+	e->done = true;
+}
+
+START_TEST(test_error_answers)
+{
+	const unsigned n = ARRAY_SIZE(errcases);
+	struct errreq *e = calloc(n, sizeof(*e));
+	struct zdb_pool_cfg *cfg = calloc(1, sizeof(*cfg));
+	struct zdb_pool *pool;
+	struct zdb_refusal rf, x;
+	struct fake *f;
+	struct loop l;
+	uint64_t refusals = 0;
+	char *txt = NULL;
+	size_t len = 0;
+	FILE *out;
+	unsigned i, last = 0;
+	bool all;
+
+	mk_tmpdir();
+	ck_assert_int_eq(loop_init(&l, 256), 0);
+	f = fake_start(FAKE_REDIS, 7);
+	zdb_pool_cfg_defaults(cfg);
+	cfg->k = 1;
+	cfg->m = 0;
+	cfg->min_shards = 1;
+	cfg->depth = 64;
+	cfg->nbackends = 1;
+	snprintf(cfg->backends[0].name, sizeof(cfg->backends[0].name), "r00");
+	snprintf(cfg->backends[0].address, sizeof(cfg->backends[0].address), "unix:%s", f->path);
+	cfg->backends[0].kind = ZDB_KIND_REDIS;
+	ck_assert_int_eq(zdb_pool_open(&l, cfg, NULL, &pool), 0);
+	ck_assert_int_eq(zdb_pool_wait_connected(pool, 30ull * 1000000000), 0);
+
+	for (i = 0; i < n; i++) {
+		e[i].pool = pool;
+		e[i].i = i;
+		snprintf(e[i].key, sizeof(e[i].key), i + 1 < n ? "err.%u" : "err.go", i);
+		e[i].r.op = ZDB_OP_PUT;
+		e[i].r.key = e[i].key;
+		e[i].r.key_len = strlen(e[i].key);
+		e[i].r.val = errcases[i].answer;
+		e[i].r.val_len = strlen(errcases[i].answer);
+		e[i].r.done = errreq_done;
+		zdb_pool_submit(pool, 0, &e[i].r);
+	}
+	do {
+		loop_run_once(&l, 10ull * 1000000);
+		for (all = true, i = 0; i < n; i++)
+			all &= e[i].done;
+	} while (!all);
+	for (i = 0; i < n; i++) {
+		const struct errcase *c = &errcases[i];
+		const char *want = c->msg ? c->msg : c->answer;
+
+		ck_assert_msg(e[i].r.result == c->err, "'%s': %d, want %d", c->answer,
+			      e[i].r.result, c->err);
+		ck_assert_msg(e[i].r.refused == c->refused, "'%s': refused %d", c->answer,
+			      e[i].r.refused);
+		ck_assert_msg(!strcmp(e[i].r.msg, want), "'%s': msg '%s'", c->answer, e[i].r.msg);
+		ck_assert_uint_lt(strlen(e[i].r.msg), ZDB_MSG_MAX);
+		if (c->refused) {
+			refusals++;
+			last = i;
+			ck_assert_msg(!strcmp(e[i].rf.msg, want), "record at '%s' quotes '%s'",
+				      c->answer, e[i].rf.msg);
+			ck_assert_int_eq(e[i].rf.err, c->err);
+		}
+	}
+	zdb_pool_refusal(pool, 0, &rf);
+	ck_assert_uint_eq(rf.count, refusals);
+	ck_assert_str_eq(rf.msg, errcases[last].msg ? errcases[last].msg : errcases[last].answer);
+	ck_assert_int_eq(zdb_pool_backend(pool, 0)->state, ZDB_CONN_READY);
+
+	/* JSON: raw bytes of a record come out escaped and valid UTF-8 */
+	memset(&x, 0, sizeof(x));
+	snprintf(x.backend, sizeof(x.backend), "r00");
+	x.count = 1;
+	x.last_ns = now_ns();
+	x.err = -EIO;
+	snprintf(x.msg, sizeof(x.msg), "a\x01\"\\\x7f\xff\xc3\xa9\xe2\x82\xac\xed\xa0\x80\xc3");
+	out = open_memstream(&txt, &len);
+	ck_assert_ptr_nonnull(out);
+	zdb_pool_format_status_ext(pool, out, true, &x, 1);
+	ck_assert_int_eq(fclose(out), 0);
+	ck_assert_msg(strstr(txt, "\"message\":\"a\\u0001\\\"\\\\\\u007f\\ufffd\xc3\xa9\xe2\x82\xac"
+			      "\\ufffd\\ufffd\\ufffd\\ufffd\","), "%s", txt);
+	free(txt);
+
+	zdb_pool_close(pool);
+	while (!zdb_pool_closed(pool))
+		loop_run_once(&l, 20ull * 1000000);
+	zdb_pool_free(pool);
+	fake_stop(f);
+	loop_fini(&l);
+	free(cfg);
+	free(e);
+	rm_tmpdir();
+}
+END_TEST
+
 static int last_event;
 static unsigned saw_emptied;
 
@@ -1400,7 +1577,7 @@ START_TEST(test_zdb_dialect_fake)
 
 		ck_assert_int_eq(one_op(&l, b, ZDB_OP_PUT, "fz", "v", NULL, 0), 0);
 		__atomic_store_n(&f->frozen, true, __ATOMIC_SEQ_CST);
-		ck_assert_int_eq(one_op(&l, b, ZDB_OP_GET, "fz", NULL, buf, sizeof(buf)), -EIO);
+		ck_assert_int_eq(one_op(&l, b, ZDB_OP_GET, "fz", NULL, buf, sizeof(buf)), -EAGAIN);
 		ck_assert_msg(strstr(b->last_error, "frozen"), "%s", b->last_error);
 		shutdown(__atomic_load_n(&f->cur_fd, __ATOMIC_SEQ_CST), SHUT_RDWR);
 		while (!(b->state != ZDB_CONN_READY && strstr(b->last_error, "namespace is frozen")) &&
@@ -1471,6 +1648,7 @@ static Suite *zdb_suite(void)
 	tcase_add_test(tc, test_pool_refusal);
 	tcase_add_test(tc, test_bad_servers);
 	tcase_add_test(tc, test_zdb_dialect_fake);
+	tcase_add_test(tc, test_error_answers);
 	suite_add_tcase(s, tc);
 	return s;
 }
