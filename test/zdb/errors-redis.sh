@@ -1,0 +1,2 @@
+KIND=redis
+source "$(dirname "$0")/errors.sh"

@@ -1,0 +1,2 @@
+KIND=zdb
+source "$(dirname "$0")/errors.sh"
