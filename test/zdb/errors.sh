@@ -8,7 +8,8 @@
 # is lifted and the probe passes again.
 #   redis: OOM (maxmemory 1, noeviction), READONLY (REPLICAOF b01), MISCONF
 #          (save on, dir /proc, BGSAVE fails), BUSY (a script that loops),
-#          LOADING (DEBUG RELOAD with key-load-delay).
+#          too many clients (maxclients 1, the slot held), LOADING (DEBUG
+#          RELOAD with key-load-delay).
 #   0-db:  maxsize 1, lock 1 (when the server has it), worm 1 (DEL),
 #          freeze 1 (when the server has it), and "Cannot write data right
 #          now": the server's file size limit (RLIMIT_FSIZE, SIGXFSZ
@@ -59,7 +60,7 @@ print("# %s: status state %s, error %r" % (sys.argv[2], b["state"], b["error"]),
 PY
 }
 cmd_ok() { local r; r=$(backend_cmd "$@") && [ "$r" = OK ] || fail "backend $1: $*: $r"; }
-info_has() { backend_cmd "$1" INFO "$2" | grep -q "^$3"; }
+info_has() { local r; r=$(backend_cmd "$1" INFO "$2") && grep -q "^$3" <<<"$r"; }
 
 probe_ok start
 if [ "$KIND" = redis ]; then
@@ -98,12 +99,39 @@ s.recv(1024)    # "-ERR ... Script killed" after SCRIPT KILL
 PY
   busy_pid=$!
   cleanup_push "backend_cmd 0 SCRIPT KILL >/dev/null 2>&1 || true; kill $busy_pid 2>/dev/null || true"
-  wait_for "backend_cmd 0 PING | grep -q '^-BUSY'" 60 || fail "the script did not make b00 busy"
+  wait_for '[[ "$(backend_cmd 0 PING)" == -BUSY* ]]' 60 || fail "the script did not make b00 busy"
   probe 'FAIL +server busy \(BUSY Redis is busy running a script\..*\): Resource temporarily unavailable' BUSY
   not_fatal BUSY
   r=$(backend_cmd 0 SCRIPT KILL); [ "$r" = OK ] || fail "SCRIPT KILL: $r"
   wait "$busy_pid" || true
   probe_ok BUSY
+
+  # too many clients: redis answers the first command with an error and
+  # closes — transient
+  cmd_ok 0 CONFIG SET maxclients 1
+  python3 - "${BACKEND_PORT[0]}" "$t/held" >/dev/null 2>&1 <<'PY' &
+import os, socket, sys, time
+while True:     # until the slot is ours (the last client may not be gone yet)
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+    s.sendall(b"*1\r\n$4\r\nPING\r\n")
+    if s.recv(64).startswith(b"+PONG"):
+        break
+    s.close()
+    time.sleep(0.05)
+open(sys.argv[2], "w").close()
+while os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+PY
+  held_pid=$!
+  cleanup_push "rm -f $t/held; kill $held_pid 2>/dev/null || true"
+  wait_for "[ -e $t/held ]" 60 || fail "could not hold b00's only client slot"
+  probe 'FAIL +server busy \(ERR max number of clients reached\): Resource temporarily unavailable' maxclients
+  not_fatal maxclients
+  rm -f "$t/held"
+  wait "$held_pid" || true
+  wait_for '[ "$(backend_cmd 0 CONFIG SET maxclients 10000 2>/dev/null)" = OK ]' 60 ||
+    fail "b00: cannot lift maxclients"
+  probe_ok maxclients
 
   # LOADING: while a dataset loads — transient
   r=$(backend_cmd 0 DEBUG POPULATE 3000 errs 64); [ "$r" = OK ] || fail "DEBUG POPULATE: $r"
