@@ -641,6 +641,11 @@ int export_file_open(const char *spec, struct workq *wq, struct export **out,
 			goto fail;
 		}
 	}
+	if (desc && strlen(desc) > 4096) {
+		snprintf(err, errlen, "export description longer than 4096 bytes");
+		r = -EINVAL;
+		goto fail;
+	}
 	if (!*path) {
 		snprintf(err, errlen, "'%s': empty path", spec);
 		r = -EINVAL;

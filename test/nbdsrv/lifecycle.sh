@@ -313,6 +313,10 @@ expect_exit 2 "bad --threads" --threads abc --export "d=$t/disk" --unix "$t/s1"
 expect_exit 2 "bad --log-level" --log-level loud --export "d=$t/disk" --unix "$t/s1"
 expect_exit 2 "bad --listen" --listen "127.0.0.1:99999" --export "d=$t/disk"
 expect_exit 2 "unknown export flag" --export "d=$t/disk,bogus" --unix "$t/s1"
+# NBD strings (names, descriptions) MUST be no longer than 4096 bytes.
+long=$(printf 'x%.0s' $(seq 5000))
+expect_exit 2 "export name over 4096 bytes" --export "$long=$t/disk" --unix "$t/s1"
+expect_exit 2 "export description over 4096 bytes" --export "d=$t/disk,desc=$long" --unix "$t/s1"
 expect_exit 1 "missing export file" --export "d=$t/nonexistent" --unix "$t/s1"
 expect_exit 1 "unix socket in a missing directory" --export "d=$t/disk" --unix "$t/no/dir/s"
 python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)' >"$t/busy" &
