@@ -8,7 +8,8 @@
 #   fail "what went wrong"              # print to stderr and exit 1
 #   jq_py "$t/x.json" 'j["size"]'       # a Python expression over a JSON file
 #
-# Environment (set by ctest): NBDSRV (the binary), SRC_DIR, BUILD_DIR, TEST_BIN_DIR.
+# Environment (set by ctest): NBDSRV (the binary), SRC_DIR, BUILD_DIR, TEST_BIN_DIR,
+# NBDSRV_TEST_TIMEOUT (ctest's TIMEOUT of the test: the hang guard's limit).
 # Every test must clean up after itself even when it fails; this file's EXIT
 # trap runs the cleanup stack.
 
@@ -20,7 +21,11 @@ set -euo pipefail
 : "${TEST_BIN_DIR:=$BUILD_DIR/test}"
 export SRC_DIR BUILD_DIR NBDSRV TEST_BIN_DIR
 
+# Cleanup commands run with their output discarded; one that reports (a
+# failed test's daemon log) writes to $_test_err and reads the test's exit
+# status in $rc.
 _cleanup_cmds=()
+exec {_test_err}>&2
 cleanup_push() { _cleanup_cmds+=("$*"); }
 _run_cleanup() {
   local rc=$? i
@@ -31,6 +36,21 @@ _run_cleanup() {
 }
 trap _run_cleanup EXIT
 trap 'exit 130' INT TERM
+
+# A command that ends the test through set -e says which step failed: the
+# command, its status and where (file:line(function), innermost first).
+# Only in the test's own shell (subshells, e.g. $(...) || true, stay
+# quiet) and only while set -e is on.
+set -E
+_on_err() {
+  local rc=$1 cmd=$2 i where=""
+  [ "$BASHPID" = "$$" ] && [[ $- == *e* ]] || return 0
+  for ((i = 1; i < ${#BASH_SOURCE[@]}; i++)); do
+    where+=" ${BASH_SOURCE[$i]##*/}:${BASH_LINENO[$((i - 1))]}${FUNCNAME[$i]:+(${FUNCNAME[$i]})}"
+  done
+  echo "FAIL: $(basename "$0"): '$cmd' exited $rc at$where" >&2
+}
+trap '_on_err $? "$BASH_COMMAND"' ERR
 
 fail() { echo "FAIL: $(basename "$0"): $*" >&2; exit 1; }
 info() { echo "# $*" >&2; }
@@ -52,6 +72,41 @@ requires_root() { [ "$(id -u)" -eq 0 ] || { echo "SKIP: $(basename "$0"): needs 
 _test_tmp=$(mktemp -d "${TMPDIR:-/tmp}/nbdsrv-test.XXXXXX")
 cleanup_push "rm -rf '$_test_tmp'"
 
+# Hang guard: a test still running 30 s before ctest's TIMEOUT
+# (NBDSRV_TEST_TIMEOUT, set by nbdsrv_shell_test; default 600) says so, with
+# what it was waiting for (the wait_for condition in progress, its running
+# processes), and is ended (its cleanup runs, the daemon logs are printed)
+# instead of being killed by ctest without a word.
+_hang_step=$_test_tmp/.step
+_hang_guard() {
+  local limit=$1 main=$$ i c
+  trap - EXIT ERR INT TERM
+  for ((i = 0; i < limit; i += 2)); do
+    sleep 2 >/dev/null 2>&1
+    kill -0 "$main" 2>/dev/null || exit 0
+  done
+  {
+    echo "HANG: $(basename "$0"): still running after $limit s: ended by the hang guard"
+    [ -s "$_hang_step" ] && echo "HANG: waiting for: $(cat "$_hang_step")"
+    echo "HANG: its processes:"
+    pstree -a -p "$main" 2>&1 || ps -o pid,ppid,etimes,args --ppid "$main"
+  } >&2
+  kill -TERM "$main" 2>/dev/null
+  for c in $(ps -o pid= --ppid "$main"); do
+    [ "$c" = "$BASHPID" ] || kill -TERM "$c" 2>/dev/null
+  done
+  for ((i = 0; i < 10; i++)); do
+    sleep 1 >/dev/null 2>&1
+    kill -0 "$main" 2>/dev/null || exit 0
+  done
+  echo "HANG: $(basename "$0"): its cleanup did not end it in 10 s: SIGKILL" >&2
+  kill -KILL "$main" 2>/dev/null
+}
+_hang_limit=$(( ${NBDSRV_TEST_TIMEOUT:-600} - 30 ))
+[ "$_hang_limit" -ge 30 ] || _hang_limit=30
+_hang_guard "$_hang_limit" </dev/null >/dev/null &
+cleanup_push "kill $!"
+
 # mktempdir — a fresh directory removed at exit.
 mktempdir() {
   mktemp -d "$_test_tmp/d.XXXXXX"
@@ -60,8 +115,12 @@ mktempdir() {
 # wait_for COND-COMMAND [TIMEOUT-SECONDS] — poll until the command succeeds.
 wait_for() {
   local cond=$1 timeout=${2:-30} i
+  printf 'wait_for %s (up to %s s, from %(%T)T)\n' "$cond" "$timeout" -1 >"$_hang_step"
   for ((i = 0; i < timeout * 20; i++)); do
-    eval "$cond" >/dev/null 2>&1 && return 0
+    if eval "$cond" >/dev/null 2>&1; then
+      : >"$_hang_step"
+      return 0
+    fi
     sleep 0.05
   done
   return 1
@@ -141,7 +200,7 @@ start_nbdsrv() {
   local log=${NBDSRV_LOG:-$(mktemp "$_test_tmp/nbdsrv-log.XXXXXX")}
   local args=("$@") try i a prev host port ok
   NBDSRV_LOG=$log
-  cleanup_push "[ \$? -eq 0 ] || { echo '--- nbdsrv log:' >&2; tail -50 '$log' >&2; }"
+  cleanup_push "[ \"\$rc\" = 0 ] || { echo '--- nbdsrv log ($log, last 50 lines):'; tail -50 '$log'; } >&\$_test_err"
   for ((try = 0; ; try++)); do
     "$NBDSRV" serve "${args[@]}" >"$log" 2>&1 &
     NBDSRV_PID=$!
