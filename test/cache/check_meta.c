@@ -235,8 +235,8 @@ START_TEST(test_size_threshold)
 		meta_end(t);
 	}
 	/* no flush was asked: the committer must commit on its own (poll,
-	 * bounded, no timing assertion) */
-	for (int i = 0; i < 1000; i++) {
+	 * bounded 60 s, no timing assertion) */
+	for (int i = 0; i < 6000; i++) {
 		meta_get_stats(m, &st);
 		if (st.commits)
 			break;

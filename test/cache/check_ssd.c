@@ -207,7 +207,7 @@ START_TEST(test_model)
 		if (o[id].live)
 			objstore_drop(ssd, id);
 	ck_assert_int_eq(do_io(ssd, OP_FLUSH, 0, 0, 0, 0, NULL), 0);
-	for (i = 0; i < 1000; i++) {
+	for (i = 0; i < 30000; i++) {          /* bounded 60 s: a hang guard */
 		ssdcache_get_stats(ssd, &st);
 		if (!st.slots_used)
 			break;

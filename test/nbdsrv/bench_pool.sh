@@ -42,7 +42,7 @@ done
 redis-cli -p "${BACKEND_PORT[0]}" monitor >"$t/monitor" 2>&1 &
 mon=$!
 cleanup_push "kill $mon 2>/dev/null || true"
-wait_for "grep -q OK '$t/monitor'" 10 || fail "redis-cli monitor did not start"
+wait_for "grep -q OK '$t/monitor'" 60 || fail "redis-cli monitor did not start"
 for run in 1 2; do
   "$NBDSRV" bench pool --json --redis-ports "$ports" --sizes 4K --bytes 40K >"$t/b$run.json" ||
     fail "bench pool --bytes run $run failed"

@@ -322,6 +322,6 @@ expect_exit 1 "unix socket in a missing directory" --export "d=$t/disk" --unix "
 python3 -c 'import socket,time,sys; s=socket.socket(); s.bind(("127.0.0.1",0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)' >"$t/busy" &
 busy=$!
 cleanup_push "kill $busy"
-wait_for "[ -s '$t/busy' ]" 10
+wait_for "[ -s '$t/busy' ]" 60 || fail "the process holding a port did not start"
 expect_exit 1 "port in use" --listen "127.0.0.1:$(cat "$t/busy")" --export "d=$t/disk"
 [ $bad -eq 0 ] || fail "wrong exit status for a startup or usage error"
