@@ -104,17 +104,49 @@
  * mark reads stale, instead WAITS while a fill listed there overlaps its
  * blocks (stats.fill_waits; woken when the fill unlists).  Once it goes
  * on, its detach is done under the same mutex hold, so no later fill
- * resolves those blocks to it: waiting is bounded by one pread per fill,
- * with no restart of the dependent's write.  Why wait here when reads
- * retry: a fill is a write's, which the base's write may delay like the
- * direct dependents' writes it already waits for (snapshot READERS never
- * delay it), and a retried rmw would have to undo its data phase; the
- * list (not a walk of the dependents' chains) is exact even when the
- * chain changes meanwhile (2 switched to its pool version after 3's rmw
- * resolved through it).  That case remains for a fill resolved after the
- * switch: its block is then in the pool, and the write lets go of its
- * data phase and prepares again (fetch first), as a detach's copy does.
- * Cost without dependents: none (the list is empty).
+ * resolves those blocks to it; while it waits, younger writes that could
+ * list one queue behind it (below): no restart of a dependent's write.
+ * Why wait here when reads retry: a fill is a write's, which the base's
+ * write may delay like the direct dependents' writes it already waits for
+ * (snapshot READERS never delay it), and a retried rmw would have to undo
+ * its data phase; the list (not a walk of the dependents' chains) is
+ * exact even when the chain changes meanwhile (2 switched to its pool
+ * version after 3's rmw resolved through it).  That case remains for a
+ * fill resolved after the switch: its block is then in the pool, and the
+ * write lets go of its data phase and prepares again (fetch first), as a
+ * detach's copy does.
+ * Cost without dependents: none (the list is empty).  Tests:
+ * check_ssdpool test_rmw_chain* (ssd_rmw_hook holds an rmw) and
+ * test_detach_copy (ssd_copy_hook holds a detach's copy on its thread).
+ *
+ * Writer fairness (a base write waits a bounded time).  The waits above
+ * (a direct dependent's write, flush or copy in progress; a fill listed
+ * on the entry) each end, but without more a stream of dependents' writes
+ * could keep one of them going at every retry: a write W to E wakes when
+ * a dependent's write ends and finds the next one.  So the first time W
+ * waits for E's dependents it takes E's gate (E->gates, until W's data
+ * phase starts or W fails), and a write X submitted after W (ssd_req.seq)
+ * queues behind it, before anything of X counts (writing, fill, copy:
+ * the check is the first step of its preparation), when X's object is a
+ * direct dependent of E (any blocks: W waits for their writes whatever
+ * they write) or has E farther down its chain and X's blocks overlap W's
+ * (its rmw fill or its detach copy could resolve to E's slot).  W then
+ * waits only for what was past its preparation when W took the gate and
+ * for writes older than W, both finite.  No deadlock: every wait edge
+ * goes either from a write to an OLDER gate holder (gate), or to work
+ * that waits for no gate — a write past its preparation (its rmw lock is
+ * taken in FIFO order by writes also past it, then preads and one write;
+ * one that finds its block moved to the pool leaves its data phase and
+ * prepares again), a flush, a detach's synchronous copy, an index commit,
+ * a fetch.  Sequence numbers only grow, so gate edges form no cycle, and
+ * W holding E's gate while queued behind an older write's gate at one of
+ * E's bases is the same order.  A gated write holds its pins but no
+ * writing count, rmw lock, slot or token it takes later.  What stays
+ * unbounded: objects CREATED from E back to back while W waits (each new
+ * dependent is detached with a copy and an index commit before W lands);
+ * vol creates them at snapshots, not per write.  Cost without waiting
+ * base writes: a sequence number and one counter test per write
+ * (s->ngates).  Test: check_ssdpool test_base_write_fair.
  *
  * Threads.  Every op is submitted on the caller's loop and its file I/O is
  * submitted there too (reads hit the cache file directly from the caller's
@@ -988,6 +1020,8 @@ static struct ssd_sub *ssd_sub_add(struct ssd_req *r, unsigned i, bool write,
 
 bool (*ssd_read_hook)(struct ssd_req *r);
 bool (*ssd_rmw_hook)(struct ssd_req *r);
+void (*ssd_copy_hook)(struct ssd_req *r, struct ssd_ent *d,
+		      struct ssd_ent *src, uint64_t blk);
 
 static void ssd_req_free(struct ssd_req *r);
 
@@ -1050,6 +1084,55 @@ static bool ssd_via_fill(const struct ssd_ent *e, uint64_t b0, uint64_t b1,
 		if (u->vb0 < b1 && b0 < u->vb1 && u->req != r &&
 		    (u->req->kind == SSD_WRITE || u->req->kind == SSD_ZERO))
 			return true;
+	return false;
+}
+
+/* lock held: r, a write to e, waits for e's dependents (their writes,
+ * flushes, copies, or fills through e): younger writes that would add to
+ * what it waits for queue behind it until its data phase (ssd_gated). */
+static void ssd_gate_take(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
+{
+	if (r->gate)
+		return;
+	r->gate = e;
+	r->gnext = e->gates;
+	e->gates = r;
+	s->ngates++;
+}
+
+/* lock held: r leaves its gate (its data phase starts, or it failed); the
+ * writes queued behind it try again. */
+static void ssd_gate_drop(struct ssd *s, struct ssd_req *r)
+{
+	struct ssd_req **pp;
+
+	if (!r->gate)
+		return;
+	for (pp = &r->gate->gates; *pp != r; pp = &(*pp)->gnext)
+		;
+	*pp = r->gnext;
+	r->gate = NULL;
+	s->ngates--;
+	if (s->sw_head)
+		ssd_sw_wake(s);
+}
+
+/* lock held: whether r, a write to r->ent, queues behind an older write
+ * waiting for the dependents of one of r->ent's bases: any write of a
+ * direct dependent (that write waits for their writes), and a write of a
+ * farther one overlapping the blocks it writes (its fill could go
+ * through them). */
+static bool ssd_gated(const struct ssd *s, const struct ssd_req *r)
+{
+	const struct ssd_ent *d = r->ent;
+
+	if (!s->ngates)
+		return false;
+	for (const struct ssd_ent *a = d->bent; a; a = a->bent)
+		for (const struct ssd_req *w = a->gates; w; w = w->gnext)
+			if (w->seq < r->seq && (a == d->bent ||
+						(w->b0 < r->b1 && r->b0 < w->b1)))
+				return true;
 	return false;
 }
 
@@ -1581,6 +1664,7 @@ static void ssd_modify_fail(struct ssd_req *r, int err)
 	struct objstore_io *io = r->io;
 
 	pthread_mutex_lock(&s->lock);
+	ssd_gate_drop(s, r);
 	if (r->ent && r->ent->dirty_tok && !r->ent->on_pdirty)
 		ssd_tok_release(s, r->ent);
 	ssd_unpin_all(s, r);
@@ -1630,6 +1714,7 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 			if (d->flushing || d->writing || d->cowing) {
 				/* its flush may be reading e, or a write of its
 				 * own is landing: wait for it */
+				ssd_gate_take(s, r, e);
 				r->resume = ssd_modify_resume;
 				r->fetch_res = 0;
 				r->wnext = s->sw_head;
@@ -1720,6 +1805,8 @@ static int ssd_detach_deps(struct ssd *s, struct ssd_req *r, struct ssd_ent *e)
 					ssd_via_link(&via, src, b, b + 1);
 			}
 			pthread_mutex_unlock(&s->lock);
+			if (ssd_copy_hook)
+				ssd_copy_hook(r, d, src, b);
 			if (src)
 				err = ssd_pread_all(s->fd, blk, SSD_BLK, from);
 			else
@@ -1858,6 +1945,18 @@ static void ssd_modify_prep(struct ssd_req *r)
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}
+	if (ssd_gated(s, r)) {
+		/* an older write to one of its bases waits for that base's
+		 * dependents: this one must not add to it (a wait, not a
+		 * resolution: not counted against SSD_MAX_PASSES) */
+		r->passes--;
+		r->resume = ssd_modify_resume;
+		r->fetch_res = 0;
+		r->wnext = s->sw_head;
+		s->sw_head = r;
+		pthread_mutex_unlock(&s->lock);
+		return;
+	}
 	if (s->pool_mode && e->from_pool && !ssd_all_valid(s, e)) {
 		p = e;
 		hi = s->nblk;
@@ -1947,6 +2046,7 @@ static void ssd_modify_prep(struct ssd_req *r)
 			 * bases) fills a block from these: wait for its pread */
 			r->resume = ssd_modify_resume;
 			r->fetch_res = 0;
+			ssd_gate_take(s, r, e);
 			r->wnext = s->sw_head;
 			s->sw_head = r;
 			e->fill_wait = true;
@@ -1957,6 +2057,7 @@ static void ssd_modify_prep(struct ssd_req *r)
 		ssd_via_stale(e, r->b0, r->b1);
 	}
 	e->writing++;
+	ssd_gate_drop(s, r);
 	pthread_mutex_unlock(&s->lock);
 	ssd_modify_go(r);
 }
@@ -2021,6 +2122,7 @@ static void ssd_modify(struct ssd *s, struct objstore_io *io, enum ssd_kind kind
 	}
 	pthread_mutex_lock(&s->lock);
 	s->st.write_ops++;
+	r->seq = ++s->wseq;
 	e = ssd_find_load(s, io->obj);
 	if (!e && io->base) {
 		b = ssd_find_load(s, io->base);

@@ -127,6 +127,8 @@ struct ssd_ent {
 	struct ssd_sub *vreads;         /* preads of other objects' reads
 	                                 * through this entry (ssd.c, "Reads in
 	                                 * flight through a base") */
+	struct ssd_req *gates;          /* writes to it waiting for its
+	                                 * dependents (ssd.c, "Writer fairness") */
 	/* miss path and eviction */
 	bool from_pool;                 /* blocks not valid come from the
 	                                 * pool version (no base link) */
@@ -257,6 +259,8 @@ struct ssd {
 	bool fault_wrap;
 	uint64_t dirty_max, tokens;     /* backpressure: dirty objects */
 	struct ssd_req *bp_head, *bp_tail; /* writes waiting for a token */
+	uint64_t wseq;                  /* writes submitted (ssd_req.seq) */
+	uint32_t ngates;                /* writes on some entry's gates */
 	/* eviction (S3-FIFO) and the miss path; under lock unless noted */
 	struct ssd_ent *qh[3], *qt[3];
 	uint64_t qn[3];
@@ -343,6 +347,10 @@ struct ssd_req {
 	bool stale;                     /* read: a write landed in place on
 	                                 * blocks it reads through a base */
 	void (*resume)(struct ssd_req *r); /* after a fetch / a free slot */
+	/* write: submission order; the entry whose gates list holds it */
+	uint64_t seq;
+	struct ssd_ent *gate;
+	struct ssd_req *gnext;
 	struct ssd_sub subs[];
 };
 
@@ -356,6 +364,12 @@ extern bool (*ssd_read_hook)(struct ssd_req *r);
  * blocks and before it preads them; a held write is submitted later with
  * ssd_read_submit (its loop). */
 extern bool (*ssd_rmw_hook)(struct ssd_req *r);
+/* Test hook, NULL in production: called on the writer's thread, the
+ * mutex NOT held, before a base write's detach copies block blk of a
+ * dependent d from src's slot (src NULL: zeros); it may block, and other
+ * ops may run meanwhile (the copy is synchronous). */
+extern void (*ssd_copy_hook)(struct ssd_req *r, struct ssd_ent *d,
+			     struct ssd_ent *src, uint64_t blk);
 /* Submit the preads of a read (or an rmw) a hook held (r's loop). */
 void ssd_read_submit(struct ssd_req *r);
 

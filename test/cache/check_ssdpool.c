@@ -29,7 +29,12 @@
  * random in-place writes of their base never see the writes; likewise a
  * write's read-modify-write of a partial block through a chain of bases
  * (ssd_rmw_hook holds it) keeps the far base's old bytes when that base is
- * written in place meanwhile, deterministically and at random.
+ * written in place meanwhile, deterministically and at random.  A base
+ * write waiting for its dependents' writes completes at the first release
+ * while new dependents' writes keep coming (they queue behind it); a base
+ * write's detach copy of a block from a far base's slot (held on its own
+ * thread by ssd_copy_hook) makes that far base's write wait, also when
+ * the chain switches to a pool version between two copies.
  *
  * With NBDSRV_SSD_POOL_CONF=<pool config> (test/cache/ssdpool-redis.sh:
  * 6 redis-servers, k=4 m=2) the same tests run against those servers; the
@@ -2372,6 +2377,346 @@ START_TEST(test_rmw_chain_stress)
 }
 END_TEST
 
+/* test_base_write_fair: the stream's writes held by ssd_rmw_hook */
+static struct hold bf_hold;
+
+static bool bf_pick(struct ssd_req *r)
+{
+	return r->io->obj >= 20;
+}
+
+static bool bf_hook(struct ssd_req *r)
+{
+	return hold_take(&bf_hold, r, bf_pick);
+}
+
+/* The index in bf_hold of the request of io, or -1. */
+static int bf_held(const struct objstore_io *io)
+{
+	for (unsigned i = 0; i < bf_hold.n; i++)
+		if (bf_hold.r[i]->io == io)
+			return (int)i;
+	return -1;
+}
+
+/* Run lp until cond (bounded: 120 s, then fail with what). */
+#define RUN_UNTIL(cond, ...) do {                                            \
+	for (uint64_t t0_ = now_ns(); !(cond); ) {                          \
+		loop_run_once(&lp, 10ull * 1000000);                        \
+		ck_assert_msg(now_ns() - t0_ < 120ull * 1000000000, __VA_ARGS__); \
+	}                                                                   \
+} while (0)
+
+/*
+ * A base write waits a bounded time while its dependents keep writing.
+ * Object 10 (whole), 11 from 10, and objects 20.. created from 10 (from
+ * 11 for 21) with a write of their own.  A partial write of 20's block 9
+ * is held by ssd_rmw_hook after its preparation (20 counts a write in
+ * progress, its fill resolves to 10's slot); a write of 10's blocks 8-10
+ * then waits for it.  Then, round after round, a new partial write of
+ * block 9 of the next object (21: through 11 to 10's slot, a far fill;
+ * 22..: direct dependents of 10, writes in progress) is submitted, and
+ * the previous one released: the base write must complete at the FIRST
+ * release (the writes submitted after it queue behind it); a base write
+ * that waits for each newcomer in turn never completes (it did before
+ * the writer-fairness gate; with the gate only on direct dependents it
+ * completes at the second).  Every object equals its model at the end.
+ * Modes: local, pool (nothing flushed: detach by copy), pool with every
+ * object flushed (detach by a switch to the pool version).
+ */
+START_TEST(test_base_write_fair)
+{
+	enum { NF = 7 };
+	uint8_t *x = malloc(SLOT), *z = malloc(SLOT), *got = malloc(SLOT);
+	uint8_t (*own)[300] = malloc(NF * 300), (*fw)[300] = malloc(NF * 300);
+	uint8_t (*mdl)[SLOT] = malloc((NF + 2) * SLOT);
+
+	seed_init("test_base_write_fair");
+	for (int mode = 0; mode < 3; mode++) {
+		struct copts co = { .create = true, .local = mode == 0, .wt = true,
+			.idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+		struct sync_io f[NF], wb;
+		struct meta *m;
+		struct objstore *c;
+		unsigned done_at = 0, gated = 0, i;
+
+		fill(x, SLOT);
+		fill(z, SLOT);
+		wipe_store();
+		open_store(&co, &m, &c);
+		/* mdl[NF] = 10, mdl[NF + 1] = 11, mdl[i] = 20 + i */
+		memcpy(mdl[NF], x, SLOT);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 10, 0, 0, SLOT, x), 0);
+		memcpy(mdl[NF + 1], x, SLOT);
+		fill(mdl[NF + 1] + 1000, 300);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 11, 10, 1000, 300,
+				       mdl[NF + 1] + 1000), 0);
+		for (i = 0; i < NF; i++) {
+			memcpy(mdl[i], mdl[i == 1 ? NF + 1 : NF], SLOT);
+			fill(own[i], 300);
+			memcpy(mdl[i] + 3 * 4096 + 50, own[i], 300);
+			ck_assert_int_eq(do_io(c, OP_WRITE, 20 + i, i == 1 ? 11 : 10,
+					       3 * 4096 + 50, 300, own[i]), 0);
+			fill(fw[i], 300);
+			memcpy(mdl[i] + 9 * 4096 + 100, fw[i], 300);
+			f[i] = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb,
+				.obj = 20 + i, .base = i == 1 ? 11 : 10,
+				.off = 9 * 4096 + 100, .len = 300, .buf = fw[i] } };
+		}
+		if (mode == 2)
+			ck_assert_int_eq(do_flush(c), 0);
+		memcpy(mdl[NF] + 8 * 4096, z, 3 * 4096);
+		wb = (struct sync_io){ .io = { .loop = &lp, .cb = sync_cb, .obj = 10,
+			.off = 8 * 4096, .len = 3 * 4096, .buf = z } };
+
+		bf_hold.n = 0;
+		ssd_rmw_hook = bf_hook;
+		objstore_write(c, &f[0].io);
+		RUN_UNTIL(bf_held(&f[0].io) >= 0, "mode %d: write 0 not held", mode);
+		objstore_write(c, &wb.io);
+		RUN_UNTIL(wb.done || sw_waiting(c, &wb.io), "mode %d: the base "
+			  "write neither completed nor waited", mode);
+		ck_assert_msg(!wb.done, "mode %d: the base write did not wait for "
+			      "a dependent's write in progress", mode);
+		for (i = 1; i < NF && !done_at; i++) {
+			int h;
+
+			objstore_write(c, &f[i].io);
+			RUN_UNTIL(f[i].done || bf_held(&f[i].io) >= 0 ||
+				  sw_waiting(c, &f[i].io), "mode %d: write %u "
+				  "neither held, waiting nor done", mode, i);
+			gated += !f[i].done && bf_held(&f[i].io) < 0;
+			h = bf_held(&f[i - 1].io);
+			if (h >= 0)
+				hold_release(&bf_hold, (unsigned)h);
+			RUN_UNTIL(f[i - 1].done && (wb.done || sw_waiting(c, &wb.io)),
+				  "mode %d: round %u: no progress", mode, i);
+			if (wb.done)
+				done_at = i;
+		}
+		printf("test_base_write_fair: mode %d: the base write completed "
+		       "at release %u (%u of the later writes queued behind it)\n",
+		       mode, done_at, gated);
+		/* the rest: released, done */
+		ssd_rmw_hook = NULL;
+		while (bf_hold.n)
+			hold_release(&bf_hold, 0);
+		wait_all(f, i);
+		wait_all(&wb, 1);
+		ck_assert_msg(done_at == 1, "mode %d: the base write %s", mode,
+			      done_at ? "waited for later dependents' writes" :
+			      "never completed while dependents kept writing");
+		for (unsigned j = 0; j < i; j++)
+			ck_assert_int_eq(f[j].io.res, 0);
+		ck_assert_int_eq(wb.io.res, 0);
+		for (unsigned j = i; j < NF; j++)       /* not submitted */
+			memcpy(mdl[j] + 9 * 4096 + 100, x + 9 * 4096 + 100, 300);
+		for (unsigned j = 0; j < NF + 2; j++) {
+			uint64_t obj = j < NF ? 20 + j : j == NF ? 10 : 11;
+			uint64_t base = j == 1 ? 11 : j == NF ? 0 : 10;
+
+			ck_assert_int_eq(do_io(c, OP_READ, obj, base, 0, SLOT, got), 0);
+			for (uint64_t b = 0; b < SLOT / 4096; b++)
+				ck_assert_msg(!memcmp(got + b * 4096, mdl[j] + b * 4096,
+						      4096), "mode %d: object %" PRIu64
+					      " block %" PRIu64 " differs", mode, obj, b);
+		}
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
+	}
+	free(x);
+	free(z);
+	free(got);
+	free(own);
+	free(fw);
+	free(mdl);
+}
+END_TEST
+
+/* test_detach_copy: ssd_copy_hook holds the first copy of a write of
+ * object 2 (on the copier's thread) until the test lets it go */
+static pthread_mutex_t cp_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cp_cond = PTHREAD_COND_INITIALIZER;
+static unsigned cp_calls;
+static bool cp_holding, cp_go, cp_finished;
+static uint64_t cp_src[4], cp_blk[4];
+
+static void cp_hook(struct ssd_req *r, struct ssd_ent *d, struct ssd_ent *src,
+		    uint64_t blk)
+{
+	(void)d;
+	if (r->io->obj != 2)
+		return;
+	pthread_mutex_lock(&cp_lock);
+	if (cp_calls < 4) {
+		cp_src[cp_calls] = src ? src->obj : 0;
+		cp_blk[cp_calls] = blk;
+	}
+	if (cp_calls++ == 0) {
+		cp_holding = true;
+		pthread_cond_broadcast(&cp_cond);
+		while (!cp_go)
+			pthread_cond_wait(&cp_cond, &cp_lock);
+	}
+	pthread_mutex_unlock(&cp_lock);
+}
+
+struct cp_writer {
+	struct objstore *c;
+	const uint8_t *buf;
+	int res;
+};
+
+/* The copier's thread: writes object 2's blocks 9-10 on a loop of its own. */
+static void *cp_thread(void *arg)
+{
+	struct cp_writer *cw = arg;
+	struct loop lb;
+	struct sync_io s = { .io = { .cb = sync_cb, .obj = 2, .base = 1,
+		.off = 9 * 4096, .len = 2 * 4096, .buf = (void *)cw->buf } };
+
+	cw->res = loop_init(&lb, 64);
+	if (cw->res == 0) {
+		s.io.loop = &lb;
+		objstore_write(cw->c, &s.io);
+		for (uint64_t t0 = now_ns(); !s.done &&
+		     now_ns() - t0 < 120ull * 1000000000;)
+			loop_run_once(&lb, 10ull * 1000000);
+		cw->res = s.done ? s.io.res : -ETIMEDOUT;
+		loop_fini(&lb);
+	}
+	__atomic_store_n(&cp_finished, true, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * A base write's detach copy racing a far base's write: 3 → 2 → 1; a
+ * write of 2's blocks 9-10 (on a thread of its own) detaches 3 by copying
+ * those blocks into 3 from where they resolve, 1's slot; the hook holds
+ * the first copy (block 9) before its pread; meanwhile 1's blocks 9-10
+ * are written in place on the test's loop: that write must wait for the
+ * copy (listed on 1's vreads) — if it landed, 3 would get 1's new bytes.
+ * Then the copy goes on.  Modes: local; pool (2 and 3 not flushed: 1's
+ * write copies its blocks into 2); pool with 1 and 2 flushed before 3 was
+ * created: 1's write switches 2 to its pool version while 2's write is
+ * between two copies, so the second copy (block 10) finds its block in
+ * the pool and 2's write prepares again (a fetch of 2) — it then copies
+ * block 10 from 2's slot.
+ */
+START_TEST(test_detach_copy)
+{
+	uint8_t *x = malloc(SLOT), *y = malloc(SLOT), *z = malloc(SLOT);
+	uint8_t *w2 = malloc(SLOT), *got = malloc(SLOT);
+	uint8_t *want3 = malloc(SLOT), *want2 = malloc(SLOT), *want1 = malloc(SLOT);
+	struct ssdcache_stats st0, st;
+
+	seed_init("test_detach_copy");
+	fill(x, SLOT);
+	fill(y, 5000);
+	fill(z, SLOT);
+	fill(w2, 2 * 4096);
+	for (int mode = 0; mode < 3; mode++) {
+		struct copts co = { .create = true, .nslots = 16, .local = mode == 0,
+			.wt = true, .idle_ms = WB_LONG_MS, .age_ms = WB_LONG_MS };
+		struct cp_writer cw = { .buf = w2, .res = 1 };
+		struct sync_io w1 = { .io = { .loop = &lp, .cb = sync_cb, .obj = 1,
+			.off = 9 * 4096, .len = 2 * 4096, .buf = z } };
+		struct meta *m;
+		struct objstore *c;
+		pthread_t th;
+		bool waited;
+
+		wipe_store();
+		open_store(&co, &m, &c);
+		cw.c = c;
+		ck_assert_int_eq(do_io(c, OP_WRITE, 1, 0, 0, SLOT, x), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 2, 1, 1000, 5000, y), 0);
+		if (mode == 2)
+			ck_assert_int_eq(do_flush(c), 0);
+		ck_assert_int_eq(do_io(c, OP_WRITE, 3, 2, 30000, 4096, y), 0);
+		memcpy(want3, x, SLOT);
+		memcpy(want3 + 1000, y, 5000);
+		memcpy(want2, want3, SLOT);
+		memcpy(want2 + 9 * 4096, w2, 2 * 4096);
+		memcpy(want3 + 30000, y, 4096);
+		memcpy(want1, x, SLOT);
+		memcpy(want1 + 9 * 4096, z, 2 * 4096);
+		ssdcache_get_stats(c, &st0);
+
+		cp_calls = 0;
+		cp_holding = cp_go = cp_finished = false;
+		ssd_copy_hook = cp_hook;
+		ck_assert_int_eq(pthread_create(&th, NULL, cp_thread, &cw), 0);
+		pthread_mutex_lock(&cp_lock);
+		while (!cp_holding && !__atomic_load_n(&cp_finished, __ATOMIC_ACQUIRE))
+			pthread_cond_wait(&cp_cond, &cp_lock);
+		pthread_mutex_unlock(&cp_lock);
+		ck_assert_msg(cp_holding, "mode %d: 2's write copied nothing", mode);
+		ck_assert_uint_eq(cp_src[0], 1);
+		ck_assert_uint_eq(cp_blk[0], 9);
+		/* 1 written in place while the copy from its slot is held */
+		objstore_write(c, &w1.io);
+		RUN_UNTIL(w1.done || sw_waiting(c, &w1.io), "mode %d: 1's write "
+			  "neither completed nor waited", mode);
+		waited = !w1.done;
+		pthread_mutex_lock(&cp_lock);
+		cp_go = true;
+		pthread_cond_broadcast(&cp_cond);
+		pthread_mutex_unlock(&cp_lock);
+		RUN_UNTIL(w1.done && __atomic_load_n(&cp_finished, __ATOMIC_ACQUIRE),
+			  "mode %d: the writes did not complete", mode);
+		pthread_join(th, NULL);
+		ssd_copy_hook = NULL;
+		ck_assert_msg(waited, "mode %d: 1's write landed while a copy "
+			      "from its slot was in flight", mode);
+		ck_assert_int_eq(w1.io.res, 0);
+		ck_assert_msg(cw.res == 0, "mode %d: 2's write: %s", mode,
+			      strerror(-cw.res));
+		ssdcache_get_stats(c, &st);
+		printf("test_detach_copy: mode %d: %u copies by 2's write, the "
+		       "second from object %" PRIu64 "; fill waits %" PRIu64
+		       ", fetches %" PRIu64 "\n", mode, cp_calls, cp_src[1],
+		       st.fill_waits - st0.fill_waits, st.fetches - st0.fetches);
+		ck_assert_uint_ge(st.fill_waits - st0.fill_waits, 1);
+		ck_assert_uint_ge(cp_calls, 2);
+		ck_assert_uint_eq(cp_blk[1], 10);
+		/* block 10: from 2's own copy (1's write detached 2 first) or,
+		 * switched to the pool, from 2's slot after a fetch of it */
+		ck_assert_uint_eq(cp_src[1], 2);
+		if (mode == 2)
+			ck_assert_uint_ge(st.fetches - st0.fetches, 1);
+		ck_assert_int_eq(do_io(c, OP_READ, 3, 2, 0, SLOT, got), 0);
+		for (uint64_t b = 0; b < SLOT / 4096; b++)
+			ck_assert_msg(!memcmp(got + b * 4096, want3 + b * 4096, 4096),
+				      "mode %d: object 3 block %" PRIu64 " differs: %s",
+				      mode, b, !memcmp(got + b * 4096, z + b * 4096,
+						       4096) ?
+				      "its far base's later write" : "other bytes");
+		ck_assert_int_eq(do_io(c, OP_READ, 2, 1, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want2, SLOT), "mode %d: object 2", mode);
+		ck_assert_int_eq(do_io(c, OP_READ, 1, 0, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want1, SLOT), "mode %d: object 1", mode);
+		ck_assert_int_eq(do_flush(c), 0);
+		close_store(m, c);
+		/* and after a reopen */
+		co.create = false;
+		open_store(&co, &m, &c);
+		ck_assert_int_eq(do_io(c, OP_READ, 3, 2, 0, SLOT, got), 0);
+		ck_assert_msg(!memcmp(got, want3, SLOT), "mode %d: after a reopen",
+			      mode);
+		close_store(m, c);
+	}
+	free(x);
+	free(y);
+	free(z);
+	free(w2);
+	free(got);
+	free(want1);
+	free(want2);
+	free(want3);
+}
+END_TEST
+
 /* test_base_inflight_stress: reads held by the hook, released later */
 static struct hold sr_hold;
 
@@ -3509,6 +3854,8 @@ int main(void)
 	tcase_add_test(tc, test_base_inflight_stress);
 	tcase_add_test(tc, test_rmw_chain);
 	tcase_add_test(tc, test_rmw_chain_stress);
+	tcase_add_test(tc, test_base_write_fair);
+	tcase_add_test(tc, test_detach_copy);
 	tcase_add_test(tc, test_miss_paused);
 	tcase_add_test(tc, test_miss_served);
 	tcase_add_test(tc, test_flush_groups);
