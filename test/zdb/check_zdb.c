@@ -1497,6 +1497,17 @@ START_TEST(test_zdb_dialect_fake)
 	ck_assert_msg(strstr(b->last_error, "wrong password"), "%s", b->last_error);
 	ck_assert(!strstr(b->last_error, "wrong-pass"));
 	ck_assert_int_eq(one_op(&l, b, ZDB_OP_GET, "x", NULL, buf, sizeof(buf)), -EACCES);
+	{
+		/* a FATAL backend is down, not refusing while up: the pool must
+		 * not record this -EACCES as a refusal (zdb_req.refused) */
+		struct one o = { .r = { .op = ZDB_OP_DEL, .key = "x", .key_len = 1,
+					.done = one_done, .refused = true } };
+
+		b->ops->submit(b, &o.r);
+		run_flag(&l, b, &o.done);
+		ck_assert_int_eq(o.r.result, -EACCES);
+		ck_assert(!o.r.refused);
+	}
 	conn_close(&l, b);
 
 	b = conn_to(&l, f, "zpass");
