@@ -7,7 +7,9 @@
 # backoff, never FATAL ("refused" state).  After each case the condition
 # is lifted and the probe passes again.
 #   redis: OOM (maxmemory 1, noeviction), READONLY (REPLICAOF b01), MISCONF
-#          (save on, dir /proc, BGSAVE fails), BUSY (a script that loops),
+#          (save on, dir /proc, BGSAVE fails), NOREPLICAS
+#          (min-replicas-to-write 1), NOPERM (ACL: -set), BUSY (a script
+#          that loops),
 #          too many clients (maxclients 1, the slot held), LOADING (DEBUG
 #          RELOAD with key-load-delay).
 #   0-db:  maxsize 1, lock 1 (when the server has it), worm 1 (DEL),
@@ -88,6 +90,20 @@ if [ "$KIND" = redis ]; then
   cmd_ok 0 CONFIG SET dir "${BACKEND_DIR[0]}"
   cmd_ok 0 CONFIG SET save ""
   probe_ok MISCONF
+
+  # NOREPLICAS: min-replicas-to-write without replicas — EROFS
+  cmd_ok 0 CONFIG SET min-replicas-to-write 1
+  cleanup_push "backend_cmd 0 CONFIG SET min-replicas-to-write 0 >/dev/null 2>&1 || true"
+  probe 'FAIL +write failed: Read-only file system \(refused: NOREPLICAS Not enough good replicas to write\.\)' NOREPLICAS
+  cmd_ok 0 CONFIG SET min-replicas-to-write 0
+  probe_ok NOREPLICAS
+
+  # NOPERM: the ACL denies SET — EACCES
+  cmd_ok 0 ACL SETUSER default -set
+  cleanup_push "backend_cmd 0 ACL SETUSER default +set >/dev/null 2>&1 || true"
+  probe 'FAIL +write failed: Permission denied \(refused: NOPERM .*set' NOPERM
+  cmd_ok 0 ACL SETUSER default +set
+  probe_ok NOPERM
 
   # BUSY: a script that never ends — transient, even in the handshake
   cmd_ok 0 CONFIG SET busy-reply-threshold 50
