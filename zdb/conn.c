@@ -41,6 +41,13 @@
  * blocks: the connect is IORING_OP_CONNECT with a linked timeout, deadlines
  * are checked from the owner's tick (zdb_pool: every 10 ms).
  *
+ * Error answers (conn_errmap) become an errno on the request they answer,
+ * with the server's words cleaned into r->msg and r->refused set when the
+ * backend says "no" while up (full, read-only, replica, failed save,
+ * denied, its disk failing) — the pool records those for the status.
+ * Passing states (loading, busy, frozen, too many clients) are -EAGAIN; in
+ * the handshake they fail the connection for a backoff, not FATAL.
+ *
  * Lingering.  0-db does not ignore SIGPIPE: a reply it sends to a socket
  * its client has closed (RST) kills the server — which is exactly what a
  * teardown with requests in flight to a stopped or slow 0-db would do.  So
