@@ -3724,8 +3724,8 @@ END_TEST
  * eviction after the pool was closed, its commit answered to a loop about
  * to go away.  Every object keeps its slot in the index the close leaves.
  * When the close was asked SNDELAY/2 or more after the sync (a stalled
- * machine: a flush might have completed before the stop) the count is not
- * asserted. */
+ * machine: a flush might have completed before the stop) neither the
+ * evictions before the stop nor the count is asserted. */
 #define SNSLOTS 128u
 #define SNOBJ   126u
 #define SNDELAY (500ull * 1000000)
@@ -3765,7 +3765,10 @@ START_TEST(test_stop_no_evict)
 		ssdcache_get_stats(c, &st);
 	} while (!st.intent_commits);
 	late = now_ns() - t0 >= SNDELAY / 2;
-	ck_assert_uint_eq(st.evictions, 0);
+	/* (stalled SNDELAY after the sync, this thread may read the stats
+	 * after a flush completed and an eviction ran: not before the stop) */
+	if (!late)
+		ck_assert_uint_eq(st.evictions, 0);
 	objstore_close(c);      /* the first flushes complete during the stop */
 	wait_answer(&a);        /* the close ends it (not every object flushed) */
 	t = meta_rbegin(m);
