@@ -27,8 +27,34 @@ export SRC_DIR BUILD_DIR NBDSRV TEST_BIN_DIR
 _cleanup_cmds=()
 exec {_test_err}>&2
 cleanup_push() { _cleanup_cmds+=("$*"); }
+# _our_child PID — true when PID is a child of this test's shell now.
+_our_child() {
+  local s
+  read -r s 2>/dev/null <"/proc/$1/stat" || return 1
+  s=${s##*) }
+  [ "${s#* }" != "$s" ] && s=${s#* } && [ "${s%% *}" = "$$" ]
+}
+# Cleanup commands name processes by pid, often long after those exited and
+# were reaped (a daemon stopped mid-test, a restarted backend): with
+# pid_max 32768 and the suite's fork rate, such a pid can belong to ANOTHER
+# test's daemon or server by then.  During the cleanup, `kill` signals only
+# pids that are still children of this shell (options and process groups
+# pass as given; with no pid of ours left it does nothing and fails).
+_kill_ours() {
+  local a args=() n=0
+  for a in "$@"; do
+    if [[ $a =~ ^[0-9]+$ ]]; then
+      _our_child "$a" || continue
+      n=$((n + 1))
+    fi
+    args+=("$a")
+  done
+  [ "$n" -gt 0 ] || return 1
+  builtin kill "${args[@]}"
+}
 _run_cleanup() {
   local rc=$? i
+  kill() { _kill_ours "$@"; }
   for ((i = ${#_cleanup_cmds[@]} - 1; i >= 0; i--)); do
     eval "${_cleanup_cmds[$i]}" >/dev/null 2>&1 || true
   done
