@@ -5,27 +5,31 @@
  *
  * Hang guard: Check prints its results only when the whole suite ends, so
  * a test that hangs past ctest's TIMEOUT dies with the suite and says
- * nothing (nor which test it was).  A thread of the runner waits until 30 s
- * before that TIMEOUT (NBDSRV_TEST_TIMEOUT, set by nbdsrv_unit_test; 600 by
- * default), then says so on stderr with the running test's processes and
- * SIGKILLs that test (its process group): Check then reports it by name
- * ("Received signal 9") and the suite ends with its results.
+ * nothing (nor which test it was).  A watchdog process forked by the
+ * runner (a process, not a thread: the runner forks every test, and a
+ * fork while another thread holds a lock of the allocator — ASan's — left
+ * the test's exit deadlocked) waits until 30 s before that TIMEOUT
+ * (NBDSRV_TEST_TIMEOUT when set; else 600, nbdsrv_unit_test's), then
+ * says so on stderr with the running test's processes and SIGKILLs that
+ * test (its process group): Check then reports it by name ("Received
+ * signal 9") and the suite ends with its results.  The watchdog dies with
+ * the runner (PR_SET_PDEATHSIG).
  */
 #ifndef NBDSRV_TEST_CHECK_RUN_H
 #define NBDSRV_TEST_CHECK_RUN_H
 
 #include <check.h>
 #include <dirent.h>
-#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
-/* Every direct child of the runner (the running test) is killed, with its
- * process group when it leads one. */
-static inline void check_run_kill_tests(void)
+/* Every child of runner but the watchdog itself (the running test) is
+ * killed, with its process group when it leads one. */
+static inline void check_run_kill_tests(pid_t runner)
 {
 	DIR *d = opendir("/proc");
 	struct dirent *de;
@@ -38,7 +42,7 @@ static inline void check_run_kill_tests(void)
 		FILE *f;
 		char *p;
 
-		if (pid <= 0)
+		if (pid <= 0 || pid == (long)getpid())
 			continue;
 		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
 		f = fopen(path, "r");
@@ -46,7 +50,7 @@ static inline void check_run_kill_tests(void)
 			continue;
 		p = fgets(buf, sizeof(buf), f) ? strrchr(buf, ')') : NULL;
 		fclose(f);
-		if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1 || ppid != getpid())
+		if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1 || ppid != (long)runner)
 			continue;
 		snprintf(cmd, sizeof(cmd), "pstree -a -p %ld >&2", pid);
 		if (system(cmd) != 0)
@@ -58,36 +62,35 @@ static inline void check_run_kill_tests(void)
 	closedir(d);
 }
 
-static inline void *check_run_guard(void *arg)
+/* Fork the watchdog (none if the fork fails). */
+static inline void check_run_guard(unsigned limit)
 {
-	unsigned limit = *(unsigned *)arg;
+	pid_t runner = getpid();
 
+	if (fork() != 0)
+		return;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != runner)
+		_exit(0);
 	sleep(limit);
+	if (getppid() != runner)
+		_exit(0);
 	fprintf(stderr, "HANG: the running test of this suite is still running "
 		"after %u s (the suite's ctest TIMEOUT is near): killed (SIGKILL); "
 		"its processes:\n", limit);
-	check_run_kill_tests();
-	return NULL;
+	check_run_kill_tests(runner);
+	_exit(0);
 }
 
 /* Run every test of s (the runner frees s); EXIT_FAILURE if one failed. */
 static inline int check_run(Suite *s)
 {
-	static unsigned limit;
 	const char *to = getenv("NBDSRV_TEST_TIMEOUT");
 	SRunner *sr = srunner_create(s);
-	sigset_t all, old;
-	pthread_t guard;
 	int failed;
 
-	limit = (to && atoi(to) > 60 ? (unsigned)atoi(to) : 600) - 30;
-	/* the guard takes no signal: Check's timeout (SIGALRM) must reach
-	 * the runner's own thread */
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	if (pthread_create(&guard, NULL, check_run_guard, &limit) == 0)
-		pthread_detach(guard);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	fflush(NULL);           /* nothing buffered twice */
+	check_run_guard((to && atoi(to) > 60 ? (unsigned)atoi(to) : 600) - 30);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
