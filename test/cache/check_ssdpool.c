@@ -2585,7 +2585,10 @@ static void *cp_thread(void *arg)
 		cw->res = s.done ? s.io.res : -ETIMEDOUT;
 		loop_fini(&lb);
 	}
+	pthread_mutex_lock(&cp_lock);
 	__atomic_store_n(&cp_finished, true, __ATOMIC_RELEASE);
+	pthread_cond_broadcast(&cp_cond);
+	pthread_mutex_unlock(&cp_lock);
 	return NULL;
 }
 
