@@ -141,7 +141,9 @@
  * a fetch.  Sequence numbers only grow, so gate edges form no cycle, and
  * W holding E's gate while queued behind an older write's gate at one of
  * E's bases is the same order.  A gated write holds its pins but no
- * writing count, rmw lock, slot or token it takes later.  What stays
+ * writing count, rmw lock, slot or token it takes later; it waits on its
+ * own list (s->gw_head, woken when a gate is left), not on sw_head, which
+ * the evictor and the flusher read as writes waiting for slots.  What stays
  * unbounded: objects CREATED from E back to back while W waits (each new
  * dependent is detached with a copy and an index commit before W lands);
  * vol creates them at snapshots, not per write.  Cost without waiting
@@ -1113,8 +1115,12 @@ static void ssd_gate_drop(struct ssd *s, struct ssd_req *r)
 	*pp = r->gnext;
 	r->gate = NULL;
 	s->ngates--;
-	if (s->sw_head)
-		ssd_sw_wake(s);
+	for (struct ssd_req *w = s->gw_head, *next; w; w = next) {
+		next = w->wnext;
+		w->msg.fn = ssd_resume_msg;
+		loop_post(w->io->loop, &w->msg);
+	}
+	s->gw_head = NULL;
 }
 
 /* lock held: whether r, a write to r->ent, queues behind an older write
@@ -1952,8 +1958,8 @@ static void ssd_modify_prep(struct ssd_req *r)
 		r->passes--;
 		r->resume = ssd_modify_resume;
 		r->fetch_res = 0;
-		r->wnext = s->sw_head;
-		s->sw_head = r;
+		r->wnext = s->gw_head;
+		s->gw_head = r;
 		pthread_mutex_unlock(&s->lock);
 		return;
 	}

@@ -261,6 +261,8 @@ struct ssd {
 	struct ssd_req *bp_head, *bp_tail; /* writes waiting for a token */
 	uint64_t wseq;                  /* writes submitted (ssd_req.seq) */
 	uint32_t ngates;                /* writes on some entry's gates */
+	struct ssd_req *gw_head;        /* writes queued behind a gate (not
+	                                 * sw_head: they wait for no slot) */
 	/* eviction (S3-FIFO) and the miss path; under lock unless noted */
 	struct ssd_ent *qh[3], *qt[3];
 	uint64_t qn[3];

@@ -2017,7 +2017,8 @@ static bool rmw_hold_hook(struct ssd_req *r)
 	return true;
 }
 
-/* Whether the write io waits (s->sw_head) while no object is flushed. */
+/* Whether the write io waits (s->sw_head, or s->gw_head behind a gate)
+ * while no object is flushed. */
 static bool sw_waiting(struct objstore *c, const struct objstore_io *io)
 {
 	struct ssd *s = (struct ssd *)c;
@@ -2026,6 +2027,8 @@ static bool sw_waiting(struct objstore *c, const struct objstore_io *io)
 	pthread_mutex_lock(&s->lock);
 	for (struct ssd_req *w = s->sw_head; w && !found; w = w->wnext)
 		found = w->io == io;
+	for (struct ssd_req *w = s->gw_head; w && !found; w = w->wnext)
+		found = w->io == io;    /* queued behind a gate */
 	/* not for a dependent's flush in progress (it wakes it) */
 	for (size_t i = 0; i < s->nbuckets && found; i++)
 		for (struct ssd_ent *e = s->tab[i]; e && found; e = e->hnext)
