@@ -237,18 +237,25 @@ rs=$!
 cleanup_push "kill -CONT $rs 2>/dev/null; kill $rs 2>/dev/null"
 wait_for "[ \$(st \"$SC['running'] and $SC['deep'] and $SC['rate'] == 1\") = 1 ]" 30 ||
   fail "the deep scrub at 1 B/s did not start: $(st "$SC")"
-kill -STOP "$rs"
-rc=0; stop_nbdsrv || rc=$?
-[ "$rc" = 0 ] || fail "SIGTERM during a deep scrub: exit $rc"
-NBDSRV_LOG=$t/serve5.log
-start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
-wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after the restart"
-kill -CONT "$rs"
-wait_for "! kill -0 $rs 2>/dev/null" 30 || fail "scrub --wait still polls after the daemon restarted"
-rc=0; wait "$rs" || rc=$?
-cat "$t/rs.out" "$t/rs.err" >&2
-[ "$rc" = 1 ] || fail "scrub --wait across a restart: exit $rc (want 1)"
-grep -q "restarted" "$t/rs.err" || fail "scrub --wait did not say the daemon restarted"
+# restart_under_wait PID OUT LOG WHAT: the `scrub --wait` PID (its output
+# in OUT.out/.err) is held stopped while the daemon restarts (log LOG);
+# resumed, it must exit 1 saying the daemon restarted
+restart_under_wait() {
+  local pid=$1 out=$2 what=$4 rc=0
+  kill -STOP "$pid"
+  stop_nbdsrv || rc=$?
+  [ "$rc" = 0 ] || fail "SIGTERM during a $what: exit $rc"
+  NBDSRV_LOG=$3
+  start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
+  wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after the restart ($what)"
+  kill -CONT "$pid"
+  wait_for "! kill -0 $pid 2>/dev/null" 30 || fail "scrub --wait ($what) still polls after the daemon restarted"
+  rc=0; wait "$pid" || rc=$?
+  cat "$out.out" "$out.err" >&2
+  [ "$rc" = 1 ] || fail "scrub --wait ($what) across a restart: exit $rc (want 1)"
+  grep -q "restarted" "$out.err" || fail "scrub --wait ($what) did not say the daemon restarted"
+}
+restart_under_wait "$rs" "$t/rs" "$t/serve5.log" "deep scrub"
 # the same when it JOINED the scrub (started by someone else) of a daemon
 # whose first scrub that is (runs 0): the new daemon's 0 runs, none
 # running, is no end of that scrub either (it exited 0 with an empty result)
@@ -258,18 +265,7 @@ grep -q "restarted" "$t/rs.err" || fail "scrub --wait did not say the daemon res
 rj=$!
 cleanup_push "kill -CONT $rj 2>/dev/null; kill $rj 2>/dev/null"
 wait_for "grep -q 'following it' '$t/rj.err'" 30 || fail "scrub --wait did not join the deep scrub"
-kill -STOP "$rj"
-rc=0; stop_nbdsrv || rc=$?
-[ "$rc" = 0 ] || fail "SIGTERM during a joined deep scrub: exit $rc"
-NBDSRV_LOG=$t/serve6.log
-start_nbdsrv --config "$t/pool.conf" --unix "$t/sock"
-wait_for "[ -S '$ctl' ]" 30 || fail "no control socket after the restart (joined)"
-kill -CONT "$rj"
-wait_for "! kill -0 $rj 2>/dev/null" 30 || fail "joined scrub --wait still polls after the daemon restarted"
-rc=0; wait "$rj" || rc=$?
-cat "$t/rj.out" "$t/rj.err" >&2
-[ "$rc" = 1 ] || fail "joined scrub --wait across a restart: exit $rc (want 1)"
-grep -q "restarted" "$t/rj.err" || fail "joined scrub --wait did not say the daemon restarted"
+restart_under_wait "$rj" "$t/rj" "$t/serve6.log" "joined deep scrub"
 # a stop while a deep scrub waits for a backend (values of the other
 # shards held): a clean exit, nothing leaked
 backend_stop 5
