@@ -1099,9 +1099,11 @@ static int conn_process(struct conn *c)
 		}
 		conn_complete(c, r, res);
 		if (c->ns_gone) {
+			/* not -ENOENT: the requests behind it were not answered,
+			 * and a GET's -ENOENT means "no such key" */
 			c->ns_gone = false;
-			conn_fail(c, -ENOENT, "the namespace was removed on the server");
-			return -ENOENT;
+			conn_fail(c, -EIO, "the namespace was removed on the server");
+			return -EIO;
 		}
 	}
 	if (c->rx_off == c->rx_len) {

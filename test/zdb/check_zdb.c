@@ -1463,6 +1463,68 @@ START_TEST(test_error_answers)
 }
 END_TEST
 
+/* 0-db answers "namespace is not available anymore" when its namespace
+ * was deleted under the connection, which then fails and reconnects: the
+ * requests pipelined behind that answer were never answered, so they must
+ * not come back -ENOENT (a GET's "no such key": a scrub counts the shard
+ * missing and rewrites it, the pool counts the answer as a success). */
+START_TEST(test_ns_gone_pipelined)
+{
+	static const char *answers[3] = {
+		"Your active namespace is not available anymore (probably removed).",
+		"x", "y" };
+	static const char *keys[3] = { "err.0", "err.1", "err.go" };
+	struct errreq e[3];
+	struct zdb_pool_cfg *cfg = calloc(1, sizeof(*cfg));
+	struct zdb_pool *pool;
+	struct fake *f;
+	struct loop l;
+	unsigned i;
+
+	memset(e, 0, sizeof(e));
+	mk_tmpdir();
+	ck_assert_int_eq(loop_init(&l, 256), 0);
+	f = fake_start(FAKE_REDIS, 8);
+	zdb_pool_cfg_defaults(cfg);
+	cfg->k = 1;
+	cfg->m = 0;
+	cfg->min_shards = 1;
+	cfg->depth = 64;
+	cfg->nbackends = 1;
+	snprintf(cfg->backends[0].name, sizeof(cfg->backends[0].name), "r00");
+	snprintf(cfg->backends[0].address, sizeof(cfg->backends[0].address), "unix:%s", f->path);
+	cfg->backends[0].kind = ZDB_KIND_REDIS;
+	ck_assert_int_eq(zdb_pool_open(&l, cfg, NULL, &pool), 0);
+	ck_assert_int_eq(zdb_pool_wait_connected(pool, 30ull * 1000000000), 0);
+	for (i = 0; i < 3; i++) {
+		e[i].pool = pool;
+		snprintf(e[i].key, sizeof(e[i].key), "%s", keys[i]);
+		e[i].r.op = ZDB_OP_PUT;
+		e[i].r.key = e[i].key;
+		e[i].r.key_len = strlen(e[i].key);
+		e[i].r.val = answers[i];
+		e[i].r.val_len = strlen(answers[i]);
+		e[i].r.done = errreq_done;
+		zdb_pool_submit(pool, 0, &e[i].r);
+	}
+	while (!e[0].done || !e[1].done || !e[2].done)
+		loop_run_once(&l, 10ull * 1000000);
+	ck_assert_int_lt(e[0].r.result, 0);
+	for (i = 1; i < 3; i++)
+		ck_assert_msg(e[i].r.result < 0 && e[i].r.result != -ENOENT,
+			      "request %u behind the answer: %d", i, e[i].r.result);
+
+	zdb_pool_close(pool);
+	while (!zdb_pool_closed(pool))
+		loop_run_once(&l, 20ull * 1000000);
+	zdb_pool_free(pool);
+	fake_stop(f);
+	loop_fini(&l);
+	free(cfg);
+	rm_tmpdir();
+}
+END_TEST
+
 static int last_event;
 static unsigned saw_emptied;
 
@@ -1660,6 +1722,7 @@ static Suite *zdb_suite(void)
 	tcase_add_test(tc, test_bad_servers);
 	tcase_add_test(tc, test_zdb_dialect_fake);
 	tcase_add_test(tc, test_error_answers);
+	tcase_add_test(tc, test_ns_gone_pipelined);
 	suite_add_tcase(s, tc);
 	return s;
 }
