@@ -141,7 +141,9 @@
  * a fetch.  Sequence numbers only grow, so gate edges form no cycle, and
  * W holding E's gate while queued behind an older write's gate at one of
  * E's bases is the same order.  A gated write holds its pins but no
- * writing count, rmw lock, slot or token it takes later; it waits on its
+ * writing count, rmw lock, slot or token it takes later, and gives back a
+ * dirty token its object holds for no write yet (the gate holder may wait
+ * for one; review5); it waits on its
  * own list (s->gw_head, woken when a gate is left), not on sw_head, which
  * the evictor and the flusher read as writes waiting for slots.  What stays
  * unbounded: objects CREATED from E back to back while W waits (each new
@@ -1956,6 +1958,15 @@ static void ssd_modify_prep(struct ssd_req *r)
 		 * dependents: this one must not add to it (a wait, not a
 		 * resolution: not counted against SSD_MAX_PASSES) */
 		r->passes--;
+		/* a dirty token its object holds for no write yet (taken by
+		 * an earlier pass, or granted out of backpressure) goes back:
+		 * the gate holder may be waiting for one, and a token of an
+		 * object that is not pool-dirty is freed by nothing else
+		 * (tokens of pool-dirty objects come back as they are
+		 * flushed, which no gate holds up).  This pass takes one
+		 * again after the gate, as any write does. */
+		if (e->dirty_tok && !e->on_pdirty && !e->writing)
+			ssd_tok_release(s, e);
 		r->resume = ssd_modify_resume;
 		r->fetch_res = 0;
 		r->wnext = s->gw_head;
