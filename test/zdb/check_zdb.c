@@ -1142,6 +1142,27 @@ static struct fake *fake_start(enum fake_mode mode, unsigned n)
 	return f;
 }
 
+/* a pool of one redis-kind backend, the fake f (k=1 m=0, 64 in flight),
+ * connected */
+static struct zdb_pool *fake_pool_open(struct loop *l, struct zdb_pool_cfg *cfg,
+				       const struct fake *f)
+{
+	struct zdb_pool *pool;
+
+	zdb_pool_cfg_defaults(cfg);
+	cfg->k = 1;
+	cfg->m = 0;
+	cfg->min_shards = 1;
+	cfg->depth = 64;
+	cfg->nbackends = 1;
+	snprintf(cfg->backends[0].name, sizeof(cfg->backends[0].name), "r00");
+	snprintf(cfg->backends[0].address, sizeof(cfg->backends[0].address), "unix:%s", f->path);
+	cfg->backends[0].kind = ZDB_KIND_REDIS;
+	ck_assert_int_eq(zdb_pool_open(l, cfg, NULL, &pool), 0);
+	ck_assert_int_eq(zdb_pool_wait_connected(pool, 30ull * 1000000000), 0);
+	return pool;
+}
+
 static void fake_stop(struct fake *f)
 {
 	shutdown(f->lfd, SHUT_RDWR);
@@ -1384,17 +1405,7 @@ START_TEST(test_error_answers)
 	mk_tmpdir();
 	ck_assert_int_eq(loop_init(&l, 256), 0);
 	f = fake_start(FAKE_REDIS, 7);
-	zdb_pool_cfg_defaults(cfg);
-	cfg->k = 1;
-	cfg->m = 0;
-	cfg->min_shards = 1;
-	cfg->depth = 64;
-	cfg->nbackends = 1;
-	snprintf(cfg->backends[0].name, sizeof(cfg->backends[0].name), "r00");
-	snprintf(cfg->backends[0].address, sizeof(cfg->backends[0].address), "unix:%s", f->path);
-	cfg->backends[0].kind = ZDB_KIND_REDIS;
-	ck_assert_int_eq(zdb_pool_open(&l, cfg, NULL, &pool), 0);
-	ck_assert_int_eq(zdb_pool_wait_connected(pool, 30ull * 1000000000), 0);
+	pool = fake_pool_open(&l, cfg, f);
 
 	for (i = 0; i < n; i++) {
 		e[i].pool = pool;
@@ -1485,17 +1496,7 @@ START_TEST(test_ns_gone_pipelined)
 	mk_tmpdir();
 	ck_assert_int_eq(loop_init(&l, 256), 0);
 	f = fake_start(FAKE_REDIS, 8);
-	zdb_pool_cfg_defaults(cfg);
-	cfg->k = 1;
-	cfg->m = 0;
-	cfg->min_shards = 1;
-	cfg->depth = 64;
-	cfg->nbackends = 1;
-	snprintf(cfg->backends[0].name, sizeof(cfg->backends[0].name), "r00");
-	snprintf(cfg->backends[0].address, sizeof(cfg->backends[0].address), "unix:%s", f->path);
-	cfg->backends[0].kind = ZDB_KIND_REDIS;
-	ck_assert_int_eq(zdb_pool_open(&l, cfg, NULL, &pool), 0);
-	ck_assert_int_eq(zdb_pool_wait_connected(pool, 30ull * 1000000000), 0);
+	pool = fake_pool_open(&l, cfg, f);
 	for (i = 0; i < 3; i++) {
 		e[i].pool = pool;
 		snprintf(e[i].key, sizeof(e[i].key), "%s", keys[i]);
